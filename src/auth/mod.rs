@@ -1,0 +1,139 @@
+//! Logging in to Vault's aws auth method, and giving the token back at the end.
+
+pub mod ec2;
+
+use crate::retry::{Failure, Policy, Verdict};
+use crate::secret::{Secret, SecretJson};
+use crate::vault::{self, Vault};
+use std::fmt;
+use std::time::Duration;
+use ureq::http::Method;
+
+/// A Vault token from a login. The token itself is only reached through `client_token.expose()`.
+pub struct Token {
+    pub client_token: Secret,
+    pub accessor: String,
+    pub ttl: Duration,
+    /// A nonce Vault generated because none was sent (never with vaultboot's own nonce).
+    pub server_nonce: Option<Secret>,
+}
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Vault said the nonce does not match the one bound to this instance.
+    NonceMismatch {
+        mount: String,
+        instance_id: String,
+    },
+    /// Vault refused the login.
+    Denied(vault::Error),
+    /// Vault stayed unavailable until the deadline.
+    Unavailable(vault::Error),
+    /// The login answer is not what Vault sends.
+    Malformed(vault::Error),
+    Cancelled,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NonceMismatch { mount, instance_id } => write!(
+                f,
+                "Vault answered \"client nonce mismatch\": this instance's identity is bound to \
+                 another nonce (state lost or restored from elsewhere). The stored nonce was NOT \
+                 replaced. To let this instance log in again, an operator runs: \
+                 vault delete auth/{mount}/identity-accesslist/{instance_id}"
+            ),
+            Error::Denied(e) => write!(f, "login refused: {e}"),
+            Error::Unavailable(e) => {
+                write!(f, "login: Vault unavailable until the deadline (last: {e})")
+            }
+            Error::Malformed(e) => write!(f, "login: {e}"),
+            Error::Cancelled => f.write_str("login: cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Reads `auth` out of a login answer.
+pub(crate) fn token_from(answer: &SecretJson, url: &str) -> Result<Token, vault::Error> {
+    let bad = |detail: &str| vault::Error::Malformed {
+        url: url.to_string(),
+        detail: detail.to_string(),
+    };
+    let auth = answer
+        .0
+        .get("auth")
+        .and_then(|a| a.as_object())
+        .ok_or_else(|| bad("login answer has no auth object"))?;
+    let token = auth
+        .get("client_token")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| bad("login answer has no auth.client_token string"))?;
+    if token.is_empty() || token.len() > 1024 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad("auth.client_token is empty or not a token"));
+    }
+    let accessor = match auth.get("accessor") {
+        Some(serde_json::Value::String(a)) if a.len() <= 256 && !a.contains(char::is_control) => {
+            a.clone()
+        }
+        _ => "(none)".to_string(),
+    };
+    let ttl = auth
+        .get("lease_duration")
+        .and_then(|d| d.as_u64())
+        .map(Duration::from_secs)
+        .unwrap_or_default();
+    let server_nonce = auth
+        .get("metadata")
+        .and_then(|m| m.get("nonce"))
+        .and_then(|n| n.as_str())
+        .map(|n| Secret::from_string(n.to_string()));
+    Ok(Token {
+        client_token: Secret::from_string(token.to_string()),
+        accessor,
+        ttl,
+        server_nonce,
+    })
+}
+
+/// `POST auth/token/revoke-self`, retried briefly: the job is done whatever this says.
+pub fn revoke(vault: &Vault, token: &Token, policy: &Policy) -> Result<(), vault::Error> {
+    let result = policy.run(
+        |left| {
+            vault.request(
+                Method::POST,
+                "auth/token/revoke-self",
+                Some(&token.client_token),
+                None,
+                left,
+            )
+        },
+        |e| match e.verdict() {
+            Verdict::Transient { .. } if policy.remaining() > Duration::from_secs(1) => e.verdict(),
+            _ => Verdict::Fatal,
+        },
+    );
+    match result {
+        Ok(_) => Ok(()),
+        Err(f) => Err(f.into_error().unwrap_or(vault::Error::Malformed {
+            url: vault.shown_url("auth/token/revoke-self"),
+            detail: "cancelled".into(),
+        })),
+    }
+}
+
+/// Maps a finished login retry loop onto the auth error.
+pub(crate) fn login_failure(f: Failure<vault::Error>) -> Error {
+    match f {
+        Failure::Cancelled => Error::Cancelled,
+        Failure::Exhausted { last, .. } => Error::Unavailable(last),
+        Failure::Fatal(e @ vault::Error::Status { .. }) => Error::Denied(e),
+        Failure::Fatal(vault::Error::Http(h)) if !h.is_malformed() => {
+            Error::Unavailable(vault::Error::Http(h))
+        }
+        Failure::Fatal(e) => Error::Malformed(e),
+    }
+}

@@ -1,0 +1,98 @@
+//! The command line: `vaultboot run|check [--config PATH]`, `--help`, `--version`.
+
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+usage: vaultboot <command> [--config PATH]
+
+Fetches secrets from HashiCorp Vault at boot, logging in with the instance's AWS identity,
+and writes them to root-only files, all or nothing.
+
+commands:
+  run      do the boot job: IMDSv2 -> Vault login -> secrets -> files -> revoke token
+  check    validate the configuration offline (no network); for image builds and CI
+
+options:
+  -c, --config PATH   configuration file (default /etc/vaultboot/config.toml)
+  -h, --help          show this help
+  -V, --version       show the version
+
+exit status: 0 done, 64 usage, 65 malformed answer, 69 IMDS or Vault unavailable,
+             73 cannot write a file or the state, 77 Vault refused, 78 configuration error";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Run { config: PathBuf },
+    Check { config: PathBuf },
+    Help,
+    Version,
+}
+
+/// Parses the arguments after the program name; the error is a usage message.
+pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Command, String> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut config = None;
+    let mut command: Option<String> = None;
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Short('c') | Long("config") => {
+                let value = parser.value().map_err(|e| e.to_string())?;
+                config = Some(PathBuf::from(value));
+            }
+            Value(v) if command.is_none() => {
+                command = Some(
+                    v.into_string()
+                        .map_err(|_| "command is not UTF-8".to_string())?,
+                )
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let config = config.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+    match command.as_deref() {
+        Some("run") => Ok(Command::Run { config }),
+        Some("check") => Ok(Command::Check { config }),
+        Some(other) => Err(format!("unknown command {other:?} (run, check)")),
+        None => Err("a command is required (run, check)".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(|a| a.into()))
+    }
+
+    #[test]
+    fn commands_and_options() {
+        assert_eq!(
+            p(&["run"]).unwrap(),
+            Command::Run {
+                config: "/etc/vaultboot/config.toml".into()
+            }
+        );
+        assert_eq!(
+            p(&["check", "--config", "/x.toml"]).unwrap(),
+            Command::Check {
+                config: "/x.toml".into()
+            }
+        );
+        assert_eq!(
+            p(&["--config=/y", "run"]).unwrap(),
+            Command::Run {
+                config: "/y".into()
+            }
+        );
+        assert_eq!(p(&["--help"]).unwrap(), Command::Help);
+        assert_eq!(p(&["-V"]).unwrap(), Command::Version);
+        assert!(p(&[]).is_err());
+        assert!(p(&["fly"]).unwrap_err().contains("fly"));
+        assert!(p(&["run", "--bogus"]).is_err());
+        assert!(p(&["run", "extra"]).is_err());
+    }
+}

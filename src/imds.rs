@@ -1,0 +1,327 @@
+//! IMDSv2: the session token, the signed identity document, the identity document, metadata and
+//! role credentials. IMDSv1 is never used: every read carries the session token.
+//!
+//! <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html>
+
+use crate::config::{ImdsConfig, Signature};
+use crate::http::{self, Client};
+use crate::retry::{Failure, Policy, Verdict};
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+use ureq::http::Method;
+
+const TOKEN_PATH: &str = "/latest/api/token";
+const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
+const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
+const DOCUMENT_PATH: &str = "/latest/dynamic/instance-identity/document";
+/// A single IMDS request never waits longer than this: IMDS is link-local and answers in
+/// milliseconds, and a stuck request must not eat the run's whole deadline.
+const IMDS_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// IMDS could not be reached, or kept failing, until the deadline.
+    Unavailable {
+        what: String,
+        last: String,
+    },
+    /// IMDS refused (403: disabled; 404: no such item, e.g. no instance profile).
+    Refused {
+        what: String,
+        status: u16,
+    },
+    /// The answer is not what IMDS sends.
+    Malformed {
+        what: String,
+        detail: String,
+    },
+    Cancelled,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Unavailable { what, last } => {
+                write!(
+                    f,
+                    "IMDS {what}: unavailable until the deadline (last: {last})"
+                )
+            }
+            Error::Refused { what, status: 404 } => write!(f, "IMDS {what}: not found (404)"),
+            Error::Refused { what, status: 403 } => {
+                write!(
+                    f,
+                    "IMDS {what}: forbidden (403): is the metadata service disabled?"
+                )
+            }
+            Error::Refused { what, status } => write!(f, "IMDS {what}: answered {status}"),
+            Error::Malformed { what, detail } => write!(f, "IMDS {what}: {detail}"),
+            Error::Cancelled => f.write_str("IMDS: cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// One failed attempt, before retry decisions.
+enum Attempt {
+    Http(http::Error),
+    Status(u16, Option<Duration>),
+    Unauthorized,
+}
+
+impl Attempt {
+    fn describe(&self) -> String {
+        match self {
+            Attempt::Http(e) => e.to_string(),
+            Attempt::Status(s, _) => format!("HTTP {s}"),
+            Attempt::Unauthorized => "HTTP 401".into(),
+        }
+    }
+}
+
+/// The fields of the identity document vaultboot uses.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    pub instance_id: String,
+    pub region: String,
+    pub account_id: String,
+    pub availability_zone: String,
+    pub image_id: String,
+    pub private_ip: String,
+}
+
+/// AWS credentials of the instance profile (`iam` method).
+pub struct RoleCredentials {
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    pub token: Secret,
+}
+
+pub struct Imds<'p> {
+    client: Client,
+    ttl_seconds: String,
+    token: Mutex<Option<Secret>>,
+    policy: &'p Policy,
+}
+
+impl<'p> Imds<'p> {
+    pub fn new(config: &ImdsConfig, policy: &'p Policy) -> Self {
+        Imds {
+            client: Client::plain(&config.endpoint, IMDS_REQUEST_TIMEOUT),
+            ttl_seconds: config.token_ttl.as_secs().to_string(),
+            token: Mutex::new(None),
+            policy,
+        }
+    }
+
+    /// The signed identity document, newlines removed, as Vault's `pkcs7` field wants it.
+    pub fn fetch_signed_document(&self, signature: Signature) -> Result<String, Error> {
+        let path = match signature {
+            Signature::Rsa2048 => "/latest/dynamic/instance-identity/rsa2048",
+            Signature::Pkcs7 => "/latest/dynamic/instance-identity/pkcs7",
+        };
+        let body = self.get(path)?;
+        let text = std::str::from_utf8(body.expose()).map_err(|_| malformed(path, "not text"))?;
+        let doc: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        if doc.is_empty()
+            || !doc
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+        {
+            return Err(malformed(path, "not a base64 signature"));
+        }
+        Ok(doc)
+    }
+
+    pub fn fetch_identity(&self) -> Result<Identity, Error> {
+        let body = self.get(DOCUMENT_PATH)?;
+        let id: Identity = serde_json::from_slice(body.expose())
+            .map_err(|e| malformed(DOCUMENT_PATH, &format!("not an identity document: {e}")))?;
+        if !id.instance_id.starts_with("i-") || id.instance_id.len() > 64 {
+            return Err(malformed(DOCUMENT_PATH, "instanceId is not an instance id"));
+        }
+        Ok(id)
+    }
+
+    /// A one-line metadata item such as `local-hostname`.
+    pub fn fetch_metadata(&self, name: &str) -> Result<String, Error> {
+        let path = format!("/latest/meta-data/{name}");
+        let body = self.get(&path)?;
+        let text = std::str::from_utf8(body.expose())
+            .map_err(|_| malformed(&path, "not text"))?
+            .trim();
+        if text.is_empty() || text.len() > 255 || text.contains(char::is_control) {
+            return Err(malformed(&path, "not a single short line"));
+        }
+        Ok(text.to_string())
+    }
+
+    /// Credentials of the instance profile's role.
+    pub fn fetch_role_credentials(&self) -> Result<RoleCredentials, Error> {
+        let list_path = "/latest/meta-data/iam/security-credentials/";
+        let body = self.get(list_path)?;
+        let role = std::str::from_utf8(body.expose())
+            .ok()
+            .and_then(|t| t.lines().next())
+            .map(str::trim)
+            .filter(|r| !r.is_empty() && !r.contains('/'))
+            .ok_or_else(|| malformed(list_path, "no role name"))?
+            .to_string();
+        let path = format!("{list_path}{role}");
+        let body = self.get(&path)?;
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Raw {
+            access_key_id: String,
+            secret_access_key: String,
+            token: String,
+        }
+        let raw: Raw = serde_json::from_slice(body.expose()).map_err(|e| {
+            malformed(
+                &path,
+                &format!("not role credentials: {}", e.classify_name()),
+            )
+        })?;
+        Ok(RoleCredentials {
+            access_key_id: Secret::from_string(raw.access_key_id),
+            secret_access_key: Secret::from_string(raw.secret_access_key),
+            token: Secret::from_string(raw.token),
+        })
+    }
+
+    /// GET with the session token; a 401 gets one fresh token, then the usual retries.
+    fn get(&self, path: &str) -> Result<Secret, Error> {
+        let mut refreshed = false;
+        let result = self.policy.run(
+            |left| {
+                let token = self.session_token(left)?;
+                let answer = self
+                    .client
+                    .send(
+                        Method::GET,
+                        path,
+                        &[],
+                        &[(TOKEN_HEADER, &token)],
+                        None,
+                        left,
+                    )
+                    .map_err(Attempt::Http)?;
+                match answer.status {
+                    200 => Ok(answer.body),
+                    401 => {
+                        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        Err(Attempt::Unauthorized)
+                    }
+                    s => Err(Attempt::Status(s, answer.retry_after)),
+                }
+            },
+            |attempt| match attempt {
+                Attempt::Unauthorized if !refreshed => {
+                    refreshed = true;
+                    Verdict::Transient {
+                        retry_after: Some(Duration::ZERO),
+                    }
+                }
+                other => verdict(other),
+            },
+        );
+        result.map_err(|f| failure(path, f))
+    }
+
+    fn session_token(&self, left: Duration) -> Result<Secret, Attempt> {
+        let mut slot = self.token.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = slot.as_ref() {
+            return Ok(t.clone());
+        }
+        let answer = self
+            .client
+            .send(
+                Method::PUT,
+                TOKEN_PATH,
+                &[(TTL_HEADER, &self.ttl_seconds)],
+                &[],
+                None,
+                left,
+            )
+            .map_err(Attempt::Http)?;
+        if answer.status != 200 {
+            return Err(Attempt::Status(answer.status, answer.retry_after));
+        }
+        let token = answer.body;
+        let valid = !token.is_empty()
+            && token.len() <= 512
+            && token.expose().iter().all(|b| b.is_ascii_graphic());
+        if !valid {
+            return Err(Attempt::Status(0, None));
+        }
+        *slot = Some(token.clone());
+        Ok(token)
+    }
+}
+
+fn verdict(attempt: &Attempt) -> Verdict {
+    match attempt {
+        Attempt::Http(e) => e.verdict(),
+        Attempt::Status(s, retry_after) => match s {
+            429 | 500..=599 => Verdict::Transient {
+                retry_after: *retry_after,
+            },
+            _ => Verdict::Fatal,
+        },
+        Attempt::Unauthorized => Verdict::Fatal,
+    }
+}
+
+fn failure(path: &str, f: Failure<Attempt>) -> Error {
+    let what = path.to_string();
+    match f {
+        Failure::Cancelled => Error::Cancelled,
+        Failure::Exhausted { last, .. } => Error::Unavailable {
+            what,
+            last: last.describe(),
+        },
+        Failure::Fatal(Attempt::Http(e)) if e.is_malformed() => Error::Malformed {
+            what,
+            detail: e.to_string(),
+        },
+        Failure::Fatal(Attempt::Http(e)) => Error::Unavailable {
+            what,
+            last: e.to_string(),
+        },
+        Failure::Fatal(Attempt::Status(0, _)) => Error::Malformed {
+            what: TOKEN_PATH.into(),
+            detail: "the session token is not a token".into(),
+        },
+        Failure::Fatal(Attempt::Status(status, _)) => Error::Refused { what, status },
+        Failure::Fatal(Attempt::Unauthorized) => Error::Refused { what, status: 401 },
+    }
+}
+
+fn malformed(path: &str, detail: &str) -> Error {
+    Error::Malformed {
+        what: path.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    /// serde's messages may quote the input; for credentials only the kind of error is shown.
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "read error",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "missing or mistyped field",
+            serde_json::error::Category::Eof => "truncated JSON",
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! One line per step, with its duration, to syslog (facility daemon, ident vaultboot) and stderr.
+//!
+//! Callers pass only names, paths, counts and durations: nothing secret reaches this module.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+type SyslogLogger = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+pub struct Log {
+    syslog: Option<Mutex<SyslogLogger>>,
+}
+
+impl Log {
+    /// Connects to syslog at /dev/log when it is there (or at `$VAULTBOOT_SYSLOG_SOCKET`, which
+    /// tests use), unless stderr already goes to the journal, where a second copy would only
+    /// double every line.
+    pub fn open() -> Log {
+        let formatter = syslog::Formatter3164 {
+            facility: syslog::Facility::LOG_DAEMON,
+            hostname: None,
+            process: "vaultboot".into(),
+            pid: std::process::id(),
+        };
+        let custom = std::env::var_os("VAULTBOOT_SYSLOG_SOCKET");
+        let logger = match custom {
+            Some(path) => syslog::unix_custom(formatter, path).ok(),
+            None if stderr_is_journal() => None,
+            None if std::path::Path::new("/dev/log").exists() => {
+                syslog::unix_custom(formatter, "/dev/log").ok()
+            }
+            None => None,
+        };
+        Log {
+            syslog: logger.map(Mutex::new),
+        }
+    }
+
+    /// Only stderr (for `check` and tests of this module).
+    pub fn stderr_only() -> Log {
+        Log { syslog: None }
+    }
+
+    pub fn info(&self, line: &str) {
+        self.line(Level::Info, line);
+    }
+
+    pub fn warn(&self, line: &str) {
+        self.line(Level::Warning, line);
+    }
+
+    pub fn error(&self, line: &str) {
+        self.line(Level::Error, line);
+    }
+
+    pub fn line(&self, level: Level, line: &str) {
+        let tag = match level {
+            Level::Info => "",
+            Level::Warning => "warning: ",
+            Level::Error => "error: ",
+        };
+        let _ = writeln!(std::io::stderr().lock(), "vaultboot: {tag}{line}");
+        if let Some(sys) = &self.syslog {
+            let mut sys = sys.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = match level {
+                Level::Info => sys.info(line),
+                Level::Warning => sys.warning(line),
+                Level::Error => sys.err(line),
+            };
+        }
+    }
+}
+
+/// systemd sets JOURNAL_STREAM to the device and inode of the journal stream it connected.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+}
+
+/// `1.234s` or `87ms`.
+pub fn took(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.3}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

@@ -1,0 +1,112 @@
+//! `vaultboot`: argv → command; hardening; logging; the boot job; error → exit status.
+
+use std::process::ExitCode;
+use vaultboot::app::{self, Class};
+use vaultboot::cli::{self, Command};
+use vaultboot::log::{took, Log};
+use vaultboot::{config, hardening};
+
+// sysexits(3), as the contract's table says.
+const EX_USAGE: u8 = 64;
+const EX_DATAERR: u8 = 65;
+const EX_UNAVAILABLE: u8 = 69;
+const EX_CANTCREAT: u8 = 73;
+const EX_NOPERM: u8 = 77;
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    // Before anything else, and long before any secret is read.
+    let hardening_problems = hardening::harden();
+
+    let command = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vaultboot: {e}\n\n{}", cli::USAGE);
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    match command {
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("vaultboot {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config, &hardening_problems),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            let files: usize = c.secrets.iter().map(|s| s.files.len()).sum();
+            println!(
+                "vaultboot: {} is valid: vault {}, role {:?}, {} secret(s), {} file(s)",
+                path.display(),
+                c.vault.address,
+                c.auth.role,
+                c.secrets.len(),
+                files
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vaultboot: error: configuration: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+fn run(path: &std::path::Path, hardening_problems: &[String]) -> ExitCode {
+    let log = Log::open();
+    for p in hardening_problems {
+        log.warn(p);
+    }
+    let start = std::time::Instant::now();
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            log.error(&format!("configuration: {e}"));
+            log.error(&format!("failed: configuration error (exit {EX_CONFIG})"));
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    match app::run(&config, &log) {
+        Ok(s) => {
+            let mut line = format!(
+                "done: {} secret(s), {} file(s) written, {} unchanged, token {}, in {}",
+                s.secrets,
+                s.written,
+                s.unchanged,
+                if s.revoked { "revoked" } else { "not revoked" },
+                took(s.took)
+            );
+            if s.on_change_failed > 0 {
+                line.push_str(&format!(
+                    "; {} on_change command(s) failed",
+                    s.on_change_failed
+                ));
+            }
+            log.info(&line);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let status = match e.class() {
+                Class::Malformed => EX_DATAERR,
+                Class::Unavailable => EX_UNAVAILABLE,
+                Class::CannotWrite => EX_CANTCREAT,
+                Class::Refused => EX_NOPERM,
+                Class::Config => EX_CONFIG,
+            };
+            log.error(&e.to_string());
+            log.error(&format!(
+                "failed after {}: no file was changed (exit {status})",
+                took(start.elapsed())
+            ));
+            ExitCode::from(status)
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The ec2 login nonce, persisted in `<state.dir>/nonce.json` and bound to the instance id.
+//!
+//! Vault binds the first client nonce it sees to the instance id; every later login must present
+//! the same one. So the nonce is written durably BEFORE the first login that uses it, reused on
+//! every reboot, and never reused on another instance (an image baked with state left in it).
+
+use crate::files;
+use crate::secret::Secret;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+const FILE_NAME: &str = "nonce.json";
+/// Random bytes in a nonce; 32 bytes give a 43-character base64url nonce (Vault allows 128).
+const NONCE_BYTES: usize = 32;
+const MAX_STATE_BYTES: u64 = 64 * 1024;
+
+#[derive(Debug)]
+pub struct Error {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn fail(path: &Path, message: impl Into<String>) -> Error {
+    Error {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Where this run's nonce came from (logged; the value never is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The stored nonce of this instance.
+    Reused,
+    /// No state: a first boot.
+    Generated,
+    /// The state belonged to another instance (baked into the image): not used.
+    ReplacedForeign { stored_instance: String },
+    /// The state file was unreadable; it was moved aside.
+    ReplacedUnreadable { moved_to: PathBuf, why: String },
+}
+
+pub struct Nonce {
+    pub value: Secret,
+    pub origin: Origin,
+    /// Repairs made to the state's permissions, to be logged.
+    pub repairs: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    version: u32,
+    instance_id: String,
+    nonce: String,
+    created: u64,
+}
+
+/// Loads this instance's nonce, or generates one and persists it before returning it.
+pub fn load_or_create(dir: &Path, instance_id: &str) -> Result<Nonce, Error> {
+    let mut repairs = Vec::new();
+    prepare_dir(dir, &mut repairs)?;
+    let path = dir.join(FILE_NAME);
+
+    let origin = match read_stored(&path, &mut repairs) {
+        Ok(None) => Origin::Generated,
+        Ok(Some(stored)) if stored.instance_id == instance_id => {
+            let value = Secret::from_string(stored.nonce);
+            return Ok(Nonce {
+                value,
+                origin: Origin::Reused,
+                repairs,
+            });
+        }
+        Ok(Some(stored)) => Origin::ReplacedForeign {
+            stored_instance: stored.instance_id,
+        },
+        Err(why) => {
+            let moved_to = dir.join(format!("{FILE_NAME}.unreadable-{}", now_secs()));
+            fs::rename(&path, &moved_to).map_err(|e| {
+                fail(
+                    &path,
+                    format!("unreadable ({why}) and cannot be moved aside: {e}"),
+                )
+            })?;
+            Origin::ReplacedUnreadable { moved_to, why }
+        }
+    };
+
+    let value = generate();
+    persist(dir, &path, instance_id, &value)?;
+    Ok(Nonce {
+        value,
+        origin,
+        repairs,
+    })
+}
+
+fn generate() -> Secret {
+    let mut raw = zeroize::Zeroizing::new([0u8; NONCE_BYTES]);
+    getrandom::getrandom(&mut *raw).expect("the OS random generator is unavailable");
+    Secret::from_string(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(*raw))
+}
+
+/// The state directory: created 0700 when missing; ours, and private.
+fn prepare_dir(dir: &Path, repairs: &mut Vec<String>) -> Result<(), Error> {
+    files::ensure_dir(dir).map_err(|e| fail(dir, e.message))?;
+    let meta = fs::symlink_metadata(dir).map_err(|e| fail(dir, format!("cannot inspect: {e}")))?;
+    if !meta.is_dir() {
+        return Err(fail(dir, "is not a directory (a symlink is refused here)"));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(fail(
+            dir,
+            format!(
+                "is owned by uid {}, not by us (uid {me}): refused",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail(dir, format!("cannot make private: {e}")))?;
+        repairs.push(format!(
+            "{} was mode {:04o}; set to 0700",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    if let Some(parent) = dir.parent() {
+        files::check_trusted_dir(parent, false).map_err(|e| fail(dir, e.message))?;
+    }
+    Ok(())
+}
+
+/// `Ok(None)` when there is no state yet; `Err(why)` when the file is there but unusable.
+fn read_stored(path: &Path, repairs: &mut Vec<String>) -> Result<Option<Stored>, String> {
+    let mut file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open: {e}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot make private: {e}"))?;
+        repairs.push(format!(
+            "{} was mode {:04o}, readable by others; set to 0600 (if that was not you, \
+             rotate the nonce: see README)",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    (&mut file)
+        .take(MAX_STATE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_STATE_BYTES {
+        return Err("larger than 64 KiB".into());
+    }
+    if bytes.is_empty() {
+        return Err("empty".into());
+    }
+    let stored: Stored = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("not vaultboot state ({})", crate::vault::json_problem(&e)))?;
+    let valid = stored.version == 1
+        && stored.instance_id.starts_with("i-")
+        && (32..=128).contains(&stored.nonce.len())
+        && stored.nonce.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err("not vaultboot state (bad version, instance id or nonce)".into());
+    }
+    Ok(Some(stored))
+}
+
+/// Write-ahead: the nonce is on disk (file and directory synced) before anyone sends it.
+fn persist(dir: &Path, path: &Path, instance_id: &str, nonce: &Secret) -> Result<(), Error> {
+    let stored = Stored {
+        version: 1,
+        instance_id: instance_id.to_string(),
+        nonce: nonce.expose_str().unwrap_or_default().to_string(),
+        created: now_secs(),
+    };
+    let bytes = zeroize::Zeroizing::new(
+        serde_json::to_vec_pretty(&stored).map_err(|e| fail(path, e.to_string()))?,
+    );
+    let mut stored = stored;
+    zeroize::Zeroize::zeroize(&mut stored.nonce);
+    let temp = dir.join(format!(".{FILE_NAME}.vaultboot.{}", std::process::id()));
+    let _ = fs::remove_file(&temp);
+    let me = nix::unistd::geteuid().as_raw();
+    let my_group = nix::unistd::getegid().as_raw();
+    files::write_new(&temp, &bytes, 0o600, me, my_group)
+        .map_err(|e| fail(path, format!("cannot write: {e}")))?;
+    fs::rename(&temp, path).map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        fail(path, format!("cannot rename into place: {e}"))
+    })?;
+    files::sync_dir(dir).map_err(|e| fail(dir, format!("cannot sync: {e}")))?;
+    Ok(())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let dir = d.path().join("state");
+        (d, dir)
+    }
+
+    #[test]
+    fn generated_once_then_reused() {
+        let (_t, dir) = state();
+        let first = load_or_create(&dir, "i-1").unwrap();
+        assert_eq!(first.origin, Origin::Generated);
+        assert_eq!(first.value.len(), 43);
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(dir.join(FILE_NAME)).unwrap().mode() & 0o777,
+            0o600
+        );
+        let second = load_or_create(&dir, "i-1").unwrap();
+        assert_eq!(second.origin, Origin::Reused);
+        assert_eq!(first.value, second.value);
+    }
+
+    #[test]
+    fn another_instances_state_is_never_used() {
+        let (_t, dir) = state();
+        let baked = load_or_create(&dir, "i-baked").unwrap();
+        let mine = load_or_create(&dir, "i-mine").unwrap();
+        assert_eq!(
+            mine.origin,
+            Origin::ReplacedForeign {
+                stored_instance: "i-baked".into()
+            }
+        );
+        assert_ne!(baked.value, mine.value);
+        assert_eq!(load_or_create(&dir, "i-mine").unwrap().value, mine.value);
+    }
+
+    #[test]
+    fn unreadable_state_is_moved_aside_and_said() {
+        let (_t, dir) = state();
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(dir.join(FILE_NAME), "{not json").unwrap();
+        let n = load_or_create(&dir, "i-1").unwrap();
+        assert!(matches!(n.origin, Origin::ReplacedUnreadable { .. }));
+        assert_eq!(load_or_create(&dir, "i-1").unwrap().origin, Origin::Reused);
+    }
+
+    #[test]
+    fn loose_modes_are_repaired_and_reported() {
+        let (_t, dir) = state();
+        load_or_create(&dir, "i-1").unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(dir.join(FILE_NAME), fs::Permissions::from_mode(0o644)).unwrap();
+        let n = load_or_create(&dir, "i-1").unwrap();
+        assert_eq!(n.repairs.len(), 2);
+        assert_eq!(
+            fs::metadata(dir.join(FILE_NAME)).unwrap().mode() & 0o777,
+            0o600
+        );
+    }
+}

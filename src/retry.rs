@@ -1,0 +1,273 @@
+//! Full-jitter exponential back-off inside one wall-clock deadline, honouring Retry-After.
+//!
+//! Every network step of a run shares one deadline (`retry.deadline`), so the whole job ends
+//! close to it whatever fails; each attempt gets at most the time that is left.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// First back-off cap; doubles each attempt up to `max_delay`.
+const BASE_DELAY: Duration = Duration::from_millis(200);
+/// An attempt with less time than this left is not started: it could not finish.
+const MIN_ATTEMPT: Duration = Duration::from_millis(250);
+/// Sleeps are cut in slices this long so that a cancelled run stops promptly.
+const SLEEP_SLICE: Duration = Duration::from_millis(50);
+
+pub type Sleeper = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Give up now: retrying cannot help.
+    Fatal,
+    /// Try again after a back-off, at least `retry_after` when the server said so.
+    Transient { retry_after: Option<Duration> },
+}
+
+/// Why a retried operation did not succeed.
+#[derive(Debug)]
+pub enum Failure<E> {
+    /// A fatal error.
+    Fatal(E),
+    /// The deadline passed; the last transient error.
+    Exhausted { last: E, attempts: u32 },
+    /// Another part of the run failed and asked everyone to stop.
+    Cancelled,
+}
+
+impl<E> Failure<E> {
+    pub fn into_error(self) -> Option<E> {
+        match self {
+            Failure::Fatal(e) | Failure::Exhausted { last: e, .. } => Some(e),
+            Failure::Cancelled => None,
+        }
+    }
+}
+
+/// The shared retry budget of one run.
+#[derive(Clone)]
+pub struct Policy {
+    pub deadline: Instant,
+    pub max_delay: Duration,
+    pub cancel: Arc<AtomicBool>,
+    sleeper: Sleeper,
+}
+
+impl Policy {
+    pub fn new(deadline: Instant, max_delay: Duration) -> Self {
+        Policy {
+            deadline,
+            max_delay,
+            cancel: Arc::new(AtomicBool::new(false)),
+            sleeper: Arc::new(std::thread::sleep),
+        }
+    }
+
+    /// Replaces the real sleep (tests record delays instead of waiting).
+    pub fn with_sleeper(mut self, sleeper: Sleeper) -> Self {
+        self.sleeper = sleeper;
+        self
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    pub fn cancel_all(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// The back-off before attempt `attempt + 1` (0-based): uniform in [0, cap], cap doubling
+    /// from BASE_DELAY up to max_delay; with Retry-After, that long plus the jitter.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let cap = BASE_DELAY
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.max_delay);
+        let jitter = random_below(cap);
+        match retry_after {
+            None => jitter,
+            Some(after) => (after + jitter).min(after.max(self.max_delay)),
+        }
+    }
+
+    /// Runs `op` (given the time left) until it succeeds, fails fatally, or time runs out.
+    pub fn run<T, E>(
+        &self,
+        mut op: impl FnMut(Duration) -> Result<T, E>,
+        mut classify: impl FnMut(&E) -> Verdict,
+    ) -> Result<T, Failure<E>> {
+        let mut attempt = 0u32;
+        loop {
+            if self.cancelled() {
+                return Err(Failure::Cancelled);
+            }
+            let left = self.remaining();
+            let error = match op(left) {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            attempt += 1;
+            let retry_after = match classify(&error) {
+                Verdict::Fatal => return Err(Failure::Fatal(error)),
+                Verdict::Transient { retry_after } => retry_after,
+            };
+            let left = self.remaining();
+            if left < MIN_ATTEMPT * 2 {
+                return Err(Failure::Exhausted {
+                    last: error,
+                    attempts: attempt,
+                });
+            }
+            // Never sleep past the point where one last attempt still fits.
+            let pause = self.delay(attempt - 1, retry_after).min(left - MIN_ATTEMPT);
+            self.sleep(pause);
+        }
+    }
+
+    fn sleep(&self, total: Duration) {
+        let mut left = total;
+        while !left.is_zero() && !self.cancelled() {
+            let slice = left.min(SLEEP_SLICE);
+            (self.sleeper)(slice);
+            left -= slice;
+        }
+    }
+}
+
+/// A uniformly random duration in [0, cap] from the OS generator.
+fn random_below(cap: Duration) -> Duration {
+    let nanos = cap.as_nanos() as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        return cap / 2;
+    }
+    Duration::from_nanos(u64::from_le_bytes(bytes) % (nanos + 1))
+}
+
+/// Parses a Retry-After header: delay-seconds (HTTP dates are not sent by Vault or IMDS).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(3600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn recording(deadline: Duration) -> (Policy, Arc<Mutex<Vec<Duration>>>) {
+        let slept = Arc::new(Mutex::new(Vec::new()));
+        let s = slept.clone();
+        let policy = Policy::new(Instant::now() + deadline, Duration::from_secs(20))
+            .with_sleeper(Arc::new(move |d| s.lock().unwrap().push(d)));
+        (policy, slept)
+    }
+
+    #[test]
+    fn backoff_caps_grow_and_stay_within_max_delay() {
+        let policy = Policy::new(Instant::now(), Duration::from_secs(2));
+        for attempt in 0..30 {
+            let cap = (BASE_DELAY * (1 << attempt.min(20))).min(Duration::from_secs(2));
+            for _ in 0..20 {
+                assert!(policy.delay(attempt, None) <= cap);
+            }
+        }
+        // Jitter is real: not every draw is the same.
+        let draws: std::collections::BTreeSet<_> = (0..20).map(|_| policy.delay(5, None)).collect();
+        assert!(draws.len() > 10);
+    }
+
+    #[test]
+    fn retry_after_is_a_floor() {
+        let policy = Policy::new(Instant::now(), Duration::from_secs(20));
+        for _ in 0..50 {
+            let d = policy.delay(0, Some(Duration::from_secs(3)));
+            assert!(
+                d >= Duration::from_secs(3) && d <= Duration::from_secs(20),
+                "{d:?}"
+            );
+        }
+        // A Retry-After beyond max_delay is still honoured.
+        assert_eq!(
+            policy.delay(0, Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn transient_errors_are_retried_until_success() {
+        let (policy, slept) = recording(Duration::from_secs(60));
+        let mut calls = 0;
+        let result: Result<u32, Failure<&str>> = policy.run(
+            |_| {
+                calls += 1;
+                if calls < 4 {
+                    Err("503")
+                } else {
+                    Ok(7)
+                }
+            },
+            |_| Verdict::Transient { retry_after: None },
+        );
+        assert_eq!(result.unwrap(), 7);
+        assert_eq!(calls, 4);
+        assert!(!slept.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn fatal_errors_stop_at_once() {
+        let (policy, _) = recording(Duration::from_secs(60));
+        let mut calls = 0;
+        let result: Result<(), Failure<&str>> = policy.run(
+            |_| {
+                calls += 1;
+                Err("403")
+            },
+            |_| Verdict::Fatal,
+        );
+        assert!(matches!(result, Err(Failure::Fatal("403"))));
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn deadline_ends_the_retries() {
+        let policy = Policy::new(
+            Instant::now() + Duration::from_millis(1500),
+            Duration::from_millis(300),
+        );
+        let start = Instant::now();
+        let result: Result<(), Failure<&str>> = policy.run(
+            |_| Err("down"),
+            |_| Verdict::Transient { retry_after: None },
+        );
+        let elapsed = start.elapsed();
+        assert!(matches!(result, Err(Failure::Exhausted { attempts, .. }) if attempts > 2));
+        assert!(elapsed <= Duration::from_millis(1500), "{elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
+    }
+
+    #[test]
+    fn cancel_stops_other_workers() {
+        let (policy, _) = recording(Duration::from_secs(60));
+        policy.cancel_all();
+        let result: Result<(), Failure<&str>> = policy.run(|_| Ok(()), |_| Verdict::Fatal);
+        assert!(matches!(result, Err(Failure::Cancelled)));
+    }
+
+    #[test]
+    fn retry_after_parses_seconds() {
+        assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}

@@ -1,0 +1,428 @@
+//! Fetching every `[[secret]]` concurrently once logged in, and turning Vault's fields into file
+//! contents (`raw`, `env` or `json`).
+
+use crate::config::{Config, FileConfig, Format, SecretConfig};
+use crate::files::Output;
+use crate::retry::{Failure, Policy};
+use crate::secret::{Secret, SecretJson};
+use crate::template::{render_json, Fact, Facts};
+use crate::vault::{self, secret_fields, Vault};
+use serde_json::Value;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use ureq::http::Method;
+use zeroize::Zeroizing;
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Vault refused or failed this secret.
+    Read {
+        secret: String,
+        source: vault::Error,
+    },
+    /// Vault stayed unavailable for this secret until the deadline.
+    Unavailable {
+        secret: String,
+        last: vault::Error,
+    },
+    /// The answer lacks a field a file needs.
+    MissingField {
+        secret: String,
+        field: String,
+    },
+    /// A field is not text, a number, a boolean or a list of those.
+    WrongType {
+        secret: String,
+        field: String,
+        found: &'static str,
+    },
+    /// A value cannot be written in this format.
+    Unencodable {
+        secret: String,
+        field: String,
+        why: &'static str,
+    },
+    /// The answer has no `data` object.
+    NoData {
+        secret: String,
+    },
+    /// A template names a fact that was not fetched (a bug: facts are fetched from the config).
+    Template {
+        secret: String,
+        fact: Fact,
+    },
+    /// Two outputs resolve to the same path once templates are filled.
+    DuplicatePath {
+        secret: String,
+        path: PathBuf,
+    },
+    /// An output path is not acceptable once templates are filled.
+    BadPath {
+        secret: String,
+        why: String,
+    },
+    Cancelled,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Read { secret, source } => write!(f, "secret {secret:?}: {source}"),
+            Error::Unavailable { secret, last } => {
+                write!(
+                    f,
+                    "secret {secret:?}: Vault unavailable until the deadline (last: {last})"
+                )
+            }
+            Error::MissingField { secret, field } => {
+                write!(f, "secret {secret:?}: field {field:?} is missing from Vault's answer (mark it \"{field}?\" if it may be absent)")
+            }
+            Error::WrongType {
+                secret,
+                field,
+                found,
+            } => write!(f, "secret {secret:?}: field {field:?} is {found}, not text"),
+            Error::Unencodable { secret, field, why } => {
+                write!(f, "secret {secret:?}: field {field:?} {why}")
+            }
+            Error::NoData { secret } => write!(f, "secret {secret:?}: Vault's answer has no data"),
+            Error::Template { secret, fact } => {
+                write!(
+                    f,
+                    "secret {secret:?}: template {{{{ {fact} }}}} has no value"
+                )
+            }
+            Error::DuplicatePath { secret, path } => write!(
+                f,
+                "secret {secret:?}: {} is written by another [[secret.file]] too",
+                path.display()
+            ),
+            Error::BadPath { secret, why } => write!(f, "secret {secret:?}: path {why}"),
+            Error::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// One secret as Vault answered it.
+pub struct Fetched {
+    pub name: String,
+    pub answer: SecretJson,
+    pub took: Duration,
+}
+
+/// Reads every secret in parallel; the first failure cancels the others.
+pub fn fetch_all(
+    vault: &Vault,
+    token: &Secret,
+    config: &Config,
+    facts: &Facts,
+    policy: &Policy,
+) -> Result<Vec<Fetched>, Error> {
+    let results: Vec<Result<Fetched, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = config
+            .secrets
+            .iter()
+            .map(|secret| {
+                scope.spawn(move || {
+                    let result = fetch_one(vault, token, secret, facts, policy);
+                    if result.is_err() {
+                        policy.cancel_all();
+                    }
+                    result
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(Error::Cancelled)))
+            .collect()
+    });
+    let mut fetched = Vec::new();
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok(f) => fetched.push(f),
+            Err(Error::Cancelled) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None if fetched.len() == config.secrets.len() => Ok(fetched),
+        None => Err(Error::Cancelled),
+    }
+}
+
+fn fetch_one(
+    vault: &Vault,
+    token: &Secret,
+    secret: &SecretConfig,
+    facts: &Facts,
+    policy: &Policy,
+) -> Result<Fetched, Error> {
+    let name = secret.name.clone();
+    let body = match &secret.data {
+        None => None,
+        Some(data) => {
+            let rendered =
+                SecretJson(render_json(data, facts).map_err(|fact| Error::Template {
+                    secret: name.clone(),
+                    fact,
+                })?);
+            Some(Zeroizing::new(
+                serde_json::to_vec(&rendered.0).unwrap_or_default(),
+            ))
+        }
+    };
+    let start = Instant::now();
+    let method = if body.is_some() {
+        Method::POST
+    } else {
+        Method::GET
+    };
+    let result = policy.run(
+        |left| {
+            vault.request(
+                method.clone(),
+                &secret.path,
+                Some(token),
+                body.as_deref().map(|b| b.as_slice()),
+                left,
+            )
+        },
+        |e| e.verdict(),
+    );
+    match result {
+        Ok(answer) => Ok(Fetched {
+            name,
+            answer,
+            took: start.elapsed(),
+        }),
+        Err(Failure::Fatal(source)) => Err(Error::Read {
+            secret: name,
+            source,
+        }),
+        Err(Failure::Exhausted { last, .. }) => Err(Error::Unavailable { secret: name, last }),
+        Err(Failure::Cancelled) => Err(Error::Cancelled),
+    }
+}
+
+/// The files to write, with their contents, in configuration order.
+pub fn render_outputs(
+    config: &Config,
+    fetched: &[Fetched],
+    facts: &Facts,
+) -> Result<Vec<Output>, Error> {
+    let mut outputs: Vec<Output> = Vec::new();
+    for (secret, answer) in config.secrets.iter().zip(fetched) {
+        let fields = secret_fields(&answer.answer.0).ok_or_else(|| Error::NoData {
+            secret: secret.name.clone(),
+        })?;
+        for file in &secret.files {
+            let path = file.path.render(facts).map_err(|fact| Error::Template {
+                secret: secret.name.clone(),
+                fact,
+            })?;
+            crate::config::check_output_path(&path).map_err(|why| Error::BadPath {
+                secret: secret.name.clone(),
+                why,
+            })?;
+            let path = PathBuf::from(path);
+            if outputs.iter().any(|o| o.path == path) {
+                return Err(Error::DuplicatePath {
+                    secret: secret.name.clone(),
+                    path,
+                });
+            }
+            outputs.push(Output {
+                content: encode(&secret.name, file, fields)?,
+                path,
+                mode: file.mode,
+                uid: file.uid,
+                gid: file.gid,
+                on_change: file.on_change.clone(),
+            });
+        }
+    }
+    Ok(outputs)
+}
+
+/// The file's content from the answer's fields.
+pub fn encode(
+    secret: &str,
+    file: &FileConfig,
+    fields: &serde_json::Map<String, Value>,
+) -> Result<Secret, Error> {
+    let mut present: Vec<(&str, &Value)> = Vec::new();
+    for field in &file.fields {
+        match fields.get(&field.name) {
+            Some(Value::Null) | None if field.optional => {}
+            Some(Value::Null) | None => {
+                return Err(Error::MissingField {
+                    secret: secret.into(),
+                    field: field.name.clone(),
+                })
+            }
+            Some(v) => present.push((&field.name, v)),
+        }
+    }
+    let mut out = Zeroizing::new(Vec::new());
+    match file.format {
+        Format::Raw => {
+            for (i, (name, value)) in present.iter().enumerate() {
+                if i > 0 {
+                    out.push(b'\n');
+                }
+                out.extend_from_slice(text_of(secret, name, value)?.as_bytes());
+            }
+        }
+        Format::Env => {
+            for (name, value) in &present {
+                let text = text_of(secret, name, value)?;
+                if text.contains('\0') {
+                    return Err(Error::Unencodable {
+                        secret: secret.into(),
+                        field: name.to_string(),
+                        why: "holds a NUL byte, which an environment file cannot carry",
+                    });
+                }
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"=\"");
+                for c in text.chars() {
+                    // Inside double quotes, sh and systemd's EnvironmentFile= both take these
+                    // four literally after a backslash, and everything else (newlines too) as is.
+                    if matches!(c, '\\' | '"' | '$' | '`') {
+                        out.push(b'\\');
+                    }
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+                out.extend_from_slice(b"\"\n");
+            }
+        }
+        Format::Json => {
+            let mut map = serde_json::Map::new();
+            for (name, value) in &present {
+                map.insert(name.to_string(), (*value).clone());
+            }
+            let object = SecretJson(Value::Object(map));
+            serde_json::to_writer(&mut *out, &object.0).map_err(|_| Error::Unencodable {
+                secret: secret.into(),
+                field: String::new(),
+                why: "cannot be written as JSON",
+            })?;
+            out.push(b'\n');
+        }
+    }
+    Ok(Secret::new(std::mem::take(&mut *out)))
+}
+
+/// A field as text: strings as they are, numbers and booleans as JSON writes them, arrays
+/// joined by newlines (PKI's `ca_chain`).
+fn text_of(secret: &str, field: &str, value: &Value) -> Result<Zeroizing<String>, Error> {
+    let wrong = |found| Error::WrongType {
+        secret: secret.into(),
+        field: field.into(),
+        found,
+    };
+    Ok(Zeroizing::new(match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Array(items) => {
+            let mut joined = String::new();
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    joined.push('\n');
+                }
+                match item {
+                    Value::String(s) => joined.push_str(s),
+                    Value::Number(n) => joined.push_str(&n.to_string()),
+                    Value::Bool(b) => joined.push_str(&b.to_string()),
+                    _ => return Err(wrong("a list holding non-text items")),
+                }
+            }
+            joined
+        }
+        Value::Object(_) => return Err(wrong("an object")),
+        Value::Null => return Err(wrong("null")),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Field;
+    use crate::template::Template;
+    use serde_json::json;
+
+    fn file(format: Format, fields: &[&str]) -> FileConfig {
+        FileConfig {
+            path: Template::parse("/x/y").unwrap(),
+            path_text: "/x/y".into(),
+            fields: fields
+                .iter()
+                .map(|f| Field {
+                    name: f.trim_end_matches('?').into(),
+                    optional: f.ends_with('?'),
+                })
+                .collect(),
+            format,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            on_change: None,
+        }
+    }
+
+    fn fields(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn raw_joins_fields_and_arrays() {
+        let f = fields(json!({"certificate": "C", "ca_chain": ["I1", "I2"]}));
+        let out = encode("tls", &file(Format::Raw, &["certificate", "ca_chain?"]), &f).unwrap();
+        assert_eq!(out.expose(), b"C\nI1\nI2");
+        let f = fields(json!({"certificate": "C"}));
+        let out = encode("tls", &file(Format::Raw, &["certificate", "ca_chain?"]), &f).unwrap();
+        assert_eq!(out.expose(), b"C");
+    }
+
+    #[test]
+    fn missing_and_mistyped_fields_are_named() {
+        let f = fields(json!({"a": {"nested": 1}}));
+        let e = encode("s", &file(Format::Raw, &["b"]), &f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"s\"") && e.contains("\"b\""), "{e}");
+        let e = encode("s", &file(Format::Raw, &["a"]), &f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("an object"), "{e}");
+    }
+
+    #[test]
+    fn env_quotes_everything_sh_would_interpret() {
+        let f = fields(json!({"password": "a b'c\"d$e`f\\g\nh", "n": 5}));
+        let out = encode("s", &file(Format::Env, &["password", "n"]), &f).unwrap();
+        assert_eq!(
+            out.expose_str().unwrap(),
+            "password=\"a b'c\\\"d\\$e\\`f\\\\g\nh\"\nn=\"5\"\n"
+        );
+    }
+
+    #[test]
+    fn json_keeps_types() {
+        let f = fields(json!({"a": "x", "b": [1, 2], "c": true}));
+        let out = encode("s", &file(Format::Json, &["a", "b", "d?"]), &f).unwrap();
+        let back: Value = serde_json::from_slice(out.expose()).unwrap();
+        assert_eq!(back, json!({"a": "x", "b": [1, 2]}));
+    }
+}

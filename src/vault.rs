@@ -1,0 +1,224 @@
+//! Vault requests: common headers, `{"errors": [...]}` bodies, KV v1/v2 unwrapping, revoke-self.
+//!
+//! <https://developer.hashicorp.com/vault/api-docs>
+
+use crate::config::VaultConfig;
+use crate::http::{self, Answer, Client, Tls};
+use crate::retry::Verdict;
+use crate::secret::{Secret, SecretJson};
+use std::fmt;
+use std::time::Duration;
+use ureq::http::Method;
+
+/// Longest Vault error message repeated in our own messages.
+const MAX_MESSAGE: usize = 300;
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    Http(http::Error),
+    /// Vault answered with a non-success status and these `errors`.
+    Status {
+        url: String,
+        status: u16,
+        messages: Vec<String>,
+        retry_after: Option<Duration>,
+    },
+    /// A success whose body is not what Vault sends.
+    Malformed {
+        url: String,
+        detail: String,
+    },
+}
+
+impl Error {
+    /// Connection failures, 5xx, 429 and 412 are worth retrying; the rest is not.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Error::Http(e) => e.verdict(),
+            Error::Status {
+                status,
+                retry_after,
+                ..
+            } => match status {
+                412 | 429 | 500..=599 => Verdict::Transient {
+                    retry_after: *retry_after,
+                },
+                _ => Verdict::Fatal,
+            },
+            Error::Malformed { .. } => Verdict::Fatal,
+        }
+    }
+
+    pub fn mentions(&self, needle: &str) -> bool {
+        matches!(self, Error::Status { messages, .. } if messages.iter().any(|m| m.contains(needle)))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Http(e) => e.fmt(f),
+            Error::Status {
+                url,
+                status,
+                messages,
+                ..
+            } => {
+                write!(f, "{url}: Vault answered {status}")?;
+                if messages.is_empty() {
+                    Ok(())
+                } else {
+                    write!(f, ": {}", messages.join("; "))
+                }
+            }
+            Error::Malformed { url, detail } => write!(f, "{url}: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub struct Vault {
+    client: Client,
+    namespace: Option<String>,
+}
+
+impl Vault {
+    pub fn new(config: &VaultConfig) -> Result<Vault, String> {
+        let tls = Tls {
+            ca_file: config.ca_cert.as_deref(),
+            server_name: config.tls_server_name.as_deref(),
+        };
+        Ok(Vault {
+            client: Client::vault(
+                &config.address,
+                &tls,
+                config.proxy.as_deref(),
+                config.request_timeout,
+            )?,
+            namespace: config.namespace.clone(),
+        })
+    }
+
+    /// One request to `/v1/<path>`; a success's body is parsed as JSON (an empty one as null).
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&Secret>,
+        body: Option<&[u8]>,
+        time_left: Duration,
+    ) -> Result<SecretJson, Error> {
+        let full = format!("/v1/{path}");
+        let mut headers = vec![("x-vault-request", "true")];
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        if let Some(ns) = &self.namespace {
+            headers.push(("x-vault-namespace", ns));
+        }
+        let sensitive: Vec<(&str, &Secret)> =
+            token.map(|t| ("x-vault-token", t)).into_iter().collect();
+        let answer = self
+            .client
+            .send(method, &full, &headers, &sensitive, body, time_left)
+            .map_err(Error::Http)?;
+        let url = self.client.shown_url(&full);
+        if !answer.is_success() {
+            return Err(status_error(url, &answer));
+        }
+        if answer.body.is_empty() {
+            return Ok(SecretJson::default());
+        }
+        SecretJson::parse(answer.body.expose()).map_err(|e| Error::Malformed {
+            url,
+            detail: format!("answer is not JSON ({})", json_problem(&e)),
+        })
+    }
+
+    pub fn shown_url(&self, path: &str) -> String {
+        self.client.shown_url(&format!("/v1/{path}"))
+    }
+}
+
+fn status_error(url: String, answer: &Answer) -> Error {
+    let messages = serde_json::from_slice::<serde_json::Value>(answer.body.expose())
+        .ok()
+        .and_then(|v| v.get("errors").cloned())
+        .and_then(|e| e.as_array().cloned())
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|m| m.as_str())
+                .map(clean_message)
+                .filter(|m| !m.is_empty())
+                .take(5)
+                .collect()
+        })
+        .unwrap_or_default();
+    Error::Status {
+        url,
+        status: answer.status,
+        messages,
+        retry_after: answer.retry_after,
+    }
+}
+
+/// Vault's messages go into our log: one line, bounded, no control characters.
+fn clean_message(m: &str) -> String {
+    let one_line: String = m
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_MESSAGE)
+        .collect();
+    one_line.trim().to_string()
+}
+
+/// serde_json's messages can quote the input; say only what kind of problem it is, and where.
+pub fn json_problem(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Data => "unexpected shape",
+        serde_json::error::Category::Eof => "truncated",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
+}
+
+/// The fields of a secret read: KV v2 answers keep them in `data.data` next to
+/// `data.metadata`; KV v1, PKI and the rest in `data`.
+pub fn secret_fields(
+    answer: &serde_json::Value,
+) -> Option<&serde_json::Map<String, serde_json::Value>> {
+    let data = answer.get("data")?.as_object()?;
+    match (data.get("data"), data.get("metadata")) {
+        (Some(serde_json::Value::Object(inner)), Some(serde_json::Value::Object(_))) => Some(inner),
+        _ => Some(data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kv_versions_are_unwrapped() {
+        let v1 = json!({"data": {"password": "p"}});
+        assert_eq!(secret_fields(&v1).unwrap()["password"], "p");
+        let v2 = json!({"data": {"data": {"password": "p"}, "metadata": {"version": 3}}});
+        assert_eq!(secret_fields(&v2).unwrap()["password"], "p");
+        // A KV v1 secret that has a field named "data" is not mistaken for v2.
+        let v1_data = json!({"data": {"data": "x"}});
+        assert_eq!(secret_fields(&v1_data).unwrap()["data"], "x");
+        assert!(secret_fields(&json!({"data": null})).is_none());
+    }
+
+    #[test]
+    fn messages_are_one_bounded_line() {
+        let m = clean_message(&format!("a\nb{}", "x".repeat(1000)));
+        assert!(!m.contains('\n'));
+        assert_eq!(m.chars().count(), MAX_MESSAGE);
+    }
+}
