@@ -1,6 +1,6 @@
 //! The boot job, step by step: IMDS → nonce → login → secrets → files → on_change → revoke.
 
-use crate::auth::{self, ec2, Token};
+use crate::auth::{self, ec2, iam, Token};
 use crate::config::{AuthMethod, Config};
 use crate::files::{self, Outcome};
 use crate::imds::{self, Imds};
@@ -52,7 +52,7 @@ impl Error {
             Error::Nonce(_) | Error::Files(_) => Class::CannotWrite,
             Error::Login(e) => match e {
                 auth::Error::NonceMismatch { .. } | auth::Error::Denied(_) => Class::Refused,
-                auth::Error::Malformed(_) => Class::Malformed,
+                auth::Error::Malformed(_) | auth::Error::Signing(_) => Class::Malformed,
                 auth::Error::Unavailable(_) | auth::Error::Cancelled => Class::Unavailable,
             },
             Error::Secrets(e) => match e {
@@ -116,21 +116,35 @@ pub fn run(config: &Config, log: &Log) -> Result<Summary, Error> {
     let vault = Vault::new(&config.vault).map_err(Error::VaultClient)?;
     let imds = Imds::new(&config.imds, &policy);
 
+    // Off EC2 (iam with credentials from the environment) IMDS is needed only for templates.
+    let env_credentials = match config.auth.method {
+        AuthMethod::Iam => iam::Credentials::from_env(),
+        AuthMethod::Ec2 => None,
+    };
+    let needs_imds = env_credentials.is_none() || !config.needed_facts().is_empty();
     let step = Instant::now();
-    let identity = imds.fetch_identity().map_err(Error::Imds)?;
-    let facts = gather_facts(config, &imds, &identity)?;
-    log.info(&format!(
-        "instance {} in {} (account {}, image {}) ({})",
-        identity.instance_id,
-        identity.region,
-        identity.account_id,
-        identity.image_id,
-        took(step.elapsed())
-    ));
+    let (identity, facts) = if needs_imds {
+        let identity = imds.fetch_identity().map_err(Error::Imds)?;
+        let facts = gather_facts(config, &imds, &identity)?;
+        log.info(&format!(
+            "instance {} in {} (account {}, image {}) ({})",
+            identity.instance_id,
+            identity.region,
+            identity.account_id,
+            identity.image_id,
+            took(step.elapsed())
+        ));
+        (Some(identity), facts)
+    } else {
+        log.info("not on EC2: iam credentials from the environment, no templates, IMDS not used");
+        (None, Facts::default())
+    };
 
-    let token = match config.auth.method {
-        AuthMethod::Ec2 => login_ec2(config, log, &vault, &imds, &policy, &identity)?,
-        AuthMethod::Iam => unreachable!("refused by configuration checks"),
+    let token = match (config.auth.method, &identity) {
+        (AuthMethod::Ec2, Some(identity)) => {
+            login_ec2(config, log, &vault, &imds, &policy, identity)?
+        }
+        _ => login_iam(config, log, &vault, &imds, &policy, env_credentials)?,
     };
 
     let result = after_login(config, log, &vault, &token, &facts, &policy);
@@ -236,6 +250,56 @@ fn login_ec2(
     .map_err(Error::Login)?;
     log.info(&format!(
         "logged in: token accessor {}, ttl {} ({})",
+        token.accessor,
+        humantime::format_duration(token.ttl),
+        took(step.elapsed())
+    ));
+    Ok(token)
+}
+
+fn login_iam(
+    config: &Config,
+    log: &Log,
+    vault: &Vault,
+    imds: &Imds<'_>,
+    policy: &Policy,
+    env_credentials: Option<iam::Credentials>,
+) -> Result<Token, Error> {
+    let credentials = match env_credentials {
+        Some(c) => {
+            log.info("iam credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY");
+            c
+        }
+        None => {
+            let step = Instant::now();
+            let role = imds.fetch_role_credentials().map_err(Error::Imds)?;
+            log.info(&format!(
+                "iam credentials of the instance profile ({})",
+                took(step.elapsed())
+            ));
+            iam::Credentials {
+                access_key_id: role.access_key_id,
+                secret_access_key: role.secret_access_key,
+                session_token: Some(role.token).filter(|t| !t.is_empty()),
+            }
+        }
+    };
+    let step = Instant::now();
+    let token = iam::login(
+        vault,
+        policy,
+        &iam::IamLogin {
+            mount: &config.auth.mount,
+            role: &config.auth.role,
+            region: &config.auth.sts_region,
+            server_id: config.auth.iam_server_id.as_deref(),
+            credentials: &credentials,
+        },
+    )
+    .map_err(Error::Login)?;
+    log.info(&format!(
+        "logged in (iam, STS region {}): token accessor {}, ttl {} ({})",
+        config.auth.sts_region,
         token.accessor,
         humantime::format_duration(token.ttl),
         took(step.elapsed())

@@ -396,19 +396,7 @@ fn classify(url: &str, e: ureq::Error) -> Error {
             url,
             detail: "connection failed".into(),
         },
-        ureq::Error::Rustls(tls) => match tls {
-            rustls::Error::InvalidCertificate(_)
-            | rustls::Error::NoCertificatesPresented
-            | rustls::Error::InvalidCertRevocationList(_)
-            | rustls::Error::UnsupportedNameType => Error::Tls {
-                url,
-                detail: tls.to_string(),
-            },
-            other => Error::Connect {
-                url,
-                detail: format!("TLS: {other}"),
-            },
-        },
+        ureq::Error::Rustls(tls) => classify_tls(&url, &tls),
         ureq::Error::Tls(detail) => Error::Tls {
             url,
             detail: detail.to_string(),
@@ -425,7 +413,28 @@ fn classify(url: &str, e: ureq::Error) -> Error {
     }
 }
 
+/// Certificate problems are final; other TLS failures may be a server restarting.
+fn classify_tls(url: &str, tls: &rustls::Error) -> Error {
+    match tls {
+        rustls::Error::InvalidCertificate(_)
+        | rustls::Error::NoCertificatesPresented
+        | rustls::Error::InvalidCertRevocationList(_)
+        | rustls::Error::UnsupportedNameType => Error::Tls {
+            url: url.into(),
+            detail: tls.to_string(),
+        },
+        other => Error::Connect {
+            url: url.into(),
+            detail: format!("TLS: {other}"),
+        },
+    }
+}
+
 fn classify_io(url: &str, e: std::io::Error) -> Error {
+    // rustls reports handshake failures through io::Error.
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return classify_tls(url, tls);
+    }
     // ureq wraps its own errors (timeouts, limits) into io::Error when a body is read.
     if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
         match inner {
@@ -477,7 +486,7 @@ impl ureq::unversioned::resolver::Resolver for PinnedResolver {
         {
             out.push(addr);
         }
-        if out.len() == 0 {
+        if out.is_empty() {
             return Err(ureq::Error::HostNotFound);
         }
         Ok(out)

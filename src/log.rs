@@ -3,6 +3,7 @@
 //! Callers pass only names, paths, counts and durations: nothing secret reaches this module.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,7 +18,10 @@ pub enum Level {
 
 pub struct Log {
     syslog: Option<Mutex<SyslogLogger>>,
+    syslog_failed: AtomicBool,
 }
+
+const SYSLOG_SEND_TIMEOUT: Duration = Duration::from_millis(250);
 
 impl Log {
     /// Connects to syslog at /dev/log when it is there (or at `$VAULTBOOT_SYSLOG_SOCKET`, which
@@ -39,14 +43,27 @@ impl Log {
             }
             None => None,
         };
+        if let Some(syslog::Logger {
+            backend: syslog::LoggerBackend::Unix(sock),
+            ..
+        }) = &logger
+        {
+            // A stuck syslog daemon must not stall the boot: a line that cannot be handed over
+            // quickly is dropped (stderr still has it) and syslog is given up for this run.
+            let _ = sock.set_write_timeout(Some(SYSLOG_SEND_TIMEOUT));
+        }
         Log {
             syslog: logger.map(Mutex::new),
+            syslog_failed: AtomicBool::new(false),
         }
     }
 
     /// Only stderr (for `check` and tests of this module).
     pub fn stderr_only() -> Log {
-        Log { syslog: None }
+        Log {
+            syslog: None,
+            syslog_failed: AtomicBool::new(false),
+        }
     }
 
     pub fn info(&self, line: &str) {
@@ -69,12 +86,22 @@ impl Log {
         };
         let _ = writeln!(std::io::stderr().lock(), "vaultboot: {tag}{line}");
         if let Some(sys) = &self.syslog {
+            if self.syslog_failed.load(Ordering::Relaxed) {
+                return;
+            }
             let mut sys = sys.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = match level {
+            let sent = match level {
                 Level::Info => sys.info(line),
                 Level::Warning => sys.warning(line),
                 Level::Error => sys.err(line),
             };
+            if sent.is_err() {
+                self.syslog_failed.store(true, Ordering::Relaxed);
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "vaultboot: warning: syslog does not accept lines; logging to stderr only"
+                );
+            }
         }
     }
 }

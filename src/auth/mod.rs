@@ -1,6 +1,7 @@
 //! Logging in to Vault's aws auth method, and giving the token back at the end.
 
 pub mod ec2;
+pub mod iam;
 
 use crate::retry::{Failure, Policy, Verdict};
 use crate::secret::{Secret, SecretJson};
@@ -32,6 +33,8 @@ pub enum Error {
     Unavailable(vault::Error),
     /// The login answer is not what Vault sends.
     Malformed(vault::Error),
+    /// The iam request could not be signed with these credentials.
+    Signing(String),
     Cancelled,
 }
 
@@ -50,6 +53,7 @@ impl fmt::Display for Error {
                 write!(f, "login: Vault unavailable until the deadline (last: {e})")
             }
             Error::Malformed(e) => write!(f, "login: {e}"),
+            Error::Signing(e) => write!(f, "login: signing sts:GetCallerIdentity: {e}"),
             Error::Cancelled => f.write_str("login: cancelled"),
         }
     }
