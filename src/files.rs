@@ -307,7 +307,7 @@ pub fn check_trusted_dir(dir: &Path, immediate: bool) -> Result<(), Error> {
 }
 
 /// Removes staged files that a killed earlier run left next to `name`.
-fn remove_stale_stages(dir: &Path, name: &str) {
+pub fn remove_stale_stages(dir: &Path, name: &str) {
     let prefix = format!(".{name}{STAGE_MARK}");
     let me = nix::unistd::geteuid().as_raw();
     let Ok(entries) = fs::read_dir(dir) else {

@@ -210,8 +210,8 @@ fn persist(dir: &Path, path: &Path, instance_id: &str, nonce: &Secret) -> Result
     );
     let mut stored = stored;
     zeroize::Zeroize::zeroize(&mut stored.nonce);
+    files::remove_stale_stages(dir, FILE_NAME);
     let temp = dir.join(format!(".{FILE_NAME}.vaultboot.{}", std::process::id()));
-    let _ = fs::remove_file(&temp);
     let me = nix::unistd::geteuid().as_raw();
     let my_group = nix::unistd::getegid().as_raw();
     files::write_new(&temp, &bytes, 0o600, me, my_group)

@@ -717,3 +717,69 @@ mod tls_check {
         panic!("handshake did not complete");
     }
 }
+
+#[test]
+fn an_answer_over_the_size_cap_is_refused() {
+    let env = Env::new();
+    let cfg = env.write_config(&env.full_config());
+    env.vault.control().inject(
+        Some("GET"),
+        "/v1/secret/data/app/api",
+        Fault::EndlessBody,
+        1,
+    );
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 65, "{}", out.log());
+    assert!(
+        out.stderr.contains("larger than 1048576 bytes"),
+        "{}",
+        out.stderr
+    );
+    assert!(env.out_files().is_empty());
+}
+
+#[test]
+fn a_redirect_is_not_followed_with_the_token() {
+    let env = Env::new();
+    let cfg = env.write_config(&env.full_config());
+    env.vault.control().inject(
+        Some("GET"),
+        "/v1/secret/data/app/api",
+        Fault::Raw(
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: https://evil.example:8200/v1/steal?x=1\r\nContent-Length: 0\r\n\r\n"
+                .to_vec(),
+        ),
+        1,
+    );
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 65, "{}", out.log());
+    assert!(
+        out.stderr.contains("\"evil.example:8200\""),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("steal"),
+        "only the host is named: {}",
+        out.stderr
+    );
+    assert!(env.out_files().is_empty());
+}
+
+#[test]
+fn connection_resets_are_retried() {
+    let env = Env::new();
+    let cfg = env.write_config(&env.full_config());
+    env.vault.control().inject(
+        Some("POST"),
+        "/v1/pki_int/issue/web",
+        Fault::ResetConnection,
+        2,
+    );
+    env.imds
+        .control()
+        .inject(Some("PUT"), "/latest/api/token", Fault::ResetConnection, 1);
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert_eq!(env.out_files().len(), 5);
+}

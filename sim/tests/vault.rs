@@ -286,6 +286,12 @@ fn kv_reads_policy_and_revoke() {
     assert_eq!(env.vault.revoked_tokens(), 1);
     let secrets = env.vault.issued_secrets();
     assert!(secrets.contains(&t));
+    let accessors = env.vault.issued_accessors();
+    assert_eq!(accessors.len(), 1);
+    assert!(
+        !secrets.contains(&accessors[0]),
+        "accessors are not secrets"
+    );
     assert!(secrets.iter().any(|s| s == "second-key"));
 }
 

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Every test of vaultboot, from a fresh clone on Debian 12: installs what is missing (as root),
+# then lint, unit and integration tests (real binary against the simulators, real TLS), the
+# static release build, and the packaging checks. Ends with "N passed, N failed" over stages.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(musl-tools file systemd cloud-init python3-pytest packer shellcheck)
+MUSL_TARGET=x86_64-unknown-linux-musl
+MAX_BINARY_BYTES=$((2500 * 1000))
+
+say() { printf '\n== %s\n' "$*"; }
+
+install_missing() {
+    local missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "missing Debian packages: ${missing[*]}; run: sudo apt-get install -y ${missing[*]}" >&2
+            exit 2
+        fi
+        say "installing ${missing[*]}"
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$MUSL_TARGET"; then
+        say "adding the $MUSL_TARGET target"
+        rustup target add "$MUSL_TARGET"
+    fi
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+}
+
+passed=0
+failed=0
+failed_stages=()
+stage() {
+    local name=$1
+    shift
+    say "$name"
+    local start=$SECONDS
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "-- $name: ok ($((SECONDS - start))s)"
+    else
+        failed=$((failed + 1))
+        failed_stages+=("$name")
+        echo "-- $name: FAILED ($((SECONDS - start))s)"
+    fi
+}
+
+static_binary() {
+    cargo build --release --locked --target "$MUSL_TARGET" --bin vaultboot || return 1
+    local bin=target/$MUSL_TARGET/release/vaultboot
+    local size
+    size=$(stat -c %s "$bin")
+    file "$bin"
+    file "$bin" | grep -q "static" || { echo "not statically linked"; return 1; }
+    echo "size: $size bytes (limit $MAX_BINARY_BYTES)"
+    [ "$size" -le "$MAX_BINARY_BYTES" ] || { echo "binary too large"; return 1; }
+    "$bin" --version || return 1
+    "$bin" check --config examples/config.toml || return 1
+}
+
+install_missing
+stage "format" cargo fmt --all -- --check
+stage "clippy" cargo clippy --locked --workspace --all-targets -- -D warnings
+stage "unit and integration tests" cargo test --locked --workspace
+stage "static release binary" static_binary
+if [ -x tests/packaging/run.sh ]; then
+    stage "packaging (systemd, cloud-init, packer)" tests/packaging/run.sh
+fi
+
+echo
+if ((failed)); then
+    echo "failed stages: ${failed_stages[*]}"
+fi
+echo "stages: $passed passed, $failed failed"
+((failed == 0))
