@@ -1,7 +1,7 @@
 //! The boot job, step by step: IMDS → nonce → login → secrets → files → on_change → revoke.
 
 use crate::auth::{self, ec2, iam, Token};
-use crate::config::{AuthMethod, Config};
+use crate::config::{AuthMethod, Config, Signature};
 use crate::files::{self, Outcome};
 use crate::imds::{self, Imds};
 use crate::log::{took, Log};
@@ -36,6 +36,8 @@ pub enum Error {
     Imds(imds::Error),
     Nonce(nonce::Error),
     Login(auth::Error),
+    /// iam without credentials in the environment, on an instance without an instance profile.
+    NoInstanceProfile(String),
     Secrets(secrets::Error),
     Files(files::Error),
 }
@@ -44,7 +46,7 @@ impl Error {
     pub fn class(&self) -> Class {
         use crate::vault::Error as V;
         match self {
-            Error::Config(_) | Error::VaultClient(_) => Class::Config,
+            Error::Config(_) | Error::VaultClient(_) | Error::NoInstanceProfile(_) => Class::Config,
             Error::Imds(e) => match e {
                 imds::Error::Malformed { .. } => Class::Malformed,
                 _ => Class::Unavailable,
@@ -81,6 +83,12 @@ impl fmt::Display for Error {
             Error::Imds(e) => e.fmt(f),
             Error::Nonce(e) => write!(f, "nonce state: {e}"),
             Error::Login(e) => e.fmt(f),
+            Error::NoInstanceProfile(what) => write!(
+                f,
+                "iam: no instance profile attached to this instance (IMDS {what}: not found \
+                 (404)): attach one whose role Vault's iam role is bound to, or set \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in vaultboot's environment"
+            ),
             Error::Secrets(e) => e.fmt(f),
             Error::Files(e) => write!(f, "writing files: {e}"),
         }
@@ -113,19 +121,31 @@ pub fn run(config: &Config, log: &Log) -> Result<Summary, Error> {
         config.secrets.len(),
         humantime::format_duration(config.retry.deadline)
     ));
+    // The login and then every secret at once: that many connections, opened ahead (their TCP
+    // and TLS set-up overlaps the IMDS reads and the login).
+    crate::http::warm_next_vault_client(config.secrets.len().max(1));
     let vault = Vault::new(&config.vault).map_err(Error::VaultClient)?;
     let imds = Imds::new(&config.imds, &policy);
 
     // Off EC2 (iam with credentials from the environment) IMDS is needed only for templates.
     let env_credentials = match config.auth.method {
-        AuthMethod::Iam => iam::Credentials::from_env(),
+        // Half-set AWS_* variables are an error, not a silent fall-back to IMDS.
+        AuthMethod::Iam => iam::Credentials::from_env_checked().map_err(|message| {
+            Error::Config(crate::config::Error {
+                place: "environment".into(),
+                message,
+            })
+        })?,
         AuthMethod::Ec2 => None,
     };
     let needs_imds = env_credentials.is_none() || !config.needed_facts().is_empty();
     let step = Instant::now();
-    let (identity, facts) = if needs_imds {
-        let identity = imds.fetch_identity().map_err(Error::Imds)?;
-        let facts = gather_facts(config, &imds, &identity)?;
+    let (identity, facts, signed) = if needs_imds {
+        let signature = match config.auth.method {
+            AuthMethod::Ec2 => Some(config.imds.signature),
+            AuthMethod::Iam => None,
+        };
+        let (identity, facts, signed) = read_instance(config, &imds, &policy, signature)?;
         log.info(&format!(
             "instance {} in {} (account {}, image {}) ({})",
             identity.instance_id,
@@ -134,45 +154,26 @@ pub fn run(config: &Config, log: &Log) -> Result<Summary, Error> {
             identity.image_id,
             took(step.elapsed())
         ));
-        (Some(identity), facts)
+        (Some(identity), facts, signed)
     } else {
         log.info("not on EC2: iam credentials from the environment, no templates, IMDS not used");
-        (None, Facts::default())
+        (None, Facts::default(), None)
     };
 
-    let token = match (config.auth.method, &identity) {
-        (AuthMethod::Ec2, Some(identity)) => {
-            login_ec2(config, log, &vault, &imds, &policy, identity)?
+    let token = match (config.auth.method, &identity, signed) {
+        (AuthMethod::Ec2, Some(identity), Some(pkcs7)) => {
+            login_ec2(config, log, &vault, &policy, identity, &pkcs7)?
         }
         _ => login_iam(config, log, &vault, &imds, &policy, env_credentials)?,
     };
 
-    let result = after_login(config, log, &vault, &token, &facts, &policy);
-
-    let revoked = if config.auth.revoke_token {
-        let step = Instant::now();
-        // A fresh budget: a failed run still gives its token back.
-        let revoke_policy = Policy::new(
-            Instant::now() + Duration::from_secs(5).max(policy.remaining()),
-            config.retry.max_delay,
-        );
-        match auth::revoke(&vault, &token, &revoke_policy) {
-            Ok(()) => {
-                log.info(&format!("token revoked ({})", took(step.elapsed())));
-                true
-            }
-            Err(e) => {
-                log.warn(&format!(
-                    "token not revoked: {e}; it expires by itself in {}",
-                    humantime::format_duration(token.ttl)
-                ));
-                false
-            }
-        }
-    } else {
-        log.info("token kept (auth.revoke_token = false)");
-        false
-    };
+    let step = Instant::now();
+    let result = secrets::fetch_all(&vault, &token.client_token, config, &facts, &policy)
+        .map_err(Error::Secrets)
+        .and_then(|fetched| write_outputs(config, log, fetched, &facts, step));
+    // After the files, as the contract orders it (also when a step failed). Its round trip
+    // delays the end of the run, not the files.
+    let revoked = revoke(config, log, &vault, &token, &policy);
 
     let mut summary = result?;
     summary.revoked = revoked;
@@ -187,7 +188,94 @@ fn method_name(m: AuthMethod) -> &'static str {
     }
 }
 
-fn gather_facts(config: &Config, imds: &Imds<'_>, id: &imds::Identity) -> Result<Facts, Error> {
+/// Gives the token back (unless configured not to); whether it was revoked.
+fn revoke(config: &Config, log: &Log, vault: &Vault, token: &Token, policy: &Policy) -> bool {
+    if !config.auth.revoke_token {
+        log.info("token kept (auth.revoke_token = false)");
+        return false;
+    }
+    let step = Instant::now();
+    // A fresh budget: a failed run still gives its token back.
+    let revoke_policy = Policy::new(
+        Instant::now() + Duration::from_secs(5).max(policy.remaining()),
+        config.retry.max_delay,
+    );
+    match auth::revoke(vault, token, &revoke_policy) {
+        Ok(()) => {
+            log.info(&format!("token revoked ({})", took(step.elapsed())));
+            true
+        }
+        Err(e) => {
+            log.warn(&format!(
+                "token not revoked: {e}; it expires by itself in {}",
+                humantime::format_duration(token.ttl)
+            ));
+            false
+        }
+    }
+}
+
+/// The identity document, the metadata the templates need and (ec2) the signed document: read
+/// in parallel once the session token is there, so two IMDS round trips in all.
+fn read_instance(
+    config: &Config,
+    imds: &Imds<'_>,
+    policy: &Policy,
+    signature: Option<Signature>,
+) -> Result<(imds::Identity, Facts, Option<String>), Error> {
+    imds.open_session().map_err(Error::Imds)?;
+    let metadata: Vec<Fact> = config
+        .needed_facts()
+        .into_iter()
+        .filter(|f| f.needs_metadata_read())
+        .collect();
+    // The first failure stops the other reads (their retries would only delay the error).
+    fn stop_others<T>(policy: &Policy, r: Result<T, imds::Error>) -> Result<T, imds::Error> {
+        if r.is_err() {
+            policy.cancel_all();
+        }
+        r
+    }
+    let (identity, values, signed) = std::thread::scope(|scope| {
+        let signed = signature
+            .map(|sig| scope.spawn(move || stop_others(policy, imds.fetch_signed_document(sig))));
+        let values: Vec<_> = metadata
+            .iter()
+            .map(|fact| scope.spawn(move || stop_others(policy, imds.fetch_metadata(fact.name()))))
+            .collect();
+        let identity = stop_others(policy, imds.fetch_identity());
+        let join = |h: std::thread::ScopedJoinHandle<'_, _>| {
+            h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        };
+        let values: Vec<Result<String, imds::Error>> = values.into_iter().map(join).collect();
+        (identity, values, signed.map(join))
+    });
+    let mut failures = Vec::new();
+    let identity = identity.map_err(|e| failures.push(e)).ok();
+    let values: Vec<Option<String>> = values
+        .into_iter()
+        .map(|v| v.map_err(|e| failures.push(e)).ok())
+        .collect();
+    let signed = signed.and_then(|r| r.map_err(|e| failures.push(e)).ok());
+    match (identity, failures.is_empty()) {
+        (Some(identity), true) => {
+            let mut facts = base_facts(&identity);
+            for (fact, value) in metadata.into_iter().zip(values.into_iter().flatten()) {
+                facts.set(fact, value);
+            }
+            Ok((identity, facts, signed))
+        }
+        // The first real error in reading order: the others were cancelled because of it.
+        _ => Err(Error::Imds(
+            failures
+                .into_iter()
+                .find(|e| !matches!(e, imds::Error::Cancelled))
+                .unwrap_or(imds::Error::Cancelled),
+        )),
+    }
+}
+
+fn base_facts(id: &imds::Identity) -> Facts {
     let mut facts = Facts::default();
     facts.set(Fact::InstanceId, id.instance_id.clone());
     facts.set(Fact::Region, id.region.clone());
@@ -195,26 +283,17 @@ fn gather_facts(config: &Config, imds: &Imds<'_>, id: &imds::Identity) -> Result
     facts.set(Fact::AvailabilityZone, id.availability_zone.clone());
     facts.set(Fact::ImageId, id.image_id.clone());
     facts.set(Fact::PrivateIp, id.private_ip.clone());
-    for fact in config.needed_facts() {
-        if fact.needs_metadata_read() {
-            let value = imds.fetch_metadata(fact.name()).map_err(Error::Imds)?;
-            facts.set(fact, value);
-        }
-    }
-    Ok(facts)
+    facts
 }
 
 fn login_ec2(
     config: &Config,
     log: &Log,
     vault: &Vault,
-    imds: &Imds<'_>,
     policy: &Policy,
     identity: &imds::Identity,
+    pkcs7: &str,
 ) -> Result<Token, Error> {
-    let pkcs7 = imds
-        .fetch_signed_document(config.imds.signature)
-        .map_err(Error::Imds)?;
     let nonce =
         nonce::load_or_create(&config.state_dir, &identity.instance_id).map_err(Error::Nonce)?;
     for repair in &nonce.repairs {
@@ -242,7 +321,7 @@ fn login_ec2(
         &ec2::Ec2Login {
             mount: &config.auth.mount,
             role: &config.auth.role,
-            pkcs7: &pkcs7,
+            pkcs7,
             nonce: &nonce.value,
             instance_id: &identity.instance_id,
         },
@@ -272,7 +351,10 @@ fn login_iam(
         }
         None => {
             let step = Instant::now();
-            let role = imds.fetch_role_credentials().map_err(Error::Imds)?;
+            let role = imds.fetch_role_credentials().map_err(|e| match e {
+                imds::Error::Refused { what, status: 404 } => Error::NoInstanceProfile(what),
+                e => Error::Imds(e),
+            })?;
             log.info(&format!(
                 "iam credentials of the instance profile ({})",
                 took(step.elapsed())
@@ -307,31 +389,27 @@ fn login_iam(
     Ok(token)
 }
 
-fn after_login(
+/// Logs what was fetched, writes every file (all or nothing) and runs the on_change commands.
+fn write_outputs(
     config: &Config,
     log: &Log,
-    vault: &Vault,
-    token: &Token,
+    fetched: Vec<secrets::Fetched>,
     facts: &Facts,
-    policy: &Policy,
+    fetch_started: Instant,
 ) -> Result<Summary, Error> {
-    let step = Instant::now();
-    let fetched = secrets::fetch_all(vault, &token.client_token, config, facts, policy)
-        .map_err(Error::Secrets)?;
     for f in &fetched {
         log.info(&format!("secret {:?} fetched ({})", f.name, took(f.took)));
     }
     log.info(&format!(
         "{} secret(s) fetched ({})",
         fetched.len(),
-        took(step.elapsed())
+        took(fetch_started.elapsed())
     ));
 
     let outputs = secrets::render_outputs(config, &fetched, facts).map_err(Error::Secrets)?;
     drop(fetched);
     let step = Instant::now();
-    let staged = files::stage_all(&outputs).map_err(Error::Files)?;
-    let done = staged.commit().map_err(Error::Files)?;
+    let done = stage_and_commit(&outputs).map_err(Error::Files)?;
     let mut summary = Summary {
         secrets: config.secrets.len(),
         ..Summary::default()
@@ -367,4 +445,52 @@ fn after_login(
         }
     }
     Ok(summary)
+}
+
+/// Files staged at once on this many threads at most.
+const MAX_FILE_THREADS: usize = 8;
+
+/// `files::stage_all` then `commit`, with the outputs spread over threads: their fsyncs (each
+/// staged file's, then each renamed file's directory) overlap instead of queueing. Still all or
+/// nothing: nothing is renamed until every output is staged, and a failure to stage any of them
+/// removes every staged file (dropping a `Staged` does).
+fn stage_and_commit(
+    outputs: &[files::Output],
+) -> Result<Vec<(&files::Output, Outcome)>, files::Error> {
+    if outputs.len() < 2 {
+        return files::stage_all(outputs)?.commit();
+    }
+    let per_thread = outputs.len().div_ceil(MAX_FILE_THREADS);
+    std::thread::scope(|scope| {
+        let staging: Vec<_> = outputs
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || files::stage_all(chunk)))
+            .collect();
+        let staged: Vec<files::Staged<'_>> = join_all(staging)?;
+        let committing: Vec<_> = staged
+            .into_iter()
+            .map(|staged| scope.spawn(move || staged.commit()))
+            .collect();
+        Ok(join_all(committing)?.into_iter().flatten().collect())
+    })
+}
+
+/// Every thread's result, or the first error in their order (once all have finished).
+fn join_all<T, E>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T, E>>>,
+) -> Result<Vec<T>, E> {
+    let mut done = Vec::new();
+    let mut first_error = None;
+    for h in handles {
+        match h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
+            Ok(v) => done.push(v),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
 }

@@ -22,9 +22,24 @@ pub struct Error {
 }
 
 impl fmt::Display for Error {
+    /// One clean line: a control character from the file (toml's messages quote the offending
+    /// line; a quoted key may hold a newline) is shown escaped, never written to the log as is.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.place, self.message)
+        write_escaped(f, &self.place)?;
+        f.write_str(": ")?;
+        write_escaped(f, &self.message)
     }
+}
+
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            fmt::Write::write_char(f, c)?;
+        }
+    }
+    Ok(())
 }
 
 impl std::error::Error for Error {}
@@ -410,7 +425,7 @@ fn check_vault(raw: RawVault, place: &str) -> Result<VaultConfig, Error> {
 
 /// A CA file must hold at least one PEM certificate.
 fn check_ca_file(path: &Path) -> Result<(), String> {
-    let text = std::fs::read(path).map_err(|e| e.to_string())?;
+    let text = read_regular_file(path, MAX_CONFIG_BYTES)?;
     let count = ureq::tls::parse_pem(&text)
         .filter(|item| matches!(item, Ok(ureq::tls::PemItem::Certificate(_))))
         .count();
@@ -418,6 +433,32 @@ fn check_ca_file(path: &Path) -> Result<(), String> {
         return Err("holds no PEM certificate".into());
     }
     Ok(())
+}
+
+/// Reads a regular file of at most `limit` bytes. A FIFO, a device (`/dev/zero`, `/dev/stdin`)
+/// or a directory is refused before it is read (it is opened non-blocking, so that a FIFO
+/// without a writer cannot stall `vaultboot check` or a boot), and a larger file is refused
+/// rather than read whole.
+fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than {} KiB", limit / 1024));
+    }
+    Ok(bytes)
 }
 
 fn check_auth(raw: RawAuth, place: &str) -> Result<AuthConfig, Error> {
@@ -431,13 +472,6 @@ fn check_auth(raw: RawAuth, place: &str) -> Result<AuthConfig, Error> {
             ))
         }
     };
-    if method == AuthMethod::Iam {
-        // Refused rather than half-done: the iam method lands with its own tests.
-        return Err(err(
-            place,
-            "method: \"iam\" is not available in this version yet; use \"ec2\"",
-        ));
-    }
     let mount = raw.mount.unwrap_or_else(|| "aws".into());
     if !is_vault_path(&mount) {
         return Err(err(
@@ -461,8 +495,25 @@ fn check_auth(raw: RawAuth, place: &str) -> Result<AuthConfig, Error> {
             }
         }
     }
+    if let Some(id) = &raw.iam_server_id {
+        // Sent and signed as the X-Vault-AWS-IAM-Server-ID header, compared byte for byte.
+        if id.is_empty()
+            || id.len() > 255
+            || id.trim() != id
+            || !id.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+        {
+            return Err(err(
+                place,
+                "iam_server_id: must be a header value (printable ASCII, at most 255 \
+                 characters, no surrounding spaces) equal to Vault's iam_server_id_header_value",
+            ));
+        }
+    }
     let sts_region = raw.sts_region.unwrap_or_else(|| "us-east-1".into());
     if sts_region.is_empty()
+        || sts_region.len() > 32
+        || !sts_region.starts_with(|c: char| c.is_ascii_lowercase())
+        || sts_region.ends_with('-')
         || !sts_region
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -558,6 +609,12 @@ fn check_secret(raw: toml::Value, index: usize, file: &str) -> Result<SecretConf
     let data = match raw.data {
         None => None,
         Some(table) => {
+            if let Some(key) = non_finite(&table, "data") {
+                return Err(err(
+                    &place,
+                    format!("{key}: NaN and infinity have no JSON form"),
+                ));
+            }
             let json = serde_json::to_value(&table)
                 .map_err(|e| err(&place, format!("data: cannot be sent as JSON: {e}")))?;
             let mut found = Vec::new();
@@ -586,6 +643,25 @@ fn check_secret(raw: toml::Value, index: usize, file: &str) -> Result<SecretConf
         data,
         files,
     })
+}
+
+/// The first float of `table` that is NaN or infinite, by its dotted key: serde_json would
+/// turn it into `null`.
+fn non_finite(table: &toml::Table, at: &str) -> Option<String> {
+    fn walk(v: &toml::Value, at: String) -> Option<String> {
+        match v {
+            toml::Value::Float(f) if !f.is_finite() => Some(at),
+            toml::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| walk(item, format!("{at}[{i}]"))),
+            toml::Value::Table(t) => t.iter().find_map(|(k, item)| walk(item, format!("{at}.{k}"))),
+            _ => None,
+        }
+    }
+    table
+        .iter()
+        .find_map(|(k, v)| walk(v, format!("{at}.{k}")))
 }
 
 fn check_file(raw: RawFile, place: &str) -> Result<FileConfig, Error> {
@@ -675,6 +751,12 @@ pub fn check_output_path(path: &str) -> Result<(), String> {
     }
     if path.ends_with('/') || path.contains('\0') {
         return Err(format!("{path:?} must name a file"));
+    }
+    // `Path::components` drops `.` segments silently ("/etc/./x" is "/etc/x" to it), so the
+    // text is checked segment by segment: a `.` from a template fact (an odd local-hostname)
+    // would otherwise make "/etc/app/{{ local-hostname }}" name the directory "/etc/app".
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(format!("{path:?} must not contain . or .."));
     }
     for c in p.components() {
         match c {
@@ -817,6 +899,19 @@ path = "secret/data/ad/join"
     }
 
     #[test]
+    fn data_values_have_a_json_form() {
+        let with = |v: &str| GOOD.replace("ttl = \"72h\" }", &format!("ttl = {v} }}"));
+        let data = |v: &str| parse_str(&with(v)).unwrap().secrets[0].data.clone().unwrap();
+        assert_eq!(data("1979-05-27")["ttl"], "1979-05-27");
+        assert_eq!(data("1.5")["ttl"], 1.5);
+        // Found by fuzzing (fuzz/regressions/config/nan-in-data.toml): serde_json turns a
+        // non-finite float into null, which would have been sent to Vault in its place.
+        for v in ["nan", "-inf", "+inf", "[1.0, { x = inf }]"] {
+            refused(&with(v), &["\"tls\"", "data.ttl", "NaN"]);
+        }
+    }
+
+    #[test]
     fn refuses_what_the_contract_refuses() {
         refused(
             &GOOD.replace("role = \"web\"", "role = \"web\"\nrolee = 1"),
@@ -879,7 +974,24 @@ path = "secret/data/ad/join"
             &GOOD.replace("/etc/nginx/tls/server.key", "/etc/../server.key"),
             &[".."],
         );
+        // Found by fuzzing (fuzz/regressions/config): `.` segments, which Path::components
+        // skips, and a `.` that a template fact brings at run time.
+        refused(
+            &GOOD.replace("/etc/nginx/tls/server.key", "/etc/nginx/./server.key"),
+            &["must not contain . or .."],
+        );
+        assert!(check_output_path("/etc/app/.").is_err());
+        assert!(check_output_path("/etc/app/./x").is_err());
+        assert!(check_output_path("/etc/app/.x").is_ok());
         refused(&format!("{GOOD}\n[extra]\n"), &["unknown key `extra`"]);
+        // Found by fuzzing (fuzz/regressions/config): control characters of the file reach
+        // the message (toml quotes the line; a quoted key may hold a newline).
+        let e = parse_str(&format!("\"a\\nb\\u001b[31m\" = 1\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key `a\\nb\\u{1b}[31m`"), "{e}");
+        let e = parse_str("[vault]\naddr\u{2} = 1\n").unwrap_err().to_string();
+        assert!(!e.contains(char::is_control) && e.contains("\\u{2}"), "{e}");
         refused("[vault\n", &["test.toml", "line 1"]);
         refused(
             &GOOD.replace("role = \"web\"", "role = \"web\"\niam_server_id = \"x\""),
@@ -891,6 +1003,64 @@ path = "secret/data/ad/join"
                 "fields = [\"user-name\"]",
             ),
             &["user-name", "environment variable"],
+        );
+    }
+
+    #[test]
+    fn iam_method_is_accepted_with_its_options() {
+        let iam = |extra: &str| {
+            GOOD.replace(
+                "role = \"web\"",
+                &format!("role = \"web\"\nmethod = \"iam\"\n{extra}"),
+            )
+        };
+        let c = parse_str(&iam("")).unwrap();
+        assert_eq!(c.auth.method, AuthMethod::Iam);
+        assert_eq!(c.auth.sts_region, "us-east-1");
+        assert_eq!(c.auth.iam_server_id, None);
+        let c = parse_str(&iam(
+            "iam_server_id = \"vault.example.com\"\nsts_region = \"eu-west-1\"",
+        ))
+        .unwrap();
+        assert_eq!(c.auth.iam_server_id.as_deref(), Some("vault.example.com"));
+        assert_eq!(c.auth.sts_region, "eu-west-1");
+        assert!(parse_str(&iam("sts_region = \"us-gov-west-1\"")).is_ok());
+
+        // ec2 keeps refusing the iam-only keys.
+        refused(
+            &GOOD.replace(
+                "role = \"web\"",
+                "role = \"web\"\nsts_region = \"eu-west-1\"",
+            ),
+            &["[auth]", "sts_region", "iam"],
+        );
+        // The server id is a header value: no line breaks (header injection), not empty.
+        for bad in [
+            "\"\"",
+            "\"a\\r\\nX-Amz-Foo: 1\"",
+            "\" padded \"",
+            "\"caf\u{e9}\"",
+        ] {
+            refused(
+                &iam(&format!("iam_server_id = {bad}")),
+                &["[auth]", "iam_server_id"],
+            );
+        }
+        for bad in [
+            "\"\"",
+            "\"EU-WEST-1\"",
+            "\"eu-west-1/x\"",
+            "\"-\"",
+            "\"eu-west-\"",
+        ] {
+            refused(
+                &iam(&format!("sts_region = {bad}")),
+                &["[auth]", "sts_region"],
+            );
+        }
+        refused(
+            &GOOD.replace("role = \"web\"", "role = \"web\"\nmethod = \"aws\""),
+            &["method", "\"ec2\" or \"iam\""],
         );
     }
 }

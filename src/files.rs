@@ -217,7 +217,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Creates missing directories (0700, owned by us) down to `dir`.
+/// Creates missing directories (0700, owned by us) down to `dir`, but only below a trusted
+/// directory (see `check_trusted_dir`): nothing is created where someone else could have
+/// prepared the way (a directory of theirs, a symlink of theirs).
 pub fn ensure_dir(dir: &Path) -> Result<(), Error> {
     if fs::symlink_metadata(dir).is_ok() {
         return Ok(());
@@ -230,6 +232,12 @@ pub fn ensure_dir(dir: &Path) -> Result<(), Error> {
             Some(p) => cur = p,
             None => break,
         }
+    }
+    if fs::symlink_metadata(cur).is_ok() {
+        check_trusted_dir(cur, false).map_err(|e| Error {
+            path: dir.to_path_buf(),
+            message: format!("not created: {}", e.message),
+        })?;
     }
     for d in missing.iter().rev() {
         match fs::DirBuilder::new().mode(0o700).create(d) {
@@ -306,10 +314,12 @@ pub fn check_trusted_dir(dir: &Path, immediate: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Removes staged files that a killed earlier run left next to `name`.
+/// Removes staged files that a killed earlier run left next to `name`. Only called on a
+/// directory already found trusted (nobody but root can create entries in it), so whatever
+/// bears our staging name is ours, whoever owns it now: a staged output is fchowned to the
+/// output's owner before the kill may have come.
 pub fn remove_stale_stages(dir: &Path, name: &str) {
     let prefix = format!(".{name}{STAGE_MARK}");
-    let me = nix::unistd::geteuid().as_raw();
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -322,7 +332,7 @@ pub fn remove_stale_stages(dir: &Path, name: &str) {
             continue;
         }
         if let Ok(meta) = entry.path().symlink_metadata() {
-            if meta.is_file() && meta.uid() == me {
+            if !meta.is_dir() {
                 let _ = fs::remove_file(entry.path());
             }
         }

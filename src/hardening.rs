@@ -1,9 +1,12 @@
-//! Process hardening applied before any secret is read: private umask and no core dumps.
+//! Process hardening applied before any secret is read: private umask, no core dumps, and no
+//! inherited descriptor passed on to the commands we start.
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::resource::{setrlimit, Resource};
 
 /// umask 077, RLIMIT_CORE 0 and PR_SET_DUMPABLE 0 (which also keeps other users' ptrace and
-/// /proc/<pid>/mem out). Returns what could not be applied.
+/// /proc/<pid>/mem out), and close-on-exec on every descriptor inherited beyond stdin, stdout
+/// and stderr. Returns what could not be applied.
 pub fn harden() -> Vec<String> {
     let mut problems = Vec::new();
     crate::files::restrict_umask();
@@ -13,5 +16,23 @@ pub fn harden() -> Vec<String> {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         problems.push(format!("cannot clear the dumpable flag: {e}"));
     }
+    if let Err(e) = cloexec_inherited() {
+        problems.push(format!("cannot list inherited descriptors: {e}"));
+    }
     problems
+}
+
+/// Whatever started us may have left descriptors open (a pipe, a socket, a file): an on_change
+/// command must not get them. Ours are all opened close-on-exec already.
+fn cloexec_inherited() -> std::io::Result<()> {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // The directory listing's own descriptor is gone by now: EBADF, ignored.
+        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
+    Ok(())
 }

@@ -142,7 +142,11 @@ impl Client {
     pub fn plain(base: &str, timeout: Duration) -> Client {
         let config = common_config(None).https_only(false).build();
         Client {
-            agent: config.new_agent(),
+            agent: ureq::Agent::with_parts(
+                config,
+                ureq::unversioned::transport::DefaultConnector::default(),
+                FastResolver::new(None),
+            ),
             base: base.to_string(),
             shown: base.to_string(),
             timeout,
@@ -151,42 +155,82 @@ impl Client {
     }
 
     /// A client for Vault. `https` unless the configuration allowed plain HTTP.
+    ///
+    /// Without a proxy, TLS is rustls with this client's own configuration (shared by all of its
+    /// connections, so that they resume each other's sessions), and a client created after
+    /// [`warm_next_vault_client`] opens its connections ahead of the requests.
     pub fn vault(
         base: &str,
         tls: &Tls<'_>,
         proxy: Option<&str>,
         timeout: Duration,
     ) -> Result<Client, String> {
+        let warm = WARM_NEXT.with(|w| w.replace(0));
         let proxy = proxy
             .map(|p| ureq::Proxy::new(p).map_err(|e| format!("proxy {p:?}: {e}")))
             .transpose()?;
         let roots = load_roots(tls.ca_file)?;
-        let tls_config = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
-            .build();
-        let config = common_config(proxy)
-            .https_only(base.starts_with("https://"))
-            .tls_config(tls_config)
-            .build();
-        let (agent, target_base) = match tls.server_name {
-            None => (config.new_agent(), base.to_string()),
+        let https = base.starts_with("https://");
+        // With a pinned TLS name, send the request to `name` (SNI, certificate check and Host
+        // header all use it) but resolve `name` to the configured address.
+        let authority = base.split_once("://").map(|x| x.1).unwrap_or(base);
+        let port = port_of(authority, https);
+        let pinned = tls.server_name.map(|name| PinnedResolver {
+            name: name.to_string(),
+            target: host_port(authority, port),
+        });
+        let target_base = match tls.server_name {
+            None => base.to_string(),
             Some(name) => {
-                // Send the request to `name` (SNI, certificate check and Host header all use
-                // it) but resolve `name` to the configured address.
-                let authority = base.split_once("://").map(|x| x.1).unwrap_or(base);
-                let port = port_of(authority, base.starts_with("https://"));
-                let resolver = PinnedResolver {
-                    name: name.to_string(),
-                    target: host_port(authority, port),
-                };
-                let agent = ureq::Agent::with_parts(
+                let scheme = base.split("://").next().unwrap_or("https");
+                format!("{scheme}://{name}:{port}")
+            }
+        };
+        let agent = if proxy.is_some() {
+            // Through a proxy: ureq's own connectors (CONNECT, and its TLS), no warm-up.
+            let tls_config = ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+                .build();
+            let config = common_config(proxy)
+                .https_only(https)
+                .tls_config(tls_config)
+                .build();
+            match pinned {
+                None => config.new_agent(),
+                Some(resolver) => ureq::Agent::with_parts(
                     config,
                     ureq::unversioned::transport::DefaultConnector::default(),
                     resolver,
-                );
-                let scheme = base.split("://").next().unwrap_or("https");
-                (agent, format!("{scheme}://{name}:{port}"))
+                ),
             }
+        } else {
+            let sessions = Arc::new(Sessions::default());
+            let tls = Arc::new(VaultTls {
+                config: vault_tls_config(&roots, sessions.clone())?,
+            });
+            let spare = Arc::new(Spare::default());
+            let connector = Warm {
+                tls: tls.clone(),
+                spare: spare.clone(),
+            };
+            let config = common_config(None).https_only(https).build();
+            let resolver = FastResolver::new(pinned);
+            let agent = ureq::Agent::with_parts(config, connector, resolver.clone());
+            if warm > 0 && https {
+                if let Ok(uri) = target_base.parse::<http::Uri>() {
+                    start_warm_up(WarmUp {
+                        agent: agent.clone(),
+                        tls,
+                        spare,
+                        sessions,
+                        resolver,
+                        uri,
+                        want: warm.min(MAX_WARM),
+                        timeout,
+                    });
+                }
+            }
+            agent
         };
         Ok(Client {
             agent,
@@ -320,6 +364,12 @@ fn common_config(
         .max_redirects_will_error(false)
         .proxy(proxy)
         .max_response_header_size(MAX_HEADER)
+        // ureq's defaults are 128 KiB each, allocated and zeroed for every connection (twice
+        // for TLS: the socket's and the TLS layer's): a fifth of a run's CPU time. The input
+        // buffer must hold more than MAX_HEADER, or an oversized header would read as a
+        // stalled connection instead of one refused as too large; requests are small.
+        .input_buffer_size(MAX_HEADER + 4 * 1024)
+        .output_buffer_size(16 * 1024)
         .max_idle_connections_per_host(8)
         .max_idle_age(Duration::from_secs(30))
 }
@@ -379,7 +429,10 @@ fn redirect_host(location: &str) -> String {
     if host.is_empty() {
         "(same host)".into()
     } else {
-        host.chars().take(255).collect()
+        host.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(255)
+            .collect()
     }
 }
 
@@ -399,18 +452,36 @@ fn classify(url: &str, e: ureq::Error) -> Error {
         ureq::Error::Rustls(tls) => classify_tls(&url, &tls),
         ureq::Error::Tls(detail) => Error::Tls {
             url,
-            detail: detail.to_string(),
+            detail: one_line(detail),
         },
         ureq::Error::BodyExceedsLimit(limit) => Error::TooLarge { url, limit },
         ureq::Error::LargeResponseHeader(_, limit) => Error::TooLarge {
             url,
             limit: limit as u64,
         },
+        // The protocol errors may quote what the server sent (a bad header, a status line).
         other => Error::Protocol {
             url,
-            detail: other.to_string(),
+            detail: one_line(&other.to_string()),
         },
     }
+}
+
+/// Longest piece of an error text that may come from the server.
+const MAX_DETAIL: usize = 200;
+
+/// One line, bounded, no control characters: error texts may quote what the server sent, and
+/// they end up in our log.
+fn one_line(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_DETAIL)
+        .collect();
+    if text.chars().count() > MAX_DETAIL {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Certificate problems are final; other TLS failures may be a server restarting.
@@ -421,11 +492,11 @@ fn classify_tls(url: &str, tls: &rustls::Error) -> Error {
         | rustls::Error::InvalidCertRevocationList(_)
         | rustls::Error::UnsupportedNameType => Error::Tls {
             url: url.into(),
-            detail: tls.to_string(),
+            detail: one_line(&tls.to_string()),
         },
         other => Error::Connect {
             url: url.into(),
-            detail: format!("TLS: {other}"),
+            detail: format!("TLS: {}", one_line(&other.to_string())),
         },
     }
 }
@@ -460,7 +531,7 @@ fn classify_io(url: &str, e: std::io::Error) -> Error {
 }
 
 /// Resolves the pinned TLS name to the configured address; any other host normally.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PinnedResolver {
     name: String,
     target: String,
@@ -490,6 +561,547 @@ impl ureq::unversioned::resolver::Resolver for PinnedResolver {
             return Err(ureq::Error::HostNotFound);
         }
         Ok(out)
+    }
+}
+
+// ---- Vault connections: ready before they are needed --------------------------------------------
+//
+// A boot job talks to one Vault: a login, then every secret at once, then a revoke; each new
+// connection costs a TCP and a TLS set-up. So the Vault client the boot job asks for (see
+// `warm_next_vault_client`) opens its first connection at once, in the background, while IMDS is
+// read; and the others as soon as the server's session tickets let them resume the first one's
+// TLS session (which arrive while the login waits for its answer), so that the parallel secret
+// reads find them ready and no connection but the first pays for a full handshake. TLS is rustls
+// with the client's own `ClientConfig` (ureq's does not expose its session store), shared by all
+// of the client's connections; its session store counts what can be resumed.
+
+/// More connections than this are never opened ahead (ureq keeps 8 idle per host).
+const MAX_WARM: usize = 8;
+
+thread_local! {
+    static WARM_NEXT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Asks the next Vault client created on this thread to open `connections` connections ahead of
+/// its requests: the boot job's login and parallel secret reads then find them ready. Without a
+/// proxy and over https only; anything that goes wrong while warming up is left to the requests
+/// themselves (they open their own connections, with the usual retries).
+pub fn warm_next_vault_client(connections: usize) {
+    WARM_NEXT.with(|w| w.set(connections));
+}
+
+use ureq::unversioned::resolver::Resolver;
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport,
+    TransportAdapter,
+};
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// rustls' in-memory session cache, counting what it holds that a new connection can resume.
+#[derive(Debug)]
+struct Sessions {
+    cache: rustls::client::ClientSessionMemoryCache,
+    count: std::sync::Mutex<Resumable>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Resumable {
+    /// TLS 1.3 tickets: each is used once.
+    tickets: usize,
+    /// A TLS 1.2 session: resumable any number of times.
+    tls12: bool,
+    /// The first connection failed: no session will come.
+    abandoned: bool,
+}
+
+impl Resumable {
+    fn connections(self) -> usize {
+        if self.tls12 {
+            usize::MAX
+        } else {
+            self.tickets
+        }
+    }
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            // One server; rustls keeps up to 8 TLS 1.3 tickets per server.
+            cache: rustls::client::ClientSessionMemoryCache::new(8),
+            count: Default::default(),
+            changed: Default::default(),
+        }
+    }
+}
+
+impl Sessions {
+    fn update(&self, f: impl FnOnce(&mut Resumable)) {
+        f(&mut lock(&self.count));
+        self.changed.notify_all();
+    }
+
+    /// How many new connections could resume now; waits until at least `want` could, or until
+    /// `until`, and after the first one no longer than `settle` for more (0: none will).
+    fn wait(&self, want: usize, until: std::time::Instant, settle: Duration) -> usize {
+        let mut count = lock(&self.count);
+        let mut first: Option<std::time::Instant> = None;
+        loop {
+            let now = std::time::Instant::now();
+            if count.abandoned {
+                return 0;
+            }
+            let n = count.connections();
+            if n > 0 && first.is_none() {
+                first = Some(now);
+            }
+            let end = match first {
+                Some(f) => until.min(f + settle),
+                None => until,
+            };
+            if n >= want || now >= end {
+                return n;
+            }
+            count = self
+                .changed
+                .wait_timeout(count, end - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+impl rustls::client::ClientSessionStore for Sessions {
+    fn set_kx_hint(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        group: rustls::NamedGroup,
+    ) {
+        self.cache.set_kx_hint(server_name, group)
+    }
+
+    fn kx_hint(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::NamedGroup> {
+        self.cache.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.cache.set_tls12_session(server_name, value);
+        self.update(|c| c.tls12 = true);
+    }
+
+    fn tls12_session(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.cache.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &rustls::pki_types::ServerName<'static>) {
+        self.cache.remove_tls12_session(server_name);
+        self.update(|c| c.tls12 = false);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.cache.insert_tls13_ticket(server_name, value);
+        self.update(|c| c.tickets = (c.tickets + 1).min(8));
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        let ticket = self.cache.take_tls13_ticket(server_name);
+        if ticket.is_some() {
+            self.update(|c| c.tickets = c.tickets.saturating_sub(1));
+        }
+        ticket
+    }
+}
+
+/// What ureq's own rustls configuration is (every protocol version, the given roots, SNI), with
+/// `sessions` as the session store.
+fn vault_tls_config(
+    roots: &[ureq::tls::Certificate<'static>],
+    sessions: Arc<Sessions>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut store = rustls::RootCertStore::empty();
+    store.add_parsable_certificates(
+        roots
+            .iter()
+            .map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec())),
+    );
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(rustls::ALL_VERSIONS)
+    .map_err(|e| format!("TLS configuration: {e}"))?
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::store(sessions);
+    Ok(Arc::new(config))
+}
+
+/// Wraps the TCP connection in TLS, as ureq's `RustlsConnector` does, with our configuration.
+#[derive(Debug)]
+struct VaultTls {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl<In: Transport> Connector<In> for VaultTls {
+    type Out = Either<In, TlsTransport>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        let Some(transport) = chained else {
+            return Ok(None);
+        };
+        if !details.needs_tls() || transport.is_tls() {
+            return Ok(Some(Either::A(transport)));
+        }
+        let host = details
+            .uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|_| ureq::Error::Tls("invalid TLS server name"))?;
+        let mut conn = rustls::ClientConnection::new(self.config.clone(), name)?;
+        let mut sock = TransportAdapter::new(transport.boxed(), details.current_time.clone());
+        sock.set_timeout(details.timeout);
+        conn.complete_io(&mut sock)?;
+        Ok(Some(Either::B(TlsTransport {
+            buffers: LazyBuffers::new(
+                details.config.input_buffer_size(),
+                details.config.output_buffer_size(),
+            ),
+            stream: rustls::StreamOwned { conn, sock },
+        })))
+    }
+}
+
+struct TlsTransport {
+    buffers: LazyBuffers,
+    stream: rustls::StreamOwned<rustls::ClientConnection, TransportAdapter>,
+}
+
+impl Transport for TlsTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        use std::io::Write;
+        self.stream.get_mut().set_timeout(timeout);
+        let output = &self.buffers.output()[..amount];
+        self.stream.write_all(output)?;
+        Ok(())
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.stream.get_mut().set_timeout(timeout);
+        let input = self.buffers.input_append_buf();
+        let amount = self.stream.read(input)?;
+        self.buffers.input_appended(amount);
+        Ok(amount > 0)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.stream.get_mut().get_mut().is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for TlsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsTransport").finish()
+    }
+}
+
+/// Connections opened ahead, handed out when ureq needs a new one.
+#[derive(Default)]
+struct Spare {
+    state: std::sync::Mutex<SpareState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SpareState {
+    ready: Vec<Box<dyn Transport>>,
+    /// Being opened now.
+    opening: usize,
+    /// Opened by requests themselves, none being ready.
+    on_demand: usize,
+}
+
+impl Spare {
+    /// A connection opened ahead. While one is being opened, waits for it (until `until`) rather
+    /// than opening another: that would take as long, and cost a full TLS handshake.
+    /// (Not probed with `is_open`: it reads a byte, and the server's session tickets may be
+    /// waiting there, unread.)
+    fn take(&self, until: std::time::Instant) -> Option<Box<dyn Transport>> {
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(t) = st.ready.pop() {
+                return Some(t);
+            }
+            let now = std::time::Instant::now();
+            if st.opening == 0 || now >= until {
+                st.on_demand += 1;
+                return None;
+            }
+            st = self
+                .changed
+                .wait_timeout(st, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn opened(&self, transport: Option<Box<dyn Transport>>) {
+        let mut st = lock(&self.state);
+        st.opening -= 1;
+        st.ready.extend(transport);
+        self.changed.notify_all();
+    }
+}
+
+/// The connector the agent uses: a connection opened ahead if there is one, else a new one.
+struct Warm {
+    tls: Arc<VaultTls>,
+    spare: Arc<Spare>,
+}
+
+impl fmt::Debug for Warm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Warm").finish()
+    }
+}
+
+/// A TCP connection as ureq's `TcpConnector` makes it.
+type Tcp = <ureq::unversioned::transport::TcpConnector as Connector<()>>::Out;
+
+fn tcp_connect(details: &ConnectionDetails) -> Result<Option<Tcp>, ureq::Error> {
+    Connector::<()>::connect(
+        &ureq::unversioned::transport::TcpConnector::default(),
+        details,
+        None,
+    )
+}
+
+impl Connector<()> for Warm {
+    type Out = Box<dyn Transport>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        _chained: Option<()>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        let wait = match details.timeout.after {
+            ureq::unversioned::transport::time::Duration::Exact(d) => d,
+            ureq::unversioned::transport::time::Duration::NotHappening => Duration::from_secs(60),
+        };
+        if let Some(t) = self.spare.take(std::time::Instant::now() + wait) {
+            return Ok(Some(t));
+        }
+        let tcp = tcp_connect(details)?;
+        Ok(self
+            .tls
+            .connect(details, tcp)?
+            .map(|t| Box::new(t) as Box<dyn Transport>))
+    }
+}
+
+struct WarmUp {
+    agent: ureq::Agent,
+    tls: Arc<VaultTls>,
+    spare: Arc<Spare>,
+    sessions: Arc<Sessions>,
+    resolver: FastResolver,
+    uri: http::Uri,
+    want: usize,
+    timeout: Duration,
+}
+
+impl WarmUp {
+    /// What a request's connection would be given, resolved through the agent's resolver.
+    fn with_details<T>(&self, f: impl FnOnce(&ConnectionDetails) -> Option<T>) -> Option<T> {
+        use ureq::unversioned::transport::time;
+        let config = self.agent.config();
+        let next = NextTimeout {
+            after: time::Duration::from(self.timeout),
+            reason: ureq::Timeout::Connect,
+            ..NextTimeout::default()
+        };
+        // Resolved on this (background) thread: with a timeout, ureq's resolver would start yet
+        // another thread. The answer is remembered for the requests.
+        let untimed = NextTimeout {
+            after: time::Duration::NotHappening,
+            ..next
+        };
+        let addrs = self.resolver.resolve(&self.uri, config, untimed).ok()?;
+        f(&ConnectionDetails {
+            uri: &self.uri,
+            addrs,
+            config,
+            request_level: false,
+            resolver: &self.resolver,
+            now: time::Instant::now(),
+            timeout: next,
+            current_time: Arc::new(time::Instant::now),
+            run_connector: Arc::new(|_: &ConnectionDetails| Err(ureq::Error::ConnectionFailed)),
+            register_shutdown: Arc::new(|_| Ok(())),
+        })
+    }
+
+    fn tcp(&self) -> Option<Tcp> {
+        self.with_details(|d| tcp_connect(d).ok().flatten())
+    }
+
+    fn tls(&self, tcp: Tcp) -> Option<Box<dyn Transport>> {
+        self.with_details(|d| self.tls.connect(d, Some(tcp)).ok().flatten())
+            .map(|t| Box::new(t) as Box<dyn Transport>)
+    }
+}
+
+/// In the background: the first connection now (TCP, then a full TLS handshake); the TCP
+/// connections of the `want - 1` others now too, and their TLS handshakes as soon as the first
+/// one's session can be resumed (its tickets arrive while the login waits for its answer): one
+/// ticket per connection, or a full handshake for those the server sent no ticket for (Vault,
+/// being Go, sends one per handshake; rustls servers two). Those the requests had to open
+/// themselves meanwhile are not opened again.
+fn start_warm_up(warm: WarmUp) {
+    let warm = Arc::new(warm);
+    lock(&warm.spare.state).opening += 1;
+    let w = warm.clone();
+    let first = std::thread::Builder::new()
+        .name("vault-warm-up".into())
+        .spawn(move || {
+            let t = w.tcp().and_then(|tcp| w.tls(tcp));
+            if t.is_none() {
+                w.sessions.update(|c| c.abandoned = true);
+            }
+            w.spare.opened(t);
+        });
+    if first.is_err() {
+        warm.spare.opened(None);
+        return;
+    }
+    if warm.want < 2 {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("vault-warm-up".into())
+        .spawn(move || {
+            let parked: Vec<Tcp> = (1..warm.want).map_while(|_| warm.tcp()).collect();
+            let until = std::time::Instant::now() + warm.timeout;
+            let resumable = warm
+                .sessions
+                .wait(parked.len(), until, Duration::from_millis(5));
+            if resumable == 0 && lock(&warm.sessions.count).abandoned {
+                return;
+            }
+            let n = {
+                let mut st = lock(&warm.spare.state);
+                let n = parked.len().saturating_sub(st.on_demand);
+                st.opening += n;
+                n
+            };
+            // Beyond `n`, the TCP connections are closed unused.
+            for tcp in parked.into_iter().take(n) {
+                let w = warm.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("vault-warm-up".into())
+                    .spawn(move || w.spare.opened(w.tls(tcp)));
+                if spawned.is_err() {
+                    warm.spare.opened(None);
+                }
+            }
+        });
+}
+
+/// ureq resolves a request's host before it looks into its pool, and its resolver starts a
+/// thread to do so whenever a timeout is set. This one answers IP literals (IMDS) at once and
+/// remembers a name's addresses for a few seconds (the warm-up and the requests of one run).
+#[derive(Debug, Clone)]
+struct FastResolver {
+    pinned: Option<PinnedResolver>,
+    cache: Arc<std::sync::Mutex<Option<Resolved>>>,
+}
+
+type Resolved = (
+    String,
+    ureq::unversioned::resolver::ResolvedSocketAddrs,
+    std::time::Instant,
+);
+
+/// How long a name's addresses are reused.
+const RESOLVED_FOR: Duration = Duration::from_secs(10);
+
+impl FastResolver {
+    fn new(pinned: Option<PinnedResolver>) -> FastResolver {
+        FastResolver {
+            pinned,
+            cache: Arc::default(),
+        }
+    }
+}
+
+impl Resolver for FastResolver {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().unwrap_or_default();
+        let pinned = self.pinned.as_ref().is_some_and(|p| p.name == host);
+        let literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>();
+        if let (false, Ok(ip)) = (pinned, literal) {
+            let https = uri.scheme_str() == Some("https");
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let mut out = self.empty();
+            out.push(std::net::SocketAddr::new(ip, port));
+            return Ok(out);
+        }
+        let key = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        if let Some((k, addrs, at)) = &*lock(&self.cache) {
+            if k == key && at.elapsed() < RESOLVED_FOR {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = match &self.pinned {
+            Some(p) => p.resolve(uri, config, timeout)?,
+            None => ureq::unversioned::resolver::DefaultResolver::default()
+                .resolve(uri, config, timeout)?,
+        };
+        *lock(&self.cache) = Some((key.to_string(), addrs.clone(), std::time::Instant::now()));
+        Ok(addrs)
     }
 }
 

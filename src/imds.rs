@@ -120,6 +120,14 @@ impl<'p> Imds<'p> {
         }
     }
 
+    /// Gets the session token now (with the usual retries), so that reads made in parallel
+    /// afterwards share it instead of each asking for one.
+    pub fn open_session(&self) -> Result<(), Error> {
+        self.policy
+            .run(|left| self.session_token(left).map(drop), verdict)
+            .map_err(|f| failure(TOKEN_PATH, f))
+    }
+
     /// The signed identity document, newlines removed, as Vault's `pkcs7` field wants it.
     pub fn fetch_signed_document(&self, signature: Signature) -> Result<String, Error> {
         let path = match signature {

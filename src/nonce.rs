@@ -69,16 +69,24 @@ struct Stored {
     created: u64,
 }
 
+impl Drop for Stored {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.nonce);
+    }
+}
+
 /// Loads this instance's nonce, or generates one and persists it before returning it.
 pub fn load_or_create(dir: &Path, instance_id: &str) -> Result<Nonce, Error> {
     let mut repairs = Vec::new();
     prepare_dir(dir, &mut repairs)?;
+    // A copy staged by a run killed before its rename: never used, always removed.
+    files::remove_stale_stages(dir, FILE_NAME);
     let path = dir.join(FILE_NAME);
 
     let origin = match read_stored(&path, &mut repairs) {
         Ok(None) => Origin::Generated,
-        Ok(Some(stored)) if stored.instance_id == instance_id => {
-            let value = Secret::from_string(stored.nonce);
+        Ok(Some(mut stored)) if stored.instance_id == instance_id => {
+            let value = Secret::from_string(std::mem::take(&mut stored.nonce));
             return Ok(Nonce {
                 value,
                 origin: Origin::Reused,
@@ -86,14 +94,18 @@ pub fn load_or_create(dir: &Path, instance_id: &str) -> Result<Nonce, Error> {
             });
         }
         Ok(Some(stored)) => Origin::ReplacedForeign {
-            stored_instance: stored.instance_id,
+            stored_instance: stored.instance_id.clone(),
         },
-        Err(why) => {
-            let moved_to = dir.join(format!("{FILE_NAME}.unreadable-{}", now_secs()));
+        Err(unusable) => {
+            let (kind, why) = match unusable {
+                Unusable::Unreadable(why) => ("unreadable", why),
+                Unusable::Untrusted(why) => ("untrusted", why),
+            };
+            let moved_to = dir.join(format!("{FILE_NAME}.{kind}-{}", now_secs()));
             fs::rename(&path, &moved_to).map_err(|e| {
                 fail(
                     &path,
-                    format!("unreadable ({why}) and cannot be moved aside: {e}"),
+                    format!("{kind} ({why}) and cannot be moved aside: {e}"),
                 )
             })?;
             Origin::ReplacedUnreadable { moved_to, why }
@@ -147,8 +159,29 @@ fn prepare_dir(dir: &Path, repairs: &mut Vec<String>) -> Result<(), Error> {
     Ok(())
 }
 
-/// `Ok(None)` when there is no state yet; `Err(why)` when the file is there but unusable.
-fn read_stored(path: &Path, repairs: &mut Vec<String>) -> Result<Option<Stored>, String> {
+/// Why a state file that is there cannot be used.
+enum Unusable {
+    /// Not vaultboot state: not a regular file, not JSON, empty, truncated, too large.
+    Unreadable(String),
+    /// Someone else may have written it (another owner, writable by others): its nonce may be
+    /// one an attacker chose and knows, so it is never sent.
+    Untrusted(String),
+}
+
+impl From<String> for Unusable {
+    fn from(why: String) -> Self {
+        Unusable::Unreadable(why)
+    }
+}
+
+impl From<&str> for Unusable {
+    fn from(why: &str) -> Self {
+        Unusable::Unreadable(why.to_string())
+    }
+}
+
+/// `Ok(None)` when there is no state yet; `Err` when the file is there but unusable.
+fn read_stored(path: &Path, repairs: &mut Vec<String>) -> Result<Option<Stored>, Unusable> {
     let mut file = match fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
@@ -156,13 +189,32 @@ fn read_stored(path: &Path, repairs: &mut Vec<String>) -> Result<Option<Stored>,
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot open: {e}")),
+        Err(e) => return Err(format!("cannot open: {e}").into()),
     };
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot inspect: {e}"))?;
     if !meta.is_file() {
         return Err("not a regular file".into());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    let untrusted = if meta.uid() != me {
+        Some(format!("owned by uid {}, not by us", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "mode {:04o}, writable by others",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = untrusted {
+        // Kept as evidence, but ours and private from now on: it may hold the bound nonce.
+        let _ = std::os::unix::fs::fchown(&file, Some(me), Some(nix::unistd::getegid().as_raw()));
+        let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
+        return Err(Unusable::Untrusted(format!(
+            "not trusted: {why}, so its nonce may be someone else's; never used"
+        )));
     }
     if meta.mode() & 0o077 != 0 {
         file.set_permissions(fs::Permissions::from_mode(0o600))
@@ -208,8 +260,7 @@ fn persist(dir: &Path, path: &Path, instance_id: &str, nonce: &Secret) -> Result
     let bytes = zeroize::Zeroizing::new(
         serde_json::to_vec_pretty(&stored).map_err(|e| fail(path, e.to_string()))?,
     );
-    let mut stored = stored;
-    zeroize::Zeroize::zeroize(&mut stored.nonce);
+    drop(stored);
     files::remove_stale_stages(dir, FILE_NAME);
     let temp = dir.join(format!(".{FILE_NAME}.vaultboot.{}", std::process::id()));
     let me = nix::unistd::geteuid().as_raw();

@@ -49,8 +49,103 @@ impl fmt::Debug for Secret {
 pub struct SecretJson(pub serde_json::Value);
 
 impl SecretJson {
+    /// Parses an answer strictly: an object with the same key twice is refused (serde_json's
+    /// own `Value` would silently keep the last one, while a proxy or another client may have
+    /// judged the first one).
     pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes).map(SecretJson)
+        serde_json::from_slice::<Strict>(bytes).map(|s| SecretJson(s.0))
+    }
+}
+
+/// The message of the error for a repeated key (see `vault::json_problem`).
+pub const DUPLICATE_KEY: &str = "duplicate key in a JSON object";
+
+/// A JSON value parsed without accepting repeated keys. What was built before an error is
+/// wiped.
+struct Strict(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // Wiped on drop, also when an element fails.
+        let mut guard = SecretJson(serde_json::Value::Array(Vec::new()));
+        while let Some(Strict(item)) = seq.next_element()? {
+            if let serde_json::Value::Array(items) = &mut guard.0 {
+                items.push(item);
+            }
+        }
+        Ok(std::mem::take(&mut guard.0))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut guard = SecretJson(serde_json::Value::Object(serde_json::Map::new()));
+        while let Some(mut key) = map.next_key::<String>()? {
+            let serde_json::Value::Object(object) = &mut guard.0 else {
+                unreachable!("the guard holds an object");
+            };
+            if object.contains_key(&key) {
+                key.zeroize();
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+            let Strict(value) = match map.next_value() {
+                Ok(v) => v,
+                Err(e) => {
+                    key.zeroize();
+                    return Err(e);
+                }
+            };
+            object.insert(key, value);
+        }
+        Ok(std::mem::take(&mut guard.0))
     }
 }
 
@@ -93,6 +188,28 @@ mod tests {
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("7 bytes"));
+    }
+
+    #[test]
+    fn strict_parse_refuses_repeated_keys_at_any_depth() {
+        let ok = SecretJson::parse(br#"{"a":[1,2.5,"x",null,true,{"b":{}}],"c":-3}"#).unwrap();
+        assert_eq!(
+            ok.0,
+            serde_json::json!({"a":[1,2.5,"x",null,true,{"b":{}}],"c":-3})
+        );
+        for dup in [
+            &br#"{"a":1,"a":2}"#[..],
+            br#"{"auth":{"client_token":"x","client_token":"y"}}"#,
+            br#"[{"k":"v","k":"v"}]"#,
+        ] {
+            let e = SecretJson::parse(dup).err().unwrap();
+            assert!(e.to_string().starts_with(DUPLICATE_KEY), "{e}");
+        }
+        // The same key in different objects is fine.
+        assert!(SecretJson::parse(br#"{"a":{"k":1},"b":{"k":2}}"#).is_ok());
+        // serde_json's depth limit still holds.
+        let deep = "[".repeat(100_000);
+        assert!(SecretJson::parse(deep.as_bytes()).is_err());
     }
 
     #[test]

@@ -77,7 +77,10 @@ impl fmt::Display for Error {
                 )
             }
             Error::MissingField { secret, field } => {
-                write!(f, "secret {secret:?}: field {field:?} is missing from Vault's answer (mark it \"{field}?\" if it may be absent)")
+                // Debug-quoted like every name here: a field name is the configuration's text
+                // and may hold a newline (found by fuzzing).
+                let marked = format!("{field}?");
+                write!(f, "secret {secret:?}: field {field:?} is missing from Vault's answer (mark it {marked:?} if it may be absent)")
             }
             Error::WrongType {
                 secret,
@@ -96,8 +99,7 @@ impl fmt::Display for Error {
             }
             Error::DuplicatePath { secret, path } => write!(
                 f,
-                "secret {secret:?}: {} is written by another [[secret.file]] too",
-                path.display()
+                "secret {secret:?}: {path:?} is written by another [[secret.file]] too"
             ),
             Error::BadPath { secret, why } => write!(f, "secret {secret:?}: path {why}"),
             Error::Cancelled => f.write_str("cancelled"),
@@ -406,6 +408,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("an object"), "{e}");
+    }
+
+    #[test]
+    fn errors_are_one_line_whatever_the_field_name() {
+        // Found by fuzzing (fuzz/regressions/vault_answer/missing-field-with-newline).
+        let e = encode("s", &file(Format::Raw, &["a\nb"]), &fields(json!({})))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("\"a\\nb?\""), "{e}");
     }
 
     #[test]

@@ -120,20 +120,40 @@ impl Vault {
         }
         let sensitive: Vec<(&str, &Secret)> =
             token.map(|t| ("x-vault-token", t)).into_iter().collect();
-        let answer = self
+        let answer = match self
             .client
             .send(method, &full, &headers, &sensitive, body, time_left)
-            .map_err(Error::Http)?;
+        {
+            Ok(a) => a,
+            // A redirect target is the server's text: it must not repeat what we sent.
+            Err(http::Error::Redirect {
+                url,
+                status,
+                target,
+            }) => {
+                let secrets = sent_secrets(token, body);
+                return Err(Error::Http(http::Error::Redirect {
+                    url,
+                    status,
+                    target: redact(&target, &secrets),
+                }));
+            }
+            Err(e) => return Err(Error::Http(e)),
+        };
         let url = self.client.shown_url(&full);
         if !answer.is_success() {
-            return Err(status_error(url, &answer));
+            return Err(status_error(url, &answer, &sent_secrets(token, body)));
         }
         if answer.body.is_empty() {
             return Ok(SecretJson::default());
         }
         SecretJson::parse(answer.body.expose()).map_err(|e| Error::Malformed {
             url,
-            detail: format!("answer is not JSON ({})", json_problem(&e)),
+            detail: format!(
+                "answer is not JSON ({}){}",
+                json_problem(&e),
+                content_type_note(answer.content_type.as_deref())
+            ),
         })
     }
 
@@ -142,16 +162,18 @@ impl Vault {
     }
 }
 
-fn status_error(url: String, answer: &Answer) -> Error {
-    let messages = serde_json::from_slice::<serde_json::Value>(answer.body.expose())
-        .ok()
-        .and_then(|v| v.get("errors").cloned())
-        .and_then(|e| e.as_array().cloned())
+fn status_error(url: String, answer: &Answer, secrets: &[Secret]) -> Error {
+    // Parsed into a SecretJson: a hostile error body may hold anything, and is wiped on drop.
+    let parsed = SecretJson::parse(answer.body.expose()).ok();
+    let messages = parsed
+        .as_ref()
+        .and_then(|v| v.0.get("errors"))
+        .and_then(|e| e.as_array())
         .map(|errors| {
             errors
                 .iter()
                 .filter_map(|m| m.as_str())
-                .map(clean_message)
+                .map(|m| clean_message(&redact(m, secrets)))
                 .filter(|m| !m.is_empty())
                 .take(5)
                 .collect()
@@ -163,6 +185,57 @@ fn status_error(url: String, answer: &Answer) -> Error {
         messages,
         retry_after: answer.retry_after,
     }
+}
+
+/// The label of an answer that is not JSON, when it says something else: a page from a proxy
+/// or a captive portal is recognised at once. (A JSON body is read whatever its label, as
+/// Vault's own client does.)
+fn content_type_note(content_type: Option<&str>) -> String {
+    match content_type {
+        Some(ct) if !ct.to_ascii_lowercase().contains("json") => {
+            let shown: String = ct
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(100)
+                .collect();
+            format!("; content type {shown:?}")
+        }
+        _ => String::new(),
+    }
+}
+
+/// What this request sent that must never come back into our messages: the token, and every
+/// string of the JSON body at least 8 bytes long (the login's nonce and signed document).
+fn sent_secrets(token: Option<&Secret>, body: Option<&[u8]>) -> Vec<Secret> {
+    let mut secrets: Vec<Secret> = token.into_iter().cloned().collect();
+    if let Some(parsed) = body.and_then(|b| SecretJson::parse(b).ok()) {
+        collect_strings(&parsed.0, &mut secrets);
+    }
+    secrets
+}
+
+fn collect_strings(value: &serde_json::Value, into: &mut Vec<Secret>) {
+    match value {
+        serde_json::Value::String(s) if s.len() >= 8 => {
+            into.push(Secret::from_string(s.clone()));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_strings(v, into)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| collect_strings(v, into)),
+        _ => {}
+    }
+}
+
+/// `text` with every occurrence of a secret replaced by `[redacted]`.
+pub fn redact(text: &str, secrets: &[Secret]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        if let Some(s) = s.expose_str().filter(|s| !s.is_empty()) {
+            if out.contains(s) {
+                out = out.replace(s, "[redacted]");
+            }
+        }
+    }
+    out
 }
 
 /// Vault's messages go into our log: one line, bounded, no control characters.
@@ -178,6 +251,11 @@ fn clean_message(m: &str) -> String {
 /// serde_json's messages can quote the input; say only what kind of problem it is, and where.
 pub fn json_problem(e: &serde_json::Error) -> String {
     let kind = match e.classify() {
+        serde_json::error::Category::Data
+            if e.to_string().starts_with(crate::secret::DUPLICATE_KEY) =>
+        {
+            "the same key twice"
+        }
         serde_json::error::Category::Io => "read error",
         serde_json::error::Category::Syntax => "invalid JSON",
         serde_json::error::Category::Data => "unexpected shape",
@@ -213,6 +291,20 @@ mod tests {
         let v1_data = json!({"data": {"data": "x"}});
         assert_eq!(secret_fields(&v1_data).unwrap()["data"], "x");
         assert!(secret_fields(&json!({"data": null})).is_none());
+    }
+
+    #[test]
+    fn what_was_sent_is_never_repeated() {
+        let token = Secret::from_string("hvs.0123456789abcdef".into());
+        let body = br#"{"role":"web","nonce":"n0nce-value-xyz","x":1}"#;
+        let secrets = sent_secrets(Some(&token), Some(body));
+        assert_eq!(
+            redact(
+                "bad nonce n0nce-value-xyz with hvs.0123456789abcdef for web",
+                &secrets
+            ),
+            "bad nonce [redacted] with [redacted] for web"
+        );
     }
 
     #[test]

@@ -71,6 +71,13 @@ stage "static release binary" static_binary
 if [ -x tests/packaging/run.sh ]; then
     stage "packaging (systemd, cloud-init, packer)" tests/packaging/run.sh
 fi
+if [ "${VAULTBOOT_SKIP_VM:-}" = 1 ]; then
+    say "boot test in a VM: SKIPPED because VAULTBOOT_SKIP_VM=1"
+    failed=$((failed + 1))
+    failed_stages+=("boot test in a VM (skipped on request)")
+else
+    stage "boot test in a VM (systemd + cloud-init + nginx, real binary)" tests/boot/run.sh
+fi
 
 echo
 if ((failed)); then

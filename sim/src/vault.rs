@@ -1,5 +1,8 @@
-//! HashiCorp Vault simulator (HTTPS only): aws auth (ec2 method), token self-endpoints, KV v1/v2
-//! reads and PKI issue.
+//! HashiCorp Vault simulator (HTTPS only): aws auth (ec2 and iam methods), token self-endpoints,
+//! KV v1/v2 reads and PKI issue.
+
+mod iam;
+mod sigv4;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -132,6 +135,7 @@ struct VaultState {
     rate: Option<(u32, Option<u64>)>,
     rate_window: (Instant, u32),
     reject_sha1_pkcs7: bool,
+    iam: iam::IamState,
 }
 
 struct VaultShared {
@@ -210,6 +214,7 @@ impl VaultSim {
                 rate: None,
                 rate_window: (Instant::now(), 0),
                 reject_sha1_pkcs7: false,
+                iam: iam::IamState::default(),
             }),
             signer: opts.signer.clone(),
             pki_ca: TestCa::new("vaultboot-sim PKI Intermediate CA"),
@@ -807,7 +812,7 @@ fn login_locked(
             return (r, None);
         }
     }
-    if !st.roles.keys().any(|(m, _)| m == mount) {
+    if !st.roles.keys().any(|(m, _)| m == mount) && !st.iam.has_mount(mount) {
         return (not_found(), None);
     }
     let obj = body.as_object().expect("object");
@@ -822,11 +827,8 @@ fn login_locked(
         "none"
     };
     match method {
-        // The place for the iam method (SigV4-signed sts:GetCallerIdentity) once it is simulated.
-        "iam" => (
-            error_json(400, "iam login not supported by this simulator yet"),
-            None,
-        ),
+        // SigV4-signed sts:GetCallerIdentity, checked as Vault and STS do (vault/iam.rs).
+        "iam" => iam::login(st, mount, obj),
         "ec2-identity" => (
             error_json(
                 400,

@@ -197,11 +197,11 @@ fn ec2_login_refusals() {
     let r = env.vault("POST", "auth/aws/login", None, Some(&b));
     assert_eq!(r.status, 403);
 
-    // iam not yet.
+    // iam: Vault's own field checks come first (sim/tests/iam.rs has the rest).
     let b = json!({"role": "web", "iam_http_request_method": "POST", "iam_request_url": "", "iam_request_body": "", "iam_request_headers": ""}).to_string();
     let r = env.vault("POST", "auth/aws/login", None, Some(&b));
     assert_eq!(r.status, 400);
-    assert!(r.body.contains("iam login not supported"));
+    assert_eq!(r.json()["errors"][0], "missing iam_request_url");
 
     // Instance not found (eventual consistency), then fine.
     env.vault.set_instance_not_found(2);

@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 use ureq::http::Method;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 pub const STS_BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
 pub const STS_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
@@ -33,31 +33,62 @@ pub struct Credentials {
 impl Credentials {
     /// From AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, when both keys are set.
     pub fn from_env() -> Option<Credentials> {
-        let get = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Some(Credentials {
-            access_key_id: Secret::from_string(get("AWS_ACCESS_KEY_ID")?),
-            secret_access_key: Secret::from_string(get("AWS_SECRET_ACCESS_KEY")?),
-            session_token: get("AWS_SESSION_TOKEN").map(Secret::from_string),
-        })
+        Credentials::from_env_checked().ok().flatten()
+    }
+
+    /// Like [`Credentials::from_env`], but a half-set environment (one key without the other,
+    /// or a session token without keys) is an error naming the variables, rather than a
+    /// silent fall-back to IMDS, which off EC2 would only time out.
+    pub fn from_env_checked() -> Result<Option<Credentials>, String> {
+        Credentials::from_vars(|name| std::env::var(name).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Credentials>, String> {
+        let get = |name: &str| var(name).filter(|v| !v.is_empty()).map(Secret::from_string);
+        let session_token = get("AWS_SESSION_TOKEN");
+        match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
+            (Some(access_key_id), Some(secret_access_key)) => Ok(Some(Credentials {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            })),
+            (None, None) if session_token.is_none() => Ok(None),
+            (None, None) => Err(
+                "AWS_SESSION_TOKEN is set without AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                    .into(),
+            ),
+            (Some(_), None) => Err("AWS_ACCESS_KEY_ID is set without AWS_SECRET_ACCESS_KEY".into()),
+            (None, Some(_)) => Err("AWS_SECRET_ACCESS_KEY is set without AWS_ACCESS_KEY_ID".into()),
+        }
     }
 }
 
-/// The STS endpoint for a signing region: the global one for us-east-1, as Vault's default.
+/// The STS endpoint for a signing region: the global one for us-east-1 (Vault's default
+/// endpoint), the regional one otherwise (`.amazonaws.com.cn` in the China partition).
 pub fn sts_url(region: &str) -> String {
     if region == "us-east-1" {
         "https://sts.amazonaws.com/".to_string()
+    } else if region.starts_with("cn-") {
+        format!("https://sts.{region}.amazonaws.com.cn/")
     } else {
         format!("https://sts.{region}.amazonaws.com/")
     }
 }
 
-/// The four `iam_*` login fields (all but the method are base64).
+/// The four `iam_*` login fields (all but the method are base64). The headers hold the
+/// signature and the session token: they are wiped on drop.
 #[derive(Serialize)]
 pub struct LoginData {
     pub iam_http_request_method: &'static str,
     pub iam_request_url: String,
     pub iam_request_body: String,
     pub iam_request_headers: String,
+}
+
+impl Drop for LoginData {
+    fn drop(&mut self) {
+        self.iam_request_headers.zeroize();
+    }
 }
 
 /// Signs `sts:GetCallerIdentity` for `region` at `time`.
@@ -119,6 +150,7 @@ pub fn login_data(
             .push(value.to_string());
     }
     let json = Zeroizing::new(serde_json::to_vec(&all).map_err(|e| e.to_string())?);
+    all.values_mut().flatten().for_each(|v| v.zeroize());
     Ok(LoginData {
         iam_http_request_method: "POST",
         iam_request_url: STANDARD.encode(url),
@@ -266,6 +298,54 @@ mod tests {
         let amz: Vec<&String> = h.keys().filter(|k| k.starts_with("X-Amz-")).collect();
         assert_eq!(amz, ["X-Amz-Date"]);
         assert!(h["Authorization"][0].contains("/eu-west-1/sts/aws4_request"));
+        assert_eq!(
+            sts_url("cn-north-1"),
+            "https://sts.cn-north-1.amazonaws.com.cn/"
+        );
+        assert_eq!(
+            sts_url("us-gov-west-1"),
+            "https://sts.us-gov-west-1.amazonaws.com/"
+        );
+    }
+
+    #[test]
+    fn environment_credentials_are_all_or_nothing() {
+        let from = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Credentials::from_vars(move |name| {
+                vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            })
+        };
+        assert!(from(&[]).unwrap().is_none());
+        assert!(from(&[("AWS_ACCESS_KEY_ID", "")]).unwrap().is_none());
+        let c = from(&[
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.access_key_id.expose(), b"AKID");
+        assert!(c.session_token.is_none());
+        let c = from(&[
+            ("AWS_ACCESS_KEY_ID", "ASIA"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
+            ("AWS_SESSION_TOKEN", "tok"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.session_token.unwrap().expose(), b"tok");
+        for half in [
+            &[("AWS_ACCESS_KEY_ID", "AKID")][..],
+            &[("AWS_SECRET_ACCESS_KEY", "s3cr3t")][..],
+            &[("AWS_SESSION_TOKEN", "tok")][..],
+        ] {
+            let e = from(half).err().expect("refused");
+            assert!(e.contains("is set without"), "{e}");
+            assert!(!e.contains("s3cr3t") && !e.contains("tok\""), "{e}");
+        }
     }
 
     #[test]

@@ -216,9 +216,12 @@ fi
 
 # --- shell -------------------------------------------------------------------------
 if need shellcheck shellcheck; then
-    for f in packer/install.sh packer/cleanup.sh tests/packaging/run.sh \
-        tests/packaging/vm/run-vm.sh tests/packaging/vm/vmtest-report tests/packaging/vm/fake-realm; do
+    for f in packer/install.sh packer/cleanup.sh tests/packaging/run.sh tests/boot/guest/fake-realm; do
         check "shellcheck $f" shellcheck -s sh "$f"
+    done
+    # bash (shebang): the boot test and its in-guest report
+    for f in tests/boot/run.sh tests/boot/guest/boottest-report; do
+        check "shellcheck $f" shellcheck "$f"
     done
 fi
 

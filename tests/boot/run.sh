@@ -1,0 +1,737 @@
+#!/usr/bin/env bash
+# The boot test: the REAL static vaultboot in a real Debian 12 guest (qemu),
+# installed by packer/install.sh, configured by cloud-init's cc_vaultboot from
+# a NoCloud seed, against the IMDS and Vault simulators running on this host.
+# See docs/boot-test.md.
+#
+#   boot 1  first boot: cloud-init writes the config, vaultboot fetches a TLS
+#           certificate, the AD join password and an API key before nginx starts;
+#           the host checks nginx's certificate with a real TLS client; the
+#           refresh unit rotates the certificate; then the guest reboots.
+#   boot 2  the same disk again: the persisted nonce is reused (the Vault
+#           simulator sees the same client nonce), no "client nonce mismatch".
+#   boot 3  a fresh image whose Vault is unreachable (nothing forwards
+#           vault.internal:8200, so connections are refused; retry.deadline
+#           20s): vaultboot.service fails after its deadline, nginx never starts.
+#
+# usage: tests/boot/run.sh          (as root; one command, no arguments)
+# environment:
+#   VAULTBOOT_BOOT_CACHE  where the debootstrap tree is cached (default
+#                         /var/cache/vaultboot-boot), keyed on the package list
+#   DEBIAN_MIRROR         default http://deb.debian.org/debian (cold build only)
+#   VAULTBOOT_BOOT_ACCEL  kvm | tcg (default: kvm when usable, else tcg)
+#   VAULTBOOT_BOOT_KEEP=1 keep the work directory (images, logs, reports)
+#   CARGO_TARGET_DIR      honoured, as by cargo
+# Prints one ok/FAIL line per check and ends with a summary; exits non-zero on
+# any failure, including when it cannot run here (it says why).
+set -uo pipefail
+
+case ${1:-} in
+    "") ;;
+    -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
+    *) echo "usage: $0   (no arguments; see --help)" >&2 && exit 64 ;;
+esac
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cd "$repo" || exit 2
+
+SUITE=bookworm
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The guest's packages; the cache key. python3-cffi-backend: without it
+# cloud-init stays unconfigured in a minbase tree.
+GUEST_PACKAGES=systemd-sysv,linux-image-amd64,nginx-light,cloud-init,python3-cffi-backend,iproute2,ca-certificates,curl
+HOST_PACKAGES=(qemu-system-x86 debootstrap e2fsprogs socat openssl curl zstd python3-yaml musl-tools)
+MUSL_TARGET=x86_64-unknown-linux-musl
+CACHE=${VAULTBOOT_BOOT_CACHE:-/var/cache/vaultboot-boot}
+
+INSTANCE_ID="i-0b007e57c0ffee001" # IMDS and the NoCloud seed agree on it
+LOCAL_HOSTNAME=ip-10-0-1-23.ec2.internal # what the IMDS simulator answers
+AD_DOMAIN=corp.example.com
+FAIL_DEADLINE=20 # seconds: retry.deadline of the failure boot
+FAIL_TIMEOUT=50  # seconds: its TimeoutStartSec (deadline + margin, as dist/README says)
+BOOT_READY_TIMEOUT=420 # seconds from qemu start to the guest's report
+BOOT_EXIT_TIMEOUT=120  # seconds from the go-ahead to qemu's exit
+
+t0=$SECONDS
+passed=0
+failed=0
+failures=()
+timings=()
+
+say() { printf '\n== %s\n' "$*"; }
+ok() {
+    passed=$((passed + 1))
+    printf 'ok    %s\n' "$1"
+}
+bad() {
+    failed=$((failed + 1))
+    failures+=("$1")
+    printf 'FAIL  %s\n' "$1"
+    if [ -n "${2:-}" ]; then printf '%s\n' "$2" | sed 's/^/      /'; fi
+}
+# fatal WHY: the test cannot go on (or cannot run here at all).
+fatal() {
+    bad "$1"
+    summary
+    exit 1
+}
+phase_start() { phase_t=$SECONDS; say "$1"; phase_name=$1; }
+phase_end() { timings+=("$phase_name: $((SECONDS - phase_t))s"); }
+
+summary() {
+    echo
+    echo "== boot test summary"
+    for t in "${timings[@]}"; do echo "   $t"; done
+    echo "   total: $((SECONDS - t0))s"
+    if ((failed)); then
+        for f in "${failures[@]}"; do echo "   failed: $f"; done
+        echo "boot test: FAIL ($passed passed, $failed failed)"
+    else
+        echo "boot test: PASS ($passed passed, 0 failed)"
+    fi
+}
+
+# --- cleanup: qemu, the simulators, the work directory -----------------------------
+work=
+qemu_pid=
+sim_pid=
+sim_feed_pid=
+tree_pid=
+cleanup() {
+    if [ -n "$tree_pid" ]; then kill -- "-$tree_pid" 2>/dev/null; fi
+    if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
+        kill "$qemu_pid" 2>/dev/null
+        sleep 1
+        kill -9 "$qemu_pid" 2>/dev/null
+    fi
+    if [ -n "$sim_pid" ] && kill -0 "$sim_pid" 2>/dev/null; then
+        kill "$sim_pid" 2>/dev/null
+    fi
+    if [ -n "$sim_feed_pid" ]; then kill "$sim_feed_pid" 2>/dev/null; fi
+    wait 2>/dev/null
+    if [ -n "$work" ] && [ -d "$work" ]; then
+        if [ "${VAULTBOOT_BOOT_KEEP:-0}" = 1 ]; then
+            echo "work directory kept: $work"
+        else
+            rm -rf "$work"
+        fi
+    fi
+}
+trap cleanup EXIT
+trap 'bad "interrupted (signal)"; summary; exit 130' INT TERM HUP
+
+# --- preconditions ------------------------------------------------------------------
+phase_start "preconditions"
+[ "$(uname -s)" = Linux ] || fatal "needs Linux (this is $(uname -s))"
+if [ "$(id -u)" -ne 0 ]; then
+    fatal "needs root: debootstrap, and an image whose files keep their owners (run: sudo $0)"
+fi
+missing=()
+for p in "${HOST_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null 2>&1 || fatal "missing ${missing[*]} and no apt-get to install them"
+    echo "installing ${missing[*]}"
+    if ! { apt-get update -q >/dev/null &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }; then
+        fatal "cannot install ${missing[*]} (apt-get failed): the boot test cannot run here"
+    fi
+fi
+for t in qemu-system-x86_64 debootstrap mke2fs debugfs socat openssl curl zstd cargo; do
+    command -v "$t" >/dev/null 2>&1 || fatal "$t not found: the boot test cannot run here"
+done
+if command -v rustup >/dev/null 2>&1 &&
+    ! rustup target list --installed 2>/dev/null | grep -qx "$MUSL_TARGET"; then
+    rustup target add "$MUSL_TARGET" || fatal "cannot add the $MUSL_TARGET target"
+fi
+SOCAT=$(command -v socat)
+
+accel=${VAULTBOOT_BOOT_ACCEL:-}
+if [ -z "$accel" ]; then
+    # /dev/kvm alone is not enough: without vmx/svm in the CPU flags (nested
+    # virtualisation off) qemu -accel kvm hangs.
+    if [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then accel=kvm; else accel=tcg; fi
+fi
+case $accel in
+    kvm) qemu_accel=(-accel kvm -cpu host) ;;
+    tcg) qemu_accel=(-accel tcg -cpu max) ;;
+    *) fatal "VAULTBOOT_BOOT_ACCEL must be kvm or tcg, not $accel" ;;
+esac
+echo "qemu: $(qemu-system-x86_64 --version | head -n 1), accel $accel"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/vaultboot-boot.XXXXXX") || fatal "mktemp failed"
+chmod 0755 "$work"
+case $work in *[,\ ]*) fatal "work directory path must not contain commas or spaces (qemu options): $work" ;; esac
+mkdir -p "$work/out" "$work/sim"
+ok "preconditions (root, packages, qemu with $accel)"
+phase_end
+
+# --- the guest tree: debootstrap once, cached; in the background during the build ----------
+key=$(printf 'v1 %s %s minbase %s' "$SUITE" "$(uname -m)" "$GUEST_PACKAGES" | sha256sum | cut -c1-16)
+tarball=$CACHE/$SUITE-$key.tar.zst
+R=$work/root
+# Exit status: 0 unpacked from the cache, 10 built and cached, 11 built but
+# not cached, anything else: failed. Own process group (setsid), so that
+# cleanup can stop debootstrap and its children.
+# shellcheck disable=SC2016 # expanded by the inner bash
+setsid bash -c '
+    R=$1 tarball=$2 suite=$3 mirror=$4 packages=$5 log=$6
+    if [ -f "$tarball" ]; then
+        mkdir "$R" && tar -C "$R" --zstd -xf "$tarball" && exit 0
+        echo "cannot unpack the cached tree $tarball"
+        exit 1
+    fi
+    echo "debootstrap $suite from $mirror (cold; cached afterwards)"
+    if ! debootstrap --variant=minbase --include="$packages" "$suite" "$R" "$mirror" >"$log" 2>&1; then
+        tail -n 20 "$log"
+        echo "debootstrap failed (is $mirror reachable?)"
+        exit 1
+    fi
+    rm -rf "$R/var/cache/apt/archives/"*.deb
+    mkdir -p "${tarball%/*}" &&
+        tar -C "$R" --zstd -cf "$tarball.tmp.$$" . && mv "$tarball.tmp.$$" "$tarball" && exit 10
+    rm -f "$tarball.tmp.$$"
+    exit 11
+' guest-tree "$R" "$tarball" "$SUITE" "$MIRROR" "$GUEST_PACKAGES" "$work/debootstrap.log" >"$work/tree.log" 2>&1 &
+tree_pid=$!
+
+# --- the real binaries ----------------------------------------------------------------
+phase_start "build: vaultboot (static, musl) and vaultboot-sim"
+target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') ||
+    fatal "cargo metadata failed"
+if ! cargo build --release --locked --target "$MUSL_TARGET" --bin vaultboot >"$work/build-vaultboot.log" 2>&1; then
+    tail -n 30 "$work/build-vaultboot.log"
+    fatal "cargo build of the static vaultboot failed"
+fi
+if ! cargo build --release --locked -p vaultboot-sim --bin vaultboot-sim >"$work/build-sim.log" 2>&1; then
+    tail -n 30 "$work/build-sim.log"
+    fatal "cargo build of vaultboot-sim failed"
+fi
+VAULTBOOT_BIN=$target_dir/$MUSL_TARGET/release/vaultboot
+SIM_BIN=$target_dir/release/vaultboot-sim
+if file "$VAULTBOOT_BIN" 2>/dev/null | grep -q static || ! command -v file >/dev/null; then
+    ok "vaultboot built: $("$VAULTBOOT_BIN" --version 2>&1 | head -n 1), $(stat -c %s "$VAULTBOOT_BIN") bytes"
+else
+    bad "vaultboot is statically linked" "$(file "$VAULTBOOT_BIN")"
+fi
+phase_end
+
+# --- simulators on loopback -------------------------------------------------------------
+phase_start "simulators"
+mkfifo "$work/sim.stdin"
+# The simulator exits at EOF of its stdin (--until-stdin-eof): the feeder
+# below holds the fifo open for as long as this script runs.
+sleep 100000 >"$work/sim.stdin" &
+sim_feed_pid=$!
+"$SIM_BIN" serve --imds 127.0.0.1:0 --vault 127.0.0.1:0 --dir "$work/sim" \
+    --instance-id "$INSTANCE_ID" \
+    --server-name vault.internal --server-name localhost --server-ip 127.0.0.1 \
+    --until-stdin-eof <"$work/sim.stdin" >"$work/sim.out" 2>"$work/sim.err" &
+sim_pid=$!
+for _ in $(seq 1 100); do
+    grep -q '^vault ' "$work/sim.out" 2>/dev/null && break
+    kill -0 "$sim_pid" 2>/dev/null || break
+    sleep 0.1
+done
+imds_url=$(sed -n 's/^imds //p' "$work/sim.out")
+vault_url=$(sed -n 's/^vault //p' "$work/sim.out")
+imds_port=${imds_url##*:}
+vault_port=${vault_url##*:}
+case "$imds_port$vault_port" in
+    '' | *[!0-9]*) fatal "simulators did not start: $(cat "$work/sim.err" 2>/dev/null)" ;;
+esac
+if [ ! -s "$work/sim/vault-ca.pem" ] || [ ! -s "$work/sim/pki-ca.pem" ]; then fatal "simulators wrote no CA files"; fi
+ok "simulators: IMDS $imds_url, Vault $vault_url"
+# A free loopback port for nginx's 443 (qemu hostfwd).
+https_port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+phase_end
+
+# --- the guest tree (started in the background before the build) ----------------------
+phase_start "guest tree (Debian $SUITE)"
+tree_rc=1
+if [ -n "$tree_pid" ]; then
+    wait "$tree_pid"
+    tree_rc=$?
+fi
+tree_pid=
+cat "$work/tree.log" 2>/dev/null
+case $tree_rc in
+    0) ok "guest tree from the cache ($tarball)" ;;
+    10) ok "guest tree built by debootstrap and cached ($tarball, $(du -h "$tarball" | cut -f1))" ;;
+    11) bad "cache the guest tree in $CACHE" "(the test goes on without the cache)" ;;
+    *) fatal "no guest tree (see above)" ;;
+esac
+kernel=$(find "$R/boot" -name 'vmlinuz-*' | sort -V | tail -n 1)
+initrd=$R/boot/initrd.img-${kernel##*/vmlinuz-}
+if [ -z "$kernel" ] || [ ! -s "$initrd" ]; then fatal "no kernel/initrd in the guest tree"; fi
+phase_end
+
+# --- install vaultboot as the AMI build does, plus the test's own pieces -------------------
+phase_start "install into the guest (packer/install.sh) and make the images"
+if ! GATE_UNITS="nginx.service" DESTDIR="$R" PYTHON=/usr/bin/python3 \
+    sh packer/install.sh "$VAULTBOOT_BIN" dist cloud-init >"$work/install.log" 2>&1; then
+    cat "$work/install.log"
+    fatal "packer/install.sh failed"
+fi
+ok "packer/install.sh installed vaultboot into the guest"
+
+sd=$R/etc/systemd/system
+# The AD join example, as a user would adopt it, with a stand-in realm(8).
+install -m 0644 "$R/usr/local/share/doc/vaultboot/examples/vaultboot-ad-join.service" "$sd/"
+ln -sfn /etc/systemd/system/vaultboot-ad-join.service "$sd/multi-user.target.wants/vaultboot-ad-join.service"
+mkdir -p "$sd/vaultboot-ad-join.service.d"
+printf '[Service]\nEnvironment=AD_DOMAIN=%s\n' "$AD_DOMAIN" >"$sd/vaultboot-ad-join.service.d/10-domain.conf"
+install -m 0755 "$here/guest/fake-realm" "$R/usr/local/bin/realm"
+# nginx on 443 with vaultboot's certificate and key.
+install -m 0644 "$here/guest/nginx-tls.conf" "$R/etc/nginx/conf.d/vaultboot-tls.conf"
+# The report.
+install -m 0755 "$here/guest/boottest-report" "$R/usr/local/sbin/boottest-report"
+install -m 0644 "$here/guest/boottest-report.service" "$sd/"
+ln -sfn /etc/systemd/system/boottest-report.service "$sd/multi-user.target.wants/boottest-report.service"
+# Networking as in a networkd image: cloud-init (networkd renderer: no
+# ifupdown here) writes the DHCP config, systemd-networkd applies it and
+# systemd-networkd-wait-online provides network-online.target.
+mkdir -p "$sd/sockets.target.wants" "$sd/network-online.target.wants"
+ln -sfn /lib/systemd/system/systemd-networkd.service "$sd/multi-user.target.wants/systemd-networkd.service"
+ln -sfn /lib/systemd/system/systemd-networkd.socket "$sd/sockets.target.wants/systemd-networkd.socket"
+ln -sfn /lib/systemd/system/systemd-networkd-wait-online.service \
+    "$sd/network-online.target.wants/systemd-networkd-wait-online.service"
+# The serial console belongs to the kernel and the report; nothing else
+# needed by this guest.
+ln -sfn /dev/null "$sd/serial-getty@ttyS0.service"
+for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer dpkg-db-backup.timer; do
+    ln -sfn /dev/null "$sd/$u"
+done
+# Vault's name, as a private DNS zone would give it.
+printf '169.254.169.253\tvault.internal\n' >>"$R/etc/hosts"
+# The NoCloud seed only. (No SSH in this guest: cc_ssh logs a warning with a
+# traceback per host key type it cannot make; harmless, not an error.)
+printf 'datasource_list: [NoCloud, None]\n' >"$R/etc/cloud/cloud.cfg.d/90_boottest.cfg"
+# What the AMI bake does last.
+DESTDIR="$R" sh packer/cleanup.sh >"$work/cleanup.log" 2>&1 || fatal "packer/cleanup.sh failed: $(cat "$work/cleanup.log")"
+
+# user_data DEADLINE: the NoCloud user-data (the cc_vaultboot module example's shape).
+user_data() {
+    cat <<EOF
+#cloud-config
+locale: C.UTF-8
+manage_etc_hosts: false
+write_files:
+  - path: /etc/vaultboot/vault-ca.pem
+    owner: root:root
+    permissions: "0644"
+    content: |
+$(sed 's/^/      /' "$work/sim/vault-ca.pem")
+vaultboot:
+  vault:
+    address: https://vault.internal:8200
+    ca_cert: /etc/vaultboot/vault-ca.pem
+  auth:
+    method: ec2
+    role: web
+  retry:
+    deadline: $1
+  secret:
+    - name: tls
+      path: pki_int/issue/web
+      data:
+        common_name: "{{ local-hostname }}"
+        ip_sans: "{{ local-ipv4 }}"
+        ttl: 72h
+      file:
+        - path: /etc/nginx/tls/server.crt
+          fields: [certificate, "ca_chain?"]
+          mode: "0644"
+          on_change: [systemctl, try-reload-or-restart, nginx]
+        - path: /etc/nginx/tls/server.key
+          fields: [private_key]
+    - name: ad-join
+      path: secret/data/ad/join
+      file:
+        - path: /run/vaultboot/ad-join.env
+          format: env
+          fields: [username, password]
+    - name: api
+      path: secret/data/app/api
+      file:
+        - path: /etc/app/api.env
+          format: env
+          fields: [api_key]
+          mode: "0640"
+        - path: /etc/app/api.json
+          format: json
+          fields: [api_key]
+          owner: www-data
+          group: www-data
+EOF
+}
+seed=$R/var/lib/cloud/seed/nocloud
+mkdir -p "$seed"
+printf 'instance-id: %s\nlocal-hostname: %s\n' "$INSTANCE_ID" "$LOCAL_HOSTNAME" >"$seed/meta-data"
+
+# Image 1 (boots 1 and 2): the config as shipped.
+user_data 5m >"$seed/user-data"
+mke2fs -q -t ext4 -L root -d "$R" "$work/ok.img" 2G >>"$work/mke2fs.log" 2>&1 || fatal "mke2fs (image 1) failed"
+# Image 2 (boot 3): a short deadline, and TimeoutStartSec lowered to match,
+# with the drop-in dist/README.md prescribes.
+user_data "${FAIL_DEADLINE}s" >"$seed/user-data"
+mkdir -p "$sd/vaultboot.service.d"
+printf '[Service]\nTimeoutStartSec=%ss\n' "$FAIL_TIMEOUT" >"$sd/vaultboot.service.d/50-deadline.conf"
+mke2fs -q -t ext4 -L root -d "$R" "$work/fail.img" 2G >>"$work/mke2fs.log" 2>&1 || fatal "mke2fs (image 2) failed"
+ok "images built from a clean tree (first boot each)"
+phase_end
+
+# --- booting ------------------------------------------------------------------------------
+# boot LABEL IMAGE VAULT_REACHABLE: start qemu; returns once the guest said
+# BOOTTEST-READY (0) or not (1). qemu keeps running (host checks), see finish.
+boot() {
+    local label=$1 img=$2 vault=$3 netdev
+    : >"$work/ctl"
+    netdev="user,id=n0,net=169.254.169.0/24,host=169.254.169.2,restrict=on"
+    netdev+=",hostfwd=tcp:127.0.0.1:$https_port-:443"
+    netdev+=",guestfwd=tcp:169.254.169.254:80-cmd:$SOCAT STDIO TCP:127.0.0.1:$imds_port"
+    if [ "$vault" = yes ]; then
+        netdev+=",guestfwd=tcp:169.254.169.253:8200-cmd:$SOCAT STDIO TCP:127.0.0.1:$vault_port"
+    fi
+    netdev+=",guestfwd=tcp:169.254.169.253:7-cmd:cat $work/ctl"
+    boot_t=$SECONDS
+    ready_after=
+    # No `timeout` wrapper: qemu_pid must be qemu itself, so that cleanup's
+    # kill reaches it; every wait below is bounded instead.
+    qemu-system-x86_64 "${qemu_accel[@]}" -smp 2 -m 1024 -name "vaultboot-boottest-$label" \
+        -display none -vga none -monitor none -parallel none -serial "file:$work/serial-$label.log" \
+        -no-reboot -kernel "$kernel" -initrd "$initrd" \
+        -append "root=/dev/vda rw console=ttyS0 loglevel=4" \
+        -drive "file=$img,format=raw,if=virtio" \
+        -netdev "$netdev" -device virtio-net-pci,netdev=n0 \
+        -object rng-random,filename=/dev/urandom,id=rng0 -device virtio-rng-pci,rng=rng0 \
+        </dev/null >"$work/qemu-$label.log" 2>&1 &
+    qemu_pid=$!
+    local end=$((SECONDS + BOOT_READY_TIMEOUT))
+    while [ "$SECONDS" -lt "$end" ]; do
+        if grep -q "BOOTTEST-READY" "$work/serial-$label.log" 2>/dev/null; then
+            ready_after=$((SECONDS - boot_t))
+            return 0
+        fi
+        kill -0 "$qemu_pid" 2>/dev/null || break
+        sleep 1
+    done
+    return 1
+}
+
+# stop_qemu: kill qemu at once (the guest did not report: nothing to wait for).
+stop_qemu() {
+    if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
+        kill "$qemu_pid" 2>/dev/null
+        sleep 2
+        kill -9 "$qemu_pid" 2>/dev/null
+    fi
+}
+
+# finish LABEL ACTION: tell the guest to go (reboot|poweroff), wait for qemu
+# to exit (kill it after BOOT_EXIT_TIMEOUT), then copy the reports out.
+finish() {
+    local label=$1 action=$2 img=$3 n=$4
+    printf 'go-%s %s\n' "$n" "$action" >"$work/ctl"
+    local end=$((SECONDS + BOOT_EXIT_TIMEOUT))
+    while [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null && [ "$SECONDS" -lt "$end" ]; do sleep 1; done
+    if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
+        kill "$qemu_pid" 2>/dev/null
+        sleep 2
+        kill -9 "$qemu_pid" 2>/dev/null
+        bad "$label: guest ended on its own within ${BOOT_EXIT_TIMEOUT}s of the go-ahead (killed)"
+    fi
+    [ -n "$qemu_pid" ] && wait "$qemu_pid" 2>/dev/null
+    qemu_pid=
+    timings+=("$label: ready after ${ready_after:-?}s, qemu ran $((SECONDS - boot_t))s")
+    rm -rf "$work/out/$label"
+    mkdir -p "$work/out/$label"
+    debugfs -R "rdump /var/log/boottest $work/out/$label" "$img" >/dev/null 2>&1
+    report=$work/out/$label/boottest/boot-$n.txt
+    journal=$work/out/$label/boottest/journal-$n.txt
+    [ -f "$report" ] || : >"$report" 2>/dev/null || report=/dev/null
+}
+
+# --- checks on what the guest reported -------------------------------------------------------
+R_() { grep -E -- "$1" "$report" >/dev/null 2>&1; } # the report has a line matching ERE
+expect() { # expect LABEL ERE DESCRIPTION
+    if R_ "$2"; then ok "$1: $3"; else bad "$1: $3" "no line /$2/ in the guest's report"; fi
+}
+refuse() { # refuse LABEL ERE DESCRIPTION
+    if R_ "$2"; then bad "$1: $3" "$(grep -E -- "$2" "$report" | head -n 5)"; else ok "$1: $3"; fi
+}
+prop() { # prop UNIT NAME: a unit property from the report
+    sed -n "s/^prop $1 $2=//p" "$report" | head -n 1
+}
+# journal_line ERE: line number of the first match in the guest's journal (0: none)
+journal_line() {
+    local l
+    l=$(grep -n -E -m 1 -- "$1" "$journal" 2>/dev/null | cut -d: -f1)
+    echo "${l:-0}"
+}
+
+# tls_check LABEL: nginx, seen from the host through the hostfwd port, serves
+# a certificate for the guest's hostname issued by the Vault simulator's PKI CA.
+tls_check() {
+    local label=$1 out body
+    for _ in $(seq 1 10); do
+        out=$(timeout 20 openssl s_client -connect "127.0.0.1:$https_port" -servername "$LOCAL_HOSTNAME" \
+            -CAfile "$work/sim/pki-ca.pem" -verify_return_error -verify_hostname "$LOCAL_HOSTNAME" \
+            -showcerts </dev/null 2>&1)
+        if grep -q 'Verify return code: 0 (ok)' <<<"$out"; then break; fi
+        sleep 2
+    done
+    printf '%s\n' "$out" >"$work/out/s_client-$label.txt"
+    if grep -q 'Verify return code: 0 (ok)' <<<"$out"; then
+        ok "$label: openssl s_client: nginx's certificate verifies against pki-ca.pem for $LOCAL_HOSTNAME"
+    else
+        bad "$label: openssl s_client: nginx's certificate verifies against pki-ca.pem for $LOCAL_HOSTNAME" \
+            "$(grep -E 'verify|error|errno|Verify' <<<"$out" | head -n 5)"
+    fi
+    openssl x509 -outform PEM <<<"$out" >"$work/out/served-$label.pem" 2>/dev/null
+    if body=$(curl -sS --noproxy '*' --max-time 20 --cacert "$work/sim/pki-ca.pem" \
+        --resolve "$LOCAL_HOSTNAME:$https_port:127.0.0.1" "https://$LOCAL_HOSTNAME:$https_port/" 2>&1) &&
+        grep -q 'vaultboot boot test' <<<"$body"; then
+        ok "$label: curl --cacert pki-ca.pem https://$LOCAL_HOSTNAME/ gets nginx's page"
+    else
+        bad "$label: curl --cacert pki-ca.pem https://$LOCAL_HOSTNAME/ gets nginx's page" "$body"
+    fi
+}
+
+# served_is_file LABEL N: the served certificate is the one vaultboot wrote
+# (after the refresh, if there was one).
+served_is_file() {
+    local label=$1 n=$2 f
+    f=$work/out/$label/boottest/server-$n.crt
+    [ -f "$f" ] || f=$work/out/$label/boottest/server-$n-boot.crt
+    local a b
+    a=$(openssl x509 -noout -fingerprint -sha256 -in "$work/out/served-$label.pem" 2>/dev/null)
+    b=$(openssl x509 -noout -fingerprint -sha256 -in "$f" 2>/dev/null)
+    if [ -n "$a" ] && [ "$a" = "$b" ]; then
+        ok "$label: the served certificate is the one vaultboot wrote to /etc/nginx/tls/server.crt"
+    else
+        bad "$label: the served certificate is the one vaultboot wrote" "served: ${a:-none}; file: ${b:-none}"
+    fi
+    local subj san
+    subj=$(openssl x509 -noout -subject -in "$f" 2>/dev/null)
+    san=$(openssl x509 -noout -ext subjectAltName -in "$f" 2>/dev/null | tr -d '\n')
+    if grep -q "CN *= *$LOCAL_HOSTNAME" <<<"$subj" && grep -q "DNS:$LOCAL_HOSTNAME" <<<"$san"; then
+        ok "$label: certificate CN/SAN = the instance's local-hostname ($LOCAL_HOSTNAME; $san)"
+    else
+        bad "$label: certificate CN/SAN = the instance's local-hostname" "$subj / $san"
+    fi
+    if openssl verify -CAfile "$work/sim/pki-ca.pem" "$f" >/dev/null 2>&1 &&
+        ! openssl verify -CAfile "$work/sim/vault-ca.pem" "$f" >/dev/null 2>&1; then
+        ok "$label: issued by the Vault simulator's PKI CA (not its TLS CA)"
+    else
+        bad "$label: issued by the Vault simulator's PKI CA"
+    fi
+}
+
+# order_checks LABEL: vaultboot finished successfully before nginx started.
+order_checks() {
+    local label=$1
+    local ci_done vb_start vb_exit vb_active ng_start ng_main
+    ci_done=$(prop cloud-init.service ActiveEnterTimestampMonotonic)
+    vb_start=$(prop vaultboot.service ExecMainStartTimestampMonotonic)
+    vb_exit=$(prop vaultboot.service ExecMainExitTimestampMonotonic)
+    vb_active=$(prop vaultboot.service ActiveEnterTimestampMonotonic)
+    ng_start=$(prop nginx.service InactiveExitTimestampMonotonic)
+    ng_main=$(prop nginx.service ExecMainStartTimestampMonotonic)
+    echo "      monotonic (s): cloud-init done $(us "$ci_done"), vaultboot $(us "$vb_start")..$(us "$vb_exit")" \
+        "(active $(us "$vb_active")), nginx activating $(us "$ng_start"), nginx main $(us "$ng_main")"
+    if [ "${ci_done:-0}" -gt 0 ] && [ "${vb_start:-0}" -ge "$ci_done" ]; then
+        ok "$label: cloud-init's init stage (config written) finished before vaultboot started"
+    else
+        bad "$label: cloud-init's init stage finished before vaultboot started" "cloud-init=$ci_done vaultboot=$vb_start"
+    fi
+    if [ "${vb_exit:-0}" -gt 0 ] && [ "${vb_active:-0}" -ge "$vb_exit" ] && [ "${ng_start:-0}" -ge "$vb_active" ] &&
+        [ "${ng_main:-0}" -ge "$ng_start" ]; then
+        ok "$label: vaultboot.service exited successfully before nginx.service started (unit timestamps)"
+    else
+        bad "$label: vaultboot.service finished before nginx.service started (unit timestamps)" \
+            "vaultboot exit=$vb_exit active=$vb_active nginx=$ng_start main=$ng_main"
+    fi
+    local fin st
+    fin=$(journal_line 'Finished vaultboot\.service')
+    st=$(journal_line 'Starting nginx\.service')
+    if [ "$fin" -gt 0 ] && [ "$st" -gt "$fin" ]; then
+        ok "$label: journal: 'Finished vaultboot.service' (line $fin) before 'Starting nginx.service' (line $st)"
+        grep -E 'vaultboot\.service|nginx\.service' "$journal" | grep -E 'Start|Finish|Fail' | head -n 6 | sed 's/^/      /'
+    else
+        bad "$label: journal: vaultboot finished before nginx started" "Finished vaultboot at line $fin, Starting nginx at line $st"
+    fi
+}
+us() { # microseconds -> seconds with 2 decimals
+    local v=${1:-0}
+    printf '%d.%02d' $((v / 1000000)) $((v % 1000000 / 10000))
+}
+
+file_checks() { # file_checks LABEL
+    local label=$1
+    expect "$label" '^file /etc/vaultboot 700 root root directory$' "/etc/vaultboot 0700 root"
+    expect "$label" '^file /etc/vaultboot/config.toml 600 root root regular file$' "config.toml written by cc_vaultboot 0600 root"
+    expect "$label" '^file /var/lib/vaultboot 700 root root directory$' "state dir 0700 root"
+    expect "$label" '^file /var/lib/vaultboot/nonce.json 600 root root regular file$' "nonce.json 0600 root"
+    expect "$label" '^file /etc/nginx/tls 700 root root directory$' "/etc/nginx/tls created 0700 root"
+    expect "$label" '^file /etc/nginx/tls/server.crt 644 root root regular file$' "server.crt 0644 root (mode \"0644\")"
+    expect "$label" '^file /etc/nginx/tls/server.key 600 root root regular file$' "server.key 0600 root (default mode)"
+    expect "$label" '^file /etc/app 700 root root directory$' "/etc/app created 0700 root"
+    expect "$label" '^file /etc/app/api.env 640 root root regular file$' "api.env 0640 root (mode \"0640\")"
+    expect "$label" '^file /etc/app/api.json 600 www-data www-data regular file$' \
+        "api.json 0600 www-data (owner/group set: CAP_CHOWN, CAP_FOWNER in the sandbox)"
+    expect "$label" '^file /run/vaultboot 700 root root directory$' "/run/vaultboot 0700 root"
+    expect "$label" '^staged-leftovers 0$' "no staged temp files left behind"
+}
+
+# =============================================================================================
+phase_start "boot 1: first boot"
+if boot boot1 "$work/ok.img" yes; then
+    ok "boot1: guest reported (BOOTTEST-READY after ${ready_after}s)"
+    tls_check boot1
+    finish boot1 reboot "$work/ok.img" 1
+    b1=1
+else
+    bad "boot1: guest reported within ${BOOT_READY_TIMEOUT}s" "$(tail -n 30 "$work/serial-boot1.log" 2>/dev/null)"
+    stop_qemu
+    finish boot1 reboot "$work/ok.img" 1
+    b1=0
+fi
+label=boot1
+expect $label '^prop vaultboot.service Result=success$' "vaultboot.service Result=success"
+expect $label '^prop vaultboot.service ExecMainStatus=0$' "vaultboot exited 0"
+expect $label '^prop nginx.service ActiveState=active$' "nginx.service active"
+order_checks $label
+file_checks $label
+served_is_file $label 1
+expect $label '^vaultboot-log .*nonce generated' "vaultboot: nonce generated (first boot)"
+expect $label '^cloudinit-module ran$' "cc_vaultboot ran in cloud-init's init stage"
+refuse $label 'Invalid cloud-config' "no cloud-config schema warning (cloud-init 22.4 accepts the vaultboot key)"
+refuse $label 'cc_vaultboot\.py", line|cc_vaultboot\.py\[(WARNING|ERROR)\]|config-vaultboot: FAIL' \
+    "cc_vaultboot: no warning, error or traceback"
+expect $label '^cloudinit-result .*"errors": \[\]' "cloud-init finished without errors (result.json)"
+expect $label '^prop vaultboot-ad-join.service Result=success$' "AD join example unit ran successfully"
+expect $label "^realm argv: join -U svc-join $AD_DOMAIN\$" "realm got user and domain on argv"
+expect $label '^realm stdin: password ok' "realm got the password on stdin, byte for byte"
+expect $label '^realm env-file: 600 root root$' "ad-join.env was 0600 root while the join ran"
+expect $label '^realm argv-has-password: no$' "password not in realm's argv"
+expect $label '^realm env-has-password: no$' "password not in realm's environment"
+expect $label '^realm journal-has-password: no$' "password not in the journal"
+expect $label '^file /run/vaultboot/ad-join.env absent$' "ad-join.env removed after the join"
+expect $label '^runfiles 0$' "nothing left in /run/vaultboot"
+expect $label '^refresh result=success status=0 nginx=active same-pid cert-changed$' \
+    "vaultboot-refresh.service: new certificate, nginx reloaded (same PID), still active"
+if R_ '^runfiles-after-refresh [1-9]'; then
+    echo "      note: the refresh (same config) fetched the AD join password into /run/vaultboot again;"
+    echo "            dist/README.md: point VAULTBOOT_REFRESH_CONFIG at a config without one-time secrets"
+fi
+refuse $label 'client nonce mismatch' "no 'client nonce mismatch' in the guest"
+
+phase_end
+phase_start "boot 2: reboot (same disk)"
+if [ "$b1" = 1 ] && boot boot2 "$work/ok.img" yes; then
+    ok "boot2: guest reported (BOOTTEST-READY after ${ready_after}s)"
+    tls_check boot2
+    finish boot2 poweroff "$work/ok.img" 2
+    label=boot2
+    report1=$work/out/boot1/boottest/boot-1.txt
+    expect $label '^boot 2$' "second boot of the same disk"
+    expect $label '^prop vaultboot.service Result=success$' "vaultboot.service Result=success"
+    expect $label '^prop nginx.service ActiveState=active$' "nginx.service active"
+    order_checks $label
+    file_checks $label
+    served_is_file $label 2
+    expect $label '^vaultboot-log .*nonce reused' "vaultboot: nonce reused"
+    expect $label '^vaultboot-log .*unchanged /etc/app/api.json' \
+        "unchanged www-data 0600 file recognised (read with CAP_DAC_READ_SEARCH), not rewritten"
+    n1=$(sed -n 's/^nonce-file-sha256 //p' "$report1")
+    n2=$(sed -n 's/^nonce-file-sha256 //p' "$report")
+    if [ -n "$n1" ] && [ "$n1" = "$n2" ]; then ok "$label: nonce.json unchanged since boot 1"; else bad "$label: nonce.json unchanged since boot 1" "$n1 / $n2"; fi
+    refuse $label '^cloudinit-module ran$' "cc_vaultboot not run again (once per instance)"
+    if [ "$(grep -c '^realm argv: ' "$report")" = 1 ]; then
+        ok "$label: realm not run again"
+    else
+        bad "$label: realm not run again" "$(grep '^realm argv' "$report")"
+    fi
+    expect $label '^prop vaultboot-ad-join.service Result=exec-condition$' "AD join skipped (already joined: ExecCondition)"
+    expect $label '^runfiles 0$' "re-fetched AD password removed by ExecCondition"
+    refuse $label 'client nonce mismatch' "no 'client nonce mismatch' in the guest"
+else
+    [ "$b1" = 1 ] && bad "boot2: guest reported within ${BOOT_READY_TIMEOUT}s" "$(tail -n 30 "$work/serial-boot2.log" 2>/dev/null)"
+    [ "$b1" = 1 ] || bad "boot2: skipped (boot 1 did not report)"
+    stop_qemu
+    [ "$b1" = 1 ] && finish boot2 poweroff "$work/ok.img" 2
+fi
+
+# What the Vault simulator saw: one login per run, the same client nonce every time.
+logins=$(grep -c "^login instance=$INSTANCE_ID " "$work/sim.err")
+echo "      simulator: $(grep '^login ' "$work/sim.err" | tr '\n' ';')"
+if grep -q "^login instance=$INSTANCE_ID nonce=bound$" "$work/sim.err" &&
+    [ "$(grep -c "^login instance=$INSTANCE_ID nonce=reused$" "$work/sim.err")" -ge 3 ]; then
+    ok "simulator: nonce bound at the first login, then reused by every later login ($logins logins)"
+else
+    bad "simulator: nonce bound at the first login, then reused (boot 1 refresh, boot 2, boot 2 refresh)" "$(grep '^login' "$work/sim.err")"
+fi
+if grep -qE 'nonce=(mismatch|generated|disabled|reauth-disabled)' "$work/sim.err"; then
+    bad "simulator: no client nonce mismatch" "$(grep -E 'nonce=' "$work/sim.err")"
+else
+    ok "simulator: no client nonce mismatch"
+fi
+phase_end
+
+# =============================================================================================
+phase_start "boot 3: Vault unreachable (fresh image, retry.deadline ${FAIL_DEADLINE}s)"
+if boot boot3 "$work/fail.img" no; then
+    ok "boot3: guest reported (BOOTTEST-READY after ${ready_after}s)"
+    out=$(timeout 20 openssl s_client -connect "127.0.0.1:$https_port" -servername "$LOCAL_HOSTNAME" </dev/null 2>&1)
+    if grep -q 'BEGIN CERTIFICATE\|Server certificate' <<<"$out"; then
+        bad "boot3: nothing serves TLS on the guest's 443" "$(head -n 5 <<<"$out")"
+    else
+        ok "boot3: nothing serves TLS on the guest's 443 (no handshake from the host)"
+    fi
+    finish boot3 poweroff "$work/fail.img" 1
+    label=boot3
+    expect $label '^prop vaultboot.service Result=exit-code$' "vaultboot.service failed (Result=exit-code, not a timeout)"
+    expect $label '^prop vaultboot.service ExecMainStatus=69$' "vaultboot exited 69 (unavailable until the deadline)"
+    expect $label "^prop vaultboot.service TimeoutStartUSec=${FAIL_TIMEOUT}s\$" "TimeoutStartSec=${FAIL_TIMEOUT}s from the drop-in"
+    s=$(prop vaultboot.service ExecMainStartTimestampMonotonic)
+    e=$(prop vaultboot.service ExecMainExitTimestampMonotonic)
+    d=$(((${e:-0} - ${s:-0}) / 1000000))
+    if [ "${s:-0}" -gt 0 ] && [ "$d" -ge $((FAIL_DEADLINE - 1)) ] && [ "$d" -lt "$FAIL_TIMEOUT" ]; then
+        ok "boot3: vaultboot gave up after ${d}s (deadline ${FAIL_DEADLINE}s, TimeoutStartSec ${FAIL_TIMEOUT}s)"
+    else
+        bad "boot3: vaultboot gave up after its deadline" "ran ${d}s (deadline ${FAIL_DEADLINE}s, timeout ${FAIL_TIMEOUT}s)"
+    fi
+    expect $label '^prop nginx.service ActiveState=inactive$' "nginx.service inactive"
+    expect $label '^prop nginx.service ExecMainStartTimestampMonotonic=0$' "nginx never started"
+    if [ "$(journal_line 'Dependency failed for nginx\.service')" -gt 0 ]; then
+        ok "$label: journal: 'Dependency failed for nginx.service'"
+    else
+        bad "$label: journal: 'Dependency failed for nginx.service'"
+    fi
+    expect $label '^prop vaultboot-ad-join.service ExecMainStartTimestampMonotonic=0$' "AD join never started"
+    expect $label '^file /etc/nginx/tls/server.key absent$' "no key written"
+    expect $label '^vaultboot-log .*exit 69' "vaultboot's summary names exit 69"
+else
+    bad "boot3: guest reported within ${BOOT_READY_TIMEOUT}s" "$(tail -n 30 "$work/serial-boot3.log" 2>/dev/null)"
+    stop_qemu
+    finish boot3 poweroff "$work/fail.img" 1
+fi
+phase_end
+
+if ((failed)); then
+    for l in boot1 boot2 boot3; do
+        for f in "$work/out/$l"/boottest/boot-*.txt; do
+            [ -f "$f" ] || continue
+            echo "--- $l: $(basename "$f")"
+            grep -vE '^(refresh-log|nginx-log) ' "$f" | head -n 150
+        done
+    done
+    echo "--- simulator stderr"
+    cat "$work/sim.err"
+fi
+summary
+((failed == 0))

@@ -1,0 +1,839 @@
+//! Crash safety: vaultboot killed with SIGKILL at hundreds of points of a run that rewrites
+//! existing files. After every kill, every output is whole (entirely the old content or
+//! entirely the new one) with the right mode and owner, and the nonce file is whole and is the
+//! one Vault holds; the next run succeeds without "client nonce mismatch" and leaves no staged
+//! file behind.
+//!
+//! Kill points come from three sources, none of them a hook in the agent:
+//! * timing: kills at evenly spread delays over a whole run, stretched by simulator latency;
+//! * observation: the test watches the file system and kills as soon as the k-th staged file
+//!   appears, or the k-th target has been renamed into place (so between two renames), or the
+//!   nonce file is staged or renamed;
+//! * faults: an answer held back by the simulator (Fault::Delay) pins the agent in one step
+//!   (login in flight, a secret read in flight, the revoke after the renames).
+//!
+//! 223 kills in all; the four tests take 1–1.5 minutes together on two cores (they run in
+//! parallel; each kill is followed by a complete run).
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+use vaultboot_sim::Fault;
+
+const BULK: usize = 24;
+const BULK_BYTES: usize = 4 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Crt,
+    Key,
+    EnvFile,
+    Password,
+    Json,
+    Bulk,
+}
+
+struct Target {
+    path: PathBuf,
+    kind: Kind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+/// The KV values of one version of the secrets; PKI changes by itself on every issue.
+struct Version {
+    n: u32,
+    username: String,
+    password: String,
+    api_key: String,
+    blob: String,
+}
+
+struct Crash {
+    env: Env,
+    cfg: PathBuf,
+    targets: Vec<Target>,
+    version: Version,
+    /// Content and inode of every target after the last completed run.
+    old: BTreeMap<PathBuf, (Vec<u8>, u64)>,
+    nonce_ino: u64,
+    /// Kill points seen, by where they landed.
+    landed: BTreeMap<&'static str, usize>,
+    kills: usize,
+}
+
+fn ids() -> (u32, u32) {
+    if is_root() {
+        (65534, 65534)
+    } else {
+        let m = fs::metadata("/proc/self").unwrap();
+        (m.uid(), m.gid())
+    }
+}
+
+fn me() -> (u32, u32) {
+    let m = fs::metadata("/proc/self").unwrap();
+    (m.uid(), m.gid())
+}
+
+fn rand_word() -> String {
+    let mut b = [0u8; 9];
+    getrandom::getrandom(&mut b).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Crash {
+    fn new() -> Crash {
+        let env = Env::with_policies(&[
+            "pki_int/issue/web",
+            "secret/data/ad/join",
+            "secret/data/app/",
+        ]);
+        let out = env.path("out");
+        let (other_uid, other_gid) = ids();
+        let (my_uid, my_gid) = me();
+        let mut targets = vec![
+            Target {
+                path: out.join("tls/server.crt"),
+                kind: Kind::Crt,
+                mode: 0o644,
+                uid: my_uid,
+                gid: my_gid,
+            },
+            Target {
+                path: out.join("tls/server.key"),
+                kind: Kind::Key,
+                mode: 0o640,
+                uid: other_uid,
+                gid: other_gid,
+            },
+            Target {
+                path: out.join("run/ad-join.env"),
+                kind: Kind::EnvFile,
+                mode: 0o600,
+                uid: my_uid,
+                gid: my_gid,
+            },
+            Target {
+                path: out.join("run/ad-join.password"),
+                kind: Kind::Password,
+                mode: 0o400,
+                uid: other_uid,
+                gid: other_gid,
+            },
+            Target {
+                path: out.join(format!("app/{INSTANCE}.json")),
+                kind: Kind::Json,
+                mode: 0o640,
+                uid: my_uid,
+                gid: my_gid,
+            },
+        ];
+        for i in 0..BULK {
+            let other = i % 3 == 0;
+            targets.push(Target {
+                path: out.join(format!("bulk/d{}/f{i:02}", i % 2)),
+                kind: Kind::Bulk,
+                mode: if i % 2 == 0 { 0o600 } else { 0o640 },
+                uid: if other { other_uid } else { my_uid },
+                gid: if other { other_gid } else { my_gid },
+            });
+        }
+        let mut config = env.base_config();
+        let file = |t: &Target, fields: &str, extra: &str| {
+            format!(
+                "  [[secret.file]]\n  path = \"{}\"\n  fields = {fields}\n  mode = \"{:04o}\"\n  owner = \"{}\"\n  group = \"{}\"\n{extra}",
+                t.path.display(),
+                t.mode,
+                t.uid,
+                t.gid
+            )
+        };
+        config.push_str(
+            "\n[[secret]]\nname = \"tls\"\npath = \"pki_int/issue/web\"\ndata = { common_name = \"{{ local-hostname }}\", ttl = \"72h\" }\n",
+        );
+        config.push_str(&file(&targets[0], "[\"certificate\", \"ca_chain?\"]", ""));
+        config.push_str(&file(&targets[1], "[\"private_key\"]", ""));
+        config.push_str("\n[[secret]]\nname = \"ad-join\"\npath = \"secret/data/ad/join\"\n");
+        config.push_str(&file(
+            &targets[2],
+            "[\"username\", \"password\"]",
+            "  format = \"env\"\n",
+        ));
+        config.push_str(&file(&targets[3], "[\"password\"]", ""));
+        config.push_str("\n[[secret]]\nname = \"api\"\npath = \"secret/data/app/api\"\n");
+        config.push_str(&file(&targets[4], "[\"api_key\"]", "  format = \"json\"\n"));
+        config.push_str("\n[[secret]]\nname = \"bulk\"\npath = \"secret/data/app/bulk\"\n");
+        for t in &targets[5..] {
+            config.push_str(&file(t, "[\"blob\"]", ""));
+        }
+        let cfg = env.write_config(&config);
+        let mut crash = Crash {
+            env,
+            cfg,
+            targets,
+            version: Version {
+                n: 0,
+                username: String::new(),
+                password: String::new(),
+                api_key: String::new(),
+                blob: String::new(),
+            },
+            old: BTreeMap::new(),
+            nonce_ino: 0,
+            landed: BTreeMap::new(),
+            kills: 0,
+        };
+        crash.next_version();
+        let out = crash.env.run(&crash.cfg);
+        assert_eq!(out.status, 0, "first run: {}", out.log());
+        crash.after_good_run();
+        crash
+    }
+
+    /// New KV values: every output changes on the next run.
+    fn next_version(&mut self) {
+        let n = self.version.n + 1;
+        self.version = Version {
+            n,
+            username: format!("svc-{n}-{}", rand_word()),
+            password: format!("pw-{n}-{}", rand_word()),
+            api_key: format!("key-{n}-{}", rand_word()),
+            blob: format!("blob-{n}-{}-{}", rand_word(), ".".repeat(BULK_BYTES)),
+        };
+        let v = &self.version;
+        self.env.vault.put_kv2(
+            "secret",
+            "ad/join",
+            serde_json::json!({"username": v.username, "password": v.password}),
+        );
+        self.env.vault.put_kv2(
+            "secret",
+            "app/api",
+            serde_json::json!({"api_key": v.api_key}),
+        );
+        self.env
+            .vault
+            .put_kv2("secret", "app/bulk", serde_json::json!({"blob": v.blob}));
+    }
+
+    fn expected(&self, kind: Kind) -> Option<Vec<u8>> {
+        let v = &self.version;
+        Some(
+            match kind {
+                Kind::EnvFile => {
+                    format!("username=\"{}\"\npassword=\"{}\"\n", v.username, v.password)
+                }
+                Kind::Password => v.password.clone(),
+                Kind::Json => format!("{{\"api_key\":\"{}\"}}\n", v.api_key),
+                Kind::Bulk => v.blob.clone(),
+                Kind::Crt | Kind::Key => return None,
+            }
+            .into_bytes(),
+        )
+    }
+
+    fn nonce_path(&self) -> PathBuf {
+        self.env.state_dir().join("nonce.json")
+    }
+
+    /// The nonce file is whole, and it is the nonce Vault holds for this instance.
+    fn check_nonce(&self, context: &str) -> Option<String> {
+        let bound = self.env.vault.client_nonce("aws", INSTANCE);
+        let on_disk = match fs::read(self.nonce_path()) {
+            Ok(bytes) => {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                    panic!(
+                        "{context}: nonce.json is not whole ({e}): {} bytes",
+                        bytes.len()
+                    )
+                });
+                assert_eq!(v["instance_id"], INSTANCE, "{context}");
+                let n = v["nonce"].as_str().unwrap().to_string();
+                assert!(n.len() >= 43, "{context}: a short nonce");
+                let m = fs::metadata(self.nonce_path()).unwrap();
+                assert_eq!(m.mode() & 0o777, 0o600, "{context}: nonce mode");
+                Some(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("{context}: {e}"),
+        };
+        if let Some(b) = &bound {
+            assert_eq!(
+                on_disk.as_ref(),
+                Some(b),
+                "{context}: Vault holds a nonce that is not on disk"
+            );
+        }
+        on_disk
+    }
+
+    /// After a completed run: every target is this version's, nothing staged is left.
+    fn after_good_run(&mut self) {
+        let issued_keys: Vec<String> = self
+            .env
+            .vault
+            .issued_secrets()
+            .into_iter()
+            .filter(|s| s.contains("PRIVATE KEY"))
+            .collect();
+        for t in &self.targets {
+            let content = fs::read(&t.path).unwrap();
+            match (t.kind, self.expected(t.kind)) {
+                (_, Some(want)) => assert!(content == want, "{} is not current", t.path.display()),
+                // A key just issued (a killed run's held issue may finish after ours), and the
+                // certificate's: checked below.
+                (Kind::Key, None) => assert!(
+                    content
+                        != self
+                            .old
+                            .get(&t.path)
+                            .map(|o| o.0.clone())
+                            .unwrap_or_default()
+                        && issued_keys
+                            .iter()
+                            .any(|k| k.trim_end().as_bytes() == content.as_slice()),
+                    "the key is not a new one"
+                ),
+                _ => {}
+            }
+        }
+        let crt = fs::read_to_string(&self.targets[0].path).unwrap();
+        tls_check::serves(
+            &crt,
+            &fs::read_to_string(&self.targets[1].path).unwrap(),
+            &self.env.vault.pki_ca_pem(),
+            "ip-10-0-1-23.ec2.internal",
+        );
+        let staged = self.staged_files();
+        assert!(staged.is_empty(), "staged files left behind: {staged:?}");
+        self.check_modes("after a completed run");
+        self.old = self
+            .targets
+            .iter()
+            .map(|t| {
+                let m = fs::metadata(&t.path).unwrap();
+                (t.path.clone(), (fs::read(&t.path).unwrap(), m.ino()))
+            })
+            .collect();
+        self.check_nonce("after a completed run").unwrap();
+        self.nonce_ino = fs::metadata(self.nonce_path()).unwrap().ino();
+    }
+
+    fn check_modes(&self, context: &str) {
+        for t in &self.targets {
+            let m = fs::symlink_metadata(&t.path)
+                .unwrap_or_else(|e| panic!("{context}: {} is gone: {e}", t.path.display()));
+            assert!(m.is_file(), "{context}: {}", t.path.display());
+            assert_eq!(
+                (m.mode() & 0o7777, m.uid(), m.gid()),
+                (t.mode, t.uid, t.gid),
+                "{context}: mode or owner of {}",
+                t.path.display()
+            );
+        }
+    }
+
+    /// Staged files anywhere vaultboot writes (outputs and state).
+    fn staged_files(&self) -> Vec<PathBuf> {
+        let mut all = snapshot(&self.env.path("out"));
+        all.extend(snapshot(&self.env.state_dir()));
+        all.into_keys()
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.contains(".vaultboot."))
+            })
+            .collect()
+    }
+
+    /// Checks the state after a kill, and classifies where the kill landed.
+    fn check_after_kill(&mut self, context: &str, keys_before: usize) -> &'static str {
+        self.check_modes(context);
+        let keys_now: Vec<String> = self
+            .env
+            .vault
+            .issued_secrets()
+            .into_iter()
+            .filter(|s| s.contains("PRIVATE KEY"))
+            .collect();
+        let new_keys = &keys_now[keys_before.min(keys_now.len())..];
+        let mut fresh = 0;
+        let mut crt_new = false;
+        let mut key_new = false;
+        for t in &self.targets {
+            let content = fs::read(&t.path).unwrap();
+            let (old, _) = &self.old[&t.path];
+            if &content == old {
+                continue;
+            }
+            fresh += 1;
+            match t.kind {
+                Kind::Key => {
+                    key_new = true;
+                    assert!(
+                        new_keys
+                            .iter()
+                            .any(|k| k.trim_end().as_bytes() == content.as_slice()),
+                        "{context}: {} is neither the old key nor one just issued",
+                        t.path.display()
+                    );
+                }
+                Kind::Crt => {
+                    crt_new = true;
+                    let text = String::from_utf8(content).unwrap();
+                    assert_eq!(
+                        text.matches("-----BEGIN CERTIFICATE-----").count(),
+                        2,
+                        "{context}: partial certificate file"
+                    );
+                    assert!(text.ends_with("-----END CERTIFICATE-----"), "{context}");
+                }
+                kind => assert!(
+                    Some(content) == self.expected(kind),
+                    "{context}: {} is neither old nor new",
+                    t.path.display()
+                ),
+            }
+        }
+        if crt_new && key_new {
+            tls_check::serves(
+                &fs::read_to_string(&self.targets[0].path).unwrap(),
+                &fs::read_to_string(&self.targets[1].path).unwrap(),
+                &self.env.vault.pki_ca_pem(),
+                "ip-10-0-1-23.ec2.internal",
+            );
+        }
+        // A rewriting run never touches the nonce file.
+        self.check_nonce(context).expect("nonce.json is gone");
+        assert_eq!(
+            fs::metadata(self.nonce_path()).unwrap().ino(),
+            self.nonce_ino,
+            "{context}: the nonce file was rewritten"
+        );
+        let staged = !self.staged_files().is_empty();
+        match fresh {
+            0 if staged => "while staging",
+            0 => "before staging",
+            n if n == self.targets.len() => "after the renames",
+            _ => "between two renames",
+        }
+    }
+
+    /// The run after a kill: succeeds, reuses the nonce, cleans up, writes this version.
+    fn recover(&mut self, context: &str) {
+        // spawn + finish: scanned for secrets like Env::run, without its syslog listener.
+        let log = self.env.path("recovery.log");
+        let child = self.env.spawn(&self.cfg, &log);
+        let out = self.env.finish(child, &log);
+        assert_eq!(
+            out.status,
+            0,
+            "{context}: the run after the kill: {}",
+            out.log()
+        );
+        assert!(!out.log().contains("nonce mismatch"), "{context}");
+        assert!(
+            out.stderr.contains("nonce reused"),
+            "{context}: {}",
+            out.stderr
+        );
+        assert_eq!(self.env.vault.nonce_mismatches(), 0, "{context}");
+        self.after_good_run();
+    }
+
+    fn keys_issued(&self) -> usize {
+        self.env
+            .vault
+            .issued_secrets()
+            .iter()
+            .filter(|s| s.contains("PRIVATE KEY"))
+            .count()
+    }
+
+    /// One kill: a new version, a run killed at `when`, the checks, the recovery run.
+    fn kill_one(&mut self, label: &str, mut when: When<'_>) {
+        self.next_version();
+        let keys_before = self.keys_issued();
+        let log = self.env.path("killed.log");
+        let start = Instant::now();
+        let mut child = self.env.spawn(&self.cfg, &log);
+        match &mut when {
+            When::After(d) => std::thread::sleep(d.saturating_sub(start.elapsed())),
+            When::Seen(seen) => {
+                while !seen(self)
+                    && start.elapsed() < Duration::from_secs(20)
+                    && child.try_wait().unwrap().is_none()
+                {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        let _ = child.kill();
+        let out = self.env.finish(child, &log);
+        self.kills += 1;
+        let context = format!("kill #{} ({label}, status {})", self.kills, out.status);
+        let landed = self.check_after_kill(&context, keys_before);
+        let landed = if out.status == 0 {
+            "completed before the kill"
+        } else {
+            landed
+        };
+        *self.landed.entry(landed).or_default() += 1;
+        self.recover(&context);
+    }
+
+    fn report(&self, name: &str) {
+        eprintln!("{name}: {} kills, landed {:?}", self.kills, self.landed);
+    }
+
+    fn inodes_changed(&self) -> usize {
+        self.targets
+            .iter()
+            .filter(|t| {
+                fs::symlink_metadata(&t.path)
+                    .map(|m| m.ino() != self.old[&t.path].1)
+                    .unwrap_or(false)
+            })
+            .count()
+    }
+
+    fn staged_count(&self) -> usize {
+        ["tls", "run", "app", "bulk/d0", "bulk/d1"]
+            .iter()
+            .map(|d| {
+                fs::read_dir(self.env.path("out").join(d))
+                    .map(|rd| {
+                        rd.flatten()
+                            .filter(|e| e.file_name().to_string_lossy().contains(".vaultboot."))
+                            .count()
+                    })
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// How long an unkilled run takes with the current latency.
+    fn measure(&mut self) -> Duration {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            self.next_version();
+            let log = self.env.path("measure.log");
+            let start = Instant::now();
+            let child = self.env.spawn(&self.cfg, &log);
+            let out = self.env.finish(child, &log);
+            times.push(start.elapsed());
+            assert_eq!(out.status, 0, "{}", out.stderr);
+            self.after_good_run();
+        }
+        // The fastest: kills are spread over the run, not past its end.
+        times.into_iter().min().unwrap()
+    }
+}
+
+/// When to kill: after a delay, or as soon as the test sees something happen.
+enum When<'a> {
+    After(Duration),
+    Seen(Box<dyn FnMut(&Crash) -> bool + 'a>),
+}
+
+fn set_latency(c: &Crash, d: Duration) {
+    c.env.vault.control().set_latency(d, Duration::ZERO);
+    c.env.imds.control().set_latency(d, Duration::ZERO);
+}
+
+/// 120 kills at evenly spread delays over a whole run (stretched by 8 ms per request).
+#[test]
+fn killed_at_evenly_spread_times() {
+    let mut c = Crash::new();
+    set_latency(&c, Duration::from_millis(8));
+    // The fastest of three runs, shortened a little: runs vary, and kills after the end
+    // are wasted.
+    let whole = c.measure() * 85 / 100;
+    eprintln!("kills spread over {whole:?} of a rewriting run (8 ms per request)");
+    const POINTS: u32 = 120;
+    for i in 0..POINTS {
+        let at = whole * (2 * i + 1) / (2 * POINTS);
+        set_latency(&c, Duration::from_millis(8));
+        c.kill_one(&format!("at {at:?} of {whole:?}"), When::After(at));
+        set_latency(&c, Duration::ZERO);
+    }
+    c.report("evenly spread");
+    assert!(
+        c.landed.get("before staging").copied().unwrap_or(0) >= 20,
+        "{:?}",
+        c.landed
+    );
+    assert!(c.landed.len() >= 3, "{:?}", c.landed);
+}
+
+/// Kills while the files are staged and between the renames, located by watching the file
+/// system: as soon as k staged files exist, or k targets have been renamed into place.
+#[test]
+fn killed_while_staging_and_between_renames() {
+    let mut c = Crash::new();
+    let n = c.targets.len();
+    for k in 1..=n {
+        c.kill_one(
+            &format!("{k} staged"),
+            When::Seen(Box::new(move |c: &Crash| c.staged_count() >= k)),
+        );
+    }
+    for k in 1..n {
+        c.kill_one(
+            &format!("{k} renamed"),
+            When::Seen(Box::new(move |c: &Crash| c.inodes_changed() >= k)),
+        );
+    }
+    c.report("staging and renames");
+    let between = c.landed.get("between two renames").copied().unwrap_or(0);
+    let staging = c.landed.get("while staging").copied().unwrap_or(0);
+    assert!(between >= 5, "{:?}", c.landed);
+    assert!(staging >= 5, "{:?}", c.landed);
+}
+
+/// Kills pinned in one step by an answer the simulator holds back.
+#[test]
+fn killed_in_flight() {
+    let mut c = Crash::new();
+    for (label, method, path) in [
+        ("login in flight", "POST", "/v1/auth/aws/login"),
+        ("secret read in flight", "GET", "/v1/secret/data/app/bulk"),
+        ("PKI issue in flight", "POST", "/v1/pki_int/issue/web"),
+        ("revoke in flight", "POST", "/v1/auth/token/revoke-self"),
+    ] {
+        for _ in 0..3 {
+            c.env.vault.control().inject(
+                Some(method),
+                path,
+                Fault::Delay(Duration::from_millis(400)),
+                1,
+            );
+            // The fault is taken when the request arrives; from then on it is held.
+            let control = c.env.vault.control().clone();
+            let mut held_since: Option<Instant> = None;
+            c.kill_one(
+                label,
+                When::Seen(Box::new(move |_: &Crash| {
+                    if control.pending_faults() > 0 {
+                        return false;
+                    }
+                    let since = *held_since.get_or_insert_with(Instant::now);
+                    since.elapsed() >= Duration::from_millis(150)
+                })),
+            );
+            c.env.vault.control().clear_faults();
+        }
+    }
+    c.report("in flight");
+    assert_eq!(
+        c.landed.get("after the renames").copied().unwrap_or(0),
+        3,
+        "the revoke comes after every rename: {:?}",
+        c.landed
+    );
+}
+
+/// A first boot, killed around the moment the nonce is generated, saved and first sent: Vault
+/// never holds a nonce that is not whole on disk, and the next run logs in with it.
+#[test]
+fn killed_around_the_first_nonce() {
+    let c = Crash::new();
+    let env = &c.env;
+    let state = env.state_dir();
+    let mut landed: BTreeMap<&str, usize> = BTreeMap::new();
+    let first_boot = || {
+        for e in fs::read_dir(&state).unwrap().flatten() {
+            fs::remove_file(e.path()).unwrap();
+        }
+        env.vault.delete_access_list_entry("aws", INSTANCE);
+    };
+    let staged_nonce = || {
+        fs::read_dir(&state)
+            .map(|rd| {
+                rd.flatten().any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".nonce.json.vaultboot.")
+                })
+            })
+            .unwrap_or(false)
+    };
+    let nonce_file = || state.join("nonce.json").exists();
+    let kill_and_check = |label: &str, child: Child, landed: &mut BTreeMap<&str, usize>| {
+        let log = env.path("nonce-kill.log");
+        let out = env.finish(child, &log);
+        let context = format!("{label} (status {})", out.status);
+        let bound = env.vault.client_nonce("aws", INSTANCE);
+        let on_disk = c.check_nonce(&context);
+        let where_ = match (&on_disk, &bound, out.status) {
+            (_, _, 0) => "completed",
+            (None, _, _) => "before the nonce was saved",
+            (Some(_), None, _) => "nonce saved, not yet bound",
+            (Some(_), Some(_), _) => "nonce saved and bound",
+        };
+        *landed.entry(where_).or_default() += 1;
+        // The next boot: the same nonce, accepted.
+        let next = env.path("next-boot.log");
+        let out = env.finish(env.spawn(&c.cfg, &next), &next);
+        assert_eq!(out.status, 0, "{context}: {}", out.log());
+        assert!(!out.log().contains("nonce mismatch"), "{context}");
+        let after = c.check_nonce(&context).unwrap();
+        if let Some(n) = on_disk {
+            assert_eq!(after, n, "{context}: the saved nonce was replaced");
+        }
+        assert!(
+            !fs::read_dir(&state)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains(".vaultboot.")),
+            "{context}: a staged nonce was left behind"
+        );
+    };
+    let log = env.path("nonce-kill.log");
+    let mut points = 0;
+    // Watching the state directory.
+    for (label, wait_for) in [("nonce staged", 0usize), ("nonce renamed", 1)] {
+        for _ in 0..6 {
+            first_boot();
+            let mut child = env.spawn(&c.cfg, &log);
+            let start = Instant::now();
+            while !(if wait_for == 0 {
+                staged_nonce()
+            } else {
+                nonce_file()
+            }) && start.elapsed() < Duration::from_secs(10)
+                && child.try_wait().unwrap().is_none()
+            {}
+            let _ = child.kill();
+            kill_and_check(label, child, &mut landed);
+            points += 1;
+        }
+    }
+    // The login in flight: held 400 ms by the simulator, killed after 150 ms of it. Vault
+    // binds the nonce after the agent is gone.
+    for _ in 0..6 {
+        first_boot();
+        env.vault.control().inject(
+            Some("POST"),
+            "/v1/auth/aws/login",
+            Fault::Delay(Duration::from_millis(400)),
+            1,
+        );
+        let connections = env.vault.control().connections();
+        let mut child = env.spawn(&c.cfg, &log);
+        let start = Instant::now();
+        while env.vault.control().connections() == connections
+            && start.elapsed() < Duration::from_secs(10)
+        {}
+        std::thread::sleep(Duration::from_millis(150));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Vault goes on with the login the agent sent: wait until it has answered.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while env.vault.control().pending_faults() > 0
+            || env.vault.client_nonce("aws", INSTANCE).is_none()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the held login was never processed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        kill_and_check("login in flight", child, &mut landed);
+        points += 1;
+    }
+    // Evenly spread over the start of a first boot, up to the login.
+    set_latency(&c, Duration::from_millis(5));
+    for i in 0..16u32 {
+        first_boot();
+        let at = Duration::from_millis(3) * i;
+        let mut child = env.spawn(&c.cfg, &log);
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        kill_and_check(&format!("first boot at {at:?}"), child, &mut landed);
+        points += 1;
+    }
+    set_latency(&c, Duration::ZERO);
+    eprintln!("first nonce: {points} kills, landed {landed:?}");
+    assert!(
+        landed.get("nonce saved and bound").copied().unwrap_or(0) >= 6,
+        "{landed:?}"
+    );
+    assert!(
+        landed
+            .get("nonce saved, not yet bound")
+            .copied()
+            .unwrap_or(0)
+            >= 3,
+        "{landed:?}"
+    );
+}
+
+mod tls_check {
+    //! Proves a certificate and key work together: a real TLS handshake, in memory.
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::sync::Arc;
+
+    pub fn serves(cert_pem: &str, key_pem: &str, ca_pem: &str, name: &str) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("certificate and key belong together");
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut c = rustls::ClientConnection::new(
+            Arc::new(client),
+            ServerName::try_from(name.to_string()).unwrap(),
+        )
+        .unwrap();
+        let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            if !buf.is_empty() {
+                s.read_tls(&mut buf.as_slice()).unwrap();
+                s.process_new_packets().expect("server side");
+            }
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            if !buf.is_empty() {
+                c.read_tls(&mut buf.as_slice()).unwrap();
+                c.process_new_packets()
+                    .expect("the certificate verifies and matches the key");
+            }
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return;
+            }
+        }
+        panic!("handshake did not complete");
+    }
+}

@@ -1,0 +1,466 @@
+//! A fleet booting at once: hundreds of real `vaultboot` processes started within one second
+//! against one Vault simulator that rate-limits logins (429 with Retry-After) and answers a few
+//! percent of requests with 5xx. Every agent has its own instance (its own IMDS simulator, so a
+//! distinct identity document and instance id), state directory and output file.
+//!
+//! Asserted: every agent succeeds inside its 5-minute deadline; none spins (after a 429 an
+//! agent waits at least Retry-After; it retries a 5xx only after a back-off; its request count
+//! stays within what the back-off allows); the last agent finishes within 1.5x of the
+//! rate-limit ideal (agents / logins per second).
+//!
+//! Takes about 15 s once built, so it is `#[ignore]`d; run it (see docs/fleet.md) with
+//!
+//! ```sh
+//! CARGO_TARGET_DIR=/work/target-fuzz cargo test --release --test fleet -- --ignored --nocapture
+//! ```
+//!
+//! Knobs (environment): FLEET_AGENTS (300), FLEET_RATE (logins per second, 50),
+//! FLEET_RETRY_AFTER (seconds, 1), FLEET_5XX_EVERY_MS (one injected 5xx on Vault every this
+//! many ms while the fleet runs, 150), FLEET_MAX_DELAY (the agents' retry.max_delay, "20s", the
+//! default), FLEET_AGENT_BIN (another vaultboot binary to run; default: this build's).
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vaultboot_sim::{Fault, Identity, ImdsSim, RecordedRequest, Signer, VaultOptions, VaultSim};
+
+const LOGIN: &str = "/v1/auth/aws/login";
+const REVOKE: &str = "/v1/auth/token/revoke-self";
+const SECRET_PREFIX: &str = "/v1/secret/data/fleet/";
+const DEADLINE: Duration = Duration::from_secs(300);
+
+fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn instance_id(i: usize) -> String {
+    format!("i-0f1ee7{i:011x}")
+}
+
+fn password(i: usize) -> String {
+    format!("fleet-secret-{i:03} \"$HOME\" `id` \\ end")
+}
+
+struct Agent {
+    dir: PathBuf,
+    child: Option<Child>,
+    started: Instant,
+    finished: Option<Instant>,
+    status: Option<i32>,
+}
+
+/// Per-agent view of what the simulators saw.
+#[derive(Default, Clone)]
+struct Seen {
+    imds: usize,
+    vault: usize,
+    logins: Vec<(Instant, u16)>,
+    other: Vec<(Instant, u16)>,
+    revoked: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let max = v.last().copied().unwrap_or(0.0);
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    (percentile(&v, 50.0), percentile(&v, 99.0), max, mean)
+}
+
+fn config(dir: &Path, vault: &VaultSim, imds: &ImdsSim, i: usize, max_delay: &str) -> String {
+    format!(
+        r#"[vault]
+address = "{vault}"
+ca_cert = "{ca}"
+
+[auth]
+role = "web"
+
+[imds]
+endpoint = "{imds}"
+
+[state]
+dir = "{dir}/state"
+
+[retry]
+deadline = "5m"
+max_delay = "{max_delay}"
+
+[[secret]]
+name = "app"
+path = "secret/data/fleet/agent-{i:03}"
+
+  [[secret.file]]
+  path = "{dir}/out/app.env"
+  format = "env"
+  fields = ["password"]
+"#,
+        vault = vault.url(),
+        ca = dir.parent().unwrap().join("vault-ca.pem").display(),
+        imds = imds.url(),
+        dir = dir.display(),
+    )
+}
+
+#[test]
+#[ignore = "a 300-process load test (~15 s): see docs/fleet.md"]
+fn fleet_of_300_boots_within_the_rate_limit() {
+    let agents_n: usize = knob("FLEET_AGENTS", 300);
+    let rate: u32 = knob("FLEET_RATE", 50);
+    let retry_after: u64 = knob("FLEET_RETRY_AFTER", 1);
+    let fault_every = Duration::from_millis(knob("FLEET_5XX_EVERY_MS", 150));
+    let max_delay: String = knob("FLEET_MAX_DELAY", "20s".to_string());
+    let bin: PathBuf = std::env::var_os("FLEET_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vaultboot")));
+
+    let root = tempfile::tempdir().unwrap();
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let signer = Signer::new();
+    let vault = VaultSim::start(VaultOptions::new(&signer)).unwrap();
+    let ami = Identity::sample("i-0").image_id;
+    vault.add_ec2_role("aws", "web", Some(&ami), &["secret/data/fleet/"]);
+    for i in 0..agents_n {
+        vault.put_kv2(
+            "secret",
+            &format!("fleet/agent-{i:03}"),
+            serde_json::json!({ "password": password(i) }),
+        );
+    }
+    fs::write(root.path().join("vault-ca.pem"), vault.ca_pem()).unwrap();
+
+    // One IMDS simulator per agent: a distinct identity each (an accept thread each, and a
+    // connection thread while the agent runs: a few hundred threads, nothing more).
+    let imds: Vec<ImdsSim> = (0..agents_n)
+        .map(|i| ImdsSim::start(Identity::sample(&instance_id(i)), &signer).unwrap())
+        .collect();
+    // A few percent of the agents find IMDS failing at first (500 on the token, 503 on a read).
+    for (i, sim) in imds.iter().enumerate() {
+        if i % 33 == 0 {
+            sim.control()
+                .inject(Some("PUT"), "/latest/api/token", Fault::status(500, "x"), 1);
+        } else if i % 33 == 16 {
+            sim.control().inject(
+                Some("GET"),
+                "/latest/dynamic/",
+                Fault::status(503, "x"),
+                1,
+            );
+        }
+    }
+
+    let mut agents: Vec<Agent> = (0..agents_n)
+        .map(|i| {
+            let dir = root.path().join(format!("agent-{i:03}"));
+            fs::create_dir(&dir).unwrap();
+            fs::write(
+                dir.join("config.toml"),
+                config(&dir, &vault, &imds[i], i, &max_delay),
+            )
+            .unwrap();
+            Agent {
+                dir,
+                child: None,
+                started: Instant::now(),
+                finished: None,
+                status: None,
+            }
+        })
+        .collect();
+
+    vault.set_login_rate_limit(rate, Some(retry_after));
+    vault.control().clear_requests();
+
+    // The 5xx trickle: one Vault request (any) gets a 5xx every `fault_every` while the fleet
+    // runs, so failures are spread over the whole boot rather than spent on its first requests.
+    let running = Arc::new(AtomicBool::new(true));
+    let injector = {
+        let control = vault.control().clone();
+        let running = running.clone();
+        std::thread::spawn(move || {
+            let codes = [500u16, 502, 503, 504];
+            let mut n = 0usize;
+            while running.load(Ordering::SeqCst) {
+                if control.pending_faults() == 0 {
+                    control.inject(
+                        None,
+                        "/v1/",
+                        Fault::status(codes[n % codes.len()], "injected by the fleet test"),
+                        1,
+                    );
+                    n += 1;
+                }
+                std::thread::sleep(fault_every);
+            }
+            control.clear_faults();
+        })
+    };
+
+    let t0 = Instant::now();
+    for a in agents.iter_mut() {
+        let log = fs::File::create(a.dir.join("agent.log")).unwrap();
+        a.started = Instant::now();
+        a.child = Some(
+            Command::new(&bin)
+                .args(["run", "--config"])
+                .arg(a.dir.join("config.toml"))
+                .env("VAULTBOOT_SYSLOG_SOCKET", a.dir.join("no-syslog.sock"))
+                .env_remove("JOURNAL_STREAM")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("spawn vaultboot"),
+        );
+    }
+    let spawn_window = agents.last().unwrap().started - t0;
+
+    let hard_stop = t0 + DEADLINE + Duration::from_secs(30);
+    while agents.iter().any(|a| a.finished.is_none()) && Instant::now() < hard_stop {
+        for a in agents.iter_mut().filter(|a| a.finished.is_none()) {
+            if let Ok(Some(st)) = a.child.as_mut().unwrap().try_wait() {
+                a.finished = Some(Instant::now());
+                a.status = Some(st.code().unwrap_or(-1));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    running.store(false, Ordering::SeqCst);
+    injector.join().unwrap();
+    for a in agents.iter_mut().filter(|a| a.finished.is_none()) {
+        let _ = a.child.as_mut().unwrap().kill();
+        let _ = a.child.as_mut().unwrap().wait();
+    }
+
+    // ---- attribute every request to its agent ----
+    let requests = vault.control().requests();
+    let index_of: HashMap<String, usize> = (0..agents_n).map(|i| (instance_id(i), i)).collect();
+    let mut seen = vec![Seen::default(); agents_n];
+    let mut token_owner: HashMap<String, usize> = HashMap::new();
+    let mut unattributed = 0usize;
+    // Logins carry the signed document (its instance id); secret reads name the agent in the
+    // path and carry its token; revoke-self carries the token.
+    let login_agent = |r: &RecordedRequest| -> Option<usize> {
+        let blob = r.json()?.get("pkcs7")?.as_str()?.to_string();
+        let (_, doc) = signer.verify(&blob).ok()?;
+        let doc: serde_json::Value = serde_json::from_str(&doc).ok()?;
+        index_of.get(doc["instanceId"].as_str()?).copied()
+    };
+    for r in &requests {
+        if let Some(rest) = r.path_only().strip_prefix(SECRET_PREFIX) {
+            if let (Some(i), Some(t)) = (
+                rest.strip_prefix("agent-").and_then(|n| n.parse().ok()),
+                r.header("x-vault-token"),
+            ) {
+                token_owner.insert(t.to_string(), i);
+            }
+        }
+    }
+    for r in &requests {
+        let agent = if r.path_only() == LOGIN {
+            login_agent(r)
+        } else {
+            r.header("x-vault-token")
+                .and_then(|t| token_owner.get(t).copied())
+        };
+        let Some(i) = agent else {
+            unattributed += 1;
+            continue;
+        };
+        seen[i].vault += 1;
+        if r.path_only() == LOGIN {
+            seen[i].logins.push((r.at, r.status));
+        } else {
+            if r.path_only() == REVOKE && r.status == 204 {
+                seen[i].revoked += 1;
+            }
+            seen[i].other.push((r.at, r.status));
+        }
+    }
+    for (i, sim) in imds.iter().enumerate() {
+        seen[i].imds = sim.control().requests().len();
+    }
+
+    // ---- figures ----
+    let secs = |d: Duration| d.as_secs_f64();
+    let finish: Vec<f64> = agents
+        .iter()
+        .map(|a| a.finished.map(|f| secs(f - t0)).unwrap_or(f64::INFINITY))
+        .collect();
+    let total = finish.iter().cloned().fold(0.0, f64::max);
+    let ideal = agents_n as f64 / rate as f64;
+    let count = |code: fn(u16) -> bool| requests.iter().filter(|r| code(r.status)).count();
+    let n429 = count(|s| s == 429);
+    let n5xx = count(|s| (500..600).contains(&s));
+    let logins_total = requests.iter().filter(|r| r.path_only() == LOGIN).count();
+    let logins_ok = requests
+        .iter()
+        .filter(|r| r.path_only() == LOGIN && r.status == 200)
+        .count();
+    let per_agent = |f: &dyn Fn(&Seen) -> usize| -> (f64, f64, f64, f64) {
+        stats(seen.iter().map(|s| f(s) as f64).collect())
+    };
+    let vault_req = per_agent(&|s| s.vault);
+    let login_req = per_agent(&|s| s.logins.len());
+    let imds_req = per_agent(&|s| s.imds);
+    let all_req = per_agent(&|s| s.vault + s.imds);
+    let fin = stats(finish.clone());
+
+    // Login attempts (and successes) per 500 ms: where the rate limit's capacity went.
+    let mut histogram = String::new();
+    let buckets = (total / 0.5).ceil() as usize + 1;
+    let mut attempts = vec![0usize; buckets];
+    let mut successes = vec![0usize; buckets];
+    for r in requests.iter().filter(|r| r.path_only() == LOGIN) {
+        let b = ((secs(r.at.saturating_duration_since(t0))) / 0.5) as usize;
+        if b < buckets {
+            attempts[b] += 1;
+            if r.status == 200 {
+                successes[b] += 1;
+            }
+        }
+    }
+    for b in 0..buckets {
+        histogram.push_str(&format!(
+            "| {:>5.1} | {:>4} | {:>4} |\n",
+            b as f64 * 0.5,
+            attempts[b],
+            successes[b]
+        ));
+    }
+
+    let report = format!(
+        "agents {agents_n}, login rate limit {rate}/s (429 + Retry-After: {retry_after}), \
+         one Vault 5xx every {} ms, agent retry.max_delay {max_delay}, binary {}\n\
+         spawn window: {:.3} s\n\
+         Vault requests: {} ({} logins, {} login successes, {} x 429, {} x 5xx = {:.1}%), \
+         unattributed {}\n\
+         requests per agent (p50 / p99 / max / mean):\n\
+         - Vault, all:   {:.0} / {:.0} / {:.0} / {:.2}\n\
+         - Vault logins: {:.0} / {:.0} / {:.0} / {:.2}\n\
+         - IMDS:         {:.0} / {:.0} / {:.0} / {:.2}\n\
+         - together:     {:.0} / {:.0} / {:.0} / {:.2}\n\
+         finish time since the first spawn (p50 / p99 / max / mean): \
+         {:.2} s / {:.2} s / {:.2} s / {:.2} s\n\
+         last agent done after {:.2} s; ideal {:.2} s ({agents_n} logins at {rate}/s); \
+         ratio {:.2} (limit 1.5)\n\
+         \n| t (s) | login attempts | successes |\n|---|---|---|\n{histogram}",
+        fault_every.as_millis(),
+        bin.display(),
+        secs(spawn_window),
+        requests.len(),
+        logins_total,
+        logins_ok,
+        n429,
+        n5xx,
+        100.0 * n5xx as f64 / requests.len().max(1) as f64,
+        unattributed,
+        vault_req.0,
+        vault_req.1,
+        vault_req.2,
+        vault_req.3,
+        login_req.0,
+        login_req.1,
+        login_req.2,
+        login_req.3,
+        imds_req.0,
+        imds_req.1,
+        imds_req.2,
+        imds_req.3,
+        all_req.0,
+        all_req.1,
+        all_req.2,
+        all_req.3,
+        fin.0,
+        fin.1,
+        fin.2,
+        fin.3,
+        total,
+        ideal,
+        total / ideal,
+    );
+    println!("{report}");
+    if let Some(path) = std::env::var_os("FLEET_REPORT") {
+        fs::write(path, &report).unwrap();
+    }
+
+    // ---- assertions ----
+    assert!(
+        spawn_window < Duration::from_secs(1),
+        "spawning took {spawn_window:?}"
+    );
+    for (i, a) in agents.iter().enumerate() {
+        let log = fs::read_to_string(a.dir.join("agent.log")).unwrap_or_default();
+        assert_eq!(a.status, Some(0), "agent {i} failed:\n{log}");
+        let written = fs::read_to_string(a.dir.join("out/app.env")).unwrap();
+        let expected = password(i)
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('$', "\\$")
+            .replace('`', "\\`");
+        assert_eq!(written, format!("password=\"{expected}\"\n"), "agent {i}");
+        assert!(finish[i] < secs(DEADLINE));
+    }
+    assert_eq!(logins_ok, agents_n, "one successful login per agent");
+    assert_eq!(unattributed, 0, "every Vault request belongs to an agent");
+    assert!(n5xx > 0, "the 5xx trickle did not hit anything");
+
+    // No spinning. Per agent: after a 429 the next login waits at least Retry-After (the
+    // simulator records when it read each request; 50 ms for the round trip), every failed
+    // attempt is followed by at most one retry, and the attempts fit the time the agent ran
+    // at one per Retry-After (plus one per 5xx, whose back-off has no floor).
+    let floor = Duration::from_secs(retry_after).saturating_sub(Duration::from_millis(50));
+    for (i, s) in seen.iter().enumerate() {
+        for pair in s.logins.windows(2) {
+            let ((at, status), (next, _)) = (pair[0], pair[1]);
+            assert_ne!(status, 200, "agent {i} logged in twice");
+            if status == 429 {
+                assert!(
+                    next - at >= floor,
+                    "agent {i} retried a 429 after {:?}",
+                    next - at
+                );
+            }
+        }
+        let failed5xx = s
+            .logins
+            .iter()
+            .chain(&s.other)
+            .filter(|(_, st)| (500..600).contains(st))
+            .count();
+        let limited = s.logins.iter().filter(|(_, st)| *st == 429).count();
+        let ran = finish[i];
+        assert!(
+            limited as f64 <= ran / retry_after as f64 + 1.0,
+            "agent {i}: {limited} x 429 in {ran:.1} s"
+        );
+        // Success path: 1 login + 1 read + 1 revoke; each 429 or 5xx adds at most one attempt.
+        assert!(
+            s.vault <= 3 + limited + failed5xx,
+            "agent {i}: {} Vault requests for {limited} x 429 and {failed5xx} x 5xx",
+            s.vault
+        );
+        assert_eq!(s.revoked, 1, "agent {i}: its token revoked once");
+        // IMDS: token, document, signed document (+ one retry when a fault was injected).
+        assert!(s.imds <= 4, "agent {i}: {} IMDS requests", s.imds);
+    }
+    assert!(
+        total <= 1.5 * ideal,
+        "the last agent finished after {total:.2} s, more than 1.5 x the ideal {ideal:.2} s"
+    );
+}

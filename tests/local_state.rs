@@ -1,0 +1,566 @@
+//! Hostile local state: the nonce file and state directory in every bad shape, and output
+//! paths that someone else could redirect. Each case has one defined outcome, documented in
+//! docs/hardening.md. The tests run as root (as CI does); "another user" is uid 65534.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const OTHER: u32 = 65534;
+
+fn chown(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+fn set_mode(p: &Path, m: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+}
+
+fn nonce_file(env: &Env) -> PathBuf {
+    env.state_dir().join("nonce.json")
+}
+
+fn stored_nonce(env: &Env) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(nonce_file(env)).unwrap()).unwrap();
+    v["nonce"].as_str().unwrap().to_string()
+}
+
+/// Every nonce that reached Vault in a login.
+fn sent_nonces(env: &Env) -> Arc<Mutex<Vec<String>>> {
+    let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = sent.clone();
+    env.vault.set_login_hook(Box::new(move |body| {
+        if let Some(n) = body["nonce"].as_str() {
+            s.lock().unwrap().push(n.to_string());
+        }
+    }));
+    sent
+}
+
+/// Files in the state directory other than nonce.json.
+fn set_aside(env: &Env, kind: &str) -> Vec<PathBuf> {
+    fs::read_dir(env.state_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("nonce.json.{kind}-"))
+        })
+        .collect()
+}
+
+fn good_run(env: &Env) -> PathBuf {
+    let cfg = env.write_config(&env.full_config());
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 0, "{}", out.log());
+    cfg
+}
+
+fn skip_unless_root() -> bool {
+    if !is_root() {
+        eprintln!("skipped: needs root to chown");
+        return true;
+    }
+    false
+}
+
+// ------------------------------------------------------------------------------------------
+// nonce.json
+
+#[test]
+fn a_nonce_file_that_is_not_json_or_empty_is_set_aside_and_a_new_nonce_tried() {
+    for (what, content) in [
+        ("not JSON", &b"{\"version\": 1, \"nonce\": \"abc"[..]),
+        ("empty", b""),
+        ("binary", b"\x00\xff\x00\xfe"),
+        (
+            "an unknown shape",
+            br#"{"version":1,"instance_id":"i-0123456789abcdef0","nonce":"short","created":1}"#,
+        ),
+    ] {
+        // First boot (Vault holds no nonce yet): the run goes on with a new nonce.
+        let env = Env::new();
+        fs::create_dir_all(env.state_dir()).unwrap();
+        set_mode(&env.state_dir(), 0o700);
+        fs::write(nonce_file(&env), content).unwrap();
+        set_mode(&nonce_file(&env), 0o600);
+        let cfg = env.write_config(&env.full_config());
+        let out = env.run(&cfg);
+        assert_eq!(out.status, 0, "{what}: {}", out.log());
+        assert!(
+            out.stderr.contains("was unreadable"),
+            "{what}: {}",
+            out.stderr
+        );
+        let aside = set_aside(&env, "unreadable");
+        assert_eq!(aside.len(), 1, "{what}");
+        assert_eq!(
+            fs::read(&aside[0]).unwrap(),
+            content,
+            "{what}: kept as it was"
+        );
+        assert_eq!(mode(&aside[0]), 0o600);
+        assert_eq!(mode(&nonce_file(&env)), 0o600);
+        assert_eq!(
+            env.vault.client_nonce("aws", INSTANCE),
+            Some(stored_nonce(&env))
+        );
+    }
+}
+
+#[test]
+fn a_damaged_nonce_file_after_vault_bound_the_nonce_is_refused_with_the_operator_hint() {
+    let env = Env::new();
+    let cfg = good_run(&env);
+    let bound = stored_nonce(&env);
+    let before = snapshot(&env.path("out"));
+    fs::write(nonce_file(&env), "").unwrap();
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 77, "{}", out.log());
+    assert!(
+        out.stderr.contains(&format!(
+            "vault delete auth/aws/identity-accesslist/{INSTANCE}"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_same_tree(&before, &snapshot(&env.path("out")), "outputs");
+    // The new nonce stays (never silently replaced again), and Vault still holds the old one.
+    let new = stored_nonce(&env);
+    assert_ne!(new, bound);
+    assert_eq!(env.vault.client_nonce("aws", INSTANCE), Some(bound));
+    assert_eq!(env.run(&cfg).status, 77);
+    assert_eq!(stored_nonce(&env), new);
+}
+
+#[test]
+fn another_instances_nonce_is_never_sent() {
+    let env = Env::new();
+    let foreign = "F".repeat(43);
+    register_secret(&foreign);
+    fs::create_dir_all(env.state_dir()).unwrap();
+    set_mode(&env.state_dir(), 0o700);
+    fs::write(
+        nonce_file(&env),
+        serde_json::json!({"version": 1, "instance_id": "i-0bbbbbbbbbbbbbbbb", "nonce": foreign, "created": 1})
+            .to_string(),
+    )
+    .unwrap();
+    set_mode(&nonce_file(&env), 0o600);
+    let sent = sent_nonces(&env);
+    let cfg = env.write_config(&env.full_config());
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert!(out
+        .stderr
+        .contains("belonged to instance i-0bbbbbbbbbbbbbbbb"));
+    assert!(!sent.lock().unwrap().contains(&foreign));
+    assert_eq!(*sent.lock().unwrap(), vec![stored_nonce(&env)]);
+}
+
+#[test]
+fn a_world_readable_nonce_file_or_state_dir_is_repaired_and_said() {
+    let env = Env::new();
+    let cfg = good_run(&env);
+    let nonce = stored_nonce(&env);
+    set_mode(&nonce_file(&env), 0o644);
+    set_mode(&env.state_dir(), 0o755);
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert!(
+        out.stderr
+            .contains("was mode 0644, readable by others; set to 0600")
+            && out.stderr.contains("rotate the nonce"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("was mode 0755; set to 0700"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(mode(&nonce_file(&env)), 0o600);
+    assert_eq!(mode(&env.state_dir()), 0o700);
+    assert_eq!(stored_nonce(&env), nonce, "the nonce itself is kept");
+    // Repaired once: the next run says nothing.
+    let out = env.run(&cfg);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+}
+
+#[test]
+fn a_nonce_file_someone_else_could_have_written_is_never_used() {
+    if skip_unless_root() {
+        return;
+    }
+    for (what, setup) in [
+        ("owned by another user", (OTHER, 0o600)),
+        ("writable by others", (0, 0o666)),
+        ("writable by the group", (0, 0o620)),
+    ] {
+        // A nonce an attacker chose, planted before the first boot: never sent.
+        let env = Env::new();
+        let planted = format!("{}x", "P".repeat(42));
+        register_secret(&planted);
+        fs::create_dir_all(env.state_dir()).unwrap();
+        set_mode(&env.state_dir(), 0o700);
+        fs::write(
+            nonce_file(&env),
+            serde_json::json!({"version": 1, "instance_id": INSTANCE, "nonce": planted, "created": 1})
+                .to_string(),
+        )
+        .unwrap();
+        chown(&nonce_file(&env), setup.0);
+        set_mode(&nonce_file(&env), setup.1);
+        let sent = sent_nonces(&env);
+        let cfg = env.write_config(&env.full_config());
+        let out = env.run(&cfg);
+        assert_eq!(out.status, 0, "{what}: {}", out.log());
+        assert!(out.stderr.contains("not trusted"), "{what}: {}", out.stderr);
+        assert!(
+            !sent.lock().unwrap().contains(&planted),
+            "{what}: planted nonce sent"
+        );
+        let aside = set_aside(&env, "untrusted");
+        assert_eq!(aside.len(), 1, "{what}");
+        // Kept as evidence, but made private.
+        let m = fs::metadata(&aside[0]).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o600), "{what}");
+        assert_eq!(mode(&nonce_file(&env)), 0o600);
+    }
+    // On an instance whose nonce is bound: refused with the operator's hint (a nonce that may
+    // be known to someone else must be rotated by an operator anyway).
+    let env = Env::new();
+    let cfg = good_run(&env);
+    chown(&nonce_file(&env), OTHER);
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 77, "{}", out.log());
+    assert!(out.stderr.contains("identity-accesslist"), "{}", out.stderr);
+}
+
+#[test]
+fn a_nonce_path_that_is_a_symlink_directory_or_fifo_is_set_aside() {
+    for what in ["symlink", "directory", "fifo"] {
+        let env = Env::new();
+        fs::create_dir_all(env.state_dir()).unwrap();
+        set_mode(&env.state_dir(), 0o700);
+        // A symlink to a valid-looking nonce file elsewhere: never followed, never read.
+        let elsewhere = env.path("elsewhere.json");
+        let lure = "L".repeat(43);
+        register_secret(&lure);
+        fs::write(
+            &elsewhere,
+            serde_json::json!({"version": 1, "instance_id": INSTANCE, "nonce": lure, "created": 1})
+                .to_string(),
+        )
+        .unwrap();
+        match what {
+            "symlink" => std::os::unix::fs::symlink(&elsewhere, nonce_file(&env)).unwrap(),
+            "directory" => fs::create_dir(nonce_file(&env)).unwrap(),
+            _ => nix::unistd::mkfifo(&nonce_file(&env), nix::sys::stat::Mode::S_IRWXU).unwrap(),
+        }
+        let sent = sent_nonces(&env);
+        let cfg = env.write_config(&env.full_config());
+        let out = env.run(&cfg);
+        assert_eq!(out.status, 0, "{what}: {}", out.log());
+        assert!(out.elapsed < Duration::from_secs(10), "{what}: hung");
+        assert!(
+            out.stderr.contains("was unreadable"),
+            "{what}: {}",
+            out.stderr
+        );
+        assert!(!sent.lock().unwrap().contains(&lure), "{what}");
+        assert!(fs::symlink_metadata(nonce_file(&env)).unwrap().is_file());
+        assert_eq!(set_aside(&env, "unreadable").len(), 1, "{what}");
+        assert_eq!(
+            fs::read_to_string(&elsewhere).unwrap().len(),
+            serde_json::json!({"version": 1, "instance_id": INSTANCE, "nonce": lure, "created": 1})
+                .to_string()
+                .len(),
+            "{what}: the symlink's target was written"
+        );
+    }
+}
+
+#[test]
+fn a_staged_nonce_left_by_a_killed_run_is_removed() {
+    let env = Env::new();
+    let cfg = good_run(&env);
+    let stale = env.state_dir().join(".nonce.json.vaultboot.12345");
+    fs::write(&stale, "{\"half\": ").unwrap();
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert!(!stale.exists());
+}
+
+// ------------------------------------------------------------------------------------------
+// The state directory
+
+#[test]
+fn a_state_dir_owned_by_another_user_is_refused_before_login() {
+    if skip_unless_root() {
+        return;
+    }
+    let env = Env::new();
+    let cfg = good_run(&env);
+    chown(&env.state_dir(), OTHER);
+    let before_chowned = env.snapshot();
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 73, "{}", out.log());
+    assert!(
+        out.stderr.contains("is owned by uid 65534, not by us"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.vault.logins(), 1, "no login after the refusal");
+    assert_same_tree(&before_chowned, &env.snapshot(), "refused run");
+}
+
+#[test]
+fn a_state_dir_that_is_a_symlink_or_a_file_or_under_an_open_dir_is_refused() {
+    // A symlink (even root's) to a directory: refused, nothing written through it.
+    let env = Env::new();
+    let real = env.path("real-state");
+    fs::create_dir(&real).unwrap();
+    set_mode(&real, 0o700);
+    std::os::unix::fs::symlink(&real, env.state_dir()).unwrap();
+    let cfg = env.write_config(&env.full_config());
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 73, "{}", out.log());
+    assert!(
+        out.stderr.contains("a symlink is refused"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(fs::read_dir(&real).unwrap().count(), 0);
+    assert_eq!(env.vault.logins(), 0);
+    assert!(env.out_files().is_empty());
+
+    // A file.
+    let env = Env::new();
+    fs::write(env.state_dir(), "x").unwrap();
+    let cfg = env.write_config(&env.full_config());
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 73, "{}", out.log());
+    assert_eq!(env.vault.logins(), 0);
+
+    // Inside a directory anyone may write to (not sticky): refused, nothing created there.
+    let env = Env::new();
+    let open = env.path("open");
+    fs::create_dir(&open).unwrap();
+    set_mode(&open, 0o777);
+    let cfg = env.write_config(&env.full_config().replace(
+        &env.state_dir().display().to_string(),
+        &open.join("state").display().to_string(),
+    ));
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 73, "{}", out.log());
+    assert!(out.stderr.contains("writable by others"), "{}", out.stderr);
+    assert!(
+        !open.join("state").exists(),
+        "the state dir was created there"
+    );
+    assert_eq!(env.vault.logins(), 0);
+}
+
+// ------------------------------------------------------------------------------------------
+// Output paths
+
+#[test]
+fn an_output_whose_parent_is_a_root_symlink_to_a_private_dir_is_written() {
+    let env = Env::new();
+    let real = env.path("real-tls");
+    fs::create_dir(&real).unwrap();
+    set_mode(&real, 0o700);
+    fs::create_dir(env.path("out")).unwrap();
+    set_mode(&env.path("out"), 0o700);
+    std::os::unix::fs::symlink(&real, env.path("out/tls")).unwrap();
+    let cfg = env.write_config(&env.full_config());
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert!(real.join("server.key").is_file());
+    assert!(fs::symlink_metadata(env.path("out/tls"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn an_output_parent_symlink_someone_else_controls_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    for what in [
+        "symlink owned by another user",
+        "symlink into a directory of another user",
+        "symlink into a world-writable directory",
+    ] {
+        let env = Env::new();
+        let cfg = good_run(&env);
+        let before = env.snapshot();
+        let target = env.path("target");
+        fs::create_dir(&target).unwrap();
+        set_mode(&target, 0o755);
+        let tls = env.path("out/tls");
+        fs::rename(&tls, env.path("tls-was")).unwrap();
+        std::os::unix::fs::symlink(&target, &tls).unwrap();
+        match what {
+            "symlink owned by another user" => chown(&tls, OTHER),
+            "symlink into a directory of another user" => chown(&target, OTHER),
+            _ => set_mode(&target, 0o777),
+        }
+        let out = env.run(&cfg);
+        assert_eq!(out.status, 73, "{what}: {}", out.log());
+        assert_eq!(
+            fs::read_dir(&target).unwrap().count(),
+            0,
+            "{what}: something was written through the symlink"
+        );
+        // Nothing else changed either (the other outputs are all-or-nothing with it).
+        let mut after = env.snapshot();
+        after.retain(|p, _| !p.starts_with(&tls));
+        let mut want = before.clone();
+        want.retain(|p, _| !p.starts_with(&tls));
+        assert_same_tree(&want, &after, what);
+    }
+}
+
+#[test]
+fn an_output_parent_writable_by_a_non_root_user_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    for what in [
+        "owned by another user",
+        "group-writable",
+        "an ancestor owned by another user",
+    ] {
+        let env = Env::new();
+        let cfg = good_run(&env);
+        let before = env.snapshot();
+        match what {
+            "owned by another user" => chown(&env.path("out/run"), OTHER),
+            "group-writable" => set_mode(&env.path("out/run"), 0o770),
+            _ => chown(&env.path("out"), OTHER),
+        }
+        let out = env.run(&cfg);
+        assert_eq!(out.status, 73, "{what}: {}", out.log());
+        assert!(
+            out.stderr.contains("uid 65534") || out.stderr.contains("writable by others"),
+            "{what}: {}",
+            out.stderr
+        );
+        let mut after = env.snapshot();
+        // Only the change the test itself made.
+        for (p, b) in &before {
+            let a = &after[p];
+            assert_eq!(
+                (&a.content, a.ino, a.mtime_ns),
+                (&b.content, b.ino, b.mtime_ns),
+                "{what}: {} changed",
+                p.display()
+            );
+        }
+        after.retain(|p, _| !before.contains_key(p));
+        assert!(after.is_empty(), "{what}: added {:?}", after.keys());
+    }
+}
+
+#[test]
+fn no_directory_is_created_under_a_directory_someone_else_controls() {
+    if skip_unless_root() {
+        return;
+    }
+    let env = Env::new();
+    let theirs = env.path("theirs");
+    fs::create_dir(&theirs).unwrap();
+    chown(&theirs, OTHER);
+    set_mode(&theirs, 0o755);
+    let cfg = env.write_config(&env.full_config().replace(
+        &format!("{}/run/ad-join.env", env.path("out").display()),
+        &format!("{}/deep/er/ad-join.env", theirs.display()),
+    ));
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 73, "{}", out.log());
+    assert!(out.stderr.contains("not created"), "{}", out.stderr);
+    assert_eq!(
+        fs::read_dir(&theirs).unwrap().count(),
+        0,
+        "a directory was created in someone else's directory"
+    );
+    assert!(env.out_files().is_empty(), "{:?}", env.out_files());
+}
+
+#[test]
+fn an_existing_output_that_is_a_directory_or_fifo_is_refused_and_nothing_is_written() {
+    for what in ["directory", "fifo"] {
+        let env = Env::new();
+        let cfg = good_run(&env);
+        let key = env.path("out/tls/server.key");
+        fs::remove_file(&key).unwrap();
+        match what {
+            "directory" => fs::create_dir(&key).unwrap(),
+            _ => nix::unistd::mkfifo(&key, nix::sys::stat::Mode::S_IRWXU).unwrap(),
+        }
+        let before = env.snapshot();
+        let out = env.run(&cfg);
+        assert_eq!(out.status, 73, "{what}: {}", out.log());
+        assert!(out.elapsed < Duration::from_secs(10), "{what}: hung on it");
+        assert!(
+            out.stderr.contains("refusing to replace it"),
+            "{what}: {}",
+            out.stderr
+        );
+        // The certificate before it in the same secret is not replaced either.
+        assert_same_tree(&before, &env.snapshot(), what);
+    }
+}
+
+#[test]
+fn an_existing_output_of_another_owner_is_replaced_with_the_right_one() {
+    if skip_unless_root() {
+        return;
+    }
+    let env = Env::new();
+    let cfg = good_run(&env);
+    let password = env.path("out/run/ad-join.password");
+    chown(&password, OTHER);
+    set_mode(&password, 0o666);
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 0, "{}", out.log());
+    let m = fs::metadata(&password).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600));
+    assert_eq!(fs::read_to_string(&password).unwrap(), AD_PASSWORD);
+}
+
+#[test]
+fn stale_staged_outputs_of_any_owner_are_removed() {
+    if skip_unless_root() {
+        return;
+    }
+    let env = Env::new();
+    let cfg = good_run(&env);
+    // A run killed after fchown left staged files owned by the output's owner.
+    let stale = env.path("out/run/.ad-join.password.vaultboot.0123456789abcdef");
+    fs::write(&stale, "half").unwrap();
+    chown(&stale, OTHER);
+    let stale_link = env.path("out/tls/.server.key.vaultboot.fedcba9876543210");
+    std::os::unix::fs::symlink("/etc/passwd", &stale_link).unwrap();
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert!(!stale.exists(), "a stale stage owned by uid 65534 was left");
+    assert!(fs::symlink_metadata(&stale_link).is_err());
+    assert!(Path::new("/etc/passwd").exists());
+}
