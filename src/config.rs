@@ -655,13 +655,13 @@ fn non_finite(table: &toml::Table, at: &str) -> Option<String> {
                 .iter()
                 .enumerate()
                 .find_map(|(i, item)| walk(item, format!("{at}[{i}]"))),
-            toml::Value::Table(t) => t.iter().find_map(|(k, item)| walk(item, format!("{at}.{k}"))),
+            toml::Value::Table(t) => t
+                .iter()
+                .find_map(|(k, item)| walk(item, format!("{at}.{k}"))),
             _ => None,
         }
     }
-    table
-        .iter()
-        .find_map(|(k, v)| walk(v, format!("{at}.{k}")))
+    table.iter().find_map(|(k, v)| walk(v, format!("{at}.{k}")))
 }
 
 fn check_file(raw: RawFile, place: &str) -> Result<FileConfig, Error> {
@@ -901,7 +901,12 @@ path = "secret/data/ad/join"
     #[test]
     fn data_values_have_a_json_form() {
         let with = |v: &str| GOOD.replace("ttl = \"72h\" }", &format!("ttl = {v} }}"));
-        let data = |v: &str| parse_str(&with(v)).unwrap().secrets[0].data.clone().unwrap();
+        let data = |v: &str| {
+            parse_str(&with(v)).unwrap().secrets[0]
+                .data
+                .clone()
+                .unwrap()
+        };
         assert_eq!(data("1979-05-27")["ttl"], "1979-05-27");
         assert_eq!(data("1.5")["ttl"], 1.5);
         // Found by fuzzing (fuzz/regressions/config/nan-in-data.toml): serde_json turns a
@@ -990,7 +995,9 @@ path = "secret/data/ad/join"
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown key `a\\nb\\u{1b}[31m`"), "{e}");
-        let e = parse_str("[vault]\naddr\u{2} = 1\n").unwrap_err().to_string();
+        let e = parse_str("[vault]\naddr\u{2} = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains(char::is_control) && e.contains("\\u{2}"), "{e}");
         refused("[vault\n", &["test.toml", "line 1"]);
         refused(

@@ -569,11 +569,15 @@ impl ureq::unversioned::resolver::Resolver for PinnedResolver {
 // A boot job talks to one Vault: a login, then every secret at once, then a revoke; each new
 // connection costs a TCP and a TLS set-up. So the Vault client the boot job asks for (see
 // `warm_next_vault_client`) opens its first connection at once, in the background, while IMDS is
-// read; and the others as soon as the server's session tickets let them resume the first one's
-// TLS session (which arrive while the login waits for its answer), so that the parallel secret
-// reads find them ready and no connection but the first pays for a full handshake. TLS is rustls
-// with the client's own `ClientConfig` (ureq's does not expose its session store), shared by all
-// of the client's connections; its session store counts what can be resumed.
+// read; the others' TCP connections at once too, and their TLS handshakes as soon as the
+// server's session tickets let them resume the first one's session (the tickets come with or
+// right after its handshake, read at the latest while the login waits for its answer), so that
+// the parallel secret reads find them ready and, tickets allowing, only the first connection
+// pays for a full handshake. TLS is rustls with the client's own `ClientConfig`, shared by all
+// of the client's connections: ureq's does not expose its session store, and ureq 3.5 builds a
+// new `ClientConfig` for every connection of a request with its own configuration (ours all
+// have one: their timeout), so its connections never resumed anything. The session store counts
+// what can be resumed.
 
 /// More connections than this are never opened ahead (ureq keeps 8 idle per host).
 const MAX_WARM: usize = 8;
@@ -1108,6 +1112,85 @@ impl Resolver for FastResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Vault client asked to warm 3 connections, against the simulator: the first request
+    /// finds one ready, and 3 parallel requests after it find the others, which resumed the
+    /// first one's TLS session.
+    #[test]
+    fn warmed_connections_are_used_and_resume_the_first_session() {
+        let signer = vaultboot_sim::Signer::new();
+        let vault =
+            vaultboot_sim::VaultSim::start(vaultboot_sim::VaultOptions::new(&signer)).unwrap();
+        // Long enough answers that the warm-up has its resumed connections ready in time.
+        vault
+            .control()
+            .set_latency(Duration::from_millis(300), Duration::ZERO);
+        let dir = std::env::temp_dir().join(format!("vaultboot-warm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, vault.ca_pem()).unwrap();
+        let tls = Tls {
+            ca_file: Some(&ca),
+            server_name: None,
+        };
+        warm_next_vault_client(3);
+        let client = Client::vault(&vault.url(), &tls, None, Duration::from_secs(5)).unwrap();
+        // A hint is for one client only.
+        assert_eq!(WARM_NEXT.with(|w| w.get()), 0);
+        let get = || {
+            client
+                .send(
+                    http::Method::GET,
+                    "/v1/auth/token/lookup-self",
+                    &[("x-vault-request", "true")],
+                    &[],
+                    None,
+                    Duration::from_secs(5),
+                )
+                .unwrap()
+                .status
+        };
+        assert_eq!(get(), 403);
+        std::thread::scope(|s| {
+            let all: Vec<_> = (0..3).map(|_| s.spawn(get)).collect();
+            for h in all {
+                assert_eq!(h.join().unwrap(), 403);
+            }
+        });
+        assert_eq!(vault.control().connections(), 3);
+        assert_eq!(vault.control().tls_handshakes(), (1, 2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ip_literals_are_resolved_without_a_lookup_and_names_are_remembered() {
+        let r = FastResolver::new(None);
+        let config = ureq::Agent::config_builder().build();
+        let addrs = r
+            .resolve(
+                &"http://169.254.169.254/latest".parse().unwrap(),
+                &config,
+                NextTimeout::default(),
+            )
+            .unwrap();
+        assert_eq!(&addrs[..], &["169.254.169.254:80".parse().unwrap()]);
+        let addrs = r
+            .resolve(
+                &"https://[fd00:ec2::254]:8443/".parse().unwrap(),
+                &config,
+                NextTimeout::default(),
+            )
+            .unwrap();
+        assert_eq!(&addrs[..], &["[fd00:ec2::254]:8443".parse().unwrap()]);
+        let localhost: http::Uri = "https://localhost:8200/".parse().unwrap();
+        let first = r
+            .resolve(&localhost, &config, NextTimeout::default())
+            .unwrap();
+        assert!(!first.is_empty());
+        assert!(lock(&r.cache)
+            .as_ref()
+            .is_some_and(|(k, _, _)| k == "localhost:8200"));
+    }
 
     #[test]
     fn ports_and_hosts() {

@@ -135,26 +135,12 @@ impl<'p> Imds<'p> {
             Signature::Pkcs7 => "/latest/dynamic/instance-identity/pkcs7",
         };
         let body = self.get(path)?;
-        let text = std::str::from_utf8(body.expose()).map_err(|_| malformed(path, "not text"))?;
-        let doc: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        if doc.is_empty()
-            || !doc
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
-        {
-            return Err(malformed(path, "not a base64 signature"));
-        }
-        Ok(doc)
+        parse_signed_document(body.expose()).map_err(|why| malformed(path, why))
     }
 
     pub fn fetch_identity(&self) -> Result<Identity, Error> {
         let body = self.get(DOCUMENT_PATH)?;
-        let id: Identity = serde_json::from_slice(body.expose())
-            .map_err(|e| malformed(DOCUMENT_PATH, &format!("not an identity document: {e}")))?;
-        if !id.instance_id.starts_with("i-") || id.instance_id.len() > 64 {
-            return Err(malformed(DOCUMENT_PATH, "instanceId is not an instance id"));
-        }
-        Ok(id)
+        parse_identity(body.expose()).map_err(|why| malformed(DOCUMENT_PATH, &why))
     }
 
     /// A one-line metadata item such as `local-hostname`.
@@ -271,6 +257,43 @@ impl<'p> Imds<'p> {
         *slot = Some(token.clone());
         Ok(token)
     }
+}
+
+/// The signed document as Vault's `pkcs7` field wants it: ASCII whitespace removed, then only
+/// the base64 alphabet accepted.
+pub fn parse_signed_document(body: &[u8]) -> Result<String, &'static str> {
+    let text = std::str::from_utf8(body).map_err(|_| "not text")?;
+    let doc: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if doc.is_empty()
+        || !doc
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+    {
+        return Err("not a base64 signature");
+    }
+    Ok(doc)
+}
+
+/// The identity document: a JSON object (serde would take an array as the fields in order);
+/// `instanceId` must be "i-" and 1 to 62 ASCII letters or digits: it ends up in log lines and
+/// in the operator's reset hint.
+pub fn parse_identity(body: &[u8]) -> Result<Identity, String> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("not a JSON object".into());
+    }
+    let id: Identity = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "not an identity document: {}",
+            crate::vault::json_problem(&e)
+        )
+    })?;
+    let plain = id.instance_id.strip_prefix("i-").is_some_and(|rest| {
+        !rest.is_empty() && rest.len() <= 62 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    });
+    if !plain {
+        return Err("instanceId is not an instance id".into());
+    }
+    Ok(id)
 }
 
 fn verdict(attempt: &Attempt) -> Verdict {

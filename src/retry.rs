@@ -102,6 +102,11 @@ impl Policy {
         mut classify: impl FnMut(&E) -> Verdict,
     ) -> Result<T, Failure<E>> {
         let mut attempt = 0u32;
+        // Failures the server scheduled (Retry-After: a rate limit's 429, a planned 503) do not
+        // grow the back-off: the server said when to come back. Escalating on them made a
+        // later blind failure (a 5xx without Retry-After) wait up to max_delay, and spread
+        // rate-limited retries far wider than the capacity the server announced.
+        let mut blind = 0u32;
         loop {
             if self.cancelled() {
                 return Err(Failure::Cancelled);
@@ -124,7 +129,10 @@ impl Policy {
                 });
             }
             // Never sleep past the point where one last attempt still fits.
-            let pause = self.delay(attempt - 1, retry_after).min(left - MIN_ATTEMPT);
+            let pause = self.delay(blind, retry_after).min(left - MIN_ATTEMPT);
+            if retry_after.is_none() {
+                blind += 1;
+            }
             self.sleep(pause);
         }
     }
@@ -263,6 +271,30 @@ mod tests {
         policy.cancel_all();
         let result: Result<(), Failure<&str>> = policy.run(|_| Ok(()), |_| Verdict::Fatal);
         assert!(matches!(result, Err(Failure::Cancelled)));
+    }
+
+    #[test]
+    fn retry_after_does_not_grow_the_back_off() {
+        let (policy, slept) = recording(Duration::from_secs(600));
+        let mut calls = 0;
+        let result: Result<(), Failure<u16>> = policy.run(
+            |_| {
+                calls += 1;
+                match calls {
+                    1..=8 => Err(429),
+                    9 => Err(503),
+                    _ => Ok(()),
+                }
+            },
+            |e| Verdict::Transient {
+                retry_after: (*e == 429).then(|| Duration::from_secs(1)),
+            },
+        );
+        assert!(result.is_ok());
+        let total: Duration = slept.lock().unwrap().iter().sum();
+        // Eight times 1 s plus at most 200 ms of jitter each, then a first back-off of at most 200 ms.
+        assert!(total >= Duration::from_secs(8), "{total:?}");
+        assert!(total <= Duration::from_millis(8 * 1200 + 200), "{total:?}");
     }
 
     #[test]

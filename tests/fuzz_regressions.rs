@@ -68,7 +68,7 @@ fn fuzz_seeds_hold_the_properties() {
 fn fuzz_pending_findings() {
     assert!(
         check::floats_read_exactly(),
-        "serde_json reads floats one ULP off: a float of Vault's answer is written changed"
+        "serde_json reads some floats a few ULPs off: a float of Vault's answer is written changed"
     );
     // A float exactly as Vault sent it ends up in the json file.
     let body = br#"{"data":{"x":2.0886163968049374e159}}"#;
@@ -133,7 +133,9 @@ fn hard_values() -> Vec<String> {
     .collect();
     v.push("x".repeat(70_000));
     // A deterministic pseudo-random mix of the characters that matter.
-    let alphabet: Vec<char> = "\\\"$`'\n\r\t !#&;|<>(){}[]*?~=%ab ā\u{85}€".chars().collect();
+    let alphabet: Vec<char> = "\\\"$`'\n\r\t !#&;|<>(){}[]*?~=%ab ā\u{85}€"
+        .chars()
+        .collect();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..64 {
         let mut s = String::new();

@@ -68,7 +68,9 @@ fn hostile_facts(v: &str) -> Facts {
 pub fn template(text: &str) {
     let parsed = Template::parse(text);
     if !text.contains("{{") {
-        let t = parsed.as_ref().expect("text without {{ is a literal template");
+        let t = parsed
+            .as_ref()
+            .expect("text without {{ is a literal template");
         assert!(t.is_literal());
         assert_eq!(t.render(&Facts::default()).unwrap(), text);
     }
@@ -129,7 +131,10 @@ pub fn config(data: &[u8]) {
         assert!(!secret.name.is_empty() && names.insert(secret.name.clone()));
         assert!(!secret.files.is_empty());
         assert!(!secret.path.starts_with('/'));
-        assert!(!secret.path.split('/').any(|s| s.is_empty() || s == "." || s == ".."));
+        assert!(!secret
+            .path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == ".."));
         if let Some(data) = &secret.data {
             assert!(data.is_object());
             let mut found = Vec::new();
@@ -151,7 +156,10 @@ pub fn config(data: &[u8]) {
                 }
             }
             expected_facts.extend(file.path.facts());
-            let path = file.path.render(&plausible_facts()).expect("all facts known");
+            let path = file
+                .path
+                .render(&plausible_facts())
+                .expect("all facts known");
             config::check_output_path(&path)
                 .unwrap_or_else(|e| panic!("{:?} renders to a refused path: {e}", file.path_text));
             // Whatever IMDS answers, the runtime check decides without panicking, and never
@@ -310,21 +318,36 @@ pub fn encoders(data: &[u8]) {
     }
     check_encode(&fields, chosen);
     // And the same map as Vault would send it, through the answer parser.
-    let body = serde_json::to_vec(&serde_json::json!({ "data": { "data": fields, "metadata": {} } }))
-        .unwrap();
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "data": { "data": fields, "metadata": {} } }))
+            .unwrap();
     let answer = SecretJson::parse(&body).expect("serde_json reads what it wrote");
     let back = Value::Object(secret_fields(&answer.0).expect("data").clone());
-    assert!(same_json(&back, &Value::Object(fields), floats_read_exactly()));
+    assert!(same_json(
+        &back,
+        &Value::Object(fields),
+        floats_read_exactly()
+    ));
 }
 
 const FIELD_NAMES: &[&str] = &[
-    "password", "username", "_x", "A1", "certificate", "ca_chain", "private_key", "data",
-    "metadata", "api_key", "Z", "_",
+    "password",
+    "username",
+    "_x",
+    "A1",
+    "certificate",
+    "ca_chain",
+    "private_key",
+    "data",
+    "metadata",
+    "api_key",
+    "Z",
+    "_",
 ];
 
 const SPECIAL: &[char] = &[
-    '\\', '"', '$', '`', '\n', '\'', '\0', '\r', '\t', '!', '{', '}', ' ', '=', '#', '~', '*',
-    'ā', '\u{85}', '\u{2028}', '€', '😀', '\u{7f}', '\u{1b}', '\u{feff}',
+    '\\', '"', '$', '`', '\n', '\'', '\0', '\r', '\t', '!', '{', '}', ' ', '=', '#', '~', '*', 'ā',
+    '\u{85}', '\u{2028}', '€', '😀', '\u{7f}', '\u{1b}', '\u{feff}',
 ];
 
 struct Bytes<'a>(&'a [u8]);
@@ -530,8 +553,7 @@ pub fn same_json(a: &Value, b: &Value, exact: bool) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x
-                    .iter()
+                && x.iter()
                     .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w, exact)))
         }
         _ => a == b,
