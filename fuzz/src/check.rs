@@ -667,33 +667,18 @@ pub fn imds(data: &[u8]) {
     }
 }
 
-/// A copy of the private logic of `Imds::fetch_signed_document` (src/imds.rs): newlines (all
-/// ASCII whitespace) removed, then only the base64 alphabet accepted. See docs/fuzzing.md for
-/// the `pub fn` that would let the target call the real code.
+/// The agent's own sanitizing of the signed document (`vaultboot::imds`).
 pub fn sanitize_signed_document(body: &[u8]) -> Result<String, &'static str> {
-    let text = std::str::from_utf8(body).map_err(|_| "not text")?;
-    let doc: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    if doc.is_empty()
-        || !doc
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
-    {
-        return Err("not a base64 signature");
-    }
-    Ok(doc)
+    vaultboot::imds::parse_signed_document(body)
 }
 
-/// The identity parsing proposed for `vaultboot::imds` (docs/fuzzing.md): a JSON object, its
-/// fields read by serde, and a plain instance id.
+/// The agent's own identity parsing (`vaultboot::imds`): a JSON object and a plain instance id.
 pub fn parse_identity(body: &[u8]) -> Result<vaultboot::imds::Identity, String> {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err("not a JSON object".into());
-    }
-    let id: vaultboot::imds::Identity =
-        serde_json::from_slice(body).map_err(|e| json_problem(&e))?;
-    if !instance_id_ok(&id.instance_id) {
-        return Err("instanceId is not an instance id".into());
-    }
+    let id = vaultboot::imds::parse_identity(body)?;
+    assert!(
+        instance_id_ok(&id.instance_id),
+        "an accepted instanceId must be plain"
+    );
     Ok(id)
 }
 
