@@ -2,6 +2,8 @@
 //! with real TLS, real files and a syslog socket that records every line.
 #![allow(dead_code)]
 
+pub mod tls_check;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
