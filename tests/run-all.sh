@@ -3,7 +3,7 @@
 # then lint, unit and integration tests (real binary against the simulators, real TLS), the
 # static release build, and the packaging checks. Ends with "N passed, N failed" over stages.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 MUSL_TARGET=x86_64-unknown-linux-musl
 MAX_BINARY_BYTES=$((2500 * 1000))

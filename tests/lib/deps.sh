@@ -40,7 +40,7 @@ _deps_unmet() {
 
 # _deps_simulate ARGS...: apt-get's plan (Inst/Remv lines) for installing ARGS; its full output on failure.
 _deps_simulate() {
-    LC_ALL=C apt-get -s -q install --no-install-recommends --allow-downgrades "$@" 2>&1
+    LC_ALL=C apt-get -s -q -o DPkg::Lock::Timeout=300 install --no-install-recommends --allow-downgrades "$@" 2>&1
 }
 
 # _deps_source PACKAGE: the source package the candidate of PACKAGE is built from.
@@ -75,13 +75,13 @@ _deps_foreign_siblings() {
         suite=$(_deps_suite "$p")
         [ -n "$suite" ] && source_suite[$src]="$suite|$p"
     done
-    local -A new=()
-    for p in "$@"; do new[$p]=1; done
+    local -A installing=()
+    for p in "$@"; do installing[$p]=1; done
     local name src_name version status
     while IFS=' ' read -r name src_name version status; do
         [ "$status" = installed ] || continue
         [ -n "${source_suite[$src_name]:-}" ] || continue
-        [ -z "${new[$name]:-}" ] || continue
+        [ -z "${installing[$name]:-}" ] || continue
         _deps_offered "$name" "$version" && continue
         suite=${source_suite[$src_name]%%|*}
         printf '%s/%s %s %s %s\n' "$name" "$suite" "$version" "${source_suite[$src_name]#*|}" "$src_name"
@@ -106,7 +106,7 @@ ensure_required() {
         echo "deps: cannot install ${missing[*]}: not root (run as root, or: sudo apt-get install ${missing[*]})" >&2
         return 1
     fi
-    if ! LC_ALL=C apt-get update -q >/dev/null 2>&1; then
+    if ! LC_ALL=C apt-get update -q -o DPkg::Lock::Timeout=300 >/dev/null 2>&1; then
         echo "deps: apt-get update failed; installing from the lists this machine has"
     fi
 
@@ -116,9 +116,13 @@ ensure_required() {
     mapfile -t new < <(printf '%s\n' "$plan" | awk '$1 == "Inst" { print $2 }')
     ((${#new[@]})) || new=("${missing[@]}")
 
-    local targets=() line target installed because src
+    local targets=() target installed because src
     while read -r target installed because src; do
         [ -n "$target" ] || continue
+        if apt-mark showhold 2>/dev/null | grep -qx "${target%/*}"; then
+            echo "deps: cannot install ${missing[*]}: ${target%/*} $installed is held (apt-mark hold) and $because (source $src) needs the ${target#*/} build beside it; unhold it or install a matching $because" >&2
+            return 1
+        fi
         targets+=("$target")
         _deps_say "will change ${target%/*} $installed -> the ${target#*/} version: it was installed from a suite this machine has no apt source for, and $because (source $src) must match it"
     done < <(_deps_foreign_siblings "${missing[@]}" "${new[@]}")
@@ -146,7 +150,7 @@ ensure_required() {
 
     local log
     log=$(mktemp)
-    if ! DEBIAN_FRONTEND=noninteractive LC_ALL=C apt-get install -y -q --no-install-recommends \
+    if ! DEBIAN_FRONTEND=noninteractive LC_ALL=C apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends \
         --allow-downgrades --no-remove "${missing[@]}" "${targets[@]}" >"$log" 2>&1; then
         conflict=$(grep -E ' : (Breaks|Depends|Conflicts|PreDepends): |^E: ' "$log" | head -n 1)
         echo "deps: apt-get install ${missing[*]} ${targets[*]} failed: ${conflict:-$(tail -n 1 "$log")}" >&2
