@@ -3,6 +3,7 @@
 //! Everything that can be checked without the network is checked here, so that
 //! `vaultboot check` at image-build time catches what would otherwise fail at boot.
 
+use crate::accounts;
 use crate::template::{facts_in_json, Fact, Template};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -719,9 +720,9 @@ fn check_file(raw: RawFile, place: &str) -> Result<FileConfig, Error> {
             ))
         }
     };
-    let uid = resolve_user(raw.owner.as_deref().unwrap_or("root"))
+    let uid = accounts::user_id(raw.owner.as_deref().unwrap_or("root"))
         .map_err(|m| err(place, format!("owner: {m}")))?;
-    let gid = resolve_group(raw.group.as_deref().unwrap_or("root"))
+    let gid = accounts::group_id(raw.group.as_deref().unwrap_or("root"))
         .map_err(|m| err(place, format!("group: {m}")))?;
     if let Some(argv) = &raw.on_change {
         if argv.is_empty() || argv[0].is_empty() {
@@ -788,28 +789,6 @@ fn parse_mode(text: &str) -> Result<u32, String> {
         ));
     }
     Ok(mode)
-}
-
-fn resolve_user(name: &str) -> Result<u32, String> {
-    if let Ok(id) = name.parse::<u32>() {
-        return Ok(id);
-    }
-    match nix::unistd::User::from_name(name) {
-        Ok(Some(u)) => Ok(u.uid.as_raw()),
-        Ok(None) => Err(format!("no user {name:?} on this system")),
-        Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
-    }
-}
-
-fn resolve_group(name: &str) -> Result<u32, String> {
-    if let Ok(id) = name.parse::<u32>() {
-        return Ok(id);
-    }
-    match nix::unistd::Group::from_name(name) {
-        Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(format!("no group {name:?} on this system")),
-        Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
-    }
 }
 
 fn check_unique(secrets: &[SecretConfig], file: &str) -> Result<(), Error> {

@@ -6,6 +6,7 @@
 #![warn(missing_debug_implementations)]
 #![allow(missing_debug_implementations)] // agents and clients hold ureq types without Debug
 
+pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod cli;
