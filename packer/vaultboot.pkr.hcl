@@ -57,14 +57,9 @@ build {
     destination = "${local.bake}/vaultboot"
   }
 
-  # Directories without a trailing slash are uploaded as bake/dist, bake/cloud-init.
+  # A directory without a trailing slash is uploaded as bake/dist.
   provisioner "file" {
     source      = "${path.root}/../dist"
-    destination = "${local.bake}/"
-  }
-
-  provisioner "file" {
-    source      = "${path.root}/../cloud-init"
     destination = "${local.bake}/"
   }
 
@@ -84,14 +79,14 @@ build {
   }
 
   # One install script, the same the VM boot test uses: owners, modes, units
-  # enabled, cloud-init module registered. Then the baked config is checked
+  # enabled (cloud-init is left as the distribution ships it). Then the baked config is checked
   # offline; the build fails if vaultboot refuses it.
   provisioner "shell" {
     execute_command  = local.sudo
     environment_vars = ["GATE_UNITS=${join(" ", var.gate_units)}"]
     inline = [
       "set -eu",
-      "sh ${local.bake}/install.sh ${local.bake}/vaultboot ${local.bake}/dist ${local.bake}/cloud-init ${local.bake}/config.toml",
+      "sh ${local.bake}/install.sh ${local.bake}/vaultboot ${local.bake}/dist ${local.bake}/config.toml",
       "/usr/local/sbin/vaultboot --version",
       "/usr/local/sbin/vaultboot check --config /etc/vaultboot/config.toml",
       "systemctl is-enabled vaultboot.service vaultboot-refresh.timer",

@@ -75,9 +75,10 @@ fi
 if [ "${VAULTBOOT_SKIP_VM:-}" = 1 ]; then
     say "boot test in a VM: SKIPPED because VAULTBOOT_SKIP_VM=1"
     failed=$((failed + 1))
-    failed_stages+=("boot test in a VM (skipped on request)")
+    failed_stages+=("boot tests in VMs (skipped on request)")
 else
-    stage "boot test in a VM (systemd + cloud-init + nginx, real binary)" tests/boot/run.sh
+    stage "boot test in a Debian 12 VM (cloud-init 22.4, systemd 252, nginx, real binary)" tests/boot/run.sh --suite bookworm
+    stage "boot test in a Debian 13 VM (cloud-init 25.1, systemd 257, nginx, real binary)" tests/boot/run.sh --suite trixie
 fi
 
 echo
