@@ -19,5 +19,6 @@ pub mod nonce;
 pub mod retry;
 pub mod secret;
 pub mod secrets;
+pub mod state;
 pub mod template;
 pub mod vault;
