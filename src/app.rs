@@ -40,6 +40,8 @@ pub enum Error {
     NoInstanceProfile(String),
     Secrets(secrets::Error),
     Files(files::Error),
+    /// A rename or directory sync failed part-way through the commit.
+    Commit(files::CommitError),
 }
 
 impl Error {
@@ -51,7 +53,7 @@ impl Error {
                 imds::Error::Malformed { .. } => Class::Malformed,
                 _ => Class::Unavailable,
             },
-            Error::Nonce(_) | Error::Files(_) => Class::CannotWrite,
+            Error::Nonce(_) | Error::Files(_) | Error::Commit(_) => Class::CannotWrite,
             Error::Login(e) => match e {
                 auth::Error::NonceMismatch { .. } | auth::Error::Denied(_) => Class::Refused,
                 auth::Error::Malformed(_) | auth::Error::Signing(_) => Class::Malformed,
@@ -91,11 +93,37 @@ impl fmt::Display for Error {
             ),
             Error::Secrets(e) => e.fmt(f),
             Error::Files(e) => write!(f, "writing files: {e}"),
+            Error::Commit(e) => write!(f, "writing files: {e}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    /// What the failed run did to the outputs, for the summary line.
+    pub fn outputs_changed(&self) -> String {
+        match self {
+            Error::Commit(e) if !e.replaced.is_empty() => {
+                let tail = if e.not_replaced.is_empty() {
+                    "not every directory could be synced".to_string()
+                } else {
+                    format!(
+                        "{} not replaced: {}",
+                        e.not_replaced.len(),
+                        files::path_list(&e.not_replaced)
+                    )
+                };
+                format!(
+                    "{} file(s) replaced: {}; {tail}",
+                    e.replaced.len(),
+                    files::path_list(&e.replaced)
+                )
+            }
+            _ => "no file was changed".into(),
+        }
+    }
+}
 
 /// What a successful run did.
 #[derive(Debug, Default)]
@@ -409,7 +437,8 @@ fn write_outputs(
     let outputs = secrets::render_outputs(config, &fetched, facts).map_err(Error::Secrets)?;
     drop(fetched);
     let step = Instant::now();
-    let done = stage_and_commit(&outputs).map_err(Error::Files)?;
+    let staged = stage(&outputs).map_err(Error::Files)?;
+    let done = staged.commit().map_err(Error::Commit)?;
     let mut summary = Summary {
         secrets: config.secrets.len(),
         ..Summary::default()
@@ -450,15 +479,12 @@ fn write_outputs(
 /// Files staged at once on this many threads at most.
 const MAX_FILE_THREADS: usize = 8;
 
-/// `files::stage_all` then `commit`, with the outputs spread over threads: their fsyncs (each
-/// staged file's, then each renamed file's directory) overlap instead of queueing. Still all or
-/// nothing: nothing is renamed until every output is staged, and a failure to stage any of them
-/// removes every staged file (dropping a `Staged` does).
-fn stage_and_commit(
-    outputs: &[files::Output],
-) -> Result<Vec<(&files::Output, Outcome)>, files::Error> {
+/// `files::stage_all` with the outputs spread over threads: their fsyncs overlap instead of
+/// queueing. Still all or nothing: a failure to stage any of them removes every staged file
+/// (dropping a `Staged` does).
+fn stage(outputs: &[files::Output]) -> Result<files::Staged<'_>, files::Error> {
     if outputs.len() < 2 {
-        return files::stage_all(outputs)?.commit();
+        return files::stage_all(outputs);
     }
     let per_thread = outputs.len().div_ceil(MAX_FILE_THREADS);
     std::thread::scope(|scope| {
@@ -466,12 +492,7 @@ fn stage_and_commit(
             .chunks(per_thread)
             .map(|chunk| scope.spawn(move || files::stage_all(chunk)))
             .collect();
-        let staged: Vec<files::Staged<'_>> = join_all(staging)?;
-        let committing: Vec<_> = staged
-            .into_iter()
-            .map(|staged| scope.spawn(move || staged.commit()))
-            .collect();
-        Ok(join_all(committing)?.into_iter().flatten().collect())
+        join_all(staging).map(files::Staged::join)
     })
 }
 
