@@ -6,6 +6,7 @@ use crate::files::{self, Outcome};
 use crate::imds::{self, Imds};
 use crate::log::{took, Log};
 use crate::nonce::{self, Origin};
+use crate::pending;
 use crate::retry::Policy;
 use crate::secrets;
 use crate::template::{Fact, Facts};
@@ -42,6 +43,8 @@ pub enum Error {
     Files(files::Error),
     /// A rename or directory sync failed part-way through the commit.
     Commit(files::CommitError),
+    /// The record of owed on_change commands could not be read or written.
+    Pending(crate::state::Error),
 }
 
 impl Error {
@@ -53,7 +56,9 @@ impl Error {
                 imds::Error::Malformed { .. } => Class::Malformed,
                 _ => Class::Unavailable,
             },
-            Error::Nonce(_) | Error::Files(_) | Error::Commit(_) => Class::CannotWrite,
+            Error::Nonce(_) | Error::Files(_) | Error::Commit(_) | Error::Pending(_) => {
+                Class::CannotWrite
+            }
             Error::Login(e) => match e {
                 auth::Error::NonceMismatch { .. } | auth::Error::Denied(_) => Class::Refused,
                 auth::Error::Malformed(_) | auth::Error::Signing(_) => Class::Malformed,
@@ -94,6 +99,7 @@ impl fmt::Display for Error {
             Error::Secrets(e) => e.fmt(f),
             Error::Files(e) => write!(f, "writing files: {e}"),
             Error::Commit(e) => write!(f, "writing files: {e}"),
+            Error::Pending(e) => write!(f, "pending on_change commands: {e}"),
         }
     }
 }
@@ -436,19 +442,48 @@ fn write_outputs(
 
     let outputs = secrets::render_outputs(config, &fetched, facts).map_err(Error::Secrets)?;
     drop(fetched);
+    let earlier = pending::load(&config.state_dir).map_err(Error::Pending)?;
+    for repair in &earlier.repairs {
+        log.warn(repair);
+    }
     let step = Instant::now();
     let staged = stage(&outputs).map_err(Error::Files)?;
-    let done = staged.commit().map_err(Error::Commit)?;
+    let replacing = staged.to_replace().map(|o| o.path.as_path()).collect();
+    let (owed, dropped) = pending::owed(&outputs, &replacing, &earlier.found);
+    for path in dropped {
+        log.warn(&format!(
+            "on_change owed by an earlier run for {} is not run: the configuration no longer \
+             gives that output an on_change command",
+            path.display()
+        ));
+    }
+    // Before the first rename: a kill from here on leaves the commands owed on disk.
+    let recorded =
+        pending::record(&config.state_dir, &earlier.found, &owed).map_err(Error::Pending)?;
+    for warning in &recorded.warnings {
+        log.warn(warning);
+    }
+    let done = match staged.commit() {
+        Ok(done) => done,
+        Err(e) => {
+            if recorded.on_disk {
+                log.warn(&format!(
+                    "on_change commands not run: the files are not a complete set; they stay \
+                     owed in {} and run after the next commit that completes",
+                    config.state_dir.join(pending::FILE_NAME).display()
+                ));
+            }
+            return Err(Error::Commit(e));
+        }
+    };
     let mut summary = Summary {
         secrets: config.secrets.len(),
         ..Summary::default()
     };
-    let mut written = Vec::new();
     for (output, outcome) in &done {
         match outcome {
             Outcome::Written => {
                 summary.written += 1;
-                written.push(*output);
                 log.info(&format!(
                     "wrote {} (mode {:04o}, uid {}, gid {})",
                     output.path.display(),
@@ -459,18 +494,33 @@ fn write_outputs(
             }
             Outcome::Unchanged => {
                 summary.unchanged += 1;
-                log.info(&format!("unchanged {}", output.path.display()));
+                if owed.iter().any(|o| std::ptr::eq(*o, *output)) {
+                    log.info(&format!(
+                        "unchanged {} (its on_change is owed by an earlier run)",
+                        output.path.display()
+                    ));
+                } else {
+                    log.info(&format!("unchanged {}", output.path.display()));
+                }
             }
         }
     }
     log.info(&format!("files in place ({})", took(step.elapsed())));
-    for ran in files::run_on_change(&written) {
+    for ran in files::run_on_change(&owed) {
         match ran.result {
             Ok(()) => log.info(&format!("on_change {:?} ok ({})", ran.argv, took(ran.took))),
             Err(e) => {
                 summary.on_change_failed += 1;
                 log.warn(&format!("on_change {:?} failed: {e}", ran.argv));
             }
+        }
+    }
+    // Every owed command has run (a failed one is a warning, not owed again).
+    if recorded.on_disk {
+        if let Err(e) = pending::clear(&config.state_dir) {
+            log.warn(&format!(
+                "cannot clear the pending on_change commands: {e}; they run again on the next run"
+            ));
         }
     }
     Ok(summary)

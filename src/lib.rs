@@ -16,6 +16,7 @@ pub mod http;
 pub mod imds;
 pub mod log;
 pub mod nonce;
+pub mod pending;
 pub mod retry;
 pub mod secret;
 pub mod secrets;
