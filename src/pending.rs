@@ -316,6 +316,37 @@ mod tests {
     }
 
     #[test]
+    fn a_record_readable_by_others_is_repaired_and_used() {
+        let (_t, dir) = state_dir();
+        save(&dir, &set(&["/etc/a"])).unwrap();
+        fs::set_permissions(dir.join(FILE_NAME), fs::Permissions::from_mode(0o644)).unwrap();
+        let pending = load(&dir).unwrap();
+        assert_eq!(pending.found, Found::Owed(set(&["/etc/a"])));
+        assert_eq!(pending.repairs.len(), 1, "{:?}", pending.repairs);
+        assert_eq!(
+            fs::metadata(dir.join(FILE_NAME)).unwrap().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn a_state_dir_of_another_user_is_refused_when_a_record_is_there_or_needed() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let (_t, dir) = state_dir();
+        save(&dir, &set(&["/etc/a"])).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        let e = load(&dir)
+            .err()
+            .expect("a record in a directory of another user was read");
+        assert!(e.message.contains("owned by uid 65534"), "{e}");
+        let e = save(&dir, &set(&["/etc/b"])).expect_err("written");
+        assert!(e.message.contains("owned by uid 65534"), "{e}");
+    }
+
+    #[test]
     fn a_directory_in_its_place_is_moved_aside() {
         let (_t, dir) = state_dir();
         fs::create_dir_all(dir.join(FILE_NAME)).unwrap();

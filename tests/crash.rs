@@ -7,13 +7,18 @@
 //! Kill points come from three sources, none of them a hook in the agent:
 //! * timing: kills at evenly spread delays over a whole run, stretched by simulator latency;
 //! * observation: the test watches the file system and kills as soon as the k-th staged file
-//!   appears, or the k-th target has been renamed into place (so between two renames), or the
-//!   nonce file is staged or renamed;
+//!   appears, or the k-th target has been renamed into place (so between two renames), or
+//!   every target is (before the on_change commands), or the first command has run (between
+//!   two commands), or the nonce file is staged or renamed;
 //! * faults: an answer held back by the simulator (Fault::Delay) pins the agent in one step
 //!   (login in flight, a secret read in flight, the revoke after the renames).
 //!
-//! 223 kills in all; the four tests take 1–1.5 minutes together on two cores (they run in
-//! parallel; each kill is followed by a complete run).
+//! Every output but the certificate and key has an on_change command; after every kill, each
+//! command has run at least once (in the killed run or the recovery), and whenever a target
+//! was renamed while commands were still owed, the pending record is on disk.
+//!
+//! 243 kills in all; the five tests take about 50 s together on two cores (two run at a time;
+//! each kill is followed by a complete run).
 
 mod common;
 
