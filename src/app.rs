@@ -448,8 +448,7 @@ fn write_outputs(
     }
     let step = Instant::now();
     let staged = stage(&outputs).map_err(Error::Files)?;
-    let replacing = staged.to_replace().map(|o| o.path.as_path()).collect();
-    let (owed, dropped) = pending::owed(&outputs, &replacing, &earlier.found);
+    let (owed, dropped) = pending::owed(&outputs, &staged, &earlier.found);
     for path in dropped {
         log.warn(&format!(
             "on_change owed by an earlier run for {} is not run: the configuration no longer \

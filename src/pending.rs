@@ -9,7 +9,7 @@
 //! gives that output, so no command line is ever taken from disk (neither a stale one nor a
 //! planted one), and nothing secret is in the file (output paths are logged anyway).
 
-use crate::files::{self, Output};
+use crate::files::{self, Output, Staged};
 use crate::state::{self, fail, Error, Unusable};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -107,7 +107,10 @@ fn parse(bytes: &[u8]) -> Result<BTreeSet<PathBuf>, String> {
     if !record.outputs.iter().all(plain) {
         return Err("not vaultboot state (an output that is not an absolute path)".into());
     }
-    Ok(record.outputs.into_iter().map(PathBuf::from).collect())
+    // Inserted one by one: collecting into a set would add a sort to the binary.
+    let mut owed = BTreeSet::new();
+    owed.extend(record.outputs.into_iter().map(PathBuf::from));
+    Ok(owed)
 }
 
 /// Records, durably, that the on_change commands of `outputs` are owed. Returns repairs made to
@@ -161,13 +164,15 @@ pub fn set_aside(dir: &Path, kind: &str) -> Result<PathBuf, Error> {
 /// (their commands are not run: only the configuration says what runs).
 pub fn owed<'a>(
     outputs: &'a [Output],
-    replacing: &BTreeSet<&Path>,
+    staged: &Staged<'a>,
     found: &Found,
 ) -> (Vec<&'a Output>, Vec<PathBuf>) {
+    let mut replacing = BTreeSet::new();
+    replacing.extend(staged.to_replace().map(|o| o.path.clone()));
     let with_command = outputs.iter().filter(|o| o.on_change.is_some());
     let owed = with_command
         .filter(|o| {
-            replacing.contains(o.path.as_path())
+            replacing.contains(&o.path)
                 || match found {
                     Found::Nothing => false,
                     Found::Owed(earlier) => earlier.contains(&o.path),
@@ -200,7 +205,8 @@ pub struct Recorded {
 
 /// Brings the record in line with `owed`, durably, before the first rename.
 pub fn record(dir: &Path, found: &Found, owed: &[&Output]) -> Result<Recorded, Error> {
-    let paths: BTreeSet<PathBuf> = owed.iter().map(|o| o.path.clone()).collect();
+    let mut paths = BTreeSet::new();
+    paths.extend(owed.iter().map(|o| o.path.clone()));
     let mut warnings = Vec::new();
     if let Found::Unusable { kind, why } = found {
         let aside = set_aside(dir, kind)?;
