@@ -146,13 +146,11 @@ pub fn set_aside(dir: &Path, kind: &str) -> Result<PathBuf, Error> {
     let is_file = fs::symlink_metadata(&path)
         .map(|m| m.is_file())
         .unwrap_or(false);
-    let kept = if is_file {
-        match fs::hard_link(&path, &aside) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            r => r,
-        }
-    } else {
-        fs::rename(&path, &aside)
+    let kept = match is_file.then(|| fs::hard_link(&path, &aside)) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // Not a file, or not linkable (protected_hardlinks for a non-root run): moved.
+        _ => fs::rename(&path, &aside),
     };
     kept.map_err(|e| fail(&path, format!("{kind} and cannot be set aside: {e}")))?;
     Ok(aside)
@@ -181,15 +179,20 @@ pub fn owed<'a>(
         })
         .collect();
     let dropped = match found {
-        Found::Owed(earlier) => earlier
-            .iter()
-            .filter(|p| {
-                !outputs
+        Found::Owed(earlier) => {
+            let mut configured = BTreeSet::new();
+            configured.extend(
+                outputs
                     .iter()
-                    .any(|o| &o.path == *p && o.on_change.is_some())
-            })
-            .cloned()
-            .collect(),
+                    .filter(|o| o.on_change.is_some())
+                    .map(|o| o.path.clone()),
+            );
+            earlier
+                .iter()
+                .filter(|p| !configured.contains(*p))
+                .cloned()
+                .collect()
+        }
         _ => Vec::new(),
     };
     (owed, dropped)
