@@ -6,6 +6,7 @@ use crate::files::{self, Outcome};
 use crate::imds::{self, Imds};
 use crate::log::{took, Log};
 use crate::nonce::{self, Origin};
+use crate::pending;
 use crate::retry::Policy;
 use crate::secrets;
 use crate::template::{Fact, Facts};
@@ -40,6 +41,10 @@ pub enum Error {
     NoInstanceProfile(String),
     Secrets(secrets::Error),
     Files(files::Error),
+    /// A rename or directory sync failed part-way through the commit.
+    Commit(files::CommitError),
+    /// The record of owed on_change commands could not be read or written.
+    Pending(crate::state::Error),
 }
 
 impl Error {
@@ -51,7 +56,9 @@ impl Error {
                 imds::Error::Malformed { .. } => Class::Malformed,
                 _ => Class::Unavailable,
             },
-            Error::Nonce(_) | Error::Files(_) => Class::CannotWrite,
+            Error::Nonce(_) | Error::Files(_) | Error::Commit(_) | Error::Pending(_) => {
+                Class::CannotWrite
+            }
             Error::Login(e) => match e {
                 auth::Error::NonceMismatch { .. } | auth::Error::Denied(_) => Class::Refused,
                 auth::Error::Malformed(_) | auth::Error::Signing(_) => Class::Malformed,
@@ -91,11 +98,38 @@ impl fmt::Display for Error {
             ),
             Error::Secrets(e) => e.fmt(f),
             Error::Files(e) => write!(f, "writing files: {e}"),
+            Error::Commit(e) => write!(f, "writing files: {e}"),
+            Error::Pending(e) => write!(f, "pending on_change commands: {e}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    /// What the failed run did to the outputs, for the summary line.
+    pub fn outputs_changed(&self) -> String {
+        match self {
+            Error::Commit(e) if !e.replaced.is_empty() => {
+                let tail = if e.not_replaced.is_empty() {
+                    "not every directory could be synced".to_string()
+                } else {
+                    format!(
+                        "{} not replaced: {}",
+                        e.not_replaced.len(),
+                        files::path_list(&e.not_replaced)
+                    )
+                };
+                format!(
+                    "{} file(s) replaced: {}; {tail}",
+                    e.replaced.len(),
+                    files::path_list(&e.replaced)
+                )
+            }
+            _ => "no file was changed".into(),
+        }
+    }
+}
 
 /// What a successful run did.
 #[derive(Debug, Default)]
@@ -408,18 +442,47 @@ fn write_outputs(
 
     let outputs = secrets::render_outputs(config, &fetched, facts).map_err(Error::Secrets)?;
     drop(fetched);
+    let earlier = pending::load(&config.state_dir).map_err(Error::Pending)?;
+    for repair in &earlier.repairs {
+        log.warn(repair);
+    }
     let step = Instant::now();
-    let done = stage_and_commit(&outputs).map_err(Error::Files)?;
+    let staged = stage(&outputs).map_err(Error::Files)?;
+    let (owed, dropped) = pending::owed(&outputs, &staged, &earlier.found);
+    for path in dropped {
+        log.warn(&format!(
+            "on_change owed by an earlier run for {} is not run: the configuration no longer \
+             gives that output an on_change command",
+            path.display()
+        ));
+    }
+    // Before the first rename: a kill from here on leaves the commands owed on disk.
+    let recorded =
+        pending::record(&config.state_dir, &earlier.found, &owed).map_err(Error::Pending)?;
+    for warning in &recorded.warnings {
+        log.warn(warning);
+    }
+    let done = match staged.commit() {
+        Ok(done) => done,
+        Err(e) => {
+            if recorded.on_disk {
+                log.warn(&format!(
+                    "on_change commands not run: the files are not a complete set; they stay \
+                     owed in {} and run after the next commit that completes",
+                    config.state_dir.join(pending::FILE_NAME).display()
+                ));
+            }
+            return Err(Error::Commit(e));
+        }
+    };
     let mut summary = Summary {
         secrets: config.secrets.len(),
         ..Summary::default()
     };
-    let mut written = Vec::new();
     for (output, outcome) in &done {
         match outcome {
             Outcome::Written => {
                 summary.written += 1;
-                written.push(*output);
                 log.info(&format!(
                     "wrote {} (mode {:04o}, uid {}, gid {})",
                     output.path.display(),
@@ -430,12 +493,19 @@ fn write_outputs(
             }
             Outcome::Unchanged => {
                 summary.unchanged += 1;
-                log.info(&format!("unchanged {}", output.path.display()));
+                if owed.iter().any(|o| std::ptr::eq(*o, *output)) {
+                    log.info(&format!(
+                        "unchanged {} (its on_change is owed by an earlier run)",
+                        output.path.display()
+                    ));
+                } else {
+                    log.info(&format!("unchanged {}", output.path.display()));
+                }
             }
         }
     }
     log.info(&format!("files in place ({})", took(step.elapsed())));
-    for ran in files::run_on_change(&written) {
+    for ran in files::run_on_change(&owed) {
         match ran.result {
             Ok(()) => log.info(&format!("on_change {:?} ok ({})", ran.argv, took(ran.took))),
             Err(e) => {
@@ -444,21 +514,26 @@ fn write_outputs(
             }
         }
     }
+    // Every owed command has run (a failed one is a warning, not owed again).
+    if recorded.on_disk {
+        if let Err(e) = pending::clear(&config.state_dir) {
+            log.warn(&format!(
+                "cannot clear the pending on_change commands: {e}; they run again on the next run"
+            ));
+        }
+    }
     Ok(summary)
 }
 
 /// Files staged at once on this many threads at most.
 const MAX_FILE_THREADS: usize = 8;
 
-/// `files::stage_all` then `commit`, with the outputs spread over threads: their fsyncs (each
-/// staged file's, then each renamed file's directory) overlap instead of queueing. Still all or
-/// nothing: nothing is renamed until every output is staged, and a failure to stage any of them
-/// removes every staged file (dropping a `Staged` does).
-fn stage_and_commit(
-    outputs: &[files::Output],
-) -> Result<Vec<(&files::Output, Outcome)>, files::Error> {
+/// `files::stage_all` with the outputs spread over threads: their fsyncs overlap instead of
+/// queueing. Still all or nothing: a failure to stage any of them removes every staged file
+/// (dropping a `Staged` does).
+fn stage(outputs: &[files::Output]) -> Result<files::Staged<'_>, files::Error> {
     if outputs.len() < 2 {
-        return files::stage_all(outputs)?.commit();
+        return files::stage_all(outputs);
     }
     let per_thread = outputs.len().div_ceil(MAX_FILE_THREADS);
     std::thread::scope(|scope| {
@@ -466,12 +541,7 @@ fn stage_and_commit(
             .chunks(per_thread)
             .map(|chunk| scope.spawn(move || files::stage_all(chunk)))
             .collect();
-        let staged: Vec<files::Staged<'_>> = join_all(staging)?;
-        let committing: Vec<_> = staged
-            .into_iter()
-            .map(|staged| scope.spawn(move || staged.commit()))
-            .collect();
-        Ok(join_all(committing)?.into_iter().flatten().collect())
+        join_all(staging).map(files::Staged::join)
     })
 }
 

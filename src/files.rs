@@ -60,6 +60,52 @@ pub enum Outcome {
     Unchanged,
 }
 
+/// A commit that failed part-way: which outputs were replaced and which were not.
+#[derive(Debug)]
+pub struct CommitError {
+    /// The rename or directory sync that failed.
+    pub error: Error,
+    /// Renamed into place before the failure.
+    pub replaced: Vec<PathBuf>,
+    /// Still as they were (old content, or absent): the one that failed and every one after.
+    pub not_replaced: Vec<PathBuf>,
+}
+
+impl fmt::Display for CommitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; ", self.error)?;
+        if self.not_replaced.is_empty() {
+            write!(
+                f,
+                "every output was replaced ({}), but the replacements in that directory may \
+                 not survive a crash",
+                path_list(&self.replaced)
+            )
+        } else {
+            write!(
+                f,
+                "already replaced: {}; not replaced (as they were): {}",
+                path_list(&self.replaced),
+                path_list(&self.not_replaced)
+            )
+        }
+    }
+}
+
+impl std::error::Error for CommitError {}
+
+/// Paths for a message: `a, b, c`, or `none`.
+pub fn path_list(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "none".into();
+    }
+    let names: Vec<_> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
+}
+
+/// Directories synced at once on this many threads at most.
+const MAX_SYNC_THREADS: usize = 8;
+
 /// Outputs staged and ready to be renamed into place. Dropping it removes the staged files.
 pub struct Staged<'a> {
     items: Vec<(&'a Output, Option<PathBuf>)>,
@@ -76,29 +122,116 @@ impl Drop for Staged<'_> {
 }
 
 impl<'a> Staged<'a> {
-    /// Renames every staged file into place and syncs the directories.
-    pub fn commit(mut self) -> Result<Vec<(&'a Output, Outcome)>, Error> {
+    /// One set from sets staged apart (on several threads), in their order.
+    pub fn join(parts: Vec<Staged<'a>>) -> Staged<'a> {
+        let mut all = Staged { items: Vec::new() };
+        for mut part in parts {
+            all.items.append(&mut part.items);
+        }
+        all
+    }
+
+    /// The outputs the commit will replace (content, owner or mode differ), in order.
+    pub fn to_replace(&self) -> impl Iterator<Item = &'a Output> + '_ {
+        self.items
+            .iter()
+            .filter(|(_, temp)| temp.is_some())
+            .map(|(output, _)| *output)
+    }
+
+    /// Renames every staged file into place, in order, then syncs their directories (in
+    /// parallel: each sync waits for the disk). The first failed rename stops the renames;
+    /// the directories of what was already renamed are still synced, and the error says which
+    /// outputs were replaced and which not.
+    pub fn commit(mut self) -> Result<Vec<(&'a Output, Outcome)>, CommitError> {
         let mut dirs = BTreeSet::new();
         let mut results = Vec::new();
+        let mut failed = None;
         for i in 0..self.items.len() {
             let (output, temp) = &mut self.items[i];
             match temp.take() {
                 None => results.push((*output, Outcome::Unchanged)),
-                Some(t) => {
-                    if let Err(e) = fs::rename(&t, &output.path) {
-                        let _ = fs::remove_file(&t);
-                        return Err(fail(&output.path, format!("cannot rename into place: {e}")));
+                Some(t) => match fs::rename(&t, &output.path) {
+                    Ok(()) => {
+                        dirs.insert(parent_of(&output.path).to_path_buf());
+                        results.push((*output, Outcome::Written));
                     }
-                    dirs.insert(parent_of(&output.path).to_path_buf());
-                    results.push((*output, Outcome::Written));
+                    Err(e) => {
+                        let _ = fs::remove_file(&t);
+                        failed = Some((
+                            i,
+                            fail(&output.path, format!("cannot rename into place: {e}")),
+                        ));
+                        break;
+                    }
+                },
+            }
+        }
+        let synced = sync_dirs(dirs.into_iter().collect());
+        let replaced = || {
+            results
+                .iter()
+                .filter(|(_, o)| *o == Outcome::Written)
+                .map(|(o, _)| o.path.clone())
+                .collect()
+        };
+        match (failed, synced) {
+            (None, Ok(())) => Ok(results),
+            (None, Err(error)) => Err(CommitError {
+                error,
+                replaced: replaced(),
+                not_replaced: Vec::new(),
+            }),
+            (Some((i, error)), _) => Err(CommitError {
+                error,
+                replaced: replaced(),
+                // The failed one and those after it that differ: their staged files go when
+                // `self` is dropped.
+                not_replaced: std::iter::once(self.items[i].0)
+                    .chain(
+                        self.items[i + 1..]
+                            .iter()
+                            .filter(|(_, t)| t.is_some())
+                            .map(|(o, _)| *o),
+                    )
+                    .map(|o| o.path.clone())
+                    .collect(),
+            }),
+        }
+    }
+}
+
+/// Syncs every directory (all of them, also after a failure); the first failure.
+fn sync_dirs(dirs: Vec<PathBuf>) -> Result<(), Error> {
+    let sync = |dirs: &[PathBuf]| -> Result<(), Error> {
+        let mut first = Ok(());
+        for dir in dirs {
+            if let Err(e) = sync_dir(dir) {
+                if first.is_ok() {
+                    first = Err(fail(dir, format!("cannot sync directory: {e}")));
                 }
             }
         }
-        for dir in dirs {
-            sync_dir(&dir).map_err(|e| fail(&dir, format!("cannot sync directory: {e}")))?;
-        }
-        Ok(results)
+        first
+    };
+    if dirs.len() < 2 {
+        return sync(&dirs);
     }
+    let per_thread = dirs.len().div_ceil(MAX_SYNC_THREADS);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = dirs
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || sync(chunk)))
+            .collect();
+        let mut first = Ok(());
+        for h in handles {
+            let r = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    })
 }
 
 /// Checks and stages every output; on any failure nothing is left behind and no target touched.
@@ -394,6 +527,8 @@ fn run_child(argv: &[String]) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("cannot start: {e}"))?;
     let start = Instant::now();
+    // Polled from 1 ms up to every 20 ms: a quick reload is not charged a whole 20 ms.
+    let mut pause = Duration::from_millis(1);
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
@@ -403,7 +538,10 @@ fn run_child(argv: &[String]) -> Result<(), String> {
                 let _ = child.wait();
                 return Err(format!("killed after {}s", CHILD_TIMEOUT.as_secs()));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
             Err(e) => return Err(format!("cannot wait: {e}")),
         }
     }
@@ -506,6 +644,60 @@ mod tests {
         let e = stage_all(&outs).err().unwrap();
         assert!(e.message.contains("writable by others"), "{e}");
         assert!(!open.join("x").exists());
+    }
+
+    /// A real fault between staging and renaming: the target became a non-empty directory
+    /// (rename(2) then fails with EISDIR). What was renamed before stays, the rest is old, the
+    /// error says which is which, and no staged file is left.
+    #[test]
+    fn a_rename_that_fails_part_way_says_what_was_replaced() {
+        let d = private_dir();
+        for name in ["a", "b", "c", "same"] {
+            fs::write(d.path().join(name), "old").unwrap();
+            fs::set_permissions(d.path().join(name), fs::Permissions::from_mode(0o640)).unwrap();
+        }
+        let outs = vec![
+            output(d.path().join("a"), "new"),
+            output(d.path().join("b"), "new"),
+            output(d.path().join("same"), "old"),
+            output(d.path().join("c"), "new"),
+        ];
+        let staged = stage_all(&outs).unwrap();
+        let replacing: Vec<_> = staged.to_replace().map(|o| o.path.clone()).collect();
+        assert_eq!(replacing.len(), 3, "{replacing:?}");
+        fs::remove_file(d.path().join("b")).unwrap();
+        fs::create_dir(d.path().join("b")).unwrap();
+        fs::write(d.path().join("b/inside"), "x").unwrap();
+
+        let e = staged.commit().err().unwrap();
+        assert_eq!(e.replaced, vec![d.path().join("a")]);
+        assert_eq!(e.not_replaced, vec![d.path().join("b"), d.path().join("c")]);
+        assert_eq!(e.error.path, d.path().join("b"));
+        let text = e.to_string();
+        assert!(text.contains("cannot rename into place"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "already replaced: {}",
+                d.path().join("a").display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "not replaced (as they were): {}, {}",
+                d.path().join("b").display(),
+                d.path().join("c").display()
+            )),
+            "{text}"
+        );
+        assert_eq!(fs::read_to_string(d.path().join("a")).unwrap(), "new");
+        assert_eq!(fs::read_to_string(d.path().join("c")).unwrap(), "old");
+        let staged_left: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(STAGE_MARK))
+            .collect();
+        assert!(staged_left.is_empty(), "{staged_left:?}");
     }
 
     #[test]

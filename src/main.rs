@@ -103,8 +103,9 @@ fn run(path: &std::path::Path, hardening_problems: &[String]) -> ExitCode {
             };
             log.error(&e.to_string());
             log.error(&format!(
-                "failed after {}: no file was changed (exit {status})",
-                took(start.elapsed())
+                "failed after {}: {} (exit {status})",
+                took(start.elapsed()),
+                e.outputs_changed()
             ));
             ExitCode::from(status)
         }

@@ -6,39 +6,18 @@
 
 use crate::files;
 use crate::secret::Secret;
+use crate::state::{self, fail, Unusable};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+pub use crate::state::Error;
 
 const FILE_NAME: &str = "nonce.json";
 /// Random bytes in a nonce; 32 bytes give a 43-character base64url nonce (Vault allows 128).
 const NONCE_BYTES: usize = 32;
 const MAX_STATE_BYTES: u64 = 64 * 1024;
-
-#[derive(Debug)]
-pub struct Error {
-    pub path: PathBuf,
-    pub message: String,
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.message)
-    }
-}
-
-impl std::error::Error for Error {}
-
-fn fail(path: &Path, message: impl Into<String>) -> Error {
-    Error {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
 
 /// Where this run's nonce came from (logged; the value never is).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +57,7 @@ impl Drop for Stored {
 /// Loads this instance's nonce, or generates one and persists it before returning it.
 pub fn load_or_create(dir: &Path, instance_id: &str) -> Result<Nonce, Error> {
     let mut repairs = Vec::new();
-    prepare_dir(dir, &mut repairs)?;
+    state::prepare_dir(dir, &mut repairs)?;
     // A copy staged by a run killed before its rename: never used, always removed.
     files::remove_stale_stages(dir, FILE_NAME);
     let path = dir.join(FILE_NAME);
@@ -97,11 +76,14 @@ pub fn load_or_create(dir: &Path, instance_id: &str) -> Result<Nonce, Error> {
             stored_instance: stored.instance_id.clone(),
         },
         Err(unusable) => {
-            let (kind, why) = match unusable {
-                Unusable::Unreadable(why) => ("unreadable", why),
-                Unusable::Untrusted(why) => ("untrusted", why),
+            let kind = unusable.kind();
+            let why = match unusable {
+                Unusable::Unreadable(why) => why,
+                Unusable::Untrusted(why) => {
+                    format!("not trusted: {why}, so its nonce may be someone else's; never used")
+                }
             };
-            let moved_to = dir.join(format!("{FILE_NAME}.{kind}-{}", now_secs()));
+            let moved_to = state::aside_path(dir, FILE_NAME, kind);
             fs::rename(&path, &moved_to).map_err(|e| {
                 fail(
                     &path,
@@ -127,117 +109,19 @@ fn generate() -> Secret {
     Secret::from_string(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(*raw))
 }
 
-/// The state directory: created 0700 when missing; ours, and private.
-fn prepare_dir(dir: &Path, repairs: &mut Vec<String>) -> Result<(), Error> {
-    files::ensure_dir(dir).map_err(|e| fail(dir, e.message))?;
-    let meta = fs::symlink_metadata(dir).map_err(|e| fail(dir, format!("cannot inspect: {e}")))?;
-    if !meta.is_dir() {
-        return Err(fail(dir, "is not a directory (a symlink is refused here)"));
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(fail(
-            dir,
-            format!(
-                "is owned by uid {}, not by us (uid {me}): refused",
-                meta.uid()
-            ),
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| fail(dir, format!("cannot make private: {e}")))?;
-        repairs.push(format!(
-            "{} was mode {:04o}; set to 0700",
-            dir.display(),
-            meta.mode() & 0o7777
-        ));
-    }
-    if let Some(parent) = dir.parent() {
-        files::check_trusted_dir(parent, false).map_err(|e| fail(dir, e.message))?;
-    }
-    Ok(())
-}
-
-/// Why a state file that is there cannot be used.
-enum Unusable {
-    /// Not vaultboot state: not a regular file, not JSON, empty, truncated, too large.
-    Unreadable(String),
-    /// Someone else may have written it (another owner, writable by others): its nonce may be
-    /// one an attacker chose and knows, so it is never sent.
-    Untrusted(String),
-}
-
-impl From<String> for Unusable {
-    fn from(why: String) -> Self {
-        Unusable::Unreadable(why)
-    }
-}
-
-impl From<&str> for Unusable {
-    fn from(why: &str) -> Self {
-        Unusable::Unreadable(why.to_string())
-    }
-}
-
 /// `Ok(None)` when there is no state yet; `Err` when the file is there but unusable.
 fn read_stored(path: &Path, repairs: &mut Vec<String>) -> Result<Option<Stored>, Unusable> {
-    let mut file = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot open: {e}").into()),
+    let Some(contents) = state::read(path, MAX_STATE_BYTES)? else {
+        return Ok(None);
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot inspect: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    let untrusted = if meta.uid() != me {
-        Some(format!("owned by uid {}, not by us", meta.uid()))
-    } else if meta.mode() & 0o022 != 0 {
-        Some(format!(
-            "mode {:04o}, writable by others",
-            meta.mode() & 0o7777
-        ))
-    } else {
-        None
-    };
-    if let Some(why) = untrusted {
-        // Kept as evidence, but ours and private from now on: it may hold the bound nonce.
-        let _ = std::os::unix::fs::fchown(&file, Some(me), Some(nix::unistd::getegid().as_raw()));
-        let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
-        return Err(Unusable::Untrusted(format!(
-            "not trusted: {why}, so its nonce may be someone else's; never used"
-        )));
-    }
-    if meta.mode() & 0o077 != 0 {
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("cannot make private: {e}"))?;
+    if let Some(mode) = contents.was_mode {
         repairs.push(format!(
-            "{} was mode {:04o}, readable by others; set to 0600 (if that was not you, \
+            "{} was mode {mode:04o}, readable by others; set to 0600 (if that was not you, \
              rotate the nonce: see README)",
             path.display(),
-            meta.mode() & 0o7777
         ));
     }
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
-    (&mut file)
-        .take(MAX_STATE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() as u64 > MAX_STATE_BYTES {
-        return Err("larger than 64 KiB".into());
-    }
-    if bytes.is_empty() {
-        return Err("empty".into());
-    }
-    let stored: Stored = serde_json::from_slice(&bytes)
+    let stored: Stored = serde_json::from_slice(&contents.bytes)
         .map_err(|e| format!("not vaultboot state ({})", crate::vault::json_problem(&e)))?;
     let valid = stored.version == 1
         && stored.instance_id.starts_with("i-")
@@ -255,36 +139,19 @@ fn persist(dir: &Path, path: &Path, instance_id: &str, nonce: &Secret) -> Result
         version: 1,
         instance_id: instance_id.to_string(),
         nonce: nonce.expose_str().unwrap_or_default().to_string(),
-        created: now_secs(),
+        created: state::now_secs(),
     };
     let bytes = zeroize::Zeroizing::new(
         serde_json::to_vec_pretty(&stored).map_err(|e| fail(path, e.to_string()))?,
     );
     drop(stored);
-    files::remove_stale_stages(dir, FILE_NAME);
-    let temp = dir.join(format!(".{FILE_NAME}.vaultboot.{}", std::process::id()));
-    let me = nix::unistd::geteuid().as_raw();
-    let my_group = nix::unistd::getegid().as_raw();
-    files::write_new(&temp, &bytes, 0o600, me, my_group)
-        .map_err(|e| fail(path, format!("cannot write: {e}")))?;
-    fs::rename(&temp, path).map_err(|e| {
-        let _ = fs::remove_file(&temp);
-        fail(path, format!("cannot rename into place: {e}"))
-    })?;
-    files::sync_dir(dir).map_err(|e| fail(dir, format!("cannot sync: {e}")))?;
-    Ok(())
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    state::write(dir, FILE_NAME, &bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn state() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();

@@ -7,20 +7,25 @@
 //! Kill points come from three sources, none of them a hook in the agent:
 //! * timing: kills at evenly spread delays over a whole run, stretched by simulator latency;
 //! * observation: the test watches the file system and kills as soon as the k-th staged file
-//!   appears, or the k-th target has been renamed into place (so between two renames), or the
-//!   nonce file is staged or renamed;
+//!   appears, or the k-th target has been renamed into place (so between two renames), or
+//!   every target is (before the on_change commands), or the first command has run (between
+//!   two commands), or the nonce file is staged or renamed;
 //! * faults: an answer held back by the simulator (Fault::Delay) pins the agent in one step
 //!   (login in flight, a secret read in flight, the revoke after the renames).
 //!
-//! 223 kills in all; the four tests take 1–1.5 minutes together on two cores (they run in
-//! parallel; each kill is followed by a complete run).
+//! Every output but the certificate and key has an on_change command; after every kill, each
+//! command has run at least once (in the killed run or the recovery), and whenever a target
+//! was renamed while commands were still owed, the pending record is on disk.
+//!
+//! 243 kills in all; the five tests take about 50 s together on two cores (two run at a time;
+//! each kill is followed by a complete run).
 
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -45,7 +50,12 @@ struct Target {
     mode: u32,
     uid: u32,
     gid: u32,
+    /// The label its on_change command appends to the hook log (shared labels: one command).
+    hook: Option<&'static str>,
 }
+
+/// Every distinct on_change command of the configuration, by the label it writes.
+const HOOKS: [&str; 4] = ["ad", "api", "bulk0", "bulk1"];
 
 /// The KV values of one version of the secrets; PKI changes by itself on every issue.
 struct Version {
@@ -64,6 +74,8 @@ struct Crash {
     /// Content and inode of every target after the last completed run.
     old: BTreeMap<PathBuf, (Vec<u8>, u64)>,
     nonce_ino: u64,
+    /// The log every on_change command appends its label to.
+    hook_log: PathBuf,
     /// Kill points seen, by where they landed.
     landed: BTreeMap<&'static str, usize>,
     kills: usize,
@@ -106,6 +118,7 @@ impl Crash {
                 mode: 0o644,
                 uid: my_uid,
                 gid: my_gid,
+                hook: None,
             },
             Target {
                 path: out.join("tls/server.key"),
@@ -113,6 +126,7 @@ impl Crash {
                 mode: 0o640,
                 uid: other_uid,
                 gid: other_gid,
+                hook: None,
             },
             Target {
                 path: out.join("run/ad-join.env"),
@@ -120,6 +134,7 @@ impl Crash {
                 mode: 0o600,
                 uid: my_uid,
                 gid: my_gid,
+                hook: Some("ad"),
             },
             Target {
                 path: out.join("run/ad-join.password"),
@@ -127,6 +142,7 @@ impl Crash {
                 mode: 0o400,
                 uid: other_uid,
                 gid: other_gid,
+                hook: Some("ad"),
             },
             Target {
                 path: out.join(format!("app/{INSTANCE}.json")),
@@ -134,6 +150,7 @@ impl Crash {
                 mode: 0o640,
                 uid: my_uid,
                 gid: my_gid,
+                hook: Some("api"),
             },
         ];
         for i in 0..BULK {
@@ -144,12 +161,25 @@ impl Crash {
                 mode: if i % 2 == 0 { 0o600 } else { 0o640 },
                 uid: if other { other_uid } else { my_uid },
                 gid: if other { other_gid } else { my_gid },
+                hook: Some(["bulk0", "bulk1"][i % 2]),
             });
         }
+        let hook = env.path("hook.sh");
+        let hook_log = env.path("hooks.log");
+        fs::write(
+            &hook,
+            format!("#!/bin/sh\necho \"$1\" >> '{}'\n", hook_log.display()),
+        )
+        .unwrap();
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o700)).unwrap();
         let mut config = env.base_config();
         let file = |t: &Target, fields: &str, extra: &str| {
+            let on_change = t
+                .hook
+                .map(|label| format!("  on_change = [\"{}\", \"{label}\"]\n", hook.display()))
+                .unwrap_or_default();
             format!(
-                "  [[secret.file]]\n  path = \"{}\"\n  fields = {fields}\n  mode = \"{:04o}\"\n  owner = \"{}\"\n  group = \"{}\"\n{extra}",
+                "  [[secret.file]]\n  path = \"{}\"\n  fields = {fields}\n  mode = \"{:04o}\"\n  owner = \"{}\"\n  group = \"{}\"\n{extra}{on_change}",
                 t.path.display(),
                 t.mode,
                 t.uid,
@@ -188,6 +218,7 @@ impl Crash {
             },
             old: BTreeMap::new(),
             nonce_ino: 0,
+            hook_log,
             landed: BTreeMap::new(),
             kills: 0,
         };
@@ -238,6 +269,24 @@ impl Crash {
             }
             .into_bytes(),
         )
+    }
+
+    fn record_path(&self) -> PathBuf {
+        self.env.state_dir().join("pending_on_change.json")
+    }
+
+    /// Every label the on_change commands wrote, in order.
+    fn hook_lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.hook_log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The distinct commands that ran since the hook log had `from` lines.
+    fn hooks_ran_since(&self, from: usize) -> BTreeSet<String> {
+        self.hook_lines().into_iter().skip(from).collect()
     }
 
     fn nonce_path(&self) -> PathBuf {
@@ -314,6 +363,10 @@ impl Crash {
         );
         let staged = self.staged_files();
         assert!(staged.is_empty(), "staged files left behind: {staged:?}");
+        assert!(
+            !self.record_path().exists(),
+            "the pending on_change record was not cleared"
+        );
         self.check_modes("after a completed run");
         self.old = self
             .targets
@@ -355,7 +408,12 @@ impl Crash {
     }
 
     /// Checks the state after a kill, and classifies where the kill landed.
-    fn check_after_kill(&mut self, context: &str, keys_before: usize) -> &'static str {
+    fn check_after_kill(
+        &mut self,
+        context: &str,
+        keys_before: usize,
+        hooks_before: usize,
+    ) -> &'static str {
         self.check_modes(context);
         let keys_now: Vec<String> = self
             .env
@@ -419,10 +477,36 @@ impl Crash {
             "{context}: the nonce file was rewritten"
         );
         let staged = !self.staged_files().is_empty();
+        let ran = self.hooks_ran_since(hooks_before);
+        // Write-ahead: once a target was renamed, every command not yet run is owed on disk.
+        if fresh > 0 && ran.len() < HOOKS.len() {
+            let record: serde_json::Value =
+                serde_json::from_slice(&fs::read(self.record_path()).unwrap_or_else(|e| {
+                    panic!("{context}: a target was renamed, commands are owed, no record: {e}")
+                }))
+                .unwrap_or_else(|e| panic!("{context}: the record is not whole: {e}"));
+            let owed: BTreeSet<&str> = record["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect();
+            for t in self.targets.iter().filter(|t| t.hook.is_some()) {
+                assert!(
+                    owed.contains(t.path.to_str().unwrap()),
+                    "{context}: {} is not in the record",
+                    t.path.display()
+                );
+            }
+        }
         match fresh {
             0 if staged => "while staging",
             0 => "before staging",
-            n if n == self.targets.len() => "after the renames",
+            n if n == self.targets.len() && ran.len() == HOOKS.len() => "after the renames",
+            n if n == self.targets.len() && ran.is_empty() => {
+                "after the renames, before the commands"
+            }
+            n if n == self.targets.len() => "between the on_change commands",
             _ => "between two renames",
         }
     }
@@ -462,6 +546,7 @@ impl Crash {
     fn kill_one(&mut self, label: &str, mut when: When<'_>) {
         self.next_version();
         let keys_before = self.keys_issued();
+        let hooks_before = self.hook_lines().len();
         let log = self.env.path("killed.log");
         let start = Instant::now();
         let mut child = self.env.spawn(&self.cfg, &log);
@@ -480,7 +565,7 @@ impl Crash {
         let out = self.env.finish(child, &log);
         self.kills += 1;
         let context = format!("kill #{} ({label}, status {})", self.kills, out.status);
-        let landed = self.check_after_kill(&context, keys_before);
+        let landed = self.check_after_kill(&context, keys_before, hooks_before);
         let landed = if out.status == 0 {
             "completed before the kill"
         } else {
@@ -488,6 +573,16 @@ impl Crash {
         };
         *self.landed.entry(landed).or_default() += 1;
         self.recover(&context);
+        // Every target changed in this round, so every command was owed: each ran at least
+        // once, in the killed run or in the recovery (which may have found its file current).
+        let ran = self.hooks_ran_since(hooks_before);
+        for hook in HOOKS {
+            assert!(
+                ran.contains(hook),
+                "{context}: on_change {hook:?} never ran after the kill ({} landed): ran {ran:?}",
+                landed
+            );
+        }
     }
 
     fn report(&self, name: &str) {
@@ -597,6 +692,41 @@ fn killed_while_staging_and_between_renames() {
     let staging = c.landed.get("while staging").copied().unwrap_or(0);
     assert!(between >= 5, "{:?}", c.landed);
     assert!(staging >= 5, "{:?}", c.landed);
+}
+
+/// Kills after the last rename: as soon as every target is renamed (mostly before the first
+/// on_change command), and as soon as the first command has run (so between two commands).
+/// Every command runs at least once afterwards (checked by `kill_one`).
+#[test]
+fn killed_between_the_renames_and_the_on_change_commands() {
+    let mut c = Crash::new();
+    let n = c.targets.len();
+    for _ in 0..10 {
+        c.kill_one(
+            "every target renamed",
+            When::Seen(Box::new(move |c: &Crash| c.inodes_changed() >= n)),
+        );
+    }
+    for _ in 0..10 {
+        let before = c.hook_lines().len();
+        c.kill_one(
+            "the first on_change ran",
+            When::Seen(Box::new(move |c: &Crash| c.hook_lines().len() > before)),
+        );
+    }
+    c.report("renames and commands");
+    let before_commands = c
+        .landed
+        .get("after the renames, before the commands")
+        .copied()
+        .unwrap_or(0);
+    let between = c
+        .landed
+        .get("between the on_change commands")
+        .copied()
+        .unwrap_or(0);
+    assert!(before_commands >= 3, "{:?}", c.landed);
+    assert!(between >= 5, "{:?}", c.landed);
 }
 
 /// Kills pinned in one step by an answer the simulator holds back.
@@ -727,12 +857,17 @@ fn killed_around_the_first_nonce() {
             Fault::Delay(Duration::from_millis(400)),
             1,
         );
-        let connections = env.vault.control().connections();
         let mut child = env.spawn(&c.cfg, &log);
         let start = Instant::now();
-        while env.vault.control().connections() == connections
+        // The fault is taken when the login arrives (a new connection is not enough: the
+        // agent opens one ahead while it reads IMDS, and on a loaded machine the login may
+        // come more than 150 ms later).
+        while env.vault.control().pending_faults() > 0
             && start.elapsed() < Duration::from_secs(10)
-        {}
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::yield_now();
+        }
         std::thread::sleep(Duration::from_millis(150));
         let _ = child.kill();
         let _ = child.wait();

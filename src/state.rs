@@ -1,0 +1,197 @@
+//! The state directory (`state.dir`) and the small files vaultboot keeps in it (`nonce.json`,
+//! `pending_on_change.json`): the directory is ours and private, a file is read only when
+//! nobody else could have written it, and written whole (staged, synced, renamed, directory
+//! synced).
+
+use crate::files;
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub struct Error {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub fn fail(path: &Path, message: impl Into<String>) -> Error {
+    Error {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// The state directory: created 0700 when missing; ours, and private. Loose modes are
+/// repaired and said in `repairs`; another owner, a symlink or an untrusted parent is refused.
+pub fn prepare_dir(dir: &Path, repairs: &mut Vec<String>) -> Result<(), Error> {
+    files::ensure_dir(dir).map_err(|e| fail(dir, e.message))?;
+    let meta = fs::symlink_metadata(dir).map_err(|e| fail(dir, format!("cannot inspect: {e}")))?;
+    if !meta.is_dir() {
+        return Err(fail(dir, "is not a directory (a symlink is refused here)"));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(fail(
+            dir,
+            format!(
+                "is owned by uid {}, not by us (uid {me}): refused",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail(dir, format!("cannot make private: {e}")))?;
+        repairs.push(format!(
+            "{} was mode {:04o}; set to 0700",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    if let Some(parent) = dir.parent() {
+        files::check_trusted_dir(parent, false).map_err(|e| fail(dir, e.message))?;
+    }
+    Ok(())
+}
+
+/// Why a state file that is there cannot be used.
+pub enum Unusable {
+    /// Not vaultboot state: not a regular file, not JSON, empty, truncated, too large.
+    Unreadable(String),
+    /// Someone else may have written it (another owner, writable by others): never used.
+    Untrusted(String),
+}
+
+impl Unusable {
+    /// The suffix kind of the name it is moved aside to.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Unusable::Unreadable(_) => "unreadable",
+            Unusable::Untrusted(_) => "untrusted",
+        }
+    }
+}
+
+impl From<String> for Unusable {
+    fn from(why: String) -> Self {
+        Unusable::Unreadable(why)
+    }
+}
+
+impl From<&str> for Unusable {
+    fn from(why: &str) -> Self {
+        Unusable::Unreadable(why.to_string())
+    }
+}
+
+/// A state file's bytes, read from a file nobody else could have written.
+pub struct Contents {
+    pub bytes: zeroize::Zeroizing<Vec<u8>>,
+    /// The file was readable by others with this mode; it is 0600 now.
+    pub was_mode: Option<u32>,
+}
+
+/// `Ok(None)` when there is no such file; `Err` when it is there but unusable. Never follows a
+/// symlink, never blocks on a FIFO, reads at most `max_bytes`.
+pub fn read(path: &Path, max_bytes: u64) -> Result<Option<Contents>, Unusable> {
+    let mut file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open: {e}").into()),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    let untrusted = if meta.uid() != me {
+        Some(format!("owned by uid {}, not by us", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "mode {:04o}, writable by others",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = untrusted {
+        // Kept as evidence, but ours and private from now on (a nonce file may hold the
+        // bound nonce).
+        let _ = std::os::unix::fs::fchown(&file, Some(me), Some(nix::unistd::getegid().as_raw()));
+        let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
+        return Err(Unusable::Untrusted(why));
+    }
+    let mut was_mode = None;
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot make private: {e}"))?;
+        was_mode = Some(meta.mode() & 0o7777);
+    }
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    (&mut file)
+        .take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!("larger than {} KiB", max_bytes / 1024).into());
+    }
+    if bytes.is_empty() {
+        return Err("empty".into());
+    }
+    Ok(Some(Contents { bytes, was_mode }))
+}
+
+/// Write-ahead: `dir/name` holds `bytes` (0600, ours), file and directory synced, or the old
+/// file is still there whole.
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
+    let path = dir.join(name);
+    files::remove_stale_stages(dir, name);
+    let temp = dir.join(format!(".{name}.vaultboot.{}", std::process::id()));
+    let me = nix::unistd::geteuid().as_raw();
+    let my_group = nix::unistd::getegid().as_raw();
+    files::write_new(&temp, bytes, 0o600, me, my_group)
+        .map_err(|e| fail(&path, format!("cannot write: {e}")))?;
+    fs::rename(&temp, &path).map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        fail(&path, format!("cannot rename into place: {e}"))
+    })?;
+    files::sync_dir(dir).map_err(|e| fail(dir, format!("cannot sync: {e}")))
+}
+
+/// Removes `dir/name` (if it is there) and syncs the directory.
+pub fn remove(dir: &Path, name: &str) -> Result<(), Error> {
+    let path = dir.join(name);
+    match fs::remove_file(&path) {
+        Ok(()) => files::sync_dir(dir).map_err(|e| fail(dir, format!("cannot sync: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(fail(&path, format!("cannot remove: {e}"))),
+    }
+}
+
+/// The name an unusable state file is moved aside to: `<name>.<kind>-<seconds>`.
+pub fn aside_path(dir: &Path, name: &str, kind: &str) -> PathBuf {
+    dir.join(format!("{name}.{kind}-{}", now_secs()))
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
