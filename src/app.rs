@@ -75,6 +75,17 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The run's last line when the deadline ended on a failure with a known cause.
+    pub fn advice(&self) -> Option<String> {
+        match self {
+            Error::Login(e) => e.advice(),
+            Error::Secrets(secrets::Error::Unavailable { last, .. }) => auth::verdict::advice(last),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -106,6 +106,9 @@ fn run(path: &std::path::Path, hardening_problems: &[String]) -> ExitCode {
                 "failed after {}: no file was changed (exit {status})",
                 took(start.elapsed())
             ));
+            if let Some(advice) = e.advice() {
+                log.error(&advice);
+            }
             ExitCode::from(status)
         }
     }

@@ -50,6 +50,14 @@ impl Error {
         }
     }
 
+    /// The host a 3xx pointed at.
+    pub fn redirected_to(&self) -> Option<&str> {
+        match self {
+            Error::Http(http::Error::Redirect { target, .. }) => Some(target),
+            _ => None,
+        }
+    }
+
     pub fn mentions(&self, needle: &str) -> bool {
         matches!(self, Error::Status { messages, .. } if messages.iter().any(|m| m.contains(needle)))
     }
