@@ -62,10 +62,6 @@ impl Error {
             _ => None,
         }
     }
-
-    pub fn mentions(&self, needle: &str) -> bool {
-        matches!(self, Error::Status { messages, .. } if messages.iter().any(|m| m.contains(needle)))
-    }
 }
 
 impl fmt::Display for Error {

@@ -114,7 +114,7 @@ endpoint = "{imds}"
 dir = "{dir}/state"
 
 [retry]
-deadline = "{deadline}"
+deadline = "{deadline}s"
 max_delay = "{max_delay}"
 
 [[secret]]
@@ -130,7 +130,7 @@ path = "secret/data/fleet/agent-{i:03}"
         ca = dir.parent().unwrap().join("vault-ca.pem").display(),
         imds = imds.url(),
         dir = dir.display(),
-        deadline = format!("{}s", spec.deadline.as_secs()),
+        deadline = spec.deadline.as_secs(),
         max_delay = spec.max_delay,
     )
 }

@@ -219,8 +219,13 @@ impl LoginJudge {
 /// What to do when the deadline ended on this error (the run's last line, exit 69).
 pub fn advice(last: &vault::Error) -> Option<String> {
     if let Some(host) = last.redirected_to() {
+        // "(same host)" or "(no location)" is not a host name: not quoted.
+        let to = match host.starts_with('(') {
+            true => host.to_string(),
+            false => format!("{host:?}"),
+        };
         return Some(format!(
-            "Vault kept redirecting to {host:?} until the deadline (a standby pointing at an \
+            "Vault kept redirecting to {to} until the deadline (a standby pointing at an \
              active node that is gone, as during a cluster election): check the Vault cluster; \
              vaultboot never follows a redirect and retried the configured address"
         ));
