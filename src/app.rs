@@ -80,7 +80,10 @@ impl Error {
     pub fn advice(&self) -> Option<String> {
         match self {
             Error::Login(e) => e.advice(),
-            Error::Secrets(secrets::Error::Unavailable { last, .. }) => auth::verdict::advice(last),
+            // (A secret read's errors say nothing about AWS: only a redirect has advice.)
+            Error::Secrets(secrets::Error::Unavailable { last, .. }) => {
+                auth::verdict::redirect_advice(last)
+            }
             _ => None,
         }
     }

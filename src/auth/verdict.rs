@@ -216,19 +216,10 @@ impl LoginJudge {
     }
 }
 
-/// What to do when the deadline ended on this error (the run's last line, exit 69).
+/// What to do when a login's deadline ended on this error (the run's last line, exit 69).
 pub fn advice(last: &vault::Error) -> Option<String> {
-    if let Some(host) = last.redirected_to() {
-        // "(same host)" or "(no location)" is not a host name: not quoted.
-        let to = match host.starts_with('(') {
-            true => host.to_string(),
-            false => format!("{host:?}"),
-        };
-        return Some(format!(
-            "Vault kept redirecting to {to} until the deadline (a standby pointing at an \
-             active node that is gone, as during a cluster election): check the Vault cluster; \
-             vaultboot never follows a redirect and retried the configured address"
-        ));
+    if let Some(advice) = redirect_advice(last) {
+        return Some(advice);
     }
     let row = judge(last).filter(|r| r.meaning.is_transient())?;
     let what = match row.meaning {
@@ -239,6 +230,21 @@ pub fn advice(last: &vault::Error) -> Option<String> {
     Some(format!(
         "{what}, not a refusal: raise max_retries in Vault's auth/<mount>/config/client (its \
          AWS SDK retries), spread the scale-out over more time, or raise retry.deadline"
+    ))
+}
+
+/// What to do when any Vault request's deadline ended on a redirect.
+pub fn redirect_advice(last: &vault::Error) -> Option<String> {
+    let host = last.redirected_to()?;
+    // "(same host)" or "(no location)" is not a host name: not quoted.
+    let to = match host.starts_with('(') {
+        true => host.to_string(),
+        false => format!("{host:?}"),
+    };
+    Some(format!(
+        "Vault kept redirecting to {to} until the deadline (a standby pointing at an active \
+         node that is gone, as during a cluster election): check the Vault cluster; vaultboot \
+         never follows a redirect and retried the configured address"
     ))
 }
 
@@ -411,5 +417,19 @@ mod tests {
         assert!(a.contains("AWS failing"), "{a}");
         assert!(advice(&answer(400, "client nonce mismatch")).is_none());
         assert!(advice(&answer(503, "Vault is sealed")).is_none());
+        let redirected = vault::Error::Http(crate::http::Error::Redirect {
+            url: "https://vault.example:8200/v1/secret/data/x".into(),
+            status: 307,
+            target: "vault-0.internal:8200".into(),
+        });
+        for a in [advice(&redirected), redirect_advice(&redirected)] {
+            let a = a.unwrap();
+            assert!(
+                a.starts_with("Vault kept redirecting to \"vault-0.internal:8200\""),
+                "{a}"
+            );
+        }
+        // A secret read's 5xx that happens to say "i/o timeout" is not AWS behind Vault.
+        assert!(redirect_advice(&answer(500, "storage: i/o timeout")).is_none());
     }
 }
