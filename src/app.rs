@@ -82,6 +82,20 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The run's last line when the deadline ended on a failure with a known cause.
+    pub fn advice(&self) -> Option<String> {
+        match self {
+            Error::Login(e) => e.advice(),
+            // (A secret read's errors say nothing about AWS: only a redirect has advice.)
+            Error::Secrets(secrets::Error::Unavailable { last, .. }) => {
+                auth::verdict::redirect_advice(last)
+            }
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -222,6 +236,11 @@ fn method_name(m: AuthMethod) -> &'static str {
     }
 }
 
+/// The revoke's retries stop this long after it started, or at the deadline if sooner...
+const REVOKE_BUDGET: Duration = Duration::from_secs(5);
+/// ...but it always gets at least this long, even past a spent deadline.
+const REVOKE_GRACE: Duration = Duration::from_secs(2);
+
 /// Gives the token back (unless configured not to); whether it was revoked.
 fn revoke(config: &Config, log: &Log, vault: &Vault, token: &Token, policy: &Policy) -> bool {
     if !config.auth.revoke_token {
@@ -229,11 +248,12 @@ fn revoke(config: &Config, log: &Log, vault: &Vault, token: &Token, policy: &Pol
         return false;
     }
     let step = Instant::now();
-    // A fresh budget: a failed run still gives its token back.
-    let revoke_policy = Policy::new(
-        Instant::now() + Duration::from_secs(5).max(policy.remaining()),
-        config.retry.max_delay,
-    );
+    // Its own short budget: a few seconds of what is left (a standby's redirects or a 5xx
+    // during a failover are retried), but never nothing: a run whose failure spent the
+    // deadline still makes an attempt and a retry, as a token left behind stays valid for its
+    // TTL. (The main budget may also be cancelled by a failed step: this one is not.)
+    let budget = policy.remaining().min(REVOKE_BUDGET).max(REVOKE_GRACE);
+    let revoke_policy = Policy::new(Instant::now() + budget, config.retry.max_delay);
     match auth::revoke(vault, token, &revoke_policy) {
         Ok(()) => {
             log.info(&format!("token revoked ({})", took(step.elapsed())));
@@ -241,8 +261,11 @@ fn revoke(config: &Config, log: &Log, vault: &Vault, token: &Token, policy: &Pol
         }
         Err(e) => {
             log.warn(&format!(
-                "token not revoked: {e}; it expires by itself in {}",
-                humantime::format_duration(token.ttl)
+                "token not revoked after {}: {e}; it stays valid until it expires in {} \
+                 (an operator can revoke it now: vault token revoke -accessor {})",
+                took(step.elapsed()),
+                humantime::format_duration(token.ttl),
+                token.accessor
             ));
             false
         }

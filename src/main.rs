@@ -107,6 +107,9 @@ fn run(path: &std::path::Path, hardening_problems: &[String]) -> ExitCode {
                 took(start.elapsed()),
                 e.outputs_changed()
             ));
+            if let Some(advice) = e.advice() {
+                log.error(&advice);
+            }
             ExitCode::from(status)
         }
     }

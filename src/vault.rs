@@ -32,9 +32,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Connection failures, 5xx, 429 and 412 are worth retrying; the rest is not.
+    /// Connection failures, 3xx, 5xx, 429 and 412 are worth retrying; the rest is not.
+    ///
+    /// A 3xx comes from a standby whose active node is gone (during a cluster's election every
+    /// request is redirected to the dead node): it is retried against the configured address,
+    /// never followed, so no token or nonce goes to a host nobody configured.
     pub fn verdict(&self) -> Verdict {
         match self {
+            Error::Http(http::Error::Redirect { .. }) => Verdict::Transient { retry_after: None },
             Error::Http(e) => e.verdict(),
             Error::Status {
                 status,
@@ -50,8 +55,12 @@ impl Error {
         }
     }
 
-    pub fn mentions(&self, needle: &str) -> bool {
-        matches!(self, Error::Status { messages, .. } if messages.iter().any(|m| m.contains(needle)))
+    /// The host a 3xx pointed at.
+    pub fn redirected_to(&self) -> Option<&str> {
+        match self {
+            Error::Http(http::Error::Redirect { target, .. }) => Some(target),
+            _ => None,
+        }
     }
 }
 

@@ -1,28 +1,40 @@
-//! A fleet booting at once: hundreds of real `vaultboot` processes started within one second
-//! against one Vault simulator that rate-limits logins (429 with Retry-After) and answers a few
-//! percent of requests with 5xx. Every agent has its own instance (its own IMDS simulator, so a
-//! distinct identity document and instance id), state directory and output file.
+//! A fleet booting at once: hundreds (or a thousand) real `vaultboot` processes started within
+//! a second or two against one Vault simulator that rate-limits logins (429 with Retry-After),
+//! answers a few percent of requests with 5xx and, in the scale-out variants, checks each ec2
+//! login with EC2 `DescribeInstances` behind a token bucket (AWS's Describe* bucket: burst 100,
+//! 20 per second), answering throttled logins as Vault does once its SDK retries are spent (400
+//! quoting `RequestLimitExceeded`). Every agent has its own instance (its own IMDS simulator, so
+//! a distinct identity document and instance id), state directory and output file.
 //!
-//! Asserted: all the agents start within one second (a starting gate: shells blocked on a FIFO
-//! exec vaultboot when it closes); every agent succeeds inside its 5-minute deadline and
-//! revokes its token; none spins (after a 429 an agent waits at least Retry-After; every
-//! request is the first or follows a failure; the 429s fit the time it ran at one per
-//! Retry-After); the last agent finishes within 1.5x of the rate-limit ideal (agents / logins
-//! per second). It prints the figures: requests per agent, finish times, the slowest agents'
-//! requests and the login attempts per 500 ms.
+//! Asserted: all the agents start within the window (a starting gate: shells blocked on a FIFO
+//! exec vaultboot when it closes); every agent succeeds inside its deadline and revokes its
+//! token; none spins (after a 429 an agent waits at least Retry-After; every request is the
+//! first or follows a failure; the 429s fit the time it ran at one per Retry-After; the blind
+//! failures — EC2 throttling, 5xx — fit what the growing back-off allows in that time); the
+//! last agent finishes within the bound (of the ideal: agents / the slowest rate, the login
+//! quota or EC2's refill). It prints the figures: requests per agent, finish times, the slowest
+//! agents' requests and the login attempts over time.
 //!
-//! It runs about 15 s (plus the release build) and loads both cores with 300 processes, and its
-//! time bound fails with the agent's retry policy as it is (see docs/fleet.md), so it is
-//! `#[ignore]`d; run it with
+//! Three variants:
+//! - `fleet_of_100_scaling_out_through_ec2_throttling` runs in every `cargo test`: 100 agents,
+//!   EC2 bucket 10 + 10/s, login quota 50/s, 3 % 5xx, `retry.max_delay = "2s"`; bound 2 x
+//!   ideal + 10 s (generous: it must hold in a debug build on a loaded 2-core machine).
+//! - `fleet_of_1000_scaling_out_through_ec2_throttling`, `#[ignore]`d: 1000 agents within 2 s,
+//!   EC2 bucket 100 + 20/s, login quota 50/s, 3 % 5xx, the default back-off (`max_delay`
+//!   20 s, deadline 5 min); bound 1.5 x (1000 / 20 per second = 50 s).
+//! - `fleet_of_300_boots_within_the_rate_limit`, `#[ignore]`d: 300 agents within 1 s, login
+//!   quota 50/s, 3 % 5xx, no EC2 limit; bound 1.5 x 6 s.
 //!
 //! ```sh
-//! CARGO_TARGET_DIR=/work/target-fuzz cargo test --release --test fleet -- --ignored --nocapture
+//! cargo test --release --test fleet -- --ignored --nocapture
+//! cargo test --release --test fleet fleet_of_1000 -- --ignored --nocapture
 //! ```
 //!
-//! Knobs (environment): FLEET_AGENTS (300), FLEET_RATE (logins per second, 50),
-//! FLEET_RETRY_AFTER (seconds, 1), FLEET_5XX_EVERY (one injected 5xx after every this many
-//! Vault requests, 30: about 3 %), FLEET_MAX_DELAY (the agents' retry.max_delay, "20s", the
-//! default), FLEET_AGENT_BIN (another vaultboot binary to run; default: this build's),
+//! Knobs (environment, for the ignored variants): FLEET_AGENTS, FLEET_RATE (logins per
+//! second), FLEET_RETRY_AFTER (seconds), FLEET_5XX_EVERY (one injected 5xx after every this many
+//! Vault requests; 30: about 3 %), FLEET_EC2_BURST and FLEET_EC2_REFILL (the DescribeInstances
+//! bucket; burst 0: no EC2 limit), FLEET_MAX_DELAY (the agents' retry.max_delay); for every
+//! variant FLEET_AGENT_BIN (another vaultboot binary to run; default: this build's) and
 //! FLEET_REPORT (a file to write the figures to).
 
 use std::collections::HashMap;
@@ -38,7 +50,6 @@ use vaultboot_sim::{Fault, Identity, ImdsSim, RecordedRequest, Signer, VaultOpti
 const LOGIN: &str = "/v1/auth/aws/login";
 const REVOKE: &str = "/v1/auth/token/revoke-self";
 const SECRET_PREFIX: &str = "/v1/secret/data/fleet/";
-const DEADLINE: Duration = Duration::from_secs(300);
 
 fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -87,7 +98,7 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
     (percentile(&v, 50.0), percentile(&v, 99.0), max, mean)
 }
 
-fn config(dir: &Path, vault: &VaultSim, imds: &ImdsSim, i: usize, max_delay: &str) -> String {
+fn config(dir: &Path, vault: &VaultSim, imds: &ImdsSim, i: usize, spec: &Spec) -> String {
     format!(
         r#"[vault]
 address = "{vault}"
@@ -103,7 +114,7 @@ endpoint = "{imds}"
 dir = "{dir}/state"
 
 [retry]
-deadline = "5m"
+deadline = "{deadline}s"
 max_delay = "{max_delay}"
 
 [[secret]]
@@ -119,17 +130,135 @@ path = "secret/data/fleet/agent-{i:03}"
         ca = dir.parent().unwrap().join("vault-ca.pem").display(),
         imds = imds.url(),
         dir = dir.display(),
+        deadline = spec.deadline.as_secs(),
+        max_delay = spec.max_delay,
     )
+}
+
+/// One variant of the fleet: its load, the agents' retry settings and its bounds.
+struct Spec {
+    agents: usize,
+    /// Logins per second the Vault quota allows (429 + Retry-After beyond).
+    rate: u32,
+    retry_after: u64,
+    /// One injected 5xx after every this many Vault requests.
+    fault_every: usize,
+    /// EC2's DescribeInstances bucket behind Vault: (burst, refill per second); burst 0: none.
+    ec2: (u32, f64),
+    /// The agents' retry.max_delay and retry.deadline.
+    max_delay: String,
+    deadline: Duration,
+    /// Every agent must have exec'd within this long of the gate opening.
+    start_window: Duration,
+    /// The last agent must be done within `factor` x ideal + `slack` seconds.
+    factor: f64,
+    slack: f64,
+}
+
+impl Spec {
+    /// The knobs from the environment, over this variant's defaults.
+    fn with_knobs(self) -> Spec {
+        Spec {
+            agents: knob("FLEET_AGENTS", self.agents),
+            rate: knob("FLEET_RATE", self.rate),
+            retry_after: knob("FLEET_RETRY_AFTER", self.retry_after),
+            fault_every: knob("FLEET_5XX_EVERY", self.fault_every),
+            ec2: (
+                knob("FLEET_EC2_BURST", self.ec2.0),
+                knob("FLEET_EC2_REFILL", self.ec2.1),
+            ),
+            max_delay: knob("FLEET_MAX_DELAY", self.max_delay),
+            ..self
+        }
+    }
+
+    /// The slowest rate any agent's login goes through.
+    fn slowest_rate(&self) -> f64 {
+        match self.ec2 {
+            (0, _) => self.rate as f64,
+            (_, refill) => refill.min(self.rate as f64),
+        }
+    }
+}
+
+/// `retry.max_delay` as the agent parses it ("2s", "300ms", "20s").
+fn seconds(text: &str) -> f64 {
+    if let Some(ms) = text.strip_suffix("ms") {
+        ms.parse::<f64>().unwrap() / 1000.0
+    } else {
+        text.trim_end_matches('s').parse().unwrap()
+    }
 }
 
 #[test]
 #[ignore = "a 300-process, timing-sensitive load test (~15 s): see docs/fleet.md"]
 fn fleet_of_300_boots_within_the_rate_limit() {
-    let agents_n: usize = knob("FLEET_AGENTS", 300);
-    let rate: u32 = knob("FLEET_RATE", 50);
-    let retry_after: u64 = knob("FLEET_RETRY_AFTER", 1);
-    let fault_every: usize = knob("FLEET_5XX_EVERY", 30);
-    let max_delay: String = knob("FLEET_MAX_DELAY", "20s".to_string());
+    run_fleet(
+        Spec {
+            agents: 300,
+            rate: 50,
+            retry_after: 1,
+            fault_every: 30,
+            ec2: (0, 0.0),
+            max_delay: "20s".into(),
+            deadline: Duration::from_secs(300),
+            start_window: Duration::from_secs(1),
+            factor: 1.5,
+            slack: 0.0,
+        }
+        .with_knobs(),
+    );
+}
+
+#[test]
+#[ignore = "a 1000-process scale-out through EC2 throttling (~1 min): see docs/fleet.md"]
+fn fleet_of_1000_scaling_out_through_ec2_throttling() {
+    run_fleet(
+        Spec {
+            agents: 1000,
+            rate: 50,
+            retry_after: 1,
+            fault_every: 30,
+            ec2: (100, 20.0),
+            max_delay: "20s".into(),
+            deadline: Duration::from_secs(300),
+            start_window: Duration::from_secs(2),
+            factor: 1.5,
+            slack: 0.0,
+        }
+        .with_knobs(),
+    );
+}
+
+/// The small variant that runs in every `cargo test` (~15 s in a debug build): the same
+/// mechanisms, a bucket ten times smaller, short back-off caps, a generous time bound.
+#[test]
+fn fleet_of_100_scaling_out_through_ec2_throttling() {
+    run_fleet(Spec {
+        agents: 100,
+        rate: 50,
+        retry_after: 1,
+        fault_every: 30,
+        ec2: (10, 10.0),
+        max_delay: "2s".into(),
+        deadline: Duration::from_secs(120),
+        start_window: Duration::from_secs(10),
+        factor: 2.0,
+        slack: 10.0,
+    });
+}
+
+fn run_fleet(spec: Spec) {
+    let Spec {
+        agents: agents_n,
+        rate,
+        retry_after,
+        fault_every,
+        ec2,
+        ref max_delay,
+        deadline,
+        ..
+    } = spec;
     let bin: PathBuf = std::env::var_os("FLEET_AGENT_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vaultboot")));
@@ -171,7 +300,7 @@ fn fleet_of_300_boots_within_the_rate_limit() {
             fs::create_dir(&dir).unwrap();
             fs::write(
                 dir.join("config.toml"),
-                config(&dir, &vault, &imds[i], i, &max_delay),
+                config(&dir, &vault, &imds[i], i, &spec),
             )
             .unwrap();
             Agent {
@@ -184,6 +313,7 @@ fn fleet_of_300_boots_within_the_rate_limit() {
         .collect();
 
     vault.set_login_rate_limit(rate, Some(retry_after));
+    vault.set_describe_instances_limit(ec2.0, ec2.1);
     vault.control().clear_requests();
 
     // The 5xx trickle: after every `fault_every` Vault requests, the next one (any path) gets a
@@ -267,10 +397,13 @@ fn fleet_of_300_boots_within_the_rate_limit() {
                 }
             }
         }
+        // A breath between passes: a busy poll of 1000 /proc entries takes a core from the
+        // very agents it times.
+        std::thread::sleep(Duration::from_millis(1));
     }
     let exec_window = exec_seen.iter().flatten().max().copied().unwrap_or(t0) - t0;
 
-    let hard_stop = t0 + DEADLINE + Duration::from_secs(30);
+    let hard_stop = t0 + deadline + Duration::from_secs(30);
     while agents.iter().any(|a| a.finished.is_none()) && Instant::now() < hard_stop {
         for a in agents.iter_mut().filter(|a| a.finished.is_none()) {
             if let Ok(Some(st)) = a.child.as_mut().unwrap().try_wait() {
@@ -278,7 +411,9 @@ fn fleet_of_300_boots_within_the_rate_limit() {
                 a.status = Some(st.code().unwrap_or(-1));
             }
         }
-        std::thread::sleep(Duration::from_millis(2));
+        // Finish times to 2 ms for a few hundred agents; a thousand polled that often would
+        // take a core from them.
+        std::thread::sleep(Duration::from_millis(if agents_n > 300 { 10 } else { 2 }));
     }
     running.store(false, Ordering::SeqCst);
     injector.join().unwrap();
@@ -295,11 +430,15 @@ fn fleet_of_300_boots_within_the_rate_limit() {
     let mut unattributed = 0usize;
     // Logins carry the signed document (its instance id); secret reads name the agent in the
     // path and carry its token; revoke-self carries the token.
-    let login_agent = |r: &RecordedRequest| -> Option<usize> {
+    // (An agent sends the same document with every attempt: each is verified once.)
+    let mut verified: HashMap<String, Option<usize>> = HashMap::new();
+    let mut login_agent = |r: &RecordedRequest| -> Option<usize> {
         let blob = r.json()?.get("pkcs7")?.as_str()?.to_string();
-        let (_, doc) = signer.verify(&blob).ok()?;
-        let doc: serde_json::Value = serde_json::from_str(&doc).ok()?;
-        index_of.get(doc["instanceId"].as_str()?).copied()
+        *verified.entry(blob).or_insert_with_key(|blob| {
+            let (_, doc) = signer.verify(blob).ok()?;
+            let doc: serde_json::Value = serde_json::from_str(&doc).ok()?;
+            index_of.get(doc["instanceId"].as_str()?).copied()
+        })
     };
     for r in &requests {
         if let Some(rest) = r.path_only().strip_prefix(SECRET_PREFIX) {
@@ -352,10 +491,17 @@ fn fleet_of_300_boots_within_the_rate_limit() {
         .map(|a| a.finished.map(|f| secs(f - t0)).unwrap_or(f64::INFINITY))
         .collect();
     let total = finish.iter().cloned().fold(0.0, f64::max);
-    let ideal = agents_n as f64 / rate as f64;
+    let ideal = agents_n as f64 / spec.slowest_rate();
+    let bound = spec.factor * ideal + spec.slack;
     let count = |code: fn(u16) -> bool| requests.iter().filter(|r| code(r.status)).count();
     let n429 = count(|s| s == 429);
     let n5xx = count(|s| (500..600).contains(&s));
+    // A login answered 400 is EC2 throttling behind Vault (nothing else answers 400 here).
+    let n_throttled = requests
+        .iter()
+        .filter(|r| r.path_only() == LOGIN && r.status == 400)
+        .count();
+    let (describe_calls, describe_throttled, _, _) = vault.aws_calls();
     let logins_total = requests.iter().filter(|r| r.path_only() == LOGIN).count();
     let logins_ok = requests
         .iter()
@@ -366,17 +512,23 @@ fn fleet_of_300_boots_within_the_rate_limit() {
     };
     let vault_req = per_agent(&|s| s.vault);
     let login_req = per_agent(&|s| s.logins.len());
+    let throttled_req = per_agent(&|s| s.logins.iter().filter(|(_, st)| *st == 400).count());
     let imds_req = per_agent(&|s| s.imds);
     let all_req = per_agent(&|s| s.vault + s.imds);
     let fin = stats(finish.clone());
 
-    // Login attempts (and successes) per 500 ms: where the rate limit's capacity went.
+    // Login attempts (and successes) per 500 ms (wider for a long run): where the capacity went.
+    let width = if total > 20.0 {
+        (total / 40.0).ceil()
+    } else {
+        0.5
+    };
     let mut histogram = String::new();
-    let buckets = (total / 0.5).ceil() as usize + 1;
+    let buckets = (total / width).ceil() as usize + 1;
     let mut attempts = vec![0usize; buckets];
     let mut successes = vec![0usize; buckets];
     for r in requests.iter().filter(|r| r.path_only() == LOGIN) {
-        let b = ((secs(r.at.saturating_duration_since(t0))) / 0.5) as usize;
+        let b = ((secs(r.at.saturating_duration_since(t0))) / width) as usize;
         if b < buckets {
             attempts[b] += 1;
             if r.status == 200 {
@@ -387,7 +539,7 @@ fn fleet_of_300_boots_within_the_rate_limit() {
     for b in 0..buckets {
         histogram.push_str(&format!(
             "| {:>5.1} | {:>4} | {:>4} |\n",
-            b as f64 * 0.5,
+            b as f64 * width,
             attempts[b],
             successes[b]
         ));
@@ -418,23 +570,29 @@ fn fleet_of_300_boots_within_the_rate_limit() {
 
     let report = format!(
         "agents {agents_n}, login rate limit {rate}/s (429 + Retry-After: {retry_after}), \
-         a 5xx after every {fault_every} Vault requests, agent retry.max_delay {max_delay}, \
-         binary {}\n\
+         a 5xx after every {fault_every} Vault requests, EC2 DescribeInstances bucket {}, \
+         agent retry.max_delay {max_delay}, binary {}\n\
          all {agents_n} vaultboot processes exec'd within {:.3} s of the gate opening; \
          their first IMDS requests {:.3} s to {:.3} s after it\n\
-         Vault requests: {} ({} logins, {} login successes, {} x 429, {} x 5xx = {:.1}%), \
-         unattributed {}\n\
+         Vault requests: {} ({} logins, {} login successes, {} x 429, {} x 5xx = {:.1}%, \
+         {} x 400 EC2 throttling behind Vault), unattributed {}\n\
+         EC2 DescribeInstances calls behind the logins: {}, of which throttled {}\n\
          requests per agent (p50 / p99 / max / mean):\n\
          - Vault, all:   {:.0} / {:.0} / {:.0} / {:.2}\n\
          - Vault logins: {:.0} / {:.0} / {:.0} / {:.2}\n\
+         - of which EC2-throttled: {:.0} / {:.0} / {:.0} / {:.2}\n\
          - IMDS:         {:.0} / {:.0} / {:.0} / {:.2}\n\
          - together:     {:.0} / {:.0} / {:.0} / {:.2}\n\
          finish time since the gate opened (p50 / p99 / max / mean): \
          {:.2} s / {:.2} s / {:.2} s / {:.2} s\n\
-         last agent done after {:.2} s; ideal {:.2} s ({agents_n} logins at {rate}/s); \
-         ratio {:.2} (limit 1.5)\n\
+         last agent done after {:.2} s; ideal {:.2} s ({agents_n} logins at {}/s); \
+         ratio {:.2} (bound {:.2} s)\n\
          slowest agents (s since the gate, request, status):\n{slowest}\
          \n| t (s) | login attempts | successes |\n|---|---|---|\n{histogram}",
+        match ec2 {
+            (0, _) => "none".to_string(),
+            (burst, refill) => format!("{burst} + {refill}/s"),
+        },
         bin.display(),
         secs(exec_window),
         secs(earliest - t0),
@@ -445,7 +603,10 @@ fn fleet_of_300_boots_within_the_rate_limit() {
         n429,
         n5xx,
         100.0 * n5xx as f64 / requests.len().max(1) as f64,
+        n_throttled,
         unattributed,
+        describe_calls,
+        describe_throttled,
         vault_req.0,
         vault_req.1,
         vault_req.2,
@@ -454,6 +615,10 @@ fn fleet_of_300_boots_within_the_rate_limit() {
         login_req.1,
         login_req.2,
         login_req.3,
+        throttled_req.0,
+        throttled_req.1,
+        throttled_req.2,
+        throttled_req.3,
         imds_req.0,
         imds_req.1,
         imds_req.2,
@@ -468,7 +633,9 @@ fn fleet_of_300_boots_within_the_rate_limit() {
         fin.3,
         total,
         ideal,
+        spec.slowest_rate(),
         total / ideal,
+        bound,
     );
     println!("{report}");
     if let Some(path) = std::env::var_os("FLEET_REPORT") {
@@ -476,9 +643,14 @@ fn fleet_of_300_boots_within_the_rate_limit() {
     }
 
     // ---- assertions ----
+    // The machine's limit, not the agent's: on 2 cores shared with other work, 1000 exec()s
+    // of the dynamically linked test build took 2.4-5.9 s, of the static musl binary 1.6 s
+    // (docs/fleet.md); run with FLEET_AGENT_BIN set to the static binary.
     assert!(
-        exec_window < Duration::from_secs(1),
-        "the agents started over {exec_window:?}"
+        exec_window < spec.start_window,
+        "the agents started over {exec_window:?} (limit {:?}): the machine is too loaded to \
+         start them together; see docs/fleet.md",
+        spec.start_window
     );
     for (i, a) in agents.iter().enumerate() {
         let log = fs::read_to_string(a.dir.join("agent.log")).unwrap_or_default();
@@ -490,7 +662,7 @@ fn fleet_of_300_boots_within_the_rate_limit() {
             .replace('$', "\\$")
             .replace('`', "\\`");
         assert_eq!(written, format!("password=\"{expected}\"\n"), "agent {i}");
-        assert!(finish[i] < secs(DEADLINE));
+        assert!(finish[i] < secs(deadline));
     }
     assert_eq!(logins_ok, agents_n, "one successful login per agent");
     assert_eq!(unattributed, 0, "every Vault request belongs to an agent");
@@ -498,9 +670,18 @@ fn fleet_of_300_boots_within_the_rate_limit() {
 
     // No spinning. Per agent: after a 429 the next login waits at least Retry-After (the
     // simulator records when it read each request; 50 ms for the round trip), every failed
-    // attempt is followed by at most one retry, and the attempts fit the time the agent ran
-    // at one per Retry-After (plus one per 5xx, whose back-off has no floor).
+    // attempt is followed by at most one retry, and the attempts fit the time the agent ran:
+    // - 429s at one per Retry-After;
+    // - blind failures (EC2 throttling, 5xx: no Retry-After) within what the growing back-off
+    //   allows. The pause after the k-th is uniform in [0, min(200 ms x 2^k, max_delay)]: the
+    //   cap reaches max_delay after `ramp` of them, and from then on each pause averages
+    //   max_delay / 2. An agent that ran T s can have had `ramp` + 3 T / (max_delay / 2) + 5
+    //   of them only if its pauses summed to less than a third of their expectation: for
+    //   T = 60 s and max_delay 20 s that is 22 uniform draws summing below 60 s, about 6 sd
+    //   under their mean 220 s (the 429s' pauses and the ramp only make it less likely).
     let floor = Duration::from_secs(retry_after).saturating_sub(Duration::from_millis(50));
+    let max_delay_s = seconds(max_delay);
+    let ramp = (max_delay_s / 0.2).log2().ceil().max(0.0) + 1.0;
     for (i, s) in seen.iter().enumerate() {
         for pair in s.logins.windows(2) {
             let ((at, status), (next, _)) = (pair[0], pair[1]);
@@ -525,18 +706,34 @@ fn fleet_of_300_boots_within_the_rate_limit() {
             limited as f64 <= ran / retry_after as f64 + 1.0,
             "agent {i}: {limited} x 429 in {ran:.1} s"
         );
-        // Success path: 1 login + 1 read + 1 revoke; each 429 or 5xx adds at most one attempt.
+        let throttled = s.logins.iter().filter(|(_, st)| *st == 400).count();
+        let blind = throttled + failed5xx;
+        let allowed = ramp + 3.0 * ran / (max_delay_s / 2.0) + 5.0;
         assert!(
-            s.vault <= 3 + limited + failed5xx,
-            "agent {i}: {} Vault requests for {limited} x 429 and {failed5xx} x 5xx",
+            blind as f64 <= allowed,
+            "agent {i}: {blind} blind failures in {ran:.1} s (allowed {allowed:.0})"
+        );
+        // Success path: 1 login + 1 read + 1 revoke; each failure adds at most one attempt.
+        assert!(
+            s.vault <= 3 + limited + blind,
+            "agent {i}: {} Vault requests for {limited} x 429, {throttled} x 400 and \
+             {failed5xx} x 5xx",
             s.vault
         );
         assert_eq!(s.revoked, 1, "agent {i}: its token revoked once");
         // IMDS: token, document, signed document (+ one retry when a fault was injected).
         assert!(s.imds <= 4, "agent {i}: {} IMDS requests", s.imds);
     }
+    if ec2.0 > 0 {
+        assert!(
+            describe_throttled > 0,
+            "EC2's bucket never throttled: the variant tests nothing"
+        );
+    }
     assert!(
-        total <= 1.5 * ideal,
-        "the last agent finished after {total:.2} s, more than 1.5 x the ideal {ideal:.2} s"
+        total <= bound,
+        "the last agent finished after {total:.2} s, more than {} x the ideal {ideal:.2} s + {} s",
+        spec.factor,
+        spec.slack
     );
 }

@@ -492,10 +492,14 @@ fn vault_tls_server_name_that_does_not_match_is_refused() {
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
 }
 
+/// A 3xx from Vault (a standby during an election) is retried against the configured address
+/// until the deadline, then exits 69 naming the host: never followed, with the nonce or the
+/// token.
 #[test]
 fn vault_redirects_are_not_followed_with_the_nonce_or_the_token() {
     let env = Env::new();
-    let (cfg, before) = prepared(&env);
+    let (_, before) = prepared(&env);
+    let cfg = env.write_config(&config(&env).replace("deadline = \"3s\"", "deadline = \"1s\""));
     let catcher = Catcher::new();
     for (method, path) in [("POST", LOGIN), ("GET", API)] {
         for status in [
@@ -505,16 +509,19 @@ fn vault_redirects_are_not_followed_with_the_nonce_or_the_token() {
             "308 Permanent Redirect",
         ] {
             let location = format!("https://localhost:{}{path}", catcher.port());
+            env.vault.control().clear_faults();
             env.vault.control().inject(
                 Some(method),
                 path,
                 raw(status, &[("Location", &location)], b""),
-                1,
+                10_000,
             );
-            let out = refused(&env, &cfg, &before, 65);
+            let out = refused(&env, &cfg, &before, 69);
             assert!(
-                out.stderr
-                    .contains(&format!("\"localhost:{}\"", catcher.port())),
+                out.stderr.contains(&format!(
+                    "Vault kept redirecting to \"localhost:{}\"",
+                    catcher.port()
+                )),
                 "{}",
                 out.stderr
             );
@@ -522,6 +529,7 @@ fn vault_redirects_are_not_followed_with_the_nonce_or_the_token() {
         }
     }
     // A relative redirect to the same host is not followed either.
+    env.vault.control().clear_faults();
     env.vault.control().inject(
         Some("GET"),
         API,
@@ -530,9 +538,10 @@ fn vault_redirects_are_not_followed_with_the_nonce_or_the_token() {
             &[("Location", "/v1/secret/data/other")],
             b"",
         ),
-        1,
+        10_000,
     );
-    let out = refused(&env, &cfg, &before, 65);
+    let out = refused(&env, &cfg, &before, 69);
+    env.vault.control().clear_faults();
     assert!(out.stderr.contains("(same host)"), "{}", out.stderr);
     assert!(!env
         .vault

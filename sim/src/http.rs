@@ -37,6 +37,9 @@ pub enum Fault {
     Raw(Vec<u8>),
     /// 200 without Content-Length, streaming bytes until the client disconnects.
     EndlessBody,
+    /// A redirect with this status and `Location`, no body, the connection kept open: what a
+    /// Vault standby answers during a cluster's election (307 to the dead active node).
+    Redirect { code: u16, location: String },
 }
 
 impl Fault {
@@ -598,6 +601,9 @@ fn serve_connection(
                 }
                 r
             }
+            Some(Fault::Redirect { code, location }) => Response::empty(code)
+                .with_header("Location", &location)
+                .with_header("Cache-Control", "no-store"),
             Some(Fault::Delay(d)) => {
                 if !control.sleep(d) {
                     return;

@@ -15,4 +15,4 @@ pub use ca::{IssuedCert, TestCa};
 pub use http::{Control, Fault, RecordedRequest, MAX_BODY, MAX_HEAD};
 pub use identity::{Identity, SignatureKind, Signer, VerifyError};
 pub use imds::ImdsSim;
-pub use vault::{LoginEvent, NonceOutcome, VaultOptions, VaultSim, DEFAULT_TOKEN_TTL};
+pub use vault::{AwsFault, LoginEvent, NonceOutcome, VaultOptions, VaultSim, DEFAULT_TOKEN_TTL};

@@ -1,8 +1,11 @@
 //! HashiCorp Vault simulator (HTTPS only): aws auth (ec2 and iam methods), token self-endpoints,
 //! KV v1/v2 reads and PKI issue.
 
+mod aws;
 mod iam;
 mod sigv4;
+
+pub use aws::AwsFault;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -136,6 +139,7 @@ struct VaultState {
     rate_window: (Instant, u32),
     reject_sha1_pkcs7: bool,
     iam: iam::IamState,
+    aws: aws::AwsState,
 }
 
 struct VaultShared {
@@ -215,6 +219,7 @@ impl VaultSim {
                 rate_window: (Instant::now(), 0),
                 reject_sha1_pkcs7: false,
                 iam: iam::IamState::default(),
+                aws: aws::AwsState::default(),
             }),
             signer: opts.signer.clone(),
             pki_ca: TestCa::new("vaultboot-sim PKI Intermediate CA"),
@@ -395,6 +400,17 @@ impl VaultSim {
             .is_some()
     }
 
+    /// Bind `""` to this instance, as a first login with an empty nonce (or a role with
+    /// `disallow_reauthentication`) does: every later login is refused.
+    pub fn disable_reauthentication(&self, mount: &str, instance_id: &str) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .access_list
+            .insert((mount.to_string(), instance_id.to_string()), String::new());
+    }
+
     pub fn nonce_mismatches(&self) -> u64 {
         self.shared.state.lock().unwrap().nonce_mismatches
     }
@@ -452,6 +468,48 @@ impl VaultSim {
             Some((per_second, retry_after_secs))
         };
         st.rate_window = (Instant::now(), 0);
+    }
+
+    /// EC2's API throttling behind Vault: each ec2 login makes one `DescribeInstances` call,
+    /// which EC2 allows `burst` at once, refilled at `per_second` (AWS documents 100 and 20 for
+    /// the Describe* actions of an account and region). Beyond it the login gets Vault's 400
+    /// quoting `RequestLimitExceeded`, as once Vault's SDK retries are spent. `burst = 0`
+    /// (the default): no limit.
+    pub fn set_describe_instances_limit(&self, burst: u32, per_second: f64) {
+        self.shared.state.lock().unwrap().aws.describe_instances =
+            (burst > 0).then(|| aws::TokenBucket::new(burst, per_second));
+    }
+
+    /// STS's throttling behind Vault: each iam login makes one `GetCallerIdentity` call;
+    /// beyond `burst` at once and `per_second` the login gets Vault's 400 relaying STS's
+    /// `Throttling` / `Rate exceeded`. `burst = 0` (the default): no limit.
+    pub fn set_get_caller_identity_limit(&self, burst: u32, per_second: f64) {
+        self.shared.state.lock().unwrap().aws.get_caller_identity =
+            (burst > 0).then(|| aws::TokenBucket::new(burst, per_second));
+    }
+
+    /// The next `times` logins of the fault's method (ec2 or iam) that reach Vault's AWS call
+    /// fail with it, with Vault's text.
+    pub fn inject_aws_fault(&self, fault: AwsFault, times: usize) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .aws
+            .faults
+            .push_back((fault, times));
+    }
+
+    /// AWS calls made behind logins: (DescribeInstances, of which throttled,
+    /// GetCallerIdentity, of which throttled).
+    pub fn aws_calls(&self) -> (u64, u64, u64, u64) {
+        let st = self.shared.state.lock().unwrap();
+        (
+            st.aws.describe_calls,
+            st.aws.describe_throttled,
+            st.aws.sts_calls,
+            st.aws.sts_throttled,
+        )
     }
 
     /// Stop serving (also done on drop).
@@ -889,23 +947,40 @@ fn ec2_login(
         _ => ami.clone(),
     };
     let Some(role) = st.roles.get(&(mount.to_string(), role_name.clone())) else {
+        if st.iam.has_role(mount, &role_name) {
+            return err(
+                400,
+                &format!("auth method ec2 not allowed for role {role_name}"),
+            );
+        }
         return err(400, &format!("entry for role {role_name:?} not found"));
     };
     let (bound_ami, policies, ttl) = (role.bound_ami_id.clone(), role.policies.clone(), role.ttl);
+    // validateInstance: EC2 DescribeInstances (before the access list: a failure here binds
+    // no nonce).
     if st.instance_not_found > 0 {
         st.instance_not_found -= 1;
         return err(
             400,
-            &format!(
-                "failed to verify instance ID: error fetching description for instance ID {instance_id:?}: InvalidInstanceID.NotFound: The instance ID '{instance_id}' does not exist"
-            ),
+            &aws::AwsFault::NotFound.message(&instance_id, &account, &region),
+        );
+    }
+    if let Some(fault) = st.aws.take_fault(true) {
+        return err(400, &fault.message(&instance_id, &account, &region));
+    }
+    if !st.aws.describe_instances() {
+        return err(
+            400,
+            &aws::AwsFault::Ec2Throttled.message(&instance_id, &account, &region),
         );
     }
     if let Some(b) = bound_ami {
         if b != ami {
             return err(
-                403,
-                &format!("AMI ID {ami:?} does not belong to role {role_name:?}"),
+                400,
+                &format!(
+                    "Error validating instance: AMI ID {ami:?} does not belong to role {role_name:?}"
+                ),
             );
         }
     }

@@ -195,7 +195,11 @@ fn ec2_login_refusals() {
         .add_ec2_role("aws", "other", Some("ami-ffffffffffffffff0"), &["kv1/"]);
     let b = json!({"role": "other", "pkcs7": env.pkcs7(), "nonce": "abc"}).to_string();
     let r = env.vault("POST", "auth/aws/login", None, Some(&b));
-    assert_eq!(r.status, 403);
+    assert_eq!(r.status, 400);
+    assert!(r.json()["errors"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("Error validating instance: AMI ID \"ami-"));
 
     // iam: Vault's own field checks come first (sim/tests/iam.rs has the rest).
     let b = json!({"role": "web", "iam_http_request_method": "POST", "iam_request_url": "", "iam_request_body": "", "iam_request_headers": ""}).to_string();

@@ -4,6 +4,7 @@
 //! base64 of the URL, of the body, and of the JSON object header name → [values]).
 //! <https://developer.hashicorp.com/vault/docs/auth/aws#iam-auth-method>
 
+use super::verdict::LoginJudge;
 use super::{login_failure, token_from, Error, Token};
 use crate::retry::Policy;
 use crate::secret::Secret;
@@ -201,6 +202,7 @@ pub fn login(vault: &Vault, policy: &Policy, req: &IamLogin<'_>) -> Result<Token
     )
     .map_err(Error::Signing)?;
     drop(data);
+    let mut judge = LoginJudge::default();
     let result = policy.run(
         |left| {
             let data = login_data(
@@ -219,7 +221,7 @@ pub fn login(vault: &Vault, policy: &Policy, req: &IamLogin<'_>) -> Result<Token
             );
             vault.request(Method::POST, &path, None, Some(&body), left)
         },
-        |e| e.verdict(),
+        |e| judge.verdict(e),
     );
     match result {
         Ok(answer) => token_from(&answer, &vault.shown_url(&path)).map_err(Error::Malformed),

@@ -2,6 +2,7 @@
 
 pub mod ec2;
 pub mod iam;
+pub mod verdict;
 
 use crate::retry::{Failure, Policy, Verdict};
 use crate::secret::{Secret, SecretJson};
@@ -48,7 +49,13 @@ impl fmt::Display for Error {
                  replaced. To let this instance log in again, an operator runs: \
                  vault delete auth/{mount}/identity-accesslist/{instance_id}"
             ),
-            Error::Denied(e) => write!(f, "login refused: {e}"),
+            Error::Denied(e) => {
+                write!(f, "login refused: {e}")?;
+                match verdict::judge(e) {
+                    Some(row) => write!(f, "; {}", row.hint),
+                    None => Ok(()),
+                }
+            }
             Error::Unavailable(e) => {
                 write!(f, "login: Vault unavailable until the deadline (last: {e})")
             }
@@ -60,6 +67,17 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    /// When the deadline ended on a transient failure that has a known cause (AWS throttling
+    /// or failing behind Vault, a standby's redirects): what it was and what to do.
+    pub fn advice(&self) -> Option<String> {
+        match self {
+            Error::Unavailable(last) => verdict::advice(last),
+            _ => None,
+        }
+    }
+}
 
 /// Reads `auth` out of a login answer.
 pub(crate) fn token_from(answer: &SecretJson, url: &str) -> Result<Token, vault::Error> {

@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
+use super::aws::AwsFault;
 use super::sigv4;
 use super::DEFAULT_TOKEN_TTL;
 use super::{envelope, policy_names, LoginEvent, TokenInfo, VaultSim, VaultState};
@@ -59,6 +60,11 @@ pub(super) struct IamState {
 impl IamState {
     pub(super) fn has_mount(&self, mount: &str) -> bool {
         self.roles.keys().any(|(m, _)| m == mount)
+    }
+
+    pub(super) fn has_role(&self, mount: &str, role: &str) -> bool {
+        self.roles
+            .contains_key(&(mount.to_string(), role.to_string()))
     }
 }
 
@@ -317,6 +323,14 @@ fn verify(st: &mut VaultState, mount: &str, obj: &Map<String, Value>) -> Result<
         }
     }
 
+    // AWS behind Vault: a scripted failure, or STS's own throttling, before STS checks anything.
+    let fault = st.aws.take_fault(false);
+    if let Some(f @ (AwsFault::StsThrottled | AwsFault::StsUnavailable)) = fault {
+        return Err(f.message("", "", &config.sts_region));
+    }
+    if !st.aws.get_caller_identity() {
+        return Err(AwsFault::StsThrottled.message("", "", &config.sts_region));
+    }
     let caller = sts_get_caller_identity(st, &config, &url, &body, &headers).map_err(|e| {
         format!(
             "error making upstream request: received error code {} from STS: {}",
@@ -349,6 +363,12 @@ fn verify(st: &mut VaultState, mount: &str, obj: &Map<String, Value>) -> Result<
             "IAM Principal {:?} does not belong to the role {role_name:?}",
             caller.arn
         ));
+    }
+    // A role that infers an EC2 instance checks it with DescribeInstances (the session name is
+    // the instance id); its failure is reported without the AWS error.
+    if let Some(f) = fault {
+        let session = caller.arn.rsplit('/').next().unwrap_or("");
+        return Err(f.message(session, "", &config.sts_region));
     }
     Ok(Granted {
         role: role_name,
@@ -580,7 +600,7 @@ impl ParsedUrl {
 }
 
 /// An STS error answer: its status, code and message.
-struct StsError {
+pub(super) struct StsError {
     status: u16,
     kind: &'static str,
     code: &'static str,
@@ -588,7 +608,7 @@ struct StsError {
 }
 
 impl StsError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> StsError {
+    pub(super) fn new(status: u16, code: &'static str, message: impl Into<String>) -> StsError {
         StsError {
             status,
             kind: "Sender",
@@ -614,7 +634,7 @@ impl StsError {
     }
 
     /// The body STS sends (Vault quotes it whole in its error).
-    fn xml(&self) -> String {
+    pub(super) fn xml(&self) -> String {
         let esc = |s: &str| {
             s.replace('&', "&amp;")
                 .replace('<', "&lt;")
