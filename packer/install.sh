@@ -6,9 +6,16 @@
 # chroot needed: nothing here runs a program of the target).
 #
 # usage: install.sh BINARY DIST_DIR [CONFIG]
+#        install.sh            (in an unpacked release tarball: its vaultboot
+#                               and dist/, no config)
 #   BINARY          the static vaultboot binary
 #   DIST_DIR        the repository's dist/ (dist/systemd/*.service, *.timer)
 #   CONFIG          optional vaultboot config to bake as /etc/vaultboot/config.toml
+#
+# This is the tarball's way in, under /usr/local and /etc/systemd/system (the
+# administrator's places); the .deb and .rpm install under /usr instead. The
+# units in dist/ start /usr/sbin/vaultboot (the packages' path): the copies
+# installed here are rewritten to start /usr/local/sbin/vaultboot.
 # environment:
 #   DESTDIR         root of the target file system (default: this system)
 #   GATE_UNITS      units to gate on vaultboot, e.g. "nginx.service": each gets
@@ -31,6 +38,10 @@ prog=${0##*/}
 die() { printf '%s: error: %s\n' "$prog" "$*" >&2; exit 1; }
 say() { printf '%s: %s\n' "$prog" "$*"; }
 
+here=$(cd "$(dirname "$0")" && pwd)
+if [ $# -eq 0 ] && [ -f "$here/vaultboot" ] && [ -d "$here/dist" ]; then
+    set -- "$here/vaultboot" "$here/dist"
+fi
 [ $# -ge 2 ] || die "usage: $prog BINARY DIST_DIR [CONFIG]"
 [ $# -le 3 ] ||
     die "usage: $prog BINARY DIST_DIR [CONFIG]  (env DESTDIR=ROOT, GATE_UNITS=...)"
@@ -80,7 +91,11 @@ say "installed /usr/local/sbin/vaultboot"
 unitdir="$root/etc/systemd/system"
 mkdir -p "$unitdir"
 for f in vaultboot.service vaultboot-refresh.service vaultboot-refresh.timer; do
-    put_mode 0644 "$dist/systemd/$f" "$unitdir/$f"
+    # The units start the packages' /usr/sbin/vaultboot; this install's is in /usr/local/sbin.
+    sed 's|^\(ExecStart=\)/usr/sbin/vaultboot |\1/usr/local/sbin/vaultboot |' \
+        "$dist/systemd/$f" >"$unitdir/$f.vaultboot-unit.$$"
+    put_mode 0644 "$unitdir/$f.vaultboot-unit.$$" "$unitdir/$f"
+    rm -f "$unitdir/$f.vaultboot-unit.$$"
 done
 # Enable with symlinks, as `systemctl enable` would from the [Install]
 # sections (WantedBy=multi-user.target / timers.target): systemctl may not

@@ -4,51 +4,81 @@ variable "region" {
   default     = "us-east-1"
 }
 
-variable "source_ami_name" {
+variable "distro" {
   type        = string
-  description = "Name filter of the source AMI (most recent match wins)."
-  default     = "debian-12-amd64-*"
+  description = "Source distribution: debian-12, ubuntu-24.04 or al2023 (owners, name filters and SSH users in vaultboot.pkr.hcl)."
+  default     = "debian-12"
+  validation {
+    condition     = contains(["debian-12", "ubuntu-24.04", "al2023"], var.distro)
+    error_message = "The distro must be one of debian-12, ubuntu-24.04, al2023."
+  }
 }
 
-variable "source_ami_owners" {
-  type        = list(string)
-  description = "Accounts allowed to own the source AMI (136693071363: Debian's official images)."
-  default     = ["136693071363"]
+variable "arch" {
+  type        = string
+  description = "Architecture of the source AMI and the instance: x86_64 or arm64 (Graviton). The release package must be the same architecture."
+  default     = "x86_64"
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.arch)
+    error_message = "The arch must be x86_64 or arm64."
+  }
 }
 
 variable "instance_type" {
   type        = string
-  description = "Instance type of the build instance."
-  default     = "t3.micro"
-}
-
-variable "ssh_username" {
-  type        = string
-  description = "Login user of the source AMI (admin on Debian)."
-  default     = "admin"
+  description = "Instance type of the build instance; empty: t3.micro for x86_64, t4g.micro for arm64."
+  default     = ""
 }
 
 variable "ami_name_prefix" {
   type        = string
-  description = "Prefix of the AMI name; a UTC timestamp is appended."
-  default     = "vaultboot-debian-12"
+  description = "Prefix of the AMI name; distro, arch and a UTC timestamp are appended."
+  default     = "vaultboot"
 }
 
-variable "vaultboot_binary" {
+variable "vaultboot_package" {
   type        = string
-  description = "Static vaultboot binary to install; empty: target/x86_64-unknown-linux-musl/release/vaultboot of this repository."
-  default     = ""
+  description = "The release artifact to install: a local path or an https:// URL of vaultboot_VERSION_DEBARCH.deb (debian-12, ubuntu-24.04), vaultboot-VERSION-1.RPMARCH.rpm (al2023) or vaultboot-VERSION-ARCH-linux.tar.gz (any)."
+  validation {
+    condition = (
+      substr(var.vaultboot_package, length(var.vaultboot_package) - 4, 4) == ".deb" ||
+      substr(var.vaultboot_package, length(var.vaultboot_package) - 4, 4) == ".rpm" ||
+      substr(var.vaultboot_package, length(var.vaultboot_package) - 7, 7) == ".tar.gz"
+    )
+    error_message = "The vaultboot_package must end in .deb, .rpm or .tar.gz."
+  }
+}
+
+variable "vaultboot_package_sha256" {
+  type        = string
+  description = "SHA-256 of vaultboot_package, from the release's signed SHA256SUMS; checked on the build instance before anything is installed."
+  validation {
+    condition     = length(var.vaultboot_package_sha256) == 64 && lower(var.vaultboot_package_sha256) == var.vaultboot_package_sha256
+    error_message = "The vaultboot_package_sha256 must be 64 lower-case hex digits (a line of SHA256SUMS)."
+  }
 }
 
 variable "vaultboot_config" {
   type        = string
-  description = "vaultboot TOML config baked as /etc/vaultboot/config.toml (no secrets in it; user-data can replace it per instance). `vaultboot check` must accept it."
+  description = "vaultboot TOML config baked as /etc/vaultboot/config.toml (no secrets in it; user-data can replace it per instance). `vaultboot check` must accept it on the image."
+}
+
+variable "vault_ca_cert" {
+  type        = string
+  description = "PEM file of the CA that signed Vault's certificate, installed where the config's vault.ca_cert says (required when the config sets ca_cert and the image does not have that file); empty: none."
+  default     = ""
 }
 
 variable "gate_units" {
   type        = list(string)
   description = "Units of the image that must start only after vaultboot succeeded (Requires= + After= drop-in), e.g. [\"nginx.service\"]."
   default     = []
+}
+
+variable "manifest" {
+  type        = string
+  description = "Where the manifest post-processor records the AMI id (JSON)."
+  default     = "packer-manifest.json"
 }
 
 variable "tags" {

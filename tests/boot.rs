@@ -599,7 +599,7 @@ fn on_change_runs_only_for_changed_files_without_shell_or_environment() {
         &format!("  fields = [\"username\", \"password\"]\n{hook}"),
     );
     let cfg = env.write_config(&config);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vaultboot"))
+    let out = common::vaultboot_command()
         .args(["run", "--config", cfg.to_str().unwrap()])
         .env("VAULTBOOT_TEST_SECRET_ENV", "must-not-reach-children")
         .output()

@@ -342,11 +342,15 @@ fn core_dumps_are_off_while_secrets_are_held() {
     env.vault
         .control()
         .inject(Some("POST"), "/v1/auth/aws/login", Fault::Hang, 1);
-    let bin = env!("CARGO_BIN_EXE_vaultboot");
+    let bin: Vec<String> = vaultboot_argv()
+        .iter()
+        .map(|a| format!("'{}'", a.to_str().unwrap()))
+        .collect();
+    let bin = bin.join(" ");
     let agent = std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
-            "ulimit -c unlimited 2>/dev/null || ulimit -c 1000000; exec '{bin}' run --config '{}'",
+            "ulimit -c unlimited 2>/dev/null || ulimit -c 1000000; exec {bin} run --config '{}'",
             cfg.display()
         ))
         .env("VAULTBOOT_SYSLOG_SOCKET", h.join("none.sock"))

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The boot test: the REAL static vaultboot in a real Debian guest (qemu:
 # Debian 12 "bookworm" with cloud-init 22.4 and systemd 252, or Debian 13
-# "trixie" with cloud-init 25.1 and systemd 257), installed by
-# packer/install.sh, configured by plain write_files user-data from a NoCloud
+# "trixie" with cloud-init 25.1 and systemd 257), installed from the project's
+# .deb (dist/release.sh) with dpkg -i, upgraded to a newer build and purged
+# inside the running guest, configured by plain write_files user-data from a NoCloud
 # seed that also creates the user owning one output, against the IMDS and
 # Vault simulators running on this host. See docs/boot-test.md.
 #
@@ -152,6 +153,7 @@ require curl curl --version
 require zstd zstd --version
 require python3-yaml /usr/bin/python3 -c 'import yaml'
 require musl-tools musl-gcc --version
+require rpm rpmbuild --version
 ensure_required "the boot test" || fatal "cannot install what the boot test needs (the line above says why)"
 command -v cargo >/dev/null 2>&1 || fatal "cargo not found: the boot test cannot run here"
 if command -v rustup >/dev/null 2>&1 &&
@@ -210,25 +212,26 @@ setsid bash -c '
 tree_pid=$!
 
 # --- the real binaries ----------------------------------------------------------------
-phase_start "build: vaultboot (static, musl) and vaultboot-sim"
+phase_start "build: the release .deb (and an upgrade build) and vaultboot-sim"
 target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
     /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') ||
     fatal "cargo metadata failed"
-if ! cargo build --release --locked --target "$MUSL_TARGET" --bin vaultboot >"$work/build-vaultboot.log" 2>&1; then
-    tail -n 30 "$work/build-vaultboot.log"
-    fatal "cargo build of the static vaultboot failed"
-fi
+VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+for v in "$VERSION" "$VERSION+1"; do
+    if ! VAULTBOOT_ARCHES=x86_64 dist/release.sh "$v" "$work/release-$v" >"$work/release-$v.log" 2>&1; then
+        tail -n 30 "$work/release-$v.log"
+        fatal "dist/release.sh $v failed"
+    fi
+done
+DEB=$work/release-$VERSION/vaultboot_${VERSION}_amd64.deb
+UPGRADE_DEB=$work/release-$VERSION+1/vaultboot_${VERSION}+1_amd64.deb
+if [ ! -f "$DEB" ] || [ ! -f "$UPGRADE_DEB" ]; then fatal "dist/release.sh made no .deb"; fi
+ok "release packages: $(basename "$DEB"), $(basename "$UPGRADE_DEB")"
 if ! cargo build --release --locked -p vaultboot-sim --bin vaultboot-sim >"$work/build-sim.log" 2>&1; then
     tail -n 30 "$work/build-sim.log"
     fatal "cargo build of vaultboot-sim failed"
 fi
-VAULTBOOT_BIN=$target_dir/$MUSL_TARGET/release/vaultboot
 SIM_BIN=$target_dir/release/vaultboot-sim
-if file "$VAULTBOOT_BIN" 2>/dev/null | grep -q static || ! command -v file >/dev/null; then
-    ok "vaultboot built: $("$VAULTBOOT_BIN" --version 2>&1 | head -n 1), $(stat -c %s "$VAULTBOOT_BIN") bytes"
-else
-    bad "vaultboot is statically linked" "$(file "$VAULTBOOT_BIN")"
-fi
 phase_end
 
 # --- simulators on loopback -------------------------------------------------------------
@@ -282,17 +285,30 @@ if [ -z "$kernel" ] || [ ! -s "$initrd" ]; then fatal "no kernel/initrd in the g
 phase_end
 
 # --- install vaultboot as the AMI build does, plus the test's own pieces -------------------
-phase_start "install into the guest (packer/install.sh) and make the images"
-if ! GATE_UNITS="nginx.service" DESTDIR="$R" \
-    sh packer/install.sh "$VAULTBOOT_BIN" dist >"$work/install.log" 2>&1; then
+phase_start "install into the guest (dpkg -i the .deb) and make the images"
+cp "$DEB" "$R/tmp/vaultboot.deb"
+if ! chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+    dpkg -i /tmp/vaultboot.deb >"$work/install.log" 2>&1; then
     cat "$work/install.log"
-    fatal "packer/install.sh failed"
+    fatal "dpkg -i $(basename "$DEB") in the guest tree failed"
 fi
-ok "packer/install.sh installed vaultboot into the guest"
+rm -f "$R/tmp/vaultboot.deb"
+VAULTBOOT_BIN=$R/usr/sbin/vaultboot
+if file "$VAULTBOOT_BIN" 2>/dev/null | grep -q static; then
+    ok "dpkg -i $(basename "$DEB"): $("$VAULTBOOT_BIN" --version 2>&1 | head -n 1), static, $(stat -c %s "$VAULTBOOT_BIN") bytes"
+else
+    bad "dpkg -i $(basename "$DEB"): a static /usr/sbin/vaultboot" "$(file "$VAULTBOOT_BIN" 2>&1)"
+fi
+# The upgrade the guest installs at the end of boot 1 (boottest-report).
+mkdir -p "$R/var/lib/boottest"
+cp "$UPGRADE_DEB" "$R/var/lib/boottest/upgrade.deb"
 
 sd=$R/etc/systemd/system
+# Gate nginx on vaultboot, as the Packer build does for gate_units.
+mkdir -p "$sd/nginx.service.d"
+install -m 0644 "$R/usr/share/doc/vaultboot/examples/nginx.service.d/10-vaultboot.conf" "$sd/nginx.service.d/"
 # The AD join example, as a user would adopt it, with a stand-in realm(8).
-install -m 0644 "$R/usr/local/share/doc/vaultboot/examples/vaultboot-ad-join.service" "$sd/"
+install -m 0644 "$R/usr/share/doc/vaultboot/examples/vaultboot-ad-join.service" "$sd/"
 ln -sfn /etc/systemd/system/vaultboot-ad-join.service "$sd/multi-user.target.wants/vaultboot-ad-join.service"
 mkdir -p "$sd/vaultboot-ad-join.service.d"
 printf '[Service]\nEnvironment=AD_DOMAIN=%s\n' "$AD_DOMAIN" >"$sd/vaultboot-ad-join.service.d/10-domain.conf"
@@ -693,6 +709,15 @@ if R_ '^runfiles-after-refresh [1-9]'; then
     echo "            dist/README.md: point VAULTBOOT_REFRESH_CONFIG at a config without one-time secrets"
 fi
 refuse $label 'client nonce mismatch' "no 'client nonce mismatch' in the guest"
+expect $label "^pkg-before $VERSION\$" "package $VERSION installed (dpkg -i before the first boot)"
+expect $label '^pkg-upgrade-rc 0$' "dpkg -i of the newer build in the running guest succeeded (no prompt)"
+expect $label "^pkg-after $VERSION\\+1\$" "upgraded to $VERSION+1"
+expect $label '^pkg-upgrade config-kept$' "upgrade: the instance's config.toml (written by write_files) kept"
+expect $label '^pkg-upgrade nonce-kept$' "upgrade: nonce.json kept"
+expect $label '^pkg-upgrade vaultboot-not-restarted$' "upgrade: vaultboot.service not restarted (same invocation)"
+expect $label '^pkg-upgrade enabled enabled enabled $' "upgrade: vaultboot.service and the timer still enabled"
+expect $label '^pkg-upgrade nginx active$' "upgrade: nginx still active"
+refuse $label '^pkg-upgrade leftover' "upgrade: no .dpkg-new/.dpkg-old beside the config"
 
 phase_end
 phase_start "boot 2: reboot (same disk)"
@@ -722,6 +747,11 @@ if [ "$b1" = 1 ] && boot boot2 "$work/ok.img" yes; then
     expect $label '^prop vaultboot-ad-join.service Result=exec-condition$' "AD join skipped (already joined: ExecCondition)"
     expect $label '^runfiles 0$' "re-fetched AD password removed by ExecCondition"
     refuse $label 'client nonce mismatch' "no 'client nonce mismatch' in the guest"
+    expect $label "^pkg-boot2-version $VERSION\\+1\$" "this boot ran the upgraded package ($VERSION+1)"
+    expect $label '^pkg-purge-rc 0$' "dpkg -P vaultboot in the running guest succeeded"
+    refuse $label '^pkg-purge left' "purge: binary, units, enablement links, state and config gone"
+    refuse $label '^pkg-purge status .*ii' "purge: the package is gone from dpkg's database"
+    expect $label '^pkg-purge nginx active$' "purge: nginx keeps serving (vaultboot.service is not stopped)"
 else
     [ "$b1" = 1 ] && bad "boot2: guest reported within ${BOOT_READY_TIMEOUT}s" "$(tail -n 30 "$work/serial-boot2.log" 2>/dev/null)"
     [ "$b1" = 1 ] || bad "boot2: skipped (boot 1 did not report)"

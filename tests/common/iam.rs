@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -193,7 +192,7 @@ pub fn run(
             }
         }
     });
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vaultboot"));
+    let mut cmd = super::vaultboot_command();
     cmd.args(["run", "--config", config.to_str().unwrap()])
         .env("VAULTBOOT_SYSLOG_SOCKET", &sock_path)
         .env_remove("JOURNAL_STREAM");

@@ -15,6 +15,36 @@ use vaultboot_sim::{Identity, ImdsSim, Signer, VaultOptions, VaultSim};
 pub const INSTANCE: &str = "i-0123456789abcdef0";
 pub const AD_PASSWORD: &str = "p@ss w'o\"rd $HOME `id` \\ end\nsecond line";
 
+/// The vaultboot binary under test: the one cargo built for this host, or `VAULTBOOT_TEST_BIN`
+/// (tests/run-all.sh points it at the arm64 release binary).
+pub fn vaultboot_bin() -> PathBuf {
+    std::env::var_os("VAULTBOOT_TEST_BIN")
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vaultboot")))
+}
+
+/// The argv prefix that runs the binary under test: `VAULTBOOT_TEST_RUNNER` (whitespace-separated,
+/// e.g. `qemu-aarch64-static`: this machine's binfmt_misc cannot be relied on) followed by
+/// `vaultboot_bin()`.
+pub fn vaultboot_argv() -> Vec<std::ffi::OsString> {
+    let mut argv: Vec<std::ffi::OsString> = std::env::var("VAULTBOOT_TEST_RUNNER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(Into::into)
+        .collect();
+    argv.push(vaultboot_bin().into_os_string());
+    argv
+}
+
+/// A `Command` for the binary under test (see `vaultboot_argv`).
+pub fn vaultboot_command() -> Command {
+    let argv = vaultboot_argv();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub signer: Signer,
@@ -203,7 +233,7 @@ path = "secret/data/app/api"
             }
         });
         let start = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_vaultboot"))
+        let out = vaultboot_command()
             .args(args)
             .env("VAULTBOOT_SYSLOG_SOCKET", &sock_path)
             .env_remove("JOURNAL_STREAM")
@@ -608,7 +638,7 @@ impl Env {
     /// not a pipe: a killed agent's children may hold a pipe open) and syslog off.
     pub fn spawn(&self, config: &Path, log: &Path) -> std::process::Child {
         let file = fs::File::create(log).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_vaultboot"))
+        vaultboot_command()
             .args(["run", "--config", config.to_str().unwrap()])
             .env("VAULTBOOT_SYSLOG_SOCKET", self.path("no-syslog-here.sock"))
             .env_remove("JOURNAL_STREAM")

@@ -200,18 +200,46 @@ if need packer packer; then
 
     sed -e '/^  imds_support *=/d' -e '/^  metadata_options {$/,/^  }$/d' "$tpl" >"$pk/packer/vaultboot.pkr.hcl"
     printf '[vault]\naddress = "https://vault.internal:8200"\n[auth]\nrole = "web"\n' >"$work/config.toml"
-    check "packer validate (1.6.6, without metadata_options/imds_support)" \
+    pkgfile="$work/vaultboot_0.1.0_amd64.deb"
+    printf 'stands in for the package\n' >"$pkgfile"
+    printf -- '-----BEGIN CERTIFICATE-----\n' >"$work/vault-ca.pem"
+    sum=$(sha256sum "$pkgfile" | cut -d' ' -f1)
+    # Every distro and arch, a local package with a CA, and a URL without one.
+    for distro in debian-12 ubuntu-24.04 al2023; do
+        for arch in x86_64 arm64; do
+            check "packer validate distro=$distro arch=$arch (1.6.6, without metadata_options/imds_support)" \
+                packer validate -var "distro=$distro" -var "arch=$arch" \
+                -var "vaultboot_config=$work/config.toml" -var "vaultboot_package=$pkgfile" \
+                -var "vaultboot_package_sha256=$sum" -var "vault_ca_cert=$work/vault-ca.pem" "$pk/packer"
+        done
+    done
+    check "packer validate with an https:// package URL and no CA" \
         packer validate -var "vaultboot_config=$work/config.toml" \
-        -var "vaultboot_binary=$placeholder" "$pk/packer"
+        -var "vaultboot_package=https://releases.example/vaultboot_0.1.0_amd64.deb" \
+        -var "vaultboot_package_sha256=$sum" "$pk/packer"
+    # What validate must refuse: a wrong arch, a short checksum, a missing local package.
+    for bad_var in "arch=amd64" "vaultboot_package_sha256=abc" "vaultboot_package=$work/missing.deb" \
+        "distro=centos-7" "vaultboot_package=$work/config.toml"; do
+        if out=$(packer validate -var "vaultboot_config=$work/config.toml" -var "vaultboot_package=$pkgfile" \
+            -var "vaultboot_package_sha256=$sum" -var "$bad_var" "$pk/packer" 2>&1); then
+            bad "packer validate refuses $bad_var" "$out"
+        else
+            ok "packer validate refuses $bad_var"
+        fi
+    done
 fi
 
 # --- shell -------------------------------------------------------------------------
 if need shellcheck shellcheck; then
-    for f in packer/install.sh packer/cleanup.sh tests/packaging/run.sh tests/boot/guest/fake-realm; do
+    for f in packer/install.sh packer/cleanup.sh packer/install-release.sh tests/packaging/run.sh \
+        tests/boot/guest/fake-realm dist/deb/postinst dist/deb/prerm dist/deb/postrm; do
         check "shellcheck $f" shellcheck -s sh "$f"
     done
-    # bash: the boot test, its in-guest report, the test runner and its install library
-    for f in tests/boot/run.sh tests/boot/guest/boottest-report tests/run-all.sh tests/lib/deps.sh; do
+    # bash: the boot test, its in-guest report, the test runner and its install library,
+    # the release script and its checks
+    for f in tests/boot/run.sh tests/boot/guest/boottest-report tests/run-all.sh tests/lib/deps.sh \
+        dist/release.sh tests/packaging/check-release.sh tests/packaging/reproducible.sh \
+        tests/packaging/deb-lifecycle.sh; do
         check "shellcheck $f" shellcheck -x "$f"
     done
 fi

@@ -114,6 +114,14 @@ class TestInstall(Root):
                 if IS_ROOT:
                     self.assertEqual(g, 0)
         self.assertTrue(filecmp.cmp(self.binary, self.p("/usr/local/sbin/vaultboot"), shallow=False))
+        # dist/'s units start the packages' /usr/sbin/vaultboot; this install's is in /usr/local.
+        for unit in ("vaultboot.service", "vaultboot-refresh.service"):
+            with open(os.path.join(DIST, "systemd", unit)) as f:
+                shipped = f.read()
+            with open(self.p("/etc/systemd/system/" + unit)) as f:
+                installed = f.read()
+            self.assertIn("\nExecStart=/usr/sbin/vaultboot run", shipped)
+            self.assertEqual(installed, shipped.replace("\nExecStart=/usr/sbin/vaultboot ", "\nExecStart=/usr/local/sbin/vaultboot "))
         self.assertTrue(filecmp.cmp(self.config, self.p("/etc/vaultboot/config.toml"), shallow=False))
         # No temp files left anywhere.
         for dirpath, _, files in os.walk(self.root):

@@ -63,7 +63,7 @@ class TestVaultbootService(unittest.TestCase):
         self.assertEqual(self.one("Service", "RemainAfterExit"), "yes")
         self.assertIn("network-online.target", self.one("Unit", "Wants").split())
         self.assertIn("network-online.target", self.one("Unit", "After").split())
-        self.assertEqual(self.one("Service", "ExecStart"), "/usr/local/sbin/vaultboot run")
+        self.assertEqual(self.one("Service", "ExecStart"), "/usr/sbin/vaultboot run")
         self.assertEqual(self.one("Install", "WantedBy"), "multi-user.target")
         self.assertNotIn("ConditionPathExists", self.u["Unit"], "a skipped unit would let consumers start")
 
@@ -105,7 +105,7 @@ class TestRefresh(unittest.TestCase):
         self.assertNotIn("Install", u, "started by the timer only")
         self.assertEqual(u["Unit"]["Requisite"], ["vaultboot.service"])
         argv = command_argv(u["Service"]["ExecStart"][0])
-        self.assertEqual(argv[:3], ["/usr/local/sbin/vaultboot", "run", "--config"])
+        self.assertEqual(argv[:3], ["/usr/sbin/vaultboot", "run", "--config"])
 
     def test_timer(self):
         u = parse_unit(os.path.join(SYSTEMD, "vaultboot-refresh.timer"))
