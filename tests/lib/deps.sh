@@ -97,7 +97,7 @@ ensure_required() {
         _deps_say "$what: every tool it needs is present and runs; nothing installed"
         return 0
     fi
-    _deps_say "$what needs: ${missing[*]}"
+    _deps_say "$what: to install: ${missing[*]}"
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "deps: cannot install ${missing[*]}: no apt-get on this machine" >&2
         return 1
