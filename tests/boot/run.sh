@@ -807,7 +807,11 @@ if boot boot3 "$work/fail.img" no; then
     fi
     expect $label '^prop vaultboot-ad-join.service ExecMainStartTimestampMonotonic=0$' "AD join never started"
     expect $label '^file /etc/nginx/tls/server.key absent$' "no key written"
-    expect $label '^vaultboot-log .*exit 69' "vaultboot's summary names exit 69"
+    if R_ '^vaultboot-log .*exit 69' || [ "$(journal_line 'vaultboot\[[0-9]+\]: .*failed after .*exit 69')" -gt 0 ]; then
+        ok "$label: vaultboot's summary names exit 69"
+    else
+        bad "$label: vaultboot's summary names exit 69" "neither in the unit's log nor in the boot's journal"
+    fi
 else
     bad "boot3: guest reported within ${BOOT_READY_TIMEOUT}s" "$(tail -n 30 "$work/serial-boot3.log" 2>/dev/null)"
     stop_qemu
