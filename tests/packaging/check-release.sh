@@ -25,22 +25,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 MAX_BINARY_BYTES=$((2500 * 1000))
 
-passed=0
-failed=0
-ok() {
-    passed=$((passed + 1))
-    printf 'ok    %s\n' "$1"
-}
-bad() {
-    failed=$((failed + 1))
-    printf 'FAIL  %s\n' "$1"
-    if [ -n "${2:-}" ]; then printf '%s\n' "$2" | sed 's/^/      /'; fi
-}
-check() { # check NAME CMD...: passes when CMD exits 0
-    local name=$1 o
-    shift
-    if o=$("$@" 2>&1); then ok "$name"; else bad "$name" "$o"; fi
-}
+# shellcheck source=tests/lib/checks.sh
+. "$repo/tests/lib/checks.sh"
 work=$(mktemp -d "${TMPDIR:-/tmp}/vaultboot-check-release.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 
@@ -261,5 +247,4 @@ for arch in x86_64 arm64; do
     fi
 done
 
-printf '%s passed, %s failed\n' "$passed" "$failed"
-[ "$failed" -eq 0 ]
+finish

@@ -24,22 +24,8 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${VAULTBOOT_BOOT_CACHE:-/var/cache/vaultboot-boot}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
-passed=0
-failed=0
-ok() {
-    passed=$((passed + 1))
-    printf 'ok    %s\n' "$1"
-}
-bad() {
-    failed=$((failed + 1))
-    printf 'FAIL  %s\n' "$1"
-    if [ -n "${2:-}" ]; then printf '%s\n' "$2" | sed 's/^/      /'; fi
-}
-finish() {
-    printf '%s passed, %s failed\n' "$passed" "$failed"
-    [ "$failed" -eq 0 ]
-    exit
-}
+# shellcheck source=tests/lib/checks.sh
+. "$repo/tests/lib/checks.sh"
 
 [ "$(id -u)" -eq 0 ] || {
     echo "deb-lifecycle.sh: needs root (chroot)" >&2

@@ -18,17 +18,8 @@ version=${2:?usage: reproducible.sh FIRST_OUTDIR VERSION}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo" || exit 2
 
-passed=0
-failed=0
-ok() {
-    passed=$((passed + 1))
-    printf 'ok    %s\n' "$1"
-}
-bad() {
-    failed=$((failed + 1))
-    printf 'FAIL  %s\n' "$1"
-    if [ -n "${2:-}" ]; then printf '%s\n' "$2" | sed 's/^/      /'; fi
-}
+# shellcheck source=tests/lib/checks.sh
+. "$repo/tests/lib/checks.sh"
 
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
     SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) || {
@@ -51,8 +42,7 @@ if CARGO_TARGET_DIR="$work/target" "$copy/dist/release.sh" "$version" "$work/sec
     ok "second build from $copy with CARGO_TARGET_DIR=$work/target ($((SECONDS - start)) s)"
 else
     bad "second build from $copy" "$(tail -n 30 "$work/release.log")"
-    printf '%s passed, %s failed\n' "$passed" "$failed"
-    exit 1
+    finish
 fi
 
 explain() { # explain FILE: where the two builds of FILE differ
@@ -100,5 +90,4 @@ for arch in x86_64 arm64; do
     fi
 done
 
-printf '%s passed, %s failed\n' "$passed" "$failed"
-[ "$failed" -eq 0 ]
+finish

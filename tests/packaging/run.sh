@@ -239,7 +239,7 @@ if need shellcheck shellcheck; then
     # the release script and its checks
     for f in tests/boot/run.sh tests/boot/guest/boottest-report tests/run-all.sh tests/lib/deps.sh \
         dist/release.sh tests/packaging/check-release.sh tests/packaging/reproducible.sh \
-        tests/packaging/deb-lifecycle.sh; do
+        tests/packaging/deb-lifecycle.sh tests/lib/checks.sh; do
         check "shellcheck $f" shellcheck -x "$f"
     done
 fi
