@@ -96,7 +96,16 @@ impl Env {
             "ad/join",
             serde_json::json!({"username": "svc-join", "password": AD_PASSWORD}),
         );
-        let api_key = format!("key-{}", std::process::id());
+        // Random and long enough for the leak scanner (MIN_SECRET_LEN) whatever the pid: a
+        // pid-based "key-436" after a pid wrap-around was too short to be scanned for.
+        let api_key = {
+            let mut b = [0u8; 12];
+            getrandom::getrandom(&mut b).unwrap();
+            format!(
+                "key-{}",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            )
+        };
         vault.put_kv2("secret", "app/api", serde_json::json!({"api_key": api_key}));
         vault.put_kv1(
             "kv1/legacy",
