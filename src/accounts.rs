@@ -5,7 +5,7 @@
 //! makes the rule exact and the same on every image: a name resolves when it is a line of the
 //! file (as `useradd` and cloud-init's `users:` write them); a number is always taken as the id.
 
-use std::io::Read;
+use crate::untrusted;
 use std::path::Path;
 
 const PASSWD: &str = "/etc/passwd";
@@ -41,16 +41,13 @@ fn resolve(name: &str, file: &Path, what: &str) -> Result<u32, String> {
     }
 }
 
-fn read_capped(file: &Path) -> std::io::Result<String> {
-    let mut text = String::new();
-    let mut f = std::fs::File::open(file)?.take(MAX_BYTES + 1);
-    f.read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_BYTES {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_BYTES} bytes"
-        )));
-    }
-    Ok(text)
+fn read_capped(file: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let bytes = untrusted::read_capped(file, MAX_BYTES).map_err(|e| match e {
+        untrusted::ReadError::Io(e) => e.to_string(),
+        too_large => too_large.to_string(),
+    })?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| "not UTF-8".to_string())
 }
 
 /// The third field of the first line whose first field is `name`. Both files share that shape

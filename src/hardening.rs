@@ -9,7 +9,8 @@ use nix::sys::resource::{setrlimit, Resource};
 /// and stderr. Returns what could not be applied.
 pub fn harden() -> Vec<String> {
     let mut problems = Vec::new();
-    crate::files::restrict_umask();
+    // Nothing we create is readable by others, whatever mode a creation asks for.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
         problems.push(format!("cannot disable core dumps (RLIMIT_CORE): {e}"));
     }

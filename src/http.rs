@@ -102,19 +102,6 @@ impl Answer {
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
-
-    /// Retry verdict for an HTTP status that is not a success.
-    pub fn status_verdict(&self, retry_412: bool) -> Verdict {
-        match self.status {
-            429 | 500..=599 => Verdict::Transient {
-                retry_after: self.retry_after,
-            },
-            412 if retry_412 => Verdict::Transient {
-                retry_after: self.retry_after,
-            },
-            _ => Verdict::Fatal,
-        }
-    }
 }
 
 /// TLS trust for an HTTPS endpoint.

@@ -5,8 +5,10 @@
 
 use crate::config::{ImdsConfig, Signature};
 use crate::http::{self, Client};
+use crate::kind::Kind;
 use crate::retry::{Failure, Policy, Verdict};
 use crate::secret::Secret;
+use crate::untrusted;
 use serde::Deserialize;
 use std::fmt;
 use std::sync::Mutex;
@@ -66,6 +68,17 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Malformed { .. } => Kind::Malformed,
+            Error::Unavailable { .. } | Error::Refused { .. } | Error::Cancelled => {
+                Kind::Unavailable
+            }
+        }
+    }
+}
 
 /// One failed attempt, before retry decisions.
 enum Attempt {
@@ -179,7 +192,7 @@ impl<'p> Imds<'p> {
         let raw: Raw = serde_json::from_slice(body.expose()).map_err(|e| {
             malformed(
                 &path,
-                &format!("not role credentials: {}", e.classify_name()),
+                &format!("not role credentials: {}", untrusted::json_problem(&e)),
             )
         })?;
         Ok(RoleCredentials {
@@ -281,12 +294,8 @@ pub fn parse_identity(body: &[u8]) -> Result<Identity, String> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err("not a JSON object".into());
     }
-    let id: Identity = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "not an identity document: {}",
-            crate::vault::json_problem(&e)
-        )
-    })?;
+    let id: Identity = serde_json::from_slice(body)
+        .map_err(|e| format!("not an identity document: {}", untrusted::json_problem(&e)))?;
     let plain = id.instance_id.strip_prefix("i-").is_some_and(|rest| {
         !rest.is_empty() && rest.len() <= 62 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
     });
@@ -299,12 +308,7 @@ pub fn parse_identity(body: &[u8]) -> Result<Identity, String> {
 fn verdict(attempt: &Attempt) -> Verdict {
     match attempt {
         Attempt::Http(e) => e.verdict(),
-        Attempt::Status(s, retry_after) => match s {
-            429 | 500..=599 => Verdict::Transient {
-                retry_after: *retry_after,
-            },
-            _ => Verdict::Fatal,
-        },
+        Attempt::Status(s, retry_after) => Verdict::for_status(*s, *retry_after, false),
         Attempt::Unauthorized => Verdict::Fatal,
     }
 }
@@ -338,21 +342,5 @@ fn malformed(path: &str, detail: &str) -> Error {
     Error::Malformed {
         what: path.to_string(),
         detail: detail.to_string(),
-    }
-}
-
-trait ClassifyName {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl ClassifyName for serde_json::Error {
-    /// serde's messages may quote the input; for credentials only the kind of error is shown.
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "read error",
-            serde_json::error::Category::Syntax => "invalid JSON",
-            serde_json::error::Category::Data => "missing or mistyped field",
-            serde_json::error::Category::Eof => "truncated JSON",
-        }
     }
 }

@@ -1,26 +1,65 @@
-//! vaultboot: an EC2 boot-time agent. IMDSv2 → Vault aws auth (ec2) with a persisted nonce →
-//! secrets in root-only files, all or nothing → token revoked.
+//! vaultboot: an EC2 boot-time agent. IMDSv2 → Vault aws auth (ec2 with a persisted nonce, or
+//! iam) → secrets in root-only files, all or nothing → token revoked.
 //!
-//! Modules are listed in the order the data flows; a module uses only those after it.
+//! The modules are private: the binary (`main.rs`) sees the few items re-exported below, and
+//! the fuzz targets and integration tests see [`fuzzing`]. README's "How it works" draws the
+//! data flow between them.
 #![forbid(unsafe_code)]
-#![warn(missing_debug_implementations)]
-#![allow(missing_debug_implementations)] // agents and clients hold ureq types without Debug
 
-pub mod accounts;
-pub mod app;
-pub mod auth;
-pub mod cli;
-pub mod config;
-pub mod files;
-pub mod hardening;
-pub mod http;
-pub mod imds;
-pub mod log;
-pub mod nonce;
-pub mod pending;
-pub mod retry;
-pub mod secret;
-pub mod secrets;
-pub mod state;
-pub mod template;
-pub mod vault;
+mod accounts;
+mod app;
+mod auth;
+mod cli;
+mod config;
+mod files;
+mod hardening;
+mod http;
+mod imds;
+mod kind;
+mod log;
+mod nonce;
+mod pending;
+mod retry;
+mod secret;
+mod secrets;
+mod state;
+mod template;
+mod untrusted;
+mod vault;
+
+pub use app::{run, Error as RunError, Summary};
+pub use cli::{parse as parse_command_line, Command, USAGE};
+pub use config::{load as load_config, Config, Error as ConfigError};
+pub use hardening::harden;
+pub use kind::Kind;
+pub use log::{took, Log};
+
+/// The pure functions and types the fuzz targets (`fuzz/`) and the integration tests drive
+/// directly. Not an API: it changes with the code behind it.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub mod config {
+        pub use crate::config::{check_output_path, parse, Config, Field, FileConfig, Format};
+    }
+    pub mod iam {
+        pub use crate::auth::iam::{login_data, Credentials, STS_BODY};
+    }
+    pub mod imds {
+        pub use crate::imds::{parse_identity, parse_signed_document, Identity};
+    }
+    pub mod secret {
+        pub use crate::secret::{Secret, SecretJson};
+    }
+    pub mod secrets {
+        pub use crate::secrets::{encode, Error};
+    }
+    pub mod template {
+        pub use crate::template::{facts_in_json, render_json, Fact, Facts, Template};
+    }
+    pub mod untrusted {
+        pub use crate::untrusted::json_problem;
+    }
+    pub mod vault {
+        pub use crate::vault::{secret_fields, Error, Vault};
+    }
+}

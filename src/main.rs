@@ -1,10 +1,7 @@
 //! `vaultboot`: argv → command; hardening; logging; the boot job; error → exit status.
 
 use std::process::ExitCode;
-use vaultboot::app::{self, Class};
-use vaultboot::cli::{self, Command};
-use vaultboot::log::{took, Log};
-use vaultboot::{config, hardening};
+use vaultboot::{Command, Kind, Log};
 
 // sysexits(3), as the contract's table says.
 const EX_USAGE: u8 = 64;
@@ -16,18 +13,18 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     // Before anything else, and long before any secret is read.
-    let hardening_problems = hardening::harden();
+    let hardening_problems = vaultboot::harden();
 
-    let command = match cli::parse(std::env::args_os().skip(1)) {
+    let command = match vaultboot::parse_command_line(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("vaultboot: {e}\n\n{}", cli::USAGE);
+            eprintln!("vaultboot: {e}\n\n{}", vaultboot::USAGE);
             return ExitCode::from(EX_USAGE);
         }
     };
     match command {
         Command::Help => {
-            println!("{}", cli::USAGE);
+            println!("{}", vaultboot::USAGE);
             ExitCode::SUCCESS
         }
         Command::Version => {
@@ -40,7 +37,7 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
+    match vaultboot::load_config(path) {
         Ok(c) => {
             let files: usize = c.secrets.iter().map(|s| s.files.len()).sum();
             println!(
@@ -66,7 +63,7 @@ fn run(path: &std::path::Path, hardening_problems: &[String]) -> ExitCode {
         log.warn(p);
     }
     let start = std::time::Instant::now();
-    let config = match config::load(path) {
+    let config = match vaultboot::load_config(path) {
         Ok(c) => c,
         Err(e) => {
             log.error(&format!("configuration: {e}"));
@@ -74,7 +71,7 @@ fn run(path: &std::path::Path, hardening_problems: &[String]) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    match app::run(&config, &log) {
+    match vaultboot::run(&config, &log) {
         Ok(s) => {
             let mut line = format!(
                 "done: {} secret(s), {} file(s) written, {} unchanged, token {}, in {}",
@@ -82,7 +79,7 @@ fn run(path: &std::path::Path, hardening_problems: &[String]) -> ExitCode {
                 s.written,
                 s.unchanged,
                 if s.revoked { "revoked" } else { "not revoked" },
-                took(s.took)
+                vaultboot::took(s.took)
             );
             if s.on_change_failed > 0 {
                 line.push_str(&format!(
@@ -94,17 +91,11 @@ fn run(path: &std::path::Path, hardening_problems: &[String]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let status = match e.class() {
-                Class::Malformed => EX_DATAERR,
-                Class::Unavailable => EX_UNAVAILABLE,
-                Class::CannotWrite => EX_CANTCREAT,
-                Class::Refused => EX_NOPERM,
-                Class::Config => EX_CONFIG,
-            };
+            let status = exit_status(e.kind());
             log.error(&e.to_string());
             log.error(&format!(
                 "failed after {}: {} (exit {status})",
-                took(start.elapsed()),
+                vaultboot::took(start.elapsed()),
                 e.outputs_changed()
             ));
             if let Some(advice) = e.advice() {
@@ -112,5 +103,16 @@ fn run(path: &std::path::Path, hardening_problems: &[String]) -> ExitCode {
             }
             ExitCode::from(status)
         }
+    }
+}
+
+/// The exit status of each kind of failure (sysexits(3), as README's table says).
+fn exit_status(kind: Kind) -> u8 {
+    match kind {
+        Kind::Malformed => EX_DATAERR,
+        Kind::Unavailable => EX_UNAVAILABLE,
+        Kind::CannotWrite => EX_CANTCREAT,
+        Kind::Refused => EX_NOPERM,
+        Kind::Config => EX_CONFIG,
     }
 }

@@ -121,8 +121,12 @@ fn read_stored(path: &Path, repairs: &mut Vec<String>) -> Result<Option<Stored>,
             path.display(),
         ));
     }
-    let stored: Stored = serde_json::from_slice(&contents.bytes)
-        .map_err(|e| format!("not vaultboot state ({})", crate::vault::json_problem(&e)))?;
+    let stored: Stored = serde_json::from_slice(&contents.bytes).map_err(|e| {
+        format!(
+            "not vaultboot state ({})",
+            crate::untrusted::json_problem(&e)
+        )
+    })?;
     let valid = stored.version == 1
         && stored.instance_id.starts_with("i-")
         && (32..=128).contains(&stored.nonce.len())

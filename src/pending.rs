@@ -96,8 +96,12 @@ pub fn load(dir: &Path) -> Result<Pending, Error> {
 }
 
 fn parse(bytes: &[u8]) -> Result<BTreeSet<PathBuf>, String> {
-    let record: Record = serde_json::from_slice(bytes)
-        .map_err(|e| format!("not vaultboot state ({})", crate::vault::json_problem(&e)))?;
+    let record: Record = serde_json::from_slice(bytes).map_err(|e| {
+        format!(
+            "not vaultboot state ({})",
+            crate::untrusted::json_problem(&e)
+        )
+    })?;
     if record.version != 1 {
         return Err(format!("not vaultboot state (version {})", record.version));
     }

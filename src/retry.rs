@@ -14,7 +14,38 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(250);
 /// Sleeps are cut in slices this long so that a cancelled run stops promptly.
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
 
-pub type Sleeper = Arc<dyn Fn(Duration) + Send + Sync>;
+/// Time as a policy sees it: the real clock, or (in tests) one that moves only when slept on,
+/// so that a test of the deadline takes no time.
+#[derive(Clone)]
+enum Clock {
+    Real,
+    #[cfg(test)]
+    Manual {
+        now: Arc<std::sync::Mutex<Instant>>,
+        slept: Arc<std::sync::Mutex<Vec<Duration>>>,
+    },
+}
+
+impl Clock {
+    fn now(&self) -> Instant {
+        match self {
+            Clock::Real => Instant::now(),
+            #[cfg(test)]
+            Clock::Manual { now, .. } => *now.lock().unwrap(),
+        }
+    }
+
+    fn sleep(&self, d: Duration) {
+        match self {
+            Clock::Real => std::thread::sleep(d),
+            #[cfg(test)]
+            Clock::Manual { now, slept } => {
+                *now.lock().unwrap() += d;
+                slept.lock().unwrap().push(d);
+            }
+        }
+    }
+}
 
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +56,26 @@ pub enum Verdict {
     Transient { retry_after: Option<Duration> },
 }
 
+impl Verdict {
+    /// An HTTP status that is not a success: 429 and 5xx are worth retrying (after
+    /// `retry_after` when the server said so), and 412 when the caller says it is (Vault's
+    /// answer while a performance standby catches up); the rest is final.
+    pub fn for_status(status: u16, retry_after: Option<Duration>, retry_412: bool) -> Verdict {
+        match status {
+            429 | 500..=599 => Verdict::Transient { retry_after },
+            412 if retry_412 => Verdict::Transient { retry_after },
+            _ => Verdict::Fatal,
+        }
+    }
+}
+
 /// Why a retried operation did not succeed.
 #[derive(Debug)]
 pub enum Failure<E> {
     /// A fatal error.
     Fatal(E),
     /// The deadline passed; the last transient error.
-    Exhausted { last: E, attempts: u32 },
+    Exhausted { last: E },
     /// Another part of the run failed and asked everyone to stop.
     Cancelled,
 }
@@ -51,7 +95,7 @@ pub struct Policy {
     pub deadline: Instant,
     pub max_delay: Duration,
     pub cancel: Arc<AtomicBool>,
-    sleeper: Sleeper,
+    clock: Clock,
 }
 
 impl Policy {
@@ -60,18 +104,32 @@ impl Policy {
             deadline,
             max_delay,
             cancel: Arc::new(AtomicBool::new(false)),
-            sleeper: Arc::new(std::thread::sleep),
+            clock: Clock::Real,
         }
     }
 
-    /// Replaces the real sleep (tests record delays instead of waiting).
-    pub fn with_sleeper(mut self, sleeper: Sleeper) -> Self {
-        self.sleeper = sleeper;
-        self
+    /// A policy on a manual clock that starts now and moves only by the policy's own sleeps;
+    /// the sleeps are recorded.
+    #[cfg(test)]
+    fn manual(
+        deadline: Duration,
+        max_delay: Duration,
+    ) -> (Self, Arc<std::sync::Mutex<Vec<Duration>>>) {
+        let start = Instant::now();
+        let slept = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let clock = Clock::Manual {
+            now: Arc::new(std::sync::Mutex::new(start)),
+            slept: slept.clone(),
+        };
+        let policy = Policy {
+            clock,
+            ..Policy::new(start + deadline, max_delay)
+        };
+        (policy, slept)
     }
 
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.deadline.saturating_duration_since(self.clock.now())
     }
 
     pub fn cancelled(&self) -> bool {
@@ -101,7 +159,6 @@ impl Policy {
         mut op: impl FnMut(Duration) -> Result<T, E>,
         mut classify: impl FnMut(&E) -> Verdict,
     ) -> Result<T, Failure<E>> {
-        let mut attempt = 0u32;
         // Failures the server scheduled (Retry-After: a rate limit's 429, a planned 503) do not
         // grow the back-off: the server said when to come back. Escalating on them made a
         // later blind failure (a 5xx without Retry-After) wait up to max_delay, and spread
@@ -116,17 +173,13 @@ impl Policy {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            attempt += 1;
             let retry_after = match classify(&error) {
                 Verdict::Fatal => return Err(Failure::Fatal(error)),
                 Verdict::Transient { retry_after } => retry_after,
             };
             let left = self.remaining();
             if left < MIN_ATTEMPT * 2 {
-                return Err(Failure::Exhausted {
-                    last: error,
-                    attempts: attempt,
-                });
+                return Err(Failure::Exhausted { last: error });
             }
             // Never sleep past the point where one last attempt still fits.
             let pause = self.delay(blind, retry_after).min(left - MIN_ATTEMPT);
@@ -141,7 +194,7 @@ impl Policy {
         let mut left = total;
         while !left.is_zero() && !self.cancelled() {
             let slice = left.min(SLEEP_SLICE);
-            (self.sleeper)(slice);
+            self.clock.sleep(slice);
             left -= slice;
         }
     }
@@ -175,11 +228,7 @@ mod tests {
     use std::sync::Mutex;
 
     fn recording(deadline: Duration) -> (Policy, Arc<Mutex<Vec<Duration>>>) {
-        let slept = Arc::new(Mutex::new(Vec::new()));
-        let s = slept.clone();
-        let policy = Policy::new(Instant::now() + deadline, Duration::from_secs(20))
-            .with_sleeper(Arc::new(move |d| s.lock().unwrap().push(d)));
-        (policy, slept)
+        Policy::manual(deadline, Duration::from_secs(20))
     }
 
     #[test]
@@ -250,17 +299,20 @@ mod tests {
 
     #[test]
     fn deadline_ends_the_retries() {
-        let policy = Policy::new(
-            Instant::now() + Duration::from_millis(1500),
-            Duration::from_millis(300),
-        );
-        let start = Instant::now();
+        let (policy, slept) =
+            Policy::manual(Duration::from_millis(1500), Duration::from_millis(300));
+        let mut calls = 0;
         let result: Result<(), Failure<&str>> = policy.run(
-            |_| Err("down"),
+            |_| {
+                calls += 1;
+                Err("down")
+            },
             |_| Verdict::Transient { retry_after: None },
         );
-        let elapsed = start.elapsed();
-        assert!(matches!(result, Err(Failure::Exhausted { attempts, .. }) if attempts > 2));
+        // On the policy's clock: it kept trying until one more attempt could not fit.
+        let elapsed: Duration = slept.lock().unwrap().iter().sum();
+        assert!(matches!(result, Err(Failure::Exhausted { last: "down" })));
+        assert!(calls > 2, "{calls} attempts");
         assert!(elapsed <= Duration::from_millis(1500), "{elapsed:?}");
         assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
     }

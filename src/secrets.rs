@@ -3,6 +3,7 @@
 
 use crate::config::{Config, FileConfig, Format, SecretConfig};
 use crate::files::Output;
+use crate::kind::Kind;
 use crate::retry::{Failure, Policy};
 use crate::secret::{Secret, SecretJson};
 use crate::template::{render_json, Fact, Facts};
@@ -108,6 +109,22 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Read { source, .. } => source.kind(),
+            Error::Unavailable { .. } | Error::Cancelled => Kind::Unavailable,
+            Error::DuplicatePath { .. } | Error::BadPath { .. } | Error::Template { .. } => {
+                Kind::Config
+            }
+            Error::MissingField { .. }
+            | Error::WrongType { .. }
+            | Error::Unencodable { .. }
+            | Error::NoData { .. } => Kind::Malformed,
+        }
+    }
+}
 
 /// One secret as Vault answered it.
 pub struct Fetched {
@@ -274,55 +291,69 @@ pub fn encode(
             Some(v) => present.push((&field.name, v)),
         }
     }
+    let out = match file.format {
+        Format::Raw => encode_raw(secret, &present)?,
+        Format::Env => encode_env(secret, &present)?,
+        Format::Json => encode_json(secret, &present)?,
+    };
+    Ok(Secret::new(out))
+}
+
+/// The fields' text one after another, a newline between them.
+fn encode_raw(secret: &str, present: &[(&str, &Value)]) -> Result<Vec<u8>, Error> {
     let mut out = Zeroizing::new(Vec::new());
-    match file.format {
-        Format::Raw => {
-            for (i, (name, value)) in present.iter().enumerate() {
-                if i > 0 {
-                    out.push(b'\n');
-                }
-                out.extend_from_slice(text_of(secret, name, value)?.as_bytes());
-            }
-        }
-        Format::Env => {
-            for (name, value) in &present {
-                let text = text_of(secret, name, value)?;
-                if text.contains('\0') {
-                    return Err(Error::Unencodable {
-                        secret: secret.into(),
-                        field: name.to_string(),
-                        why: "holds a NUL byte, which an environment file cannot carry",
-                    });
-                }
-                out.extend_from_slice(name.as_bytes());
-                out.extend_from_slice(b"=\"");
-                for c in text.chars() {
-                    // Inside double quotes, sh and systemd's EnvironmentFile= both take these
-                    // four literally after a backslash, and everything else (newlines too) as is.
-                    if matches!(c, '\\' | '"' | '$' | '`') {
-                        out.push(b'\\');
-                    }
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                }
-                out.extend_from_slice(b"\"\n");
-            }
-        }
-        Format::Json => {
-            let mut map = serde_json::Map::new();
-            for (name, value) in &present {
-                map.insert(name.to_string(), (*value).clone());
-            }
-            let object = SecretJson(Value::Object(map));
-            serde_json::to_writer(&mut *out, &object.0).map_err(|_| Error::Unencodable {
-                secret: secret.into(),
-                field: String::new(),
-                why: "cannot be written as JSON",
-            })?;
+    for (i, (name, value)) in present.iter().enumerate() {
+        if i > 0 {
             out.push(b'\n');
         }
+        out.extend_from_slice(text_of(secret, name, value)?.as_bytes());
     }
-    Ok(Secret::new(std::mem::take(&mut *out)))
+    Ok(std::mem::take(&mut *out))
+}
+
+/// `NAME="value"` lines that sh and systemd's EnvironmentFile= read back the same.
+fn encode_env(secret: &str, present: &[(&str, &Value)]) -> Result<Vec<u8>, Error> {
+    let mut out = Zeroizing::new(Vec::new());
+    for (name, value) in present {
+        let text = text_of(secret, name, value)?;
+        if text.contains('\0') {
+            return Err(Error::Unencodable {
+                secret: secret.into(),
+                field: name.to_string(),
+                why: "holds a NUL byte, which an environment file cannot carry",
+            });
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"=\"");
+        for c in text.chars() {
+            // Inside double quotes, sh and systemd's EnvironmentFile= both take these
+            // four literally after a backslash, and everything else (newlines too) as is.
+            if matches!(c, '\\' | '"' | '$' | '`') {
+                out.push(b'\\');
+            }
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+        out.extend_from_slice(b"\"\n");
+    }
+    Ok(std::mem::take(&mut *out))
+}
+
+/// One JSON object of the fields, values as Vault typed them.
+fn encode_json(secret: &str, present: &[(&str, &Value)]) -> Result<Vec<u8>, Error> {
+    let mut map = serde_json::Map::new();
+    for (name, value) in present {
+        map.insert(name.to_string(), (*value).clone());
+    }
+    let object = SecretJson(Value::Object(map));
+    let mut out = Zeroizing::new(Vec::new());
+    serde_json::to_writer(&mut *out, &object.0).map_err(|_| Error::Unencodable {
+        secret: secret.into(),
+        field: String::new(),
+        why: "cannot be written as JSON",
+    })?;
+    out.push(b'\n');
+    Ok(std::mem::take(&mut *out))
 }
 
 /// A field as text: strings as they are, numbers and booleans as JSON writes them, arrays

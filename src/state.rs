@@ -4,9 +4,10 @@
 //! synced).
 
 use crate::files;
+use crate::kind::Kind;
+use crate::untrusted;
 use std::fmt;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,12 @@ use std::path::{Path, PathBuf};
 pub struct Error {
     pub path: PathBuf,
     pub message: String,
+}
+
+impl Error {
+    pub fn kind(&self) -> Kind {
+        Kind::CannotWrite
+    }
 }
 
 impl fmt::Display for Error {
@@ -143,14 +150,7 @@ pub fn read(path: &Path, max_bytes: u64) -> Result<Option<Contents>, Unusable> {
             .map_err(|e| format!("cannot make private: {e}"))?;
         was_mode = Some(meta.mode() & 0o7777);
     }
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
-    (&mut file)
-        .take(max_bytes + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(format!("larger than {} KiB", max_bytes / 1024).into());
-    }
+    let bytes = untrusted::read_capped(&mut file, max_bytes).map_err(|e| e.to_string())?;
     if bytes.is_empty() {
         return Err("empty".into());
     }

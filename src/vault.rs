@@ -4,8 +4,10 @@
 
 use crate::config::VaultConfig;
 use crate::http::{self, Answer, Client, Tls};
+use crate::kind::Kind;
 use crate::retry::Verdict;
 use crate::secret::{Secret, SecretJson};
+use crate::untrusted;
 use std::fmt;
 use std::time::Duration;
 use ureq::http::Method;
@@ -45,13 +47,17 @@ impl Error {
                 status,
                 retry_after,
                 ..
-            } => match status {
-                412 | 429 | 500..=599 => Verdict::Transient {
-                    retry_after: *retry_after,
-                },
-                _ => Verdict::Fatal,
-            },
+            } => Verdict::for_status(*status, *retry_after, true),
             Error::Malformed { .. } => Verdict::Fatal,
+        }
+    }
+
+    /// Vault's refusal, an unreachable Vault, or an answer Vault would not send.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Status { .. } => Kind::Refused,
+            Error::Http(h) if !h.is_malformed() => Kind::Unavailable,
+            Error::Http(_) | Error::Malformed { .. } => Kind::Malformed,
         }
     }
 
@@ -160,7 +166,7 @@ impl Vault {
             url,
             detail: format!(
                 "answer is not JSON ({}){}",
-                json_problem(&e),
+                untrusted::json_problem(&e),
                 content_type_note(answer.content_type.as_deref())
             ),
         })
@@ -182,7 +188,7 @@ fn status_error(url: String, answer: &Answer, secrets: &[Secret]) -> Error {
             errors
                 .iter()
                 .filter_map(|m| m.as_str())
-                .map(|m| clean_message(&redact(m, secrets)))
+                .map(|m| untrusted::one_line(&redact(m, secrets), MAX_MESSAGE))
                 .filter(|m| !m.is_empty())
                 .take(5)
                 .collect()
@@ -202,12 +208,7 @@ fn status_error(url: String, answer: &Answer, secrets: &[Secret]) -> Error {
 fn content_type_note(content_type: Option<&str>) -> String {
     match content_type {
         Some(ct) if !ct.to_ascii_lowercase().contains("json") => {
-            let shown: String = ct
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .take(100)
-                .collect();
-            format!("; content type {shown:?}")
+            format!("; content type {:?}", untrusted::one_line(ct, 100))
         }
         _ => String::new(),
     }
@@ -245,32 +246,6 @@ pub fn redact(text: &str, secrets: &[Secret]) -> String {
         }
     }
     out
-}
-
-/// Vault's messages go into our log: one line, bounded, no control characters.
-fn clean_message(m: &str) -> String {
-    let one_line: String = m
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_MESSAGE)
-        .collect();
-    one_line.trim().to_string()
-}
-
-/// serde_json's messages can quote the input; say only what kind of problem it is, and where.
-pub fn json_problem(e: &serde_json::Error) -> String {
-    let kind = match e.classify() {
-        serde_json::error::Category::Data
-            if e.to_string().starts_with(crate::secret::DUPLICATE_KEY) =>
-        {
-            "the same key twice"
-        }
-        serde_json::error::Category::Io => "read error",
-        serde_json::error::Category::Syntax => "invalid JSON",
-        serde_json::error::Category::Data => "unexpected shape",
-        serde_json::error::Category::Eof => "truncated",
-    };
-    format!("{kind} at line {} column {}", e.line(), e.column())
 }
 
 /// The fields of a secret read: KV v2 answers keep them in `data.data` next to
@@ -314,12 +289,5 @@ mod tests {
             ),
             "bad nonce [redacted] with [redacted] for web"
         );
-    }
-
-    #[test]
-    fn messages_are_one_bounded_line() {
-        let m = clean_message(&format!("a\nb{}", "x".repeat(1000)));
-        assert!(!m.contains('\n'));
-        assert_eq!(m.chars().count(), MAX_MESSAGE);
     }
 }

@@ -10,8 +10,8 @@ mod check;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::process::Command;
-use vaultboot::config::{Field, FileConfig, Format};
-use vaultboot::template::Template;
+use vaultboot::fuzzing::config::{Field, FileConfig, Format};
+use vaultboot::fuzzing::template::Template;
 
 fn replay(dir: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(dir);
@@ -70,8 +70,8 @@ fn floats_from_vault_are_written_exactly() {
     );
     // A float exactly as Vault sent it ends up in the json file.
     let body = br#"{"data":{"x":2.0886163968049374e159}}"#;
-    let answer = vaultboot::secret::SecretJson::parse(body).unwrap();
-    let fields = vaultboot::vault::secret_fields(&answer.0).unwrap();
+    let answer = vaultboot::fuzzing::secret::SecretJson::parse(body).unwrap();
+    let fields = vaultboot::fuzzing::vault::secret_fields(&answer.0).unwrap();
     let mut file = FileConfig {
         path: Template::parse("/run/x/y.json").unwrap(),
         path_text: "/run/x/y.json".into(),
@@ -86,7 +86,7 @@ fn floats_from_vault_are_written_exactly() {
         on_change: None,
     };
     let exact: f64 = 2.0886163968049374e159;
-    let out = vaultboot::secrets::encode("s", &file, fields).unwrap();
+    let out = vaultboot::fuzzing::secrets::encode("s", &file, fields).unwrap();
     let back: serde_json::Value = serde_json::from_slice(out.expose()).unwrap();
     assert_eq!(
         back["x"].as_f64(),
@@ -95,7 +95,7 @@ fn floats_from_vault_are_written_exactly() {
         out.expose_str()
     );
     file.format = Format::Raw;
-    let out = vaultboot::secrets::encode("s", &file, fields).unwrap();
+    let out = vaultboot::fuzzing::secrets::encode("s", &file, fields).unwrap();
     let text = out.expose_str().unwrap();
     assert_eq!(text.parse::<f64>().ok(), Some(exact), "raw file: {text:?}");
 }
@@ -177,7 +177,7 @@ fn env_file(values: &[String]) -> (Vec<String>, Vec<u8>) {
         gid: 0,
         on_change: None,
     };
-    let out = vaultboot::secrets::encode("sample", &file, &fields).unwrap();
+    let out = vaultboot::fuzzing::secrets::encode("sample", &file, &fields).unwrap();
     (names, out.expose().to_vec())
 }
 

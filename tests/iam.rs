@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs;
 use std::time::{Duration, SystemTime};
-use vaultboot::auth::iam::{login_data, Credentials, STS_BODY};
-use vaultboot::secret::Secret;
+use vaultboot::fuzzing::iam::{login_data, Credentials, STS_BODY};
+use vaultboot::fuzzing::secret::Secret;
 
 const VECTORS: &str = include_str!("fixtures/sigv4/sts_get_caller_identity.json");
 
@@ -548,7 +548,7 @@ fn login_data_posted_directly_is_verified() {
     let env = Env::new();
     let creds = AwsCreds::instance_profile();
     setup_vault(&env, &creds);
-    let config = vaultboot::config::parse(
+    let config = vaultboot::fuzzing::config::parse(
         &iam_config(
             &env.full_config(),
             &format!("iam_server_id = \"{SERVER_ID}\""),
@@ -556,7 +556,7 @@ fn login_data_posted_directly_is_verified() {
         &env.path("config.toml"),
     )
     .unwrap();
-    let vault = vaultboot::vault::Vault::new(&config.vault).unwrap();
+    let vault = vaultboot::fuzzing::vault::Vault::new(&config.vault).unwrap();
     let post = |body: &Value| {
         let bytes = serde_json::to_vec(body).unwrap();
         vault.request(
@@ -584,7 +584,7 @@ fn login_data_posted_directly_is_verified() {
     assert!(ok.0["auth"]["client_token"].as_str().is_some());
 
     let refused = |body: Value, needle: &str| match post(&body) {
-        Err(vaultboot::vault::Error::Status {
+        Err(vaultboot::fuzzing::vault::Error::Status {
             status, messages, ..
         }) => {
             assert_eq!(status, 400);

@@ -8,11 +8,12 @@
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
-use vaultboot::config::{self, Field, FileConfig, Format};
-use vaultboot::secret::SecretJson;
-use vaultboot::secrets;
-use vaultboot::template::{facts_in_json, render_json, Fact, Facts, Template};
-use vaultboot::vault::{json_problem, secret_fields};
+use vaultboot::fuzzing::config::{self, Field, FileConfig, Format};
+use vaultboot::fuzzing::secret::SecretJson;
+use vaultboot::fuzzing::secrets;
+use vaultboot::fuzzing::template::{facts_in_json, render_json, Fact, Facts, Template};
+use vaultboot::fuzzing::untrusted::json_problem;
+use vaultboot::fuzzing::vault::secret_fields;
 
 /// Runs the property of fuzz target `target` on `data`; `false` for an unknown target.
 pub fn run(target: &str, data: &[u8]) -> bool {
@@ -618,7 +619,7 @@ pub fn imds(data: &[u8]) {
     // What the current code accepts: serde's derive takes a JSON array as the struct's fields
     // in order, so `["i-1","r","a","z","ami","ip"]` is an "identity document" (found by
     // fuzzing: fuzz/pending/imds/array-as-document.json).
-    let current = serde_json::from_slice::<vaultboot::imds::Identity>(data);
+    let current = serde_json::from_slice::<vaultboot::fuzzing::imds::Identity>(data);
     let parsed = parse_identity(data);
     if parsed.is_ok() {
         assert!(current.is_ok());
@@ -669,12 +670,12 @@ pub fn imds(data: &[u8]) {
 
 /// The agent's own sanitizing of the signed document (`vaultboot::imds`).
 pub fn sanitize_signed_document(body: &[u8]) -> Result<String, &'static str> {
-    vaultboot::imds::parse_signed_document(body)
+    vaultboot::fuzzing::imds::parse_signed_document(body)
 }
 
 /// The agent's own identity parsing (`vaultboot::imds`): a JSON object and a plain instance id.
-pub fn parse_identity(body: &[u8]) -> Result<vaultboot::imds::Identity, String> {
-    let id = vaultboot::imds::parse_identity(body)?;
+pub fn parse_identity(body: &[u8]) -> Result<vaultboot::fuzzing::imds::Identity, String> {
+    let id = vaultboot::fuzzing::imds::parse_identity(body)?;
     assert!(
         instance_id_ok(&id.instance_id),
         "an accepted instanceId must be plain"

@@ -104,24 +104,7 @@ pub fn login_data(
     if let Some(id) = server_id {
         headers.push((SERVER_ID_HEADER, id));
     }
-    let identity = aws_credential_types::Credentials::new(
-        creds
-            .access_key_id
-            .expose_str()
-            .ok_or("access key id is not text")?,
-        creds
-            .secret_access_key
-            .expose_str()
-            .ok_or("secret access key is not text")?,
-        creds
-            .session_token
-            .as_ref()
-            .and_then(|t| t.expose_str())
-            .map(str::to_string),
-        None,
-        "vaultboot",
-    )
-    .into();
+    let identity = signing_identity(creds)?.into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(region)
@@ -158,6 +141,27 @@ pub fn login_data(
         iam_request_body: STANDARD.encode(STS_BODY),
         iam_request_headers: STANDARD.encode(&*json),
     })
+}
+
+/// The credentials in the form aws-sigv4 signs with.
+fn signing_identity(creds: &Credentials) -> Result<aws_credential_types::Credentials, String> {
+    Ok(aws_credential_types::Credentials::new(
+        creds
+            .access_key_id
+            .expose_str()
+            .ok_or("access key id is not text")?,
+        creds
+            .secret_access_key
+            .expose_str()
+            .ok_or("secret access key is not text")?,
+        creds
+            .session_token
+            .as_ref()
+            .and_then(|t| t.expose_str())
+            .map(str::to_string),
+        None,
+        "vaultboot",
+    ))
 }
 
 /// `x-amz-date` → `X-Amz-Date`, as Go's textproto.CanonicalMIMEHeaderKey writes it.

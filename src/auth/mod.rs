@@ -4,6 +4,7 @@ pub mod ec2;
 pub mod iam;
 pub mod verdict;
 
+use crate::kind::Kind;
 use crate::retry::{Failure, Policy, Verdict};
 use crate::secret::{Secret, SecretJson};
 use crate::vault::{self, Vault};
@@ -16,8 +17,6 @@ pub struct Token {
     pub client_token: Secret,
     pub accessor: String,
     pub ttl: Duration,
-    /// A nonce Vault generated because none was sent (never with vaultboot's own nonce).
-    pub server_nonce: Option<Secret>,
 }
 
 #[derive(Debug)]
@@ -69,6 +68,14 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl Error {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::NonceMismatch { .. } | Error::Denied(_) => Kind::Refused,
+            Error::Malformed(_) | Error::Signing(_) => Kind::Malformed,
+            Error::Unavailable(_) | Error::Cancelled => Kind::Unavailable,
+        }
+    }
+
     /// When the deadline ended on a transient failure that has a known cause (AWS throttling
     /// or failing behind Vault, a standby's redirects): what it was and what to do.
     pub fn advice(&self) -> Option<String> {
@@ -108,16 +115,10 @@ pub(crate) fn token_from(answer: &SecretJson, url: &str) -> Result<Token, vault:
         .and_then(|d| d.as_u64())
         .map(Duration::from_secs)
         .unwrap_or_default();
-    let server_nonce = auth
-        .get("metadata")
-        .and_then(|m| m.get("nonce"))
-        .and_then(|n| n.as_str())
-        .map(|n| Secret::from_string(n.to_string()));
     Ok(Token {
         client_token: Secret::from_string(token.to_string()),
         accessor,
         ttl,
-        server_nonce,
     })
 }
 

@@ -86,9 +86,9 @@ impl AwsCreds {
         v
     }
 
-    pub fn for_login_data(&self) -> vaultboot::auth::iam::Credentials {
-        use vaultboot::secret::Secret;
-        vaultboot::auth::iam::Credentials {
+    pub fn for_login_data(&self) -> vaultboot::fuzzing::iam::Credentials {
+        use vaultboot::fuzzing::secret::Secret;
+        vaultboot::fuzzing::iam::Credentials {
             access_key_id: Secret::from_string(self.access_key_id.clone()),
             secret_access_key: Secret::from_string(self.secret_access_key.clone()),
             session_token: self.session_token.clone().map(Secret::from_string),

@@ -1,0 +1,109 @@
+//! A failed run, named for the step that failed. The step's own error says what kind of failure
+//! it was ([`Kind`]); `main` turns the kind into an exit status.
+
+use crate::auth::{self, verdict};
+use crate::files::{self, CommitError};
+use crate::kind::Kind;
+use crate::{imds, nonce, secrets, state};
+use std::fmt;
+
+#[derive(Debug)]
+pub enum Error {
+    /// Checking the AWS_* variables iam would sign with (half-set is an error).
+    CheckingEnvironment(String),
+    /// Setting up the Vault client (CA bundle, proxy).
+    PreparingVaultClient(String),
+    /// Reading the instance from IMDS: session, identity, signed document, metadata, role
+    /// credentials.
+    ReadingInstance(imds::Error),
+    /// iam on an instance without an instance profile (IMDS answered 404 for this item).
+    FindingInstanceProfile(String),
+    LoadingNonce(nonce::Error),
+    LoggingIn(auth::Error),
+    /// Reading the secrets from Vault (the error names the secret).
+    ReadingSecret(secrets::Error),
+    /// Turning the secrets' fields into file contents at their paths.
+    RenderingFiles(secrets::Error),
+    /// Reading or recording the on_change commands owed by an earlier run.
+    RecordingOnChange(state::Error),
+    /// Writing the new files beside the old ones.
+    StagingFiles(files::Error),
+    /// Renaming the staged files into place (or syncing their directories) part-way.
+    CommittingFiles(CommitError),
+}
+
+impl Error {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::CheckingEnvironment(_)
+            | Error::PreparingVaultClient(_)
+            | Error::FindingInstanceProfile(_) => Kind::Config,
+            Error::ReadingInstance(e) => e.kind(),
+            Error::LoadingNonce(e) | Error::RecordingOnChange(e) => e.kind(),
+            Error::LoggingIn(e) => e.kind(),
+            Error::ReadingSecret(e) | Error::RenderingFiles(e) => e.kind(),
+            Error::StagingFiles(e) => e.kind(),
+            Error::CommittingFiles(e) => e.kind(),
+        }
+    }
+
+    /// The run's last line when the deadline ended on a failure with a known cause.
+    pub fn advice(&self) -> Option<String> {
+        match self {
+            Error::LoggingIn(e) => e.advice(),
+            // (A secret read's errors say nothing about AWS: only a redirect has advice.)
+            Error::ReadingSecret(secrets::Error::Unavailable { last, .. }) => {
+                verdict::redirect_advice(last)
+            }
+            _ => None,
+        }
+    }
+
+    /// What the failed run did to the outputs, for the summary line.
+    pub fn outputs_changed(&self) -> String {
+        let Error::CommittingFiles(e) = self else {
+            return "no file was changed".into();
+        };
+        if e.replaced.is_empty() {
+            return "no file was changed".into();
+        }
+        let tail = if e.not_replaced.is_empty() {
+            "not every directory could be synced".to_string()
+        } else {
+            format!(
+                "{} not replaced: {}",
+                e.not_replaced.len(),
+                files::path_list(&e.not_replaced)
+            )
+        };
+        format!(
+            "{} file(s) replaced: {}; {tail}",
+            e.replaced.len(),
+            files::path_list(&e.replaced)
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::CheckingEnvironment(e) => write!(f, "configuration: environment: {e}"),
+            Error::PreparingVaultClient(e) => write!(f, "vault client: {e}"),
+            Error::ReadingInstance(e) => e.fmt(f),
+            Error::FindingInstanceProfile(what) => write!(
+                f,
+                "iam: no instance profile attached to this instance (IMDS {what}: not found \
+                 (404)): attach one whose role Vault's iam role is bound to, or set \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in vaultboot's environment"
+            ),
+            Error::LoadingNonce(e) => write!(f, "nonce state: {e}"),
+            Error::LoggingIn(e) => e.fmt(f),
+            Error::ReadingSecret(e) | Error::RenderingFiles(e) => e.fmt(f),
+            Error::RecordingOnChange(e) => write!(f, "pending on_change commands: {e}"),
+            Error::StagingFiles(e) => write!(f, "writing files: {e}"),
+            Error::CommittingFiles(e) => write!(f, "writing files: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,94 @@
+//! Handling what comes from outside (IMDS, Vault, files on disk): read it with a cap, print it on
+//! one line, and describe a JSON problem without quoting the input (it may hold a secret).
+
+use std::io::Read;
+use zeroize::Zeroizing;
+
+/// `text` on one bounded line: control characters become spaces, at most `max` characters,
+/// trimmed. For text another system wrote (Vault's messages, content types, redirect targets).
+pub fn one_line(text: &str, max: usize) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect();
+    line.trim().to_string()
+}
+
+/// serde_json's messages can quote the input; say only what kind of problem it is, and where.
+pub fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let kind = match e.classify() {
+        Category::Data if e.to_string().starts_with(crate::secret::DUPLICATE_KEY) => {
+            "the same key twice"
+        }
+        Category::Io => "read error",
+        Category::Syntax => "invalid JSON",
+        Category::Data => "unexpected shape",
+        Category::Eof => "truncated",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
+}
+
+/// Why a capped read failed.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(std::io::Error),
+    TooLarge { limit: u64 },
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "cannot read: {e}"),
+            ReadError::TooLarge { limit } if limit % 1024 == 0 => {
+                write!(f, "larger than {} KiB", limit / 1024)
+            }
+            ReadError::TooLarge { limit } => write!(f, "larger than {limit} bytes"),
+        }
+    }
+}
+
+/// Everything `from` holds, if it is at most `limit` bytes; a larger input is refused after
+/// reading one byte past the cap, never read whole. The bytes are wiped when dropped.
+pub fn read_capped(from: impl Read, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    let mut bytes = Zeroizing::new(Vec::new());
+    from.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_is_bounded_and_printable() {
+        let m = one_line(&format!(" a\nb\u{1b}[31m{}", "x".repeat(1000)), 300);
+        assert!(!m.contains(char::is_control), "{m:?}");
+        assert!(m.starts_with("a b [31m"), "{m:?}");
+        assert_eq!(m.chars().count(), 299, "trimmed after the cap");
+    }
+
+    #[test]
+    fn json_problems_never_quote_the_input() {
+        let e = serde_json::from_str::<serde_json::Value>("{\"k\": s3cr3t}").unwrap_err();
+        let shown = json_problem(&e);
+        assert!(shown.starts_with("invalid JSON at line 1"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+
+    #[test]
+    fn reads_up_to_the_cap_and_refuses_beyond() {
+        assert_eq!(&read_capped(&b"12345"[..], 5).unwrap()[..], b"12345");
+        let e = read_capped(&b"123456"[..], 5).unwrap_err();
+        assert!(matches!(e, ReadError::TooLarge { limit: 5 }), "{e:?}");
+        assert_eq!(e.to_string(), "larger than 5 bytes");
+        let e = read_capped(&vec![0u8; 2049][..], 2048).unwrap_err();
+        assert_eq!(e.to_string(), "larger than 2 KiB");
+    }
+}
