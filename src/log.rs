@@ -19,6 +19,9 @@ pub enum Level {
 pub struct Log {
     syslog: Option<Mutex<SyslogLogger>>,
     syslog_failed: AtomicBool,
+    /// stderr is the journal: each line starts with its syslog priority (`<4>`), which
+    /// journald reads as the line's priority (so `journalctl -p warning` finds the warnings).
+    priority_prefix: bool,
 }
 
 const SYSLOG_SEND_TIMEOUT: Duration = Duration::from_millis(250);
@@ -35,9 +38,10 @@ impl Log {
             pid: std::process::id(),
         };
         let custom = std::env::var_os("VAULTBOOT_SYSLOG_SOCKET");
+        let journal = stderr_is_journal();
         let logger = match custom {
             Some(path) => syslog::unix_custom(formatter, path).ok(),
-            None if stderr_is_journal() => None,
+            None if journal => None,
             None if std::path::Path::new("/dev/log").exists() => {
                 syslog::unix_custom(formatter, "/dev/log").ok()
             }
@@ -55,14 +59,7 @@ impl Log {
         Log {
             syslog: logger.map(Mutex::new),
             syslog_failed: AtomicBool::new(false),
-        }
-    }
-
-    /// Only stderr (for `check` and tests of this module).
-    pub fn stderr_only() -> Log {
-        Log {
-            syslog: None,
-            syslog_failed: AtomicBool::new(false),
+            priority_prefix: journal,
         }
     }
 
@@ -84,7 +81,14 @@ impl Log {
             Level::Warning => "warning: ",
             Level::Error => "error: ",
         };
-        let _ = writeln!(std::io::stderr().lock(), "vaultboot: {tag}{line}");
+        // syslog(3) priorities: LOG_ERR 3, LOG_WARNING 4, LOG_INFO 6.
+        let priority = match (self.priority_prefix, level) {
+            (false, _) => "",
+            (true, Level::Info) => "<6>",
+            (true, Level::Warning) => "<4>",
+            (true, Level::Error) => "<3>",
+        };
+        let _ = writeln!(std::io::stderr().lock(), "{priority}vaultboot: {tag}{line}");
         if let Some(sys) = &self.syslog {
             if self.syslog_failed.load(Ordering::Relaxed) {
                 return;
@@ -99,7 +103,8 @@ impl Log {
                 self.syslog_failed.store(true, Ordering::Relaxed);
                 let _ = writeln!(
                     std::io::stderr().lock(),
-                    "vaultboot: warning: syslog does not accept lines; logging to stderr only"
+                    "{}vaultboot: warning: syslog does not accept lines; logging to stderr only",
+                    if self.priority_prefix { "<4>" } else { "" }
                 );
             }
         }
