@@ -1,9 +1,9 @@
-//! The command line: `vaultboot run|check [--config PATH]`, `--help`, `--version`.
+//! The command line: `vaultboot run [--refresh]|check [--config PATH]`, `--help`, `--version`.
 
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
-usage: vaultboot <command> [--config PATH]
+usage: vaultboot <command> [--config PATH] [--refresh]
 
 Fetches secrets from HashiCorp Vault at boot, logging in with the instance's AWS identity,
 and writes them to root-only files, all or nothing.
@@ -14,6 +14,8 @@ commands:
 
 options:
   -c, --config PATH   configuration file (default /etc/vaultboot/config.toml)
+      --refresh       run: a refresh (the timer's run), not the boot run: secrets marked
+                      boot_only = true are skipped
   -h, --help          show this help
   -V, --version       show the version
 
@@ -22,7 +24,7 @@ exit status: 0 done, 64 usage, 65 malformed answer, 69 IMDS or Vault unavailable
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Run { config: PathBuf },
+    Run { config: PathBuf, refresh: bool },
     Check { config: PathBuf },
     Help,
     Version,
@@ -34,6 +36,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
     let mut parser = lexopt::Parser::from_args(args);
     let mut config = None;
     let mut command: Option<String> = None;
+    let mut refresh = false;
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
@@ -42,6 +45,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
                 let value = parser.value().map_err(|e| e.to_string())?;
                 config = Some(PathBuf::from(value));
             }
+            Long("refresh") => refresh = true,
             Value(v) if command.is_none() => {
                 command = Some(
                     v.into_string()
@@ -53,7 +57,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
     }
     let config = config.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
     match command.as_deref() {
-        Some("run") => Ok(Command::Run { config }),
+        Some("run") => Ok(Command::Run { config, refresh }),
+        Some("check") if refresh => Err("--refresh is an option of run".into()),
         Some("check") => Ok(Command::Check { config }),
         Some(other) => Err(format!("unknown command {other:?} (run, check)")),
         None => Err("a command is required (run, check)".into()),
@@ -73,9 +78,18 @@ mod tests {
         assert_eq!(
             p(&["run"]).unwrap(),
             Command::Run {
-                config: "/etc/vaultboot/config.toml".into()
+                config: "/etc/vaultboot/config.toml".into(),
+                refresh: false,
             }
         );
+        assert_eq!(
+            p(&["run", "--refresh"]).unwrap(),
+            Command::Run {
+                config: "/etc/vaultboot/config.toml".into(),
+                refresh: true,
+            }
+        );
+        assert!(p(&["check", "--refresh"]).is_err());
         assert_eq!(
             p(&["check", "--config", "/x.toml"]).unwrap(),
             Command::Check {
@@ -85,7 +99,8 @@ mod tests {
         assert_eq!(
             p(&["--config=/y", "run"]).unwrap(),
             Command::Run {
-                config: "/y".into()
+                config: "/y".into(),
+                refresh: false,
             }
         );
         assert_eq!(p(&["--help"]).unwrap(), Command::Help);

@@ -1,7 +1,7 @@
 //! `vaultboot`: argv → command; hardening; logging; the boot job; error → exit status.
 
 use std::process::ExitCode;
-use vaultboot::{Command, Kind, Log};
+use vaultboot::{Command, Kind, Log, Mode};
 
 // sysexits(3), as the contract's table says.
 const EX_USAGE: u8 = 64;
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config } => check(&config),
-        Command::Run { config } => run(&config, &hardening_problems),
+        Command::Run { config, refresh } => run(&config, refresh, &hardening_problems),
     }
 }
 
@@ -57,7 +57,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path, hardening_problems: &[String]) -> ExitCode {
+fn run(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) -> ExitCode {
     let log = Log::open();
     for p in hardening_problems {
         log.warn(p);
@@ -71,7 +71,8 @@ fn run(path: &std::path::Path, hardening_problems: &[String]) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    match vaultboot::run(&config, &log) {
+    let mode = if refresh { Mode::Refresh } else { Mode::Boot };
+    match vaultboot::run(&config, mode, &log) {
         Ok(s) => {
             let mut line = format!(
                 "done: {} secret(s), {} file(s) written, {} unchanged, token {}, in {}",

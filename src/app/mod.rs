@@ -27,12 +27,25 @@ pub struct Summary {
     pub took: Duration,
 }
 
+/// Which run this is: the one at boot, or a refresh (the timer's), which skips the secrets
+/// marked boot-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Boot,
+    Refresh,
+}
+
 /// Runs the whole boot job.
-pub fn run(config: &Config, log: &Log) -> Result<Summary, Error> {
+pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
     let start = Instant::now();
     let policy = Policy::new(start + config.retry.deadline, config.retry.max_delay);
     log.info(&format!(
-        "start: vault {}, {} login as role {:?} on auth/{}, {} secret(s), deadline {}",
+        "start{}: vault {}, {} login as role {:?} on auth/{}, {} secret(s), deadline {}",
+        if mode == Mode::Refresh {
+            " (refresh)"
+        } else {
+            ""
+        },
         config.vault.address,
         method_name(config.auth.method),
         config.auth.role,
