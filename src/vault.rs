@@ -116,6 +116,11 @@ impl Vault {
         })
     }
 
+    /// The namespace every request is sent in (`X-Vault-Namespace`), if one is configured.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
     /// One request to `/v1/<path>`; a success's body is parsed as JSON (an empty one as null).
     pub fn request(
         &self,

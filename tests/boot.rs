@@ -534,6 +534,29 @@ fn tls_server_name_and_namespace_are_used() {
         .all(|r| r.header("x-vault-namespace") == Some("team-a")));
 }
 
+/// In a namespace, the command the operator is told to run names it: without
+/// `-namespace=`, `vault delete` would look for the access-list entry in the root namespace.
+#[test]
+fn a_nonce_mismatch_in_a_namespace_names_it_in_the_hint() {
+    let env = Env::new();
+    env.vault.require_namespace(Some("team-a"));
+    let cfg = env.write_config(&env.full_config().replace(
+        "request_timeout = \"3s\"",
+        "request_timeout = \"3s\"\nnamespace = \"team-a\"",
+    ));
+    assert_eq!(env.run(&cfg).status, 0);
+    fs::remove_file(env.state_dir().join("nonce.json")).unwrap();
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 77, "{}", out.log());
+    assert!(
+        out.stderr.contains(&format!(
+            "vault delete -namespace=team-a auth/aws/identity-accesslist/{INSTANCE}"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn a_certificate_from_another_ca_is_refused() {
     let env = Env::new();

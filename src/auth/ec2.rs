@@ -47,6 +47,7 @@ pub fn login(vault: &Vault, policy: &Policy, req: &Ec2Login<'_>) -> Result<Token
             Err(Error::NonceMismatch {
                 mount: req.mount.to_string(),
                 instance_id: req.instance_id.to_string(),
+                namespace: vault.namespace().map(str::to_string),
             })
         }
         Err(f) => Err(login_failure(f)),

@@ -26,6 +26,8 @@ pub enum Error {
     NonceMismatch {
         mount: String,
         instance_id: String,
+        /// The Vault namespace the auth method is in, for the command the operator runs.
+        namespace: Option<String>,
     },
     /// Vault refused the login.
     Denied(vault::Error),
@@ -41,12 +43,21 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::NonceMismatch { mount, instance_id } => write!(
+            Error::NonceMismatch {
+                mount,
+                instance_id,
+                namespace,
+            } => write!(
                 f,
                 "Vault answered \"client nonce mismatch\": this instance's identity is bound to \
                  another nonce (state lost or restored from elsewhere). The stored nonce was NOT \
                  replaced. To let this instance log in again, an operator runs: \
-                 vault delete auth/{mount}/identity-accesslist/{instance_id}"
+                 vault delete {}auth/{mount}/identity-accesslist/{instance_id} \
+                 (or replaces the instance; README: \"Exit 77 in an Auto Scaling group\")",
+                namespace
+                    .as_deref()
+                    .map(|ns| format!("-namespace={ns} "))
+                    .unwrap_or_default()
             ),
             Error::Denied(e) => {
                 write!(f, "login refused: {e}")?;
