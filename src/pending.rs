@@ -95,6 +95,24 @@ pub fn load(dir: &Path) -> Result<Pending, Error> {
     Ok(Pending { found, repairs })
 }
 
+/// What an earlier run owes, read without repairing or moving anything (for `vaultboot
+/// plan`, which writes nothing but the nonce state).
+pub fn peek(dir: &Path) -> Found {
+    let path = dir.join(FILE_NAME);
+    let bytes = match fs::File::open(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Nothing,
+        Err(e) => Err(e.to_string()),
+        Ok(file) => crate::untrusted::read_capped(file, MAX_BYTES).map_err(|e| e.to_string()),
+    };
+    match bytes.and_then(|b| parse(&b)) {
+        Ok(owed) => Found::Owed(owed),
+        Err(why) => Found::Unusable {
+            kind: "unreadable",
+            why,
+        },
+    }
+}
+
 fn parse(bytes: &[u8]) -> Result<BTreeSet<PathBuf>, String> {
     let record: Record = serde_json::from_slice(bytes).map_err(|e| {
         format!(

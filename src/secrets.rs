@@ -262,6 +262,7 @@ pub fn render_outputs(
             outputs.push(Output {
                 content: encode(&secret.name, file, fields)?,
                 path,
+                secret: secret.name.clone(),
                 mode: file.mode,
                 uid: file.uid,
                 gid: file.gid,

@@ -12,6 +12,7 @@ use crate::config::{AuthMethod, Config};
 use crate::imds::Imds;
 use crate::log::Log;
 use crate::retry::Policy;
+use crate::status::OutputStatus;
 use crate::secrets;
 use crate::vault::Vault;
 use std::time::{Duration, Instant};
@@ -22,6 +23,9 @@ pub struct Summary {
     pub secrets: usize,
     pub written: usize,
     pub unchanged: usize,
+    pub skipped: usize,
+    /// Every output of the configuration and what the run did to it (for the status file).
+    pub outputs: Vec<OutputStatus>,
     pub on_change_failed: usize,
     pub revoked: bool,
     pub took: Duration,

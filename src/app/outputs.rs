@@ -7,6 +7,7 @@ use crate::files::{self, Outcome, Output};
 use crate::log::{took, Log};
 use crate::pending;
 use crate::secrets;
+use crate::status::{OutputState, OutputStatus};
 use crate::template::Facts;
 use std::time::Instant;
 
@@ -96,6 +97,7 @@ fn report(log: &Log, summary: &mut Summary, output: &Output, outcome: Outcome, o
     match outcome {
         Outcome::Written => {
             summary.written += 1;
+            summary.outputs.push(output_status(output, OutputState::Written));
             log.info(&format!(
                 "wrote {} (mode {:04o}, uid {}, gid {})",
                 output.path.display(),
@@ -106,6 +108,7 @@ fn report(log: &Log, summary: &mut Summary, output: &Output, outcome: Outcome, o
         }
         Outcome::Unchanged => {
             summary.unchanged += 1;
+            summary.outputs.push(output_status(output, OutputState::Unchanged));
             if owed.iter().any(|o| std::ptr::eq(*o, output)) {
                 log.info(&format!(
                     "unchanged {} (its on_change is owed by an earlier run)",
@@ -115,6 +118,15 @@ fn report(log: &Log, summary: &mut Summary, output: &Output, outcome: Outcome, o
                 log.info(&format!("unchanged {}", output.path.display()));
             }
         }
+    }
+}
+
+fn output_status(output: &Output, state: OutputState) -> OutputStatus {
+    OutputStatus {
+        path: output.path.clone(),
+        secret: output.secret.clone(),
+        state,
+        reason: None,
     }
 }
 

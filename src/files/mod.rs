@@ -54,6 +54,8 @@ fn fail(path: &Path, message: impl Into<String>) -> Error {
 /// One file to write.
 pub struct Output {
     pub path: PathBuf,
+    /// The `[[secret]]` it comes from, for messages and the status.
+    pub secret: String,
     pub content: Secret,
     pub mode: u32,
     pub uid: u32,
@@ -209,6 +211,41 @@ impl<'a> Staged<'a> {
                     .collect(),
             }),
         }
+    }
+}
+
+/// What committing an output would do to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Create,
+    Replace,
+    Unchanged,
+}
+
+/// What committing `output` would do, touching nothing (for `vaultboot plan`). A target a
+/// commit would refuse (a directory, a device, an untrusted directory) is the same error.
+pub fn preview(output: &Output) -> Result<Change, Error> {
+    let path = &output.path;
+    let dir = parent_of(path);
+    if fs::symlink_metadata(dir).is_ok() {
+        check_trusted_dir(dir, true)?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_dir() => {
+            Err(fail(path, "is a directory; refusing to replace it"))
+        }
+        Ok(meta) if meta.file_type().is_file() => Ok(if is_current(path, output)? {
+            Change::Unchanged
+        } else {
+            Change::Replace
+        }),
+        Ok(meta) if meta.file_type().is_symlink() => Ok(Change::Replace),
+        Ok(_) => Err(fail(
+            path,
+            "is not a regular file (FIFO, socket or device); refusing to replace it",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Change::Create),
+        Err(e) => Err(fail(path, format!("cannot inspect: {e}"))),
     }
 }
 

@@ -5,6 +5,7 @@ fn output(path: PathBuf, content: &str) -> Output {
     let gid = nix::unistd::getegid().as_raw();
     Output {
         path,
+        secret: "test".into(),
         content: Secret::from_string(content.into()),
         mode: 0o640,
         uid: me,

@@ -1,0 +1,211 @@
+//! What monitoring is told after every run: a JSON status file (`status.file`) and, when
+//! configured, the same as a node_exporter textfile-collector file (`status.textfile`).
+//! Neither holds a secret value: paths, names, counts, times and the run's last error line
+//! (which, like every log line, names things but never holds a secret).
+
+use crate::state;
+use crate::untrusted;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Larger than any status vaultboot writes: a bigger file is not ours.
+const MAX_STATUS_BYTES: u64 = 1024 * 1024;
+
+/// What happened to one output in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputState {
+    /// Written (created or replaced) by this run.
+    Written,
+    /// Fetched, and the file already held exactly that.
+    Unchanged,
+    /// Not fetched: a valid certificate is in place, or a boot-only secret on a refresh.
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputStatus {
+    pub path: PathBuf,
+    pub secret: String,
+    pub state: OutputState,
+    /// Why it was skipped, e.g. `certificate valid until 2026-12-31T00:00:00Z`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    pub path: PathBuf,
+    /// Unix seconds.
+    pub not_after: u64,
+    /// The same, RFC 3339.
+    pub not_after_text: String,
+}
+
+/// The status of one run, as written to `status.file`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// Unix seconds.
+    pub started_at: u64,
+    pub finished_at: u64,
+    pub duration_seconds: f64,
+    /// `boot` or `refresh`.
+    pub mode: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    pub exit_status: u8,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// When a run last succeeded (this one, or an earlier one as the previous status said).
+    pub last_success_at: Option<u64>,
+    pub outputs: Vec<OutputStatus>,
+    /// Every certificate output on disk after the run, with its expiry.
+    pub certificates: Vec<CertificateStatus>,
+}
+
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The status an earlier run left at `path`, if it is there and readable.
+pub fn previous(path: &Path) -> Option<Status> {
+    let file = std::fs::File::open(path).ok()?;
+    let bytes = untrusted::read_capped(file, MAX_STATUS_BYTES).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The certificates at these paths as they are on disk now (unreadable ones are left out).
+pub fn certificates_on_disk<'a>(
+    paths: impl IntoIterator<Item = &'a Path>,
+) -> Vec<CertificateStatus> {
+    let mut found: Vec<CertificateStatus> = Vec::new();
+    for path in paths {
+        if found.iter().any(|c| c.path == path) {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(path) else {
+            continue;
+        };
+        let Ok(pem) = untrusted::read_capped(file, MAX_STATUS_BYTES) else {
+            continue;
+        };
+        if let Ok(cert) = crate::certificate::first_in_pem(&pem) {
+            found.push(CertificateStatus {
+                path: path.to_path_buf(),
+                not_after: unix_seconds(cert.not_after),
+                not_after_text: humantime::format_rfc3339_seconds(cert.not_after).to_string(),
+            });
+        }
+    }
+    found
+}
+
+/// Writes the status file, and the textfile when one is configured. Both are replaced
+/// atomically (a reader sees the old file or the new one, never half of one), mode 0644.
+pub fn write(status: &Status, file: &Path, textfile: Option<&Path>) -> Result<(), state::Error> {
+    let mut json = serde_json::to_vec_pretty(status).unwrap_or_default();
+    json.push(b'\n');
+    publish(file, &json)?;
+    if let Some(textfile) = textfile {
+        publish(textfile, prometheus_text(status).as_bytes())?;
+    }
+    Ok(())
+}
+
+fn publish(path: &Path, bytes: &[u8]) -> Result<(), state::Error> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(state::fail(path, "is not a file path"));
+    };
+    crate::files::ensure_dir(dir).map_err(|e| state::fail(dir, e.message))?;
+    crate::files::check_trusted_dir(dir, true).map_err(|e| state::fail(dir, e.message))?;
+    state::write_readable(dir, name, bytes)
+}
+
+/// The node_exporter textfile-collector form (Prometheus text exposition format 0.0.4).
+pub fn prometheus_text(status: &Status) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    gauge(
+        "vaultboot_last_run_timestamp_seconds",
+        "When the last vaultboot run ended (Unix seconds).",
+        &one(status.finished_at as f64),
+    );
+    if let Some(at) = status.last_success_at {
+        gauge(
+            "vaultboot_last_success_timestamp_seconds",
+            "When a vaultboot run last succeeded (Unix seconds).",
+            &one(at as f64),
+        );
+    }
+    gauge(
+        "vaultboot_last_exit_status",
+        "Exit status of the last run (0 success, 69 unavailable, 77 refused, 78 configuration, ...).",
+        &one(f64::from(status.exit_status)),
+    );
+    gauge(
+        "vaultboot_last_run_duration_seconds",
+        "How long the last run took.",
+        &one(status.duration_seconds),
+    );
+    let count =
+        |state: OutputState| status.outputs.iter().filter(|o| o.state == state).count() as f64;
+    gauge(
+        "vaultboot_last_run_outputs",
+        "Outputs of the last run by what happened to them.",
+        &[
+            (
+                "{state=\"written\"}".to_string(),
+                count(OutputState::Written),
+            ),
+            (
+                "{state=\"unchanged\"}".to_string(),
+                count(OutputState::Unchanged),
+            ),
+            (
+                "{state=\"skipped\"}".to_string(),
+                count(OutputState::Skipped),
+            ),
+        ],
+    );
+    let certificates: Vec<(String, f64)> = status
+        .certificates
+        .iter()
+        .map(|c| {
+            let path = label_value(&c.path.display().to_string());
+            (format!("{{path=\"{path}\"}}"), c.not_after as f64)
+        })
+        .collect();
+    gauge(
+        "vaultboot_certificate_not_after_timestamp_seconds",
+        "When each certificate vaultboot wrote expires (Unix seconds).",
+        &certificates,
+    );
+    out
+}
+
+/// A label value as the exposition format escapes it: backslash, double quote, newline.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
