@@ -2,29 +2,31 @@
 //! are serde's errors; each value is read through its type in `values`.
 
 use super::values::{
-    Argv, HumanDuration, IamServerId, ImdsEndpoint, Mode, MountPath, Namespace, Newtype, ProxyUrl,
-    RoleName, SecretPath, ServerName, StateDir, StsRegion, TokenTtl,
+    Argv, HumanDuration, IamServerId, ImdsEndpoint, Mode, MountPath, Namespace, ProxyUrl, RoleName,
+    SecretPath, ServerName, StateDir, StsRegion, TokenTtl,
 };
 use super::{err, AuthMethod, Error, Format, Signature};
 use serde::{Deserialize, Deserializer};
+use std::marker::PhantomData;
 use std::path::PathBuf;
 
-/// A value read through its type's check. A failed check is kept, not raised: serde's own
-/// errors for the whole table come first, then the checks in the order the file's sections
-/// list them, each named with its key and its place (which serde does not know).
-pub struct Checked<T>(Result<T, String>);
+/// A value read by serde as `S` (a wrong type is serde's error), then checked by `T`'s
+/// `TryFrom<S>`. A failed check is kept, not raised: serde's own errors for the whole table
+/// come first, then the checks in a fixed order, each named with its key and its place (which
+/// serde does not know).
+pub struct Checked<T, S = String>(Result<T, String>, PhantomData<fn() -> S>);
 
-impl<'de, T> Deserialize<'de> for Checked<T>
+impl<'de, T, S> Deserialize<'de> for Checked<T, S>
 where
-    T: Newtype,
-    T::Source: Deserialize<'de>,
+    S: Deserialize<'de>,
+    T: TryFrom<S, Error = String>,
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        T::Source::deserialize(d).map(|source| Checked(T::try_from(source)))
+        S::deserialize(d).map(|source| Checked(T::try_from(source), PhantomData))
     }
 }
 
-impl<T> Checked<T> {
+impl<T, S> Checked<T, S> {
     /// The value, or its check's message as "`place`: `key`: message".
     pub fn at(self, place: &str, key: &str) -> Result<T, Error> {
         self.0.map_err(|m| err(place, format!("{key}: {m}")))
@@ -32,7 +34,11 @@ impl<T> Checked<T> {
 }
 
 /// An optional key's value, checked; `None` when the file omits it.
-pub fn optional<T>(value: Option<Checked<T>>, place: &str, key: &str) -> Result<Option<T>, Error> {
+pub fn optional<T, S>(
+    value: Option<Checked<T, S>>,
+    place: &str,
+    key: &str,
+) -> Result<Option<T>, Error> {
     value.map(|v| v.at(place, key)).transpose()
 }
 
@@ -71,7 +77,7 @@ pub struct RawImds {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
-    pub dir: Option<Checked<StateDir>>,
+    pub dir: Option<Checked<StateDir, PathBuf>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -101,8 +107,9 @@ pub struct RawFile {
     /// Plain text: which names are allowed depends on `format`.
     pub fields: Vec<String>,
     pub format: Option<Checked<Format>>,
-    pub mode: Option<Checked<Mode>>,
+    /// Any TOML value: a number gets its own message ("write the mode as an octal string").
+    pub mode: Option<Checked<Mode, toml::Value>>,
     pub owner: Option<String>,
     pub group: Option<String>,
-    pub on_change: Option<Checked<Argv>>,
+    pub on_change: Option<Checked<Argv, Vec<String>>>,
 }

@@ -1,69 +1,55 @@
 //! The values of the file, one type per kind of value, each checked as it is read.
 //!
-//! A type's `TryFrom` is its whole rule; its message follows the key (the caller writes
-//! "mode: " and the place before it), so one type serves every key of its kind.
+//! A type's `TryFrom` is its whole rule, from what serde reads (a string, mostly); its message
+//! follows the key (the caller writes the place and "mode: " before it), so one type serves
+//! every key of its kind.
 
 use super::{AuthMethod, Format, Signature};
 use crate::template::Template;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-/// A value read by serde as `Source` (a wrong type is serde's error) and then checked.
-pub trait Newtype: TryFrom<Self::Source, Error = String> {
-    type Source;
-}
+/// A duration written like "30s" or "5m"; longer than zero.
+pub struct HumanDuration(pub Duration);
 
-macro_rules! newtype {
-    ($(#[$doc:meta])* $name:ident($inner:ty) from $source:ty) => {
-        $(#[$doc])*
-        pub struct $name(pub $inner);
-        impl Newtype for $name {
-            type Source = $source;
-        }
-    };
-}
+/// The IMDSv2 token's lifetime: whole seconds from 1 to 21600, as IMDS requires.
+pub struct TokenTtl(pub Duration);
 
-newtype!(
-    /// A duration written like "30s" or "5m"; longer than zero.
-    HumanDuration(Duration) from String
-);
-newtype!(
-    /// The IMDSv2 token's lifetime: whole seconds from 1 to 21600, as IMDS requires.
-    TokenTtl(Duration) from String
-);
-newtype!(
-    /// The path of an auth method's mount, like "aws" or "team/aws".
-    MountPath(String) from String
-);
-newtype!(
-    /// A Vault API path after /v1/, like "secret/data/app".
-    SecretPath(String) from String
-);
-newtype!(RoleName(String) from String);
-newtype!(
-    /// The host name TLS expects in Vault's certificate.
-    ServerName(String) from String
-);
-newtype!(Namespace(String) from String);
-newtype!(ProxyUrl(String) from String);
-newtype!(
-    /// Sent and signed as the X-Vault-AWS-IAM-Server-ID header, compared byte for byte.
-    IamServerId(String) from String
-);
-newtype!(StsRegion(String) from String);
-newtype!(
-    /// `http://host[:port]`, without a trailing slash.
-    ImdsEndpoint(String) from String
-);
-newtype!(StateDir(PathBuf) from PathBuf);
-newtype!(
-    /// Permission bits of a secret file, written as an octal string ("0640").
-    Mode(u32) from toml::Value
-);
-newtype!(
-    /// The command run when a file changed.
-    Argv(Vec<String>) from Vec<String>
-);
+/// The path of an auth method's mount, like "aws" or "team/aws".
+pub struct MountPath(pub String);
+
+/// A Vault API path after /v1/, like "secret/data/app".
+pub struct SecretPath(pub String);
+
+/// The Vault role to log in as.
+pub struct RoleName(pub String);
+
+/// The host name TLS expects in Vault's certificate.
+pub struct ServerName(pub String);
+
+/// A Vault Enterprise namespace, sent as X-Vault-Namespace.
+pub struct Namespace(pub String);
+
+/// An `http://` or `socks5://` proxy for Vault requests.
+pub struct ProxyUrl(pub String);
+
+/// Sent and signed as the X-Vault-AWS-IAM-Server-ID header, compared byte for byte.
+pub struct IamServerId(pub String);
+
+/// An AWS region name, like "eu-west-1".
+pub struct StsRegion(pub String);
+
+/// `http://host[:port]`, without a trailing slash.
+pub struct ImdsEndpoint(pub String);
+
+/// Where vaultboot keeps its own state: an absolute directory.
+pub struct StateDir(pub PathBuf);
+
+/// Permission bits of a secret file, written as an octal string ("0640").
+pub struct Mode(pub u32);
+
+/// The command run when a file changed.
+pub struct Argv(pub Vec<String>);
 
 impl TryFrom<String> for HumanDuration {
     type Error = String;
@@ -89,50 +75,41 @@ impl TryFrom<String> for TokenTtl {
     }
 }
 
-impl Newtype for AuthMethod {
-    type Source = String;
-}
-
 impl TryFrom<String> for AuthMethod {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        match text.as_str() {
-            "ec2" => Ok(Self::Ec2),
-            "iam" => Ok(Self::Iam),
-            other => Err(format!("{other:?} is not \"ec2\" or \"iam\"")),
-        }
+        one_of(&text, &[("ec2", Self::Ec2), ("iam", Self::Iam)])
     }
-}
-
-impl Newtype for Signature {
-    type Source = String;
 }
 
 impl TryFrom<String> for Signature {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        match text.as_str() {
-            "rsa2048" => Ok(Self::Rsa2048),
-            "pkcs7" => Ok(Self::Pkcs7),
-            other => Err(format!("{other:?} is not \"rsa2048\" or \"pkcs7\"")),
-        }
+        one_of(&text, &[("rsa2048", Self::Rsa2048), ("pkcs7", Self::Pkcs7)])
     }
-}
-
-impl Newtype for Format {
-    type Source = String;
 }
 
 impl TryFrom<String> for Format {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        match text.as_str() {
-            "raw" => Ok(Self::Raw),
-            "env" => Ok(Self::Env),
-            "json" => Ok(Self::Json),
-            other => Err(format!("{other:?} is not \"raw\", \"env\" or \"json\"")),
-        }
+        one_of(
+            &text,
+            &[("raw", Self::Raw), ("env", Self::Env), ("json", Self::Json)],
+        )
     }
+}
+
+/// The choice named `text`; else a message that lists the names ("is not "a", "b" or "c"").
+fn one_of<T: Copy>(text: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    if let Some((_, choice)) = choices.iter().find(|(name, _)| *name == text) {
+        return Ok(*choice);
+    }
+    let names: Vec<String> = choices
+        .iter()
+        .map(|(name, _)| format!("{name:?}"))
+        .collect();
+    let (last, others) = names.split_last().expect("at least one choice");
+    Err(format!("{text:?} is not {} or {last}", others.join(", ")))
 }
 
 fn is_vault_path(p: &str) -> bool {
