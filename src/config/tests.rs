@@ -125,6 +125,14 @@ fn refuses_what_the_contract_refuses() {
         &["[retry]", "deadline", "five minutes"],
     );
     refused(
+        &GOOD.replace("role = \"web\"", "role = \"web\"\niam_server_id = \"x\""),
+        &["iam_server_id", "iam"],
+    );
+}
+
+#[test]
+fn refuses_bad_files() {
+    refused(
         &GOOD.replace("format = \"env\"", "format = \"yaml\""),
         &["\"ad-join\"", "format"],
     );
@@ -152,6 +160,17 @@ fn refuses_what_the_contract_refuses() {
     assert!(check_output_path("/etc/app/.").is_err());
     assert!(check_output_path("/etc/app/./x").is_err());
     assert!(check_output_path("/etc/app/.x").is_ok());
+    refused(
+        &GOOD.replace(
+            "fields = [\"username\", \"password\"]",
+            "fields = [\"user-name\"]",
+        ),
+        &["user-name", "environment variable"],
+    );
+}
+
+#[test]
+fn errors_name_the_file_on_one_clean_line() {
     refused(&format!("{GOOD}\n[extra]\n"), &["unknown key `extra`"]);
     // Found by fuzzing (fuzz/regressions/config): control characters of the file reach
     // the message (toml quotes the line; a quoted key may hold a newline).
@@ -164,17 +183,6 @@ fn refuses_what_the_contract_refuses() {
         .to_string();
     assert!(!e.contains(char::is_control) && e.contains("\\u{2}"), "{e}");
     refused("[vault\n", &["test.toml", "line 1"]);
-    refused(
-        &GOOD.replace("role = \"web\"", "role = \"web\"\niam_server_id = \"x\""),
-        &["iam_server_id", "iam"],
-    );
-    refused(
-        &GOOD.replace(
-            "fields = [\"username\", \"password\"]",
-            "fields = [\"user-name\"]",
-        ),
-        &["user-name", "environment variable"],
-    );
 }
 
 #[test]
@@ -232,5 +240,32 @@ fn iam_method_is_accepted_with_its_options() {
     refused(
         &GOOD.replace("role = \"web\"", "role = \"web\"\nmethod = \"aws\""),
         &["method", "\"ec2\" or \"iam\""],
+    );
+}
+
+#[test]
+fn serde_errors_come_first_then_checks_in_order_with_their_place() {
+    // An unknown key is reported before a bad value of the same table, as before serde read
+    // the values through their types.
+    let e = parse_str(&GOOD.replace("role = \"web\"", "role = \"\"\nmount = \"/x\"\nzzz = 1"))
+        .unwrap_err();
+    assert_eq!(e.place, "test.toml: [auth]");
+    assert!(e.message.starts_with("unknown field `zzz`"), "{e}");
+    // Then the checks in a fixed order, whatever the order of the keys.
+    let e = parse_str(&GOOD.replace("role = \"web\"", "role = \"\"\nmount = \"/x\"")).unwrap_err();
+    assert_eq!(e.message, "mount: \"/x\" is not a Vault mount path");
+    // A file's serde error names it by position, a failed check by its path.
+    let e = parse_str(&GOOD.replace("mode = \"0644\"", "mode = \"0644\"\nzzz = 1")).unwrap_err();
+    assert_eq!(e.place, "test.toml: [[secret]] \"tls\" file #1");
+    let e = parse_str(&GOOD.replace("mode = \"0644\"", "mode = \"9\"")).unwrap_err();
+    assert_eq!(
+        e.place,
+        "test.toml: [[secret]] \"tls\" file \"/etc/nginx/tls/server.crt\""
+    );
+    assert_eq!(e.message, "mode: \"9\" is not an octal mode like \"0640\"");
+    let e = parse_str(&GOOD.replace("format = \"env\"", "format = \"yaml\"")).unwrap_err();
+    assert_eq!(
+        e.message,
+        "format: \"yaml\" is not \"raw\", \"env\" or \"json\""
     );
 }
