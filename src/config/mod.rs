@@ -1,0 +1,295 @@
+//! The configuration file: TOML → a checked `Config`.
+//!
+//! Everything that can be checked without the network is checked here, so that
+//! `vaultboot check` at image-build time catches what would otherwise fail at boot.
+//!
+//! The way through: the text is parsed as TOML (syntax errors, with line and column); each
+//! section is read by serde into its shape in `raw` (unknown keys, wrong types, missing keys),
+//! its values through their types in `values` (each type's rule); `sections` and `secrets`
+//! then fill in `defaults`, report the first failed check with its place, and apply the few
+//! rules that tie keys together; `checks` holds what looks outside the file (the CA file,
+//! the account database).
+
+mod checks;
+mod defaults;
+mod raw;
+mod secrets;
+mod sections;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use crate::template::{facts_in_json, Fact, Template};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use defaults::CONFIG_PATH as DEFAULT_PATH;
+pub use values::check_output_path;
+
+/// A configuration file larger than this is refused: it is not a configuration.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// A configuration error: where (file, section, secret, key) and what.
+#[derive(Debug)]
+pub struct Error {
+    pub place: String,
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    /// One clean line: a control character from the file (toml's messages quote the offending
+    /// line; a quoted key may hold a newline) is shown escaped, never written to the log as is.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_escaped(f, &self.place)?;
+        f.write_str(": ")?;
+        write_escaped(f, &self.message)
+    }
+}
+
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            fmt::Write::write_char(f, c)?;
+        }
+    }
+    Ok(())
+}
+
+impl std::error::Error for Error {}
+
+fn err(place: impl Into<String>, message: impl Into<String>) -> Error {
+    Error {
+        place: place.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    Ec2,
+    Iam,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signature {
+    /// `/latest/dynamic/instance-identity/rsa2048` (SHA-256).
+    Rsa2048,
+    /// `/latest/dynamic/instance-identity/pkcs7` (SHA-1): for Vault servers older than 1.12.
+    Pkcs7,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Raw,
+    Env,
+    Json,
+}
+
+/// The checked configuration. What the file leaves out is filled in from `defaults`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub source: PathBuf,
+    pub vault: VaultConfig,
+    pub auth: AuthConfig,
+    pub imds: ImdsConfig,
+    pub state_dir: PathBuf,
+    pub retry: RetryConfig,
+    pub secrets: Vec<SecretConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VaultConfig {
+    /// `https://host[:port]`, without a trailing slash.
+    pub address: String,
+    pub ca_cert: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
+    pub namespace: Option<String>,
+    /// One request.
+    pub request_timeout: Duration,
+    /// An explicit proxy for Vault requests; none by default (environment variables are ignored).
+    pub proxy: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub method: AuthMethod,
+    pub mount: String,
+    pub role: String,
+    pub iam_server_id: Option<String>,
+    pub sts_region: String,
+    pub revoke_token: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ImdsConfig {
+    pub endpoint: String,
+    /// Whole seconds from 1 to 21600.
+    pub token_ttl: Duration,
+    pub signature: Signature,
+}
+
+#[derive(Clone, Debug)]
+pub struct RetryConfig {
+    /// Wall-clock budget for the whole run.
+    pub deadline: Duration,
+    /// Cap of one back-off sleep.
+    pub max_delay: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct SecretConfig {
+    pub name: String,
+    pub path: String,
+    /// The JSON body of a POST (PKI issue); `None` means a GET. Strings may hold templates.
+    pub data: Option<serde_json::Value>,
+    pub files: Vec<FileConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Field {
+    pub name: String,
+    /// A trailing `?` in the configuration: the field may be absent from Vault's answer.
+    pub optional: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct FileConfig {
+    pub path: Template,
+    /// The path as written, for messages before facts are known.
+    pub path_text: String,
+    pub fields: Vec<Field>,
+    pub format: Format,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub on_change: Option<Vec<String>>,
+}
+
+impl Config {
+    /// Every fact that some template needs.
+    pub fn needed_facts(&self) -> BTreeSet<Fact> {
+        let mut out = BTreeSet::new();
+        for secret in &self.secrets {
+            if let Some(data) = &secret.data {
+                let mut found = Vec::new();
+                // Validated at load time.
+                let _ = facts_in_json(data, &mut found);
+                out.extend(found);
+            }
+            for file in &secret.files {
+                out.extend(file.path.facts());
+            }
+        }
+        out
+    }
+}
+
+// ---- loading ---------------------------------------------------------------------------------
+
+/// Reads and checks the configuration at `path`.
+pub fn load(path: &Path) -> Result<Config, Error> {
+    let place = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| err(&place, format!("cannot open: {e}")))?;
+    let mut text = String::new();
+    use std::io::Read;
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| err(&place, format!("cannot read: {e}")))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(err(&place, "larger than 1 MiB"));
+    }
+    parse(&text, path)
+}
+
+/// Checks configuration text; `source` is only used in messages.
+pub fn parse(text: &str, source: &Path) -> Result<Config, Error> {
+    let file = source.display().to_string();
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+        // toml's message already carries the line, the column and the offending key.
+        err(&file, e.to_string().trim_end().replace('\n', " "))
+    })?;
+    let raw = RawSections::take(&mut table, &file)?;
+    let place = |name: &str| format!("{file}: [{name}]");
+    let vault = sections::vault(raw.vault, &place("vault"))?;
+    let auth = sections::auth(raw.auth, &place("auth"))?;
+    let imds = sections::imds(raw.imds, &place("imds"))?;
+    let state_dir = sections::state_dir(raw.state, &place("state"))?;
+    let retry = sections::retry(raw.retry, &place("retry"))?;
+    let mut secrets = Vec::new();
+    for (index, item) in raw.secrets.into_iter().enumerate() {
+        secrets.push(secrets::secret(item, index, &file)?);
+    }
+    secrets::check_unique(&secrets, &file)?;
+    Ok(Config {
+        source: source.to_path_buf(),
+        vault,
+        auth,
+        imds,
+        state_dir,
+        retry,
+        secrets,
+    })
+}
+
+/// The top-level tables, each read on its own so that its errors name it. The top level is
+/// taken apart by hand rather than derived: its unknown-key message lists the sections.
+struct RawSections {
+    vault: raw::RawVault,
+    auth: raw::RawAuth,
+    imds: raw::RawImds,
+    state: raw::RawState,
+    retry: raw::RawRetry,
+    /// `[[secret]]` tables, read one by one (`secrets::secret`) to name each in its errors.
+    secrets: Vec<toml::Value>,
+}
+
+impl RawSections {
+    fn take(table: &mut toml::Table, file: &str) -> Result<Self, Error> {
+        let sections = Self {
+            vault: section(table, "vault", file)?
+                .ok_or_else(|| err(file, "missing required section [vault]"))?,
+            auth: section(table, "auth", file)?
+                .ok_or_else(|| err(file, "missing required section [auth]"))?,
+            imds: section(table, "imds", file)?.unwrap_or_default(),
+            state: section(table, "state", file)?.unwrap_or_default(),
+            retry: section(table, "retry", file)?.unwrap_or_default(),
+            secrets: match table.remove("secret") {
+                None => Vec::new(),
+                Some(toml::Value::Array(items)) => items,
+                Some(_) => {
+                    return Err(err(file, "`secret` must be an array of tables: [[secret]]"))
+                }
+            },
+        };
+        if let Some(key) = table.keys().next() {
+            return Err(err(
+                file,
+                format!("unknown key `{key}` (known: vault, auth, imds, state, retry, secret)"),
+            ));
+        }
+        Ok(sections)
+    }
+}
+
+/// The section `name` read into its shape, if the file has it.
+fn section<T: serde::de::DeserializeOwned>(
+    table: &mut toml::Table,
+    name: &str,
+    file: &str,
+) -> Result<Option<T>, Error> {
+    table
+        .remove(name)
+        .map(|v| v.try_into())
+        .transpose()
+        .map_err(|e| err(format!("{file}: [{name}]"), de_message(e)))
+}
+
+/// serde's message on one line, without toml's position (a section read from a parsed table
+/// has none).
+fn de_message(e: toml::de::Error) -> String {
+    e.message().trim_end().replace('\n', " ")
+}

@@ -1,0 +1,107 @@
+//! The single-table sections ([vault], [auth], [imds], [state], [retry]) from their raw shapes
+//! to their checked form: defaults filled in, each value's check reported in a fixed order,
+//! and the few rules that tie two keys together.
+
+use super::raw::{optional, RawAuth, RawImds, RawRetry, RawState, RawVault};
+use super::{checks, defaults, err, Error};
+use super::{AuthConfig, AuthMethod, ImdsConfig, RetryConfig, VaultConfig};
+use std::path::PathBuf;
+
+pub fn vault(raw: RawVault, place: &str) -> Result<VaultConfig, Error> {
+    let address = vault_address(&raw.address, raw.insecure_http == Some(true))
+        .map_err(|m| err(place, format!("address: {m}")))?;
+    if let Some(ca) = &raw.ca_cert {
+        checks::ca_file(ca).map_err(|m| err(place, format!("ca_cert: {}: {m}", ca.display())))?;
+    }
+    let tls_server_name = optional(raw.tls_server_name, place, "tls_server_name")?;
+    let namespace = optional(raw.namespace, place, "namespace")?;
+    let proxy = optional(raw.proxy, place, "proxy")?;
+    let request_timeout = optional(raw.request_timeout, place, "request_timeout")?;
+    Ok(VaultConfig {
+        address,
+        ca_cert: raw.ca_cert,
+        tls_server_name: tls_server_name.map(|n| n.0),
+        namespace: namespace.map(|n| n.0),
+        request_timeout: request_timeout.map_or(defaults::REQUEST_TIMEOUT, |d| d.0),
+        proxy: proxy.map(|p| p.0),
+    })
+}
+
+/// `https://host[:port]`, or `http://` when `insecure_http` is set; no trailing slash. Checked
+/// here rather than by a value type: which schemes are allowed depends on another key.
+fn vault_address(text: &str, insecure_http: bool) -> Result<String, String> {
+    let address = text.trim_end_matches('/');
+    let (scheme, rest) = address
+        .split_once("://")
+        .ok_or_else(|| format!("{address:?} is not a URL (https://host:port)"))?;
+    match scheme {
+        "https" => {}
+        "http" if insecure_http => {}
+        "http" => {
+            return Err("http:// sends the Vault token in clear text; use https:// \
+                 (or set insecure_http = true for a test server)"
+                .into())
+        }
+        other => return Err(format!("unsupported scheme {other:?}")),
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace)
+    {
+        return Err("must be scheme://host[:port] with no path, query or credentials".into());
+    }
+    Ok(address.to_string())
+}
+
+pub fn auth(raw: RawAuth, place: &str) -> Result<AuthConfig, Error> {
+    let method = optional(raw.method, place, "method")?.unwrap_or(defaults::AUTH_METHOD);
+    let mount = optional(raw.mount, place, "mount")?.map_or(defaults::AUTH_MOUNT.into(), |m| m.0);
+    let role = raw.role.at(place, "role")?.0;
+    // Two keys together: serde reads one value at a time.
+    if method == AuthMethod::Ec2 {
+        for (key, set) in [
+            ("iam_server_id", raw.iam_server_id.is_some()),
+            ("sts_region", raw.sts_region.is_some()),
+        ] {
+            if set {
+                return Err(err(
+                    place,
+                    format!("{key}: applies only to method = \"iam\""),
+                ));
+            }
+        }
+    }
+    let iam_server_id = optional(raw.iam_server_id, place, "iam_server_id")?;
+    let sts_region = optional(raw.sts_region, place, "sts_region")?;
+    Ok(AuthConfig {
+        method,
+        mount,
+        role,
+        iam_server_id: iam_server_id.map(|id| id.0),
+        sts_region: sts_region.map_or(defaults::STS_REGION.into(), |r| r.0),
+        revoke_token: raw.revoke_token.unwrap_or(defaults::REVOKE_TOKEN),
+    })
+}
+
+pub fn imds(raw: RawImds, place: &str) -> Result<ImdsConfig, Error> {
+    let endpoint = optional(raw.endpoint, place, "endpoint")?;
+    let token_ttl = optional(raw.token_ttl, place, "token_ttl")?;
+    let signature = optional(raw.signature, place, "signature")?;
+    Ok(ImdsConfig {
+        endpoint: endpoint.map_or(defaults::IMDS_ENDPOINT.into(), |e| e.0),
+        token_ttl: token_ttl.map_or(defaults::IMDS_TOKEN_TTL, |t| t.0),
+        signature: signature.unwrap_or(defaults::SIGNATURE),
+    })
+}
+
+pub fn state_dir(raw: RawState, place: &str) -> Result<PathBuf, Error> {
+    let dir = optional(raw.dir, place, "dir")?;
+    Ok(dir.map_or_else(|| PathBuf::from(defaults::STATE_DIR), |d| d.0))
+}
+
+pub fn retry(raw: RawRetry, place: &str) -> Result<RetryConfig, Error> {
+    let deadline = optional(raw.deadline, place, "deadline")?;
+    let max_delay = optional(raw.max_delay, place, "max_delay")?;
+    Ok(RetryConfig {
+        deadline: deadline.map_or(defaults::DEADLINE, |d| d.0),
+        max_delay: max_delay.map_or(defaults::MAX_DELAY, |d| d.0),
+    })
+}

@@ -1,0 +1,271 @@
+//! The configuration's own tests: defaults, and what is refused with which message.
+
+use super::*;
+
+const GOOD: &str = r#"
+[vault]
+address = "https://vault.internal:8200"
+[auth]
+role = "web"
+[[secret]]
+name = "tls"
+path = "pki_int/issue/web"
+data = { common_name = "{{ local-hostname }}", ip_sans = "{{ local-ipv4 }}", ttl = "72h" }
+  [[secret.file]]
+  path = "/etc/nginx/tls/server.crt"
+  fields = ["certificate", "ca_chain?"]
+  mode = "0644"
+  on_change = ["systemctl", "try-reload-or-restart", "nginx"]
+  [[secret.file]]
+  path = "/etc/nginx/tls/server.key"
+  fields = ["private_key"]
+[[secret]]
+name = "ad-join"
+path = "secret/data/ad/join"
+  [[secret.file]]
+  path = "/run/vaultboot/ad-join.env"
+  format = "env"
+  fields = ["username", "password"]
+"#;
+
+fn parse_str(text: &str) -> Result<Config, Error> {
+    parse(text, Path::new("test.toml"))
+}
+
+#[test]
+fn defaults_are_the_contracts() {
+    let c = parse_str(GOOD).unwrap();
+    assert_eq!(c.auth.method, AuthMethod::Ec2);
+    assert_eq!(c.auth.mount, "aws");
+    assert!(c.auth.revoke_token);
+    assert_eq!(c.auth.sts_region, "us-east-1");
+    assert_eq!(c.imds.endpoint, "http://169.254.169.254");
+    assert_eq!(c.imds.token_ttl, Duration::from_secs(60));
+    assert_eq!(c.imds.signature, Signature::Rsa2048);
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/vaultboot"));
+    assert_eq!(c.retry.deadline, Duration::from_secs(300));
+    assert_eq!(c.retry.max_delay, Duration::from_secs(20));
+    assert_eq!(c.vault.request_timeout, Duration::from_secs(10));
+    assert_eq!(c.secrets[0].files[0].mode, 0o644);
+    assert_eq!(c.secrets[0].files[1].mode, 0o600);
+    assert_eq!(c.secrets[0].files[1].uid, 0);
+    assert!(c.secrets[0].files[0].fields[1].optional);
+    assert_eq!(c.secrets[1].files[0].format, Format::Env);
+    let facts: Vec<_> = c.needed_facts().into_iter().collect();
+    assert_eq!(facts, vec![Fact::LocalHostname, Fact::LocalIpv4]);
+}
+
+fn refused(text: &str, needles: &[&str]) {
+    let e = parse_str(text).expect_err("must be refused").to_string();
+    for n in needles {
+        assert!(e.contains(n), "{e:?} should contain {n:?}");
+    }
+}
+
+#[test]
+fn data_values_have_a_json_form() {
+    let with = |v: &str| GOOD.replace("ttl = \"72h\" }", &format!("ttl = {v} }}"));
+    let data = |v: &str| {
+        parse_str(&with(v)).unwrap().secrets[0]
+            .data
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(data("1979-05-27")["ttl"], "1979-05-27");
+    assert_eq!(data("1.5")["ttl"], 1.5);
+    // Found by fuzzing (fuzz/regressions/config/nan-in-data.toml): serde_json turns a
+    // non-finite float into null, which would have been sent to Vault in its place.
+    for v in ["nan", "-inf", "+inf", "[1.0, { x = inf }]"] {
+        refused(&with(v), &["\"tls\"", "data.ttl", "NaN"]);
+    }
+}
+
+#[test]
+fn refuses_what_the_contract_refuses() {
+    refused(
+        &GOOD.replace("role = \"web\"", "role = \"web\"\nrolee = 1"),
+        &["[auth]", "rolee"],
+    );
+    refused(&GOOD.replace("role = \"web\"", ""), &["[auth]", "role"]);
+    refused(
+        &GOOD.replace("https://vault", "http://vault"),
+        &["[vault]", "insecure_http"],
+    );
+    assert!(parse_str(&GOOD.replace(
+        "address = \"https://vault.internal:8200\"",
+        "address = \"http://vault.internal:8200\"\ninsecure_http = true"
+    ))
+    .is_ok());
+    refused(
+        &GOOD.replace("ttl = \"72h\" }", "ttl = \"72h\", x = \"{{ host }}\" }"),
+        &["\"tls\"", "host"],
+    );
+    refused(
+        &GOOD.replace("name = \"ad-join\"", "name = \"tls\""),
+        &["\"tls\"", "same name"],
+    );
+    refused(
+        &GOOD.replace("/run/vaultboot/ad-join.env", "/etc/nginx/tls/server.key"),
+        &["server.key", "same path"],
+    );
+    refused(
+        &GOOD.replace("mode = \"0644\"", "mode = \"0944\""),
+        &["\"tls\"", "server.crt", "mode"],
+    );
+    refused(
+        &GOOD.replace("mode = \"0644\"", "mode = \"4755\""),
+        &["setuid"],
+    );
+    refused(
+        &GOOD.replace("mode = \"0644\"", "mode = 644"),
+        &["octal string"],
+    );
+    refused(
+        &format!("{GOOD}\n[retry]\ndeadline = \"five minutes\"\n"),
+        &["[retry]", "deadline", "five minutes"],
+    );
+    refused(
+        &GOOD.replace("role = \"web\"", "role = \"web\"\niam_server_id = \"x\""),
+        &["iam_server_id", "iam"],
+    );
+}
+
+#[test]
+fn refuses_bad_files() {
+    refused(
+        &GOOD.replace("format = \"env\"", "format = \"yaml\""),
+        &["\"ad-join\"", "format"],
+    );
+    refused(
+        &GOOD.replace(
+            "fields = [\"private_key\"]",
+            "fields = [\"private_key\"]\n  owner = \"no-such-user-xyz\"",
+        ),
+        &["owner", "no-such-user-xyz"],
+    );
+    refused(
+        &GOOD.replace("/etc/nginx/tls/server.key", "etc/server.key"),
+        &["absolute"],
+    );
+    refused(
+        &GOOD.replace("/etc/nginx/tls/server.key", "/etc/../server.key"),
+        &[".."],
+    );
+    // Found by fuzzing (fuzz/regressions/config): `.` segments, which Path::components
+    // skips, and a `.` that a template fact brings at run time.
+    refused(
+        &GOOD.replace("/etc/nginx/tls/server.key", "/etc/nginx/./server.key"),
+        &["must not contain . or .."],
+    );
+    assert!(check_output_path("/etc/app/.").is_err());
+    assert!(check_output_path("/etc/app/./x").is_err());
+    assert!(check_output_path("/etc/app/.x").is_ok());
+    refused(
+        &GOOD.replace(
+            "fields = [\"username\", \"password\"]",
+            "fields = [\"user-name\"]",
+        ),
+        &["user-name", "environment variable"],
+    );
+}
+
+#[test]
+fn errors_name_the_file_on_one_clean_line() {
+    refused(&format!("{GOOD}\n[extra]\n"), &["unknown key `extra`"]);
+    // Found by fuzzing (fuzz/regressions/config): control characters of the file reach
+    // the message (toml quotes the line; a quoted key may hold a newline).
+    let e = parse_str(&format!("\"a\\nb\\u001b[31m\" = 1\n{GOOD}"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown key `a\\nb\\u{1b}[31m`"), "{e}");
+    let e = parse_str("[vault]\naddr\u{2} = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains(char::is_control) && e.contains("\\u{2}"), "{e}");
+    refused("[vault\n", &["test.toml", "line 1"]);
+}
+
+#[test]
+fn iam_method_is_accepted_with_its_options() {
+    let iam = |extra: &str| {
+        GOOD.replace(
+            "role = \"web\"",
+            &format!("role = \"web\"\nmethod = \"iam\"\n{extra}"),
+        )
+    };
+    let c = parse_str(&iam("")).unwrap();
+    assert_eq!(c.auth.method, AuthMethod::Iam);
+    assert_eq!(c.auth.sts_region, "us-east-1");
+    assert_eq!(c.auth.iam_server_id, None);
+    let c = parse_str(&iam(
+        "iam_server_id = \"vault.example.com\"\nsts_region = \"eu-west-1\"",
+    ))
+    .unwrap();
+    assert_eq!(c.auth.iam_server_id.as_deref(), Some("vault.example.com"));
+    assert_eq!(c.auth.sts_region, "eu-west-1");
+    assert!(parse_str(&iam("sts_region = \"us-gov-west-1\"")).is_ok());
+
+    // ec2 keeps refusing the iam-only keys.
+    refused(
+        &GOOD.replace(
+            "role = \"web\"",
+            "role = \"web\"\nsts_region = \"eu-west-1\"",
+        ),
+        &["[auth]", "sts_region", "iam"],
+    );
+    // The server id is a header value: no line breaks (header injection), not empty.
+    for bad in [
+        "\"\"",
+        "\"a\\r\\nX-Amz-Foo: 1\"",
+        "\" padded \"",
+        "\"caf\u{e9}\"",
+    ] {
+        refused(
+            &iam(&format!("iam_server_id = {bad}")),
+            &["[auth]", "iam_server_id"],
+        );
+    }
+    for bad in [
+        "\"\"",
+        "\"EU-WEST-1\"",
+        "\"eu-west-1/x\"",
+        "\"-\"",
+        "\"eu-west-\"",
+    ] {
+        refused(
+            &iam(&format!("sts_region = {bad}")),
+            &["[auth]", "sts_region"],
+        );
+    }
+    refused(
+        &GOOD.replace("role = \"web\"", "role = \"web\"\nmethod = \"aws\""),
+        &["method", "\"ec2\" or \"iam\""],
+    );
+}
+
+#[test]
+fn serde_errors_come_first_then_checks_in_order_with_their_place() {
+    // An unknown key is reported before a bad value of the same table, as before serde read
+    // the values through their types.
+    let e = parse_str(&GOOD.replace("role = \"web\"", "role = \"\"\nmount = \"/x\"\nzzz = 1"))
+        .unwrap_err();
+    assert_eq!(e.place, "test.toml: [auth]");
+    assert!(e.message.starts_with("unknown field `zzz`"), "{e}");
+    // Then the checks in a fixed order, whatever the order of the keys.
+    let e = parse_str(&GOOD.replace("role = \"web\"", "role = \"\"\nmount = \"/x\"")).unwrap_err();
+    assert_eq!(e.message, "mount: \"/x\" is not a Vault mount path");
+    // A file's serde error names it by position, a failed check by its path.
+    let e = parse_str(&GOOD.replace("mode = \"0644\"", "mode = \"0644\"\nzzz = 1")).unwrap_err();
+    assert_eq!(e.place, "test.toml: [[secret]] \"tls\" file #1");
+    let e = parse_str(&GOOD.replace("mode = \"0644\"", "mode = \"9\"")).unwrap_err();
+    assert_eq!(
+        e.place,
+        "test.toml: [[secret]] \"tls\" file \"/etc/nginx/tls/server.crt\""
+    );
+    assert_eq!(e.message, "mode: \"9\" is not an octal mode like \"0640\"");
+    let e = parse_str(&GOOD.replace("format = \"env\"", "format = \"yaml\"")).unwrap_err();
+    assert_eq!(
+        e.message,
+        "format: \"yaml\" is not \"raw\", \"env\" or \"json\""
+    );
+}
