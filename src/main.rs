@@ -72,24 +72,12 @@ fn run(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) -> 
         }
     };
     let mode = if refresh { Mode::Refresh } else { Mode::Boot };
-    match vaultboot::run(&config, mode, &log) {
-        Ok(s) => {
-            let mut line = format!(
-                "done: {} secret(s), {} file(s) written, {} unchanged, token {}, in {}",
-                s.secrets,
-                s.written,
-                s.unchanged,
-                if s.revoked { "revoked" } else { "not revoked" },
-                vaultboot::took(s.took)
-            );
-            if s.on_change_failed > 0 {
-                line.push_str(&format!(
-                    "; {} on_change command(s) failed",
-                    s.on_change_failed
-                ));
-            }
-            log.info(&line);
-            ExitCode::SUCCESS
+    let started = std::time::SystemTime::now();
+    let result = vaultboot::run(&config, mode, &log);
+    let status = match &result {
+        Ok(summary) => {
+            log.info(&done_line(summary));
+            0
         }
         Err(e) => {
             let status = exit_status(e.kind());
@@ -102,9 +90,48 @@ fn run(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) -> 
             if let Some(advice) = e.advice() {
                 log.error(&advice);
             }
-            ExitCode::from(status)
+            status
         }
+    };
+    let ended = vaultboot::Ended {
+        mode,
+        started,
+        took: start.elapsed(),
+        result: &result,
+        exit_status: status,
+    };
+    vaultboot::write_status(&config, &ended, &log);
+    ExitCode::from(status)
+}
+
+/// The run's last line when it succeeded.
+fn done_line(s: &vaultboot::Summary) -> String {
+    if !s.logged_in {
+        return format!(
+            "done: nothing to fetch ({} file(s) skipped), no Vault request, in {}",
+            s.skipped,
+            vaultboot::took(s.took)
+        );
     }
+    let mut line = format!(
+        "done: {} secret(s), {} file(s) written, {} unchanged, ",
+        s.secrets, s.written, s.unchanged
+    );
+    if s.skipped > 0 {
+        line.push_str(&format!("{} skipped, ", s.skipped));
+    }
+    line.push_str(&format!(
+        "token {}, in {}",
+        if s.revoked { "revoked" } else { "not revoked" },
+        vaultboot::took(s.took)
+    ));
+    if s.on_change_failed > 0 {
+        line.push_str(&format!(
+            "; {} on_change command(s) failed",
+            s.on_change_failed
+        ));
+    }
+    line
 }
 
 /// The exit status of each kind of failure (sysexits(3), as README's table says).

@@ -1,7 +1,7 @@
 //! Fetching every `[[secret]]` concurrently once logged in, and turning Vault's fields into file
 //! contents (`raw`, `env` or `json`).
 
-use crate::config::{Config, FileConfig, Format, SecretConfig};
+use crate::config::{FileConfig, Format, SecretConfig};
 use crate::files::Output;
 use crate::kind::Kind;
 use crate::retry::{Failure, Policy};
@@ -133,18 +133,18 @@ pub struct Fetched {
     pub took: Duration,
 }
 
-/// Reads every secret in parallel; the first failure cancels the others.
+/// Reads these secrets in parallel; the first failure cancels the others.
 pub fn fetch_all(
     vault: &Vault,
     token: &Secret,
-    config: &Config,
+    secrets: &[&SecretConfig],
     facts: &Facts,
     policy: &Policy,
 ) -> Result<Vec<Fetched>, Error> {
     let results: Vec<Result<Fetched, Error>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = config
-            .secrets
+        let handles: Vec<_> = secrets
             .iter()
+            .copied()
             .map(|secret| {
                 scope.spawn(move || {
                     let result = fetch_one(vault, token, secret, facts, policy);
@@ -173,7 +173,7 @@ pub fn fetch_all(
     }
     match first_error {
         Some(e) => Err(e),
-        None if fetched.len() == config.secrets.len() => Ok(fetched),
+        None if fetched.len() == secrets.len() => Ok(fetched),
         None => Err(Error::Cancelled),
     }
 }
@@ -186,19 +186,8 @@ fn fetch_one(
     policy: &Policy,
 ) -> Result<Fetched, Error> {
     let name = secret.name.clone();
-    let body = match &secret.data {
-        None => None,
-        Some(data) => {
-            let rendered =
-                SecretJson(render_json(data, facts).map_err(|fact| Error::Template {
-                    secret: name.clone(),
-                    fact,
-                })?);
-            Some(Zeroizing::new(
-                serde_json::to_vec(&rendered.0).unwrap_or_default(),
-            ))
-        }
-    };
+    let body = request_body(secret, facts)?
+        .map(|rendered| Zeroizing::new(serde_json::to_vec(&rendered.0).unwrap_or_default()));
     let start = Instant::now();
     let method = if body.is_some() {
         Method::POST
@@ -232,27 +221,54 @@ fn fetch_one(
     }
 }
 
+/// The request body of a secret read with `data` (a PKI issue), templates filled in.
+pub fn request_body(secret: &SecretConfig, facts: &Facts) -> Result<Option<SecretJson>, Error> {
+    let Some(data) = &secret.data else {
+        return Ok(None);
+    };
+    let rendered = render_json(data, facts).map_err(|fact| Error::Template {
+        secret: secret.name.clone(),
+        fact,
+    })?;
+    Ok(Some(SecretJson(rendered)))
+}
+
+/// Where a file of `secret` goes, templates filled in and the result checked.
+pub fn output_path(
+    secret: &SecretConfig,
+    file: &FileConfig,
+    facts: &Facts,
+) -> Result<PathBuf, Error> {
+    let path = file.path.render(facts).map_err(|fact| Error::Template {
+        secret: secret.name.clone(),
+        fact,
+    })?;
+    crate::config::check_output_path(&path).map_err(|why| Error::BadPath {
+        secret: secret.name.clone(),
+        why,
+    })?;
+    Ok(PathBuf::from(path))
+}
+
+/// The file's first content is the PEM certificate of a PKI answer (or of a KV secret holding
+/// one): raw, with `certificate` its first field.
+pub fn holds_certificate(file: &FileConfig) -> bool {
+    file.format == Format::Raw && file.fields.first().is_some_and(|f| f.name == "certificate")
+}
+
 /// The files to write, with their contents, in configuration order.
 pub fn render_outputs(
-    config: &Config,
+    secrets: &[&SecretConfig],
     fetched: &[Fetched],
     facts: &Facts,
 ) -> Result<Vec<Output>, Error> {
     let mut outputs: Vec<Output> = Vec::new();
-    for (secret, answer) in config.secrets.iter().zip(fetched) {
+    for (secret, answer) in secrets.iter().zip(fetched) {
         let fields = secret_fields(&answer.answer.0).ok_or_else(|| Error::NoData {
             secret: secret.name.clone(),
         })?;
         for file in &secret.files {
-            let path = file.path.render(facts).map_err(|fact| Error::Template {
-                secret: secret.name.clone(),
-                fact,
-            })?;
-            crate::config::check_output_path(&path).map_err(|why| Error::BadPath {
-                secret: secret.name.clone(),
-                why,
-            })?;
-            let path = PathBuf::from(path);
+            let path = output_path(secret, file, facts)?;
             if outputs.iter().any(|o| o.path == path) {
                 return Err(Error::DuplicatePath {
                     secret: secret.name.clone(),
@@ -263,6 +279,7 @@ pub fn render_outputs(
                 content: encode(&secret.name, file, fields)?,
                 path,
                 secret: secret.name.clone(),
+                holds_certificate: holds_certificate(file),
                 mode: file.mode,
                 uid: file.uid,
                 gid: file.gid,

@@ -160,22 +160,12 @@ pub fn read(path: &Path, max_bytes: u64) -> Result<Option<Contents>, Unusable> {
 /// Write-ahead: `dir/name` holds `bytes` (0600, ours), file and directory synced, or the old
 /// file is still there whole.
 pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
-    write_with_mode(dir, name, bytes, 0o600)
-}
-
-/// Like [`write`], but readable by everyone (0644): for what holds no secret and is meant to be
-/// read by others, such as the run's status for monitoring.
-pub fn write_readable(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
-    write_with_mode(dir, name, bytes, 0o644)
-}
-
-fn write_with_mode(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), Error> {
     let path = dir.join(name);
     files::remove_stale_stages(dir, name);
     let temp = dir.join(format!(".{name}.vaultboot.{}", std::process::id()));
     let me = nix::unistd::geteuid().as_raw();
     let my_group = nix::unistd::getegid().as_raw();
-    files::write_new(&temp, bytes, mode, me, my_group)
+    files::write_new(&temp, bytes, 0o600, me, my_group, true)
         .map_err(|e| fail(&path, format!("cannot write: {e}")))?;
     fs::rename(&temp, &path).map_err(|e| {
         let _ = fs::remove_file(&temp);

@@ -3,6 +3,7 @@
 //! Neither holds a secret value: paths, names, counts, times and the run's last error line
 //! (which, like every log line, names things but never holds a secret).
 
+use crate::files;
 use crate::state;
 use crate::untrusted;
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,9 @@ pub struct OutputStatus {
     /// Why it was skipped, e.g. `certificate valid until 2026-12-31T00:00:00Z`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
+    /// Its expiry goes into `certificates`.
+    #[serde(skip)]
+    pub holds_certificate: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,13 +120,27 @@ pub fn write(status: &Status, file: &Path, textfile: Option<&Path>) -> Result<()
     Ok(())
 }
 
+/// Replaces `path` with `bytes` by a rename. Not synced to disk: the status describes this
+/// boot's runs, a crash loses at most the last one, and a run must not wait for a disk here.
 fn publish(path: &Path, bytes: &[u8]) -> Result<(), state::Error> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Err(state::fail(path, "is not a file path"));
     };
-    crate::files::ensure_dir(dir).map_err(|e| state::fail(dir, e.message))?;
-    crate::files::check_trusted_dir(dir, true).map_err(|e| state::fail(dir, e.message))?;
-    state::write_readable(dir, name, bytes)
+    files::ensure_dir(dir).map_err(|e| state::fail(dir, e.message))?;
+    files::check_trusted_dir(dir, true).map_err(|e| state::fail(dir, e.message))?;
+    files::remove_stale_stages(dir, name);
+    let temp = dir.join(format!(".{name}.vaultboot.{}", std::process::id()));
+    let _ = std::fs::remove_file(&temp);
+    let (me, my_group) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    files::write_new(&temp, bytes, 0o644, me, my_group, false)
+        .map_err(|e| state::fail(path, format!("cannot write: {e}")))?;
+    std::fs::rename(&temp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&temp);
+        state::fail(path, format!("cannot rename into place: {e}"))
+    })
 }
 
 /// The node_exporter textfile-collector form (Prometheus text exposition format 0.0.4).

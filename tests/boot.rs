@@ -201,13 +201,22 @@ fn second_boot_reuses_the_nonce_and_leaves_unchanged_files_alone() {
         (before.ino(), before.mtime_nsec()),
         (after.ino(), after.mtime_nsec())
     );
-    // KV values are the same; the PKI certificate is new each time.
+    // KV values are the same; the PKI certificate in place is still valid: not issued again.
     assert!(out.stderr.contains("unchanged"), "{}", out.stderr);
     assert!(
-        out.stderr.contains("2 file(s) written, 3 unchanged"),
+        out.stderr
+            .contains("0 file(s) written, 3 unchanged, 2 skipped"),
         "{}",
         out.stderr
     );
+    let issues = env
+        .vault
+        .control()
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("pki_int/issue/web"))
+        .count();
+    assert_eq!(issues, 1, "one certificate over two boots");
 }
 
 #[test]

@@ -186,8 +186,10 @@ impl Crash {
                 t.gid
             )
         };
+        // renew_before beyond the lifetime: a certificate is issued on every run, so that
+        // every run has a PKI issue to be killed in and a key to replace.
         config.push_str(
-            "\n[[secret]]\nname = \"tls\"\npath = \"pki_int/issue/web\"\ndata = { common_name = \"{{ local-hostname }}\", ttl = \"72h\" }\n",
+            "\n[[secret]]\nname = \"tls\"\npath = \"pki_int/issue/web\"\nrenew_before = \"100000h\"\ndata = { common_name = \"{{ local-hostname }}\", ttl = \"72h\" }\n",
         );
         config.push_str(&file(&targets[0], "[\"certificate\", \"ca_chain?\"]", ""));
         config.push_str(&file(&targets[1], "[\"private_key\"]", ""));

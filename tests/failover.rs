@@ -150,7 +150,7 @@ fn an_election_on_a_secret_read_is_waited_out() {
 #[test]
 fn an_election_on_a_pki_issue_is_waited_out() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "20s"));
+    let cfg = env.write_config(&fast(&renew_every_run(&env.full_config()), "20s"));
     survives_each_answer(&env, "POST", PKI, || env.run(&cfg));
 }
 

@@ -113,6 +113,9 @@ endpoint = "{imds}"
 [state]
 dir = "{dir}/state"
 
+[status]
+file = "{dir}/status.json"
+
 [retry]
 deadline = "{deadline}s"
 max_delay = "{max_delay}"

@@ -4,16 +4,21 @@ mod error;
 mod instance;
 mod login;
 mod outputs;
+mod report;
+mod select;
 
 pub use error::Error;
+pub use report::{write_status, Ended};
 
 use crate::auth::iam;
 use crate::config::{AuthMethod, Config};
+use crate::files;
 use crate::imds::Imds;
 use crate::log::Log;
+use crate::pending;
 use crate::retry::Policy;
-use crate::status::OutputStatus;
 use crate::secrets;
+use crate::status::OutputStatus;
 use crate::vault::Vault;
 use std::time::{Duration, Instant};
 
@@ -27,6 +32,8 @@ pub struct Summary {
     /// Every output of the configuration and what the run did to it (for the status file).
     pub outputs: Vec<OutputStatus>,
     pub on_change_failed: usize,
+    /// Whether the run logged in at all (not when every secret was skipped).
+    pub logged_in: bool,
     pub revoked: bool,
     pub took: Duration,
 }
@@ -58,8 +65,10 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
         humantime::format_duration(config.retry.deadline)
     ));
     // The login and then every secret at once: that many connections, opened ahead (their TCP
-    // and TLS set-up overlaps the IMDS reads and the login).
-    crate::http::warm_next_vault_client(config.secrets.len().max(1));
+    // and TLS set-up overlaps the IMDS reads and the login) unless nothing may be fetched.
+    if select::may_fetch(config, mode) {
+        crate::http::warm_next_vault_client(config.secrets.len().max(1));
+    }
     let vault = Vault::new(&config.vault).map_err(Error::PreparingVaultClient)?;
     let imds = Imds::new(&config.imds, &policy);
 
@@ -74,6 +83,35 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
     let (identity, facts, signed) =
         instance::read_if_needed(config, log, &imds, &policy, env_credentials.is_some())?;
 
+    let earlier = pending::load(&config.state_dir).map_err(Error::RecordingOnChange)?;
+    for repair in &earlier.repairs {
+        log.warn(repair);
+    }
+    let choices = select::choose(config, mode, &facts, &earlier.found);
+    let mut to_fetch = Vec::new();
+    for (secret, choice) in config.secrets.iter().zip(&choices) {
+        match choice {
+            select::Choice::Fetch => to_fetch.push(secret),
+            select::Choice::Skip(why) => {
+                log.info(&format!("secret {:?} skipped: {why}", secret.name))
+            }
+        }
+    }
+    let skipped = select::skipped_outputs(config, &choices, &facts);
+    // What a killed earlier run staged next to them goes, as it would for a fetched output.
+    for output in &skipped {
+        files::remove_stale_stages_of(&output.path);
+    }
+    if to_fetch.is_empty() {
+        log.info("nothing to fetch: no Vault request");
+        return Ok(Summary {
+            skipped: skipped.len(),
+            outputs: skipped,
+            took: start.elapsed(),
+            ..Summary::default()
+        });
+    }
+
     let token = match (config.auth.method, &identity, signed) {
         (AuthMethod::Ec2, Some(identity), Some(pkcs7)) => {
             login::login_ec2(config, log, &vault, &policy, identity, &pkcs7)?
@@ -82,15 +120,25 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
     };
 
     let step = Instant::now();
-    let result = secrets::fetch_all(&vault, &token.client_token, config, &facts, &policy)
+    let result = secrets::fetch_all(&vault, &token.client_token, &to_fetch, &facts, &policy)
         .map_err(Error::ReadingSecret)
-        .and_then(|fetched| outputs::write_outputs(config, log, fetched, &facts, step));
+        .and_then(|fetched| {
+            let fetched = outputs::Fetched {
+                secrets: &to_fetch,
+                answers: fetched,
+                started: step,
+            };
+            outputs::write_outputs(config, log, fetched, &facts, earlier)
+        });
     // After the files, as the contract orders it (also when a step failed). Its round trip
     // delays the end of the run, not the files.
     let revoked = login::revoke(config, log, &vault, &token, &policy);
 
     let mut summary = result?;
+    summary.logged_in = true;
     summary.revoked = revoked;
+    summary.skipped = skipped.len();
+    summary.outputs.extend(skipped);
     summary.took = start.elapsed();
     Ok(summary)
 }

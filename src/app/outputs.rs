@@ -2,7 +2,7 @@
 //! on_change commands, commit all or nothing, run the commands.
 
 use super::{Error, Summary};
-use crate::config::Config;
+use crate::config::{Config, SecretConfig};
 use crate::files::{self, Outcome, Output};
 use crate::log::{took, Log};
 use crate::pending;
@@ -11,30 +11,38 @@ use crate::status::{OutputState, OutputStatus};
 use crate::template::Facts;
 use std::time::Instant;
 
-/// Logs what was fetched, writes every file (all or nothing) and runs the on_change commands.
+/// The secrets this run fetched and Vault's answers, in the same order.
+pub(super) struct Fetched<'a> {
+    pub secrets: &'a [&'a SecretConfig],
+    pub answers: Vec<secrets::Fetched>,
+    pub started: Instant,
+}
+
+/// Logs what was fetched, writes every file (all or nothing) and runs the on_change commands
+/// (those of the files this run changed, and those `earlier` runs still owe).
 pub(super) fn write_outputs(
     config: &Config,
     log: &Log,
-    fetched: Vec<secrets::Fetched>,
+    fetched: Fetched<'_>,
     facts: &Facts,
-    fetch_started: Instant,
+    earlier: pending::Pending,
 ) -> Result<Summary, Error> {
-    for f in &fetched {
+    for f in &fetched.answers {
         log.info(&format!("secret {:?} fetched ({})", f.name, took(f.took)));
     }
     log.info(&format!(
         "{} secret(s) fetched ({})",
-        fetched.len(),
-        took(fetch_started.elapsed())
+        fetched.answers.len(),
+        took(fetched.started.elapsed())
     ));
-    let outputs =
-        secrets::render_outputs(config, &fetched, facts).map_err(Error::RenderingFiles)?;
-    drop(fetched);
+    let outputs = secrets::render_outputs(fetched.secrets, &fetched.answers, facts)
+        .map_err(Error::RenderingFiles)?;
+    drop(fetched.answers);
 
     let step = Instant::now();
-    let committed = commit(config, log, &outputs)?;
+    let committed = commit(config, log, &outputs, &earlier.found)?;
     let mut summary = Summary {
-        secrets: config.secrets.len(),
+        secrets: fetched.secrets.len(),
         ..Summary::default()
     };
     for (output, outcome) in &committed.done {
@@ -55,13 +63,14 @@ struct Committed<'a> {
 
 /// Stages every output, records the on_change commands the commit will owe (before the first
 /// rename: a kill from there on leaves them owed on disk), and commits.
-fn commit<'a>(config: &Config, log: &Log, outputs: &'a [Output]) -> Result<Committed<'a>, Error> {
-    let earlier = pending::load(&config.state_dir).map_err(Error::RecordingOnChange)?;
-    for repair in &earlier.repairs {
-        log.warn(repair);
-    }
+fn commit<'a>(
+    config: &Config,
+    log: &Log,
+    outputs: &'a [Output],
+    earlier: &pending::Found,
+) -> Result<Committed<'a>, Error> {
     let staged = stage(outputs).map_err(Error::StagingFiles)?;
-    let (owed, dropped) = pending::owed(outputs, &staged, &earlier.found);
+    let (owed, dropped) = pending::owed(outputs, &staged, earlier);
     for path in dropped {
         log.warn(&format!(
             "on_change owed by an earlier run for {} is not run: the configuration no longer \
@@ -69,8 +78,8 @@ fn commit<'a>(config: &Config, log: &Log, outputs: &'a [Output]) -> Result<Commi
             path.display()
         ));
     }
-    let recorded = pending::record(&config.state_dir, &earlier.found, &owed)
-        .map_err(Error::RecordingOnChange)?;
+    let recorded =
+        pending::record(&config.state_dir, earlier, &owed).map_err(Error::RecordingOnChange)?;
     for warning in &recorded.warnings {
         log.warn(warning);
     }
@@ -97,7 +106,9 @@ fn report(log: &Log, summary: &mut Summary, output: &Output, outcome: Outcome, o
     match outcome {
         Outcome::Written => {
             summary.written += 1;
-            summary.outputs.push(output_status(output, OutputState::Written));
+            summary
+                .outputs
+                .push(output_status(output, OutputState::Written));
             log.info(&format!(
                 "wrote {} (mode {:04o}, uid {}, gid {})",
                 output.path.display(),
@@ -108,7 +119,9 @@ fn report(log: &Log, summary: &mut Summary, output: &Output, outcome: Outcome, o
         }
         Outcome::Unchanged => {
             summary.unchanged += 1;
-            summary.outputs.push(output_status(output, OutputState::Unchanged));
+            summary
+                .outputs
+                .push(output_status(output, OutputState::Unchanged));
             if owed.iter().any(|o| std::ptr::eq(*o, output)) {
                 log.info(&format!(
                     "unchanged {} (its on_change is owed by an earlier run)",
@@ -127,6 +140,7 @@ fn output_status(output: &Output, state: OutputState) -> OutputStatus {
         secret: output.secret.clone(),
         state,
         reason: None,
+        holds_certificate: output.holds_certificate,
     }
 }
 

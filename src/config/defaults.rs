@@ -25,11 +25,19 @@ pub const SIGNATURE: Signature = Signature::Rsa2048;
 // [state]
 pub const STATE_DIR: &str = "/var/lib/vaultboot";
 
+// [status]
+/// Where each run's status is written for monitoring (readable by all: it holds no secret).
+pub const STATUS_FILE: &str = "/run/vaultboot/status.json";
+
 // [retry]
 /// Wall-clock budget for the whole run.
 pub const DEADLINE: Duration = Duration::from_secs(5 * 60);
 /// Cap of one back-off sleep.
 pub const MAX_DELAY: Duration = Duration::from_secs(20);
+
+// [[secret]]
+/// A secret is fetched on every run, refreshes included, unless marked boot-only.
+pub const BOOT_ONLY: bool = false;
 
 // [[secret.file]]
 pub const FORMAT: Format = Format::Raw;

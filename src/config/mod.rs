@@ -98,7 +98,16 @@ pub struct Config {
     pub imds: ImdsConfig,
     pub state_dir: PathBuf,
     pub retry: RetryConfig,
+    pub status: StatusConfig,
     pub secrets: Vec<SecretConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StatusConfig {
+    /// The JSON status of the last run.
+    pub file: PathBuf,
+    /// The same as node_exporter textfile-collector metrics, when set.
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -146,7 +155,24 @@ pub struct SecretConfig {
     pub path: String,
     /// The JSON body of a POST (PKI issue); `None` means a GET. Strings may hold templates.
     pub data: Option<serde_json::Value>,
+    /// A PKI issue (`<mount>/issue/<role>` with `data`): the certificate in place is kept while
+    /// it has more than this left (`None`: a third of its lifetime).
+    pub renew_before: Option<Duration>,
+    /// Fetched by the boot run only; a refresh (`run --refresh`) leaves it alone.
+    pub boot_only: bool,
     pub files: Vec<FileConfig>,
+}
+
+impl SecretConfig {
+    /// `<mount>/issue/<role>` with a request body: each read issues a new certificate.
+    pub fn is_pki_issue(&self) -> bool {
+        let mut parts = self.path.rsplit('/');
+        let (role, verb) = (parts.next(), parts.next());
+        self.data.is_some()
+            && verb == Some("issue")
+            && role.is_some_and(|r| !r.is_empty())
+            && parts.next().is_some()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -219,6 +245,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Config, Error> {
     let imds = sections::imds(raw.imds, &place("imds"))?;
     let state_dir = sections::state_dir(raw.state, &place("state"))?;
     let retry = sections::retry(raw.retry, &place("retry"))?;
+    let status = sections::status(raw.status, &place("status"))?;
     let mut secrets = Vec::new();
     for (index, item) in raw.secrets.into_iter().enumerate() {
         secrets.push(secrets::secret(item, index, &file)?);
@@ -231,6 +258,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Config, Error> {
         imds,
         state_dir,
         retry,
+        status,
         secrets,
     })
 }
@@ -243,6 +271,7 @@ struct RawSections {
     imds: raw::RawImds,
     state: raw::RawState,
     retry: raw::RawRetry,
+    status: raw::RawStatus,
     /// `[[secret]]` tables, read one by one (`secrets::secret`) to name each in its errors.
     secrets: Vec<toml::Value>,
 }
@@ -257,6 +286,7 @@ impl RawSections {
             imds: section(table, "imds", file)?.unwrap_or_default(),
             state: section(table, "state", file)?.unwrap_or_default(),
             retry: section(table, "retry", file)?.unwrap_or_default(),
+            status: section(table, "status", file)?.unwrap_or_default(),
             secrets: match table.remove("secret") {
                 None => Vec::new(),
                 Some(toml::Value::Array(items)) => items,
@@ -268,7 +298,9 @@ impl RawSections {
         if let Some(key) = table.keys().next() {
             return Err(err(
                 file,
-                format!("unknown key `{key}` (known: vault, auth, imds, state, retry, secret)"),
+                format!(
+                    "unknown key `{key}` (known: vault, auth, imds, state, retry, status, secret)"
+                ),
             ));
         }
         Ok(sections)

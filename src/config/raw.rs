@@ -3,7 +3,7 @@
 
 use super::values::{
     Argv, HumanDuration, IamServerId, ImdsEndpoint, Mode, MountPath, Namespace, ProxyUrl, RoleName,
-    SecretPath, ServerName, StateDir, StsRegion, TokenTtl,
+    SecretPath, ServerName, StateDir, StatusFile, StsRegion, TokenTtl,
 };
 use super::{err, AuthMethod, Error, Format, Signature};
 use serde::{Deserialize, Deserializer};
@@ -87,6 +87,13 @@ pub struct RawRetry {
     pub max_delay: Option<Checked<HumanDuration>>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatus {
+    pub file: Option<Checked<StatusFile, PathBuf>>,
+    pub textfile: Option<Checked<StatusFile, PathBuf>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecret {
@@ -94,6 +101,8 @@ pub struct RawSecret {
     pub name: String,
     pub path: Checked<SecretPath>,
     pub data: Option<toml::Table>,
+    pub renew_before: Option<Checked<HumanDuration>>,
+    pub boot_only: Option<bool>,
     /// Tables, each read on its own so that its errors name it (`file #2`).
     #[serde(default)]
     pub file: Vec<toml::Table>,

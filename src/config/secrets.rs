@@ -43,12 +43,22 @@ pub fn secret(raw: toml::Value, index: usize, file: &str) -> Result<SecretConfig
         let file_place = format!("{place} file {:?}", raw.path);
         files.push(file_config(raw, &file_place)?);
     }
-    Ok(SecretConfig {
+    let renew_before = optional(raw.renew_before, &place, "renew_before")?.map(|d| d.0);
+    let secret = SecretConfig {
         name: raw.name,
         path,
         data,
+        renew_before,
+        boot_only: raw.boot_only.unwrap_or(defaults::BOOT_ONLY),
         files,
-    })
+    };
+    if secret.renew_before.is_some() && !secret.is_pki_issue() {
+        return Err(err(
+            &place,
+            "renew_before: only a PKI issue has a certificate to renew (path \"<mount>/issue/<role>\" with data)",
+        ));
+    }
+    Ok(secret)
 }
 
 /// `data`, the body of a POST, as JSON; its strings may hold templates. The messages name the

@@ -2,9 +2,9 @@
 //! to their checked form: defaults filled in, each value's check reported in a fixed order,
 //! and the few rules that tie two keys together.
 
-use super::raw::{optional, RawAuth, RawImds, RawRetry, RawState, RawVault};
+use super::raw::{optional, RawAuth, RawImds, RawRetry, RawState, RawStatus, RawVault};
 use super::{checks, defaults, err, Error};
-use super::{AuthConfig, AuthMethod, ImdsConfig, RetryConfig, VaultConfig};
+use super::{AuthConfig, AuthMethod, ImdsConfig, RetryConfig, StatusConfig, VaultConfig};
 use std::path::PathBuf;
 
 pub fn vault(raw: RawVault, place: &str) -> Result<VaultConfig, Error> {
@@ -103,5 +103,14 @@ pub fn retry(raw: RawRetry, place: &str) -> Result<RetryConfig, Error> {
     Ok(RetryConfig {
         deadline: deadline.map_or(defaults::DEADLINE, |d| d.0),
         max_delay: max_delay.map_or(defaults::MAX_DELAY, |d| d.0),
+    })
+}
+
+pub fn status(raw: RawStatus, place: &str) -> Result<StatusConfig, Error> {
+    let file = optional(raw.file, place, "file")?;
+    let textfile = optional(raw.textfile, place, "textfile")?;
+    Ok(StatusConfig {
+        file: file.map_or_else(|| PathBuf::from(defaults::STATUS_FILE), |f| f.0),
+        textfile: textfile.map(|f| f.0),
     })
 }

@@ -45,6 +45,9 @@ pub struct ImdsEndpoint(pub String);
 /// Where vaultboot keeps its own state: an absolute directory.
 pub struct StateDir(pub PathBuf);
 
+/// Where the run's status is written (`[status] file`, `textfile`): an absolute path to a file.
+pub struct StatusFile(pub PathBuf);
+
 /// Permission bits of a secret file, written as an octal string ("0640").
 pub struct Mode(pub u32);
 
@@ -238,6 +241,22 @@ impl TryFrom<PathBuf> for StateDir {
             return Err("must be an absolute path".into());
         }
         Ok(Self(dir))
+    }
+}
+
+impl TryFrom<PathBuf> for StatusFile {
+    type Error = String;
+    fn try_from(path: PathBuf) -> Result<Self, String> {
+        let plain = path.is_absolute()
+            && path.file_name().is_some()
+            && !path.as_os_str().to_string_lossy().ends_with('/')
+            && path
+                .components()
+                .all(|c| !matches!(c, std::path::Component::ParentDir));
+        if !plain {
+            return Err("must be an absolute path to a file, without \"..\"".into());
+        }
+        Ok(Self(path))
     }
 }
 

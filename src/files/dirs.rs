@@ -131,6 +131,16 @@ pub fn remove_stale_stages(dir: &Path, name: &str) {
     }
 }
 
+/// [`remove_stale_stages`] for the output at `path`, if its directory is trusted.
+pub fn remove_stale_stages_of(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    if check_trusted_dir(dir, true).is_ok() {
+        remove_stale_stages(dir, name);
+    }
+}
+
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -18,7 +18,9 @@ mod dirs;
 mod on_change;
 
 use dirs::sync_dirs;
-pub use dirs::{check_trusted_dir, ensure_dir, remove_stale_stages, sync_dir};
+pub use dirs::{
+    check_trusted_dir, ensure_dir, remove_stale_stages, remove_stale_stages_of, sync_dir,
+};
 pub use on_change::run_on_change;
 
 /// Marker in staged file names: `.<target name>.vaultboot.<random>`.
@@ -56,6 +58,9 @@ pub struct Output {
     pub path: PathBuf,
     /// The `[[secret]]` it comes from, for messages and the status.
     pub secret: String,
+    /// A PEM certificate is its first content (raw format, `certificate` first): the status
+    /// reports its expiry.
+    pub holds_certificate: bool,
     pub content: Secret,
     pub mode: u32,
     pub uid: u32,
@@ -300,6 +305,7 @@ fn stage(output: &Output) -> Result<Option<PathBuf>, Error> {
         output.mode,
         output.uid,
         output.gid,
+        true,
     )
     .map_err(|e| fail(path, format!("cannot stage {}: {e}", temp.display())))?;
     Ok(Some(temp))
@@ -307,7 +313,14 @@ fn stage(output: &Output) -> Result<Option<PathBuf>, Error> {
 
 /// Creates `path` (which must not exist), sets owner and mode, writes and syncs it.
 /// The file is removed again if any step fails.
-pub fn write_new(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> std::io::Result<()> {
+pub fn write_new(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    sync: bool,
+) -> std::io::Result<()> {
     // create_new + O_NOFOLLOW: a file or link planted at this name is never written through.
     let mut file = OpenOptions::new()
         .write(true)
@@ -323,7 +336,10 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> st
         // After fchown (which may clear mode bits), and before any byte of the secret.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
-        file.sync_all()
+        if sync {
+            file.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         drop(file);

@@ -6,6 +6,7 @@ fn output(path: PathBuf, content: &str) -> Output {
     Output {
         path,
         secret: "test".into(),
+        holds_certificate: false,
         content: Secret::from_string(content.into()),
         mode: 0o640,
         uid: me,

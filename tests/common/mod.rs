@@ -147,6 +147,9 @@ endpoint = "{imds}"
 [state]
 dir = "{state}"
 
+[status]
+file = "{status}"
+
 [retry]
 deadline = "20s"
 max_delay = "1s"
@@ -155,6 +158,7 @@ max_delay = "1s"
             ca = self.path("vault-ca.pem").display(),
             imds = self.imds.url(),
             state = self.state_dir().display(),
+            status = self.path("status/status.json").display(),
         )
     }
 
@@ -673,4 +677,13 @@ impl Env {
         self.assert_no_secrets(&outcome);
         outcome
     }
+}
+
+/// `config` with the demo PKI secret renewed on every run (renew_before beyond the
+/// certificate's lifetime): for tests that need a certificate issued each time.
+#[allow(dead_code)]
+pub fn renew_every_run(config: &str) -> String {
+    let pki = "path = \"pki_int/issue/web\"\n";
+    assert!(config.contains(pki), "no PKI secret in the configuration");
+    config.replace(pki, &format!("{pki}renew_before = \"100000h\"\n"))
 }

@@ -1,0 +1,137 @@
+//! Which secrets a run fetches: every one, except a boot-only secret on a refresh, and a PKI
+//! issue whose certificate in place can stay (`renewal`). A run that fetches nothing makes no
+//! Vault request at all.
+
+use super::Mode;
+use crate::config::{Config, FileConfig, Format, SecretConfig};
+use crate::pending::Found;
+use crate::renewal::{self, Names, Target, Verdict};
+use crate::secrets;
+use crate::status::{OutputState, OutputStatus};
+use crate::template::Facts;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// What the run does with one `[[secret]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    Fetch,
+    /// Left alone, and why (for the log and the status).
+    Skip(String),
+}
+
+/// One choice per `[[secret]]`, in configuration order. A secret whose output owes an
+/// on_change from an earlier run is fetched: its command then runs the usual way.
+pub fn choose(config: &Config, mode: Mode, facts: &Facts, owed: &Found) -> Vec<Choice> {
+    let now = SystemTime::now();
+    config
+        .secrets
+        .iter()
+        .map(|secret| {
+            if owes_on_change(secret, facts, owed) {
+                return Choice::Fetch;
+            }
+            if secret.boot_only && mode == Mode::Refresh {
+                return Choice::Skip("boot-only, and this is a refresh".into());
+            }
+            if !secret.is_pki_issue() {
+                return Choice::Fetch;
+            }
+            match certificate_in_place(secret, facts, now) {
+                Some(reason) => Choice::Skip(reason),
+                None => Choice::Fetch,
+            }
+        })
+        .collect()
+}
+
+/// Whether any secret may need fetching, known before IMDS is read (a template's facts are
+/// not known yet): decides whether the Vault connection is opened ahead.
+pub fn may_fetch(config: &Config, mode: Mode) -> bool {
+    config.secrets.iter().any(|secret| {
+        let boot_only = secret.boot_only && mode == Mode::Refresh;
+        let in_place = secret.is_pki_issue()
+            && cert_and_key(secret).is_some_and(|(cert, key)| {
+                [cert, key]
+                    .iter()
+                    .all(|f| f.path.facts().next().is_none() && Path::new(&f.path_text).exists())
+            });
+        !boot_only && !in_place
+    })
+}
+
+/// The outputs of the skipped secrets, for the summary and the status.
+pub fn skipped_outputs(config: &Config, choices: &[Choice], facts: &Facts) -> Vec<OutputStatus> {
+    let mut out = Vec::new();
+    for (secret, choice) in config.secrets.iter().zip(choices) {
+        let Choice::Skip(reason) = choice else {
+            continue;
+        };
+        for file in &secret.files {
+            let path = secrets::output_path(secret, file, facts)
+                .unwrap_or_else(|_| PathBuf::from(&file.path_text));
+            out.push(OutputStatus {
+                path,
+                secret: secret.name.clone(),
+                state: OutputState::Skipped,
+                reason: Some(reason.clone()),
+                holds_certificate: secrets::holds_certificate(file),
+            });
+        }
+    }
+    out
+}
+
+/// Why the certificate in place can stay, or `None` when it must be issued again.
+fn certificate_in_place(secret: &SecretConfig, facts: &Facts, now: SystemTime) -> Option<String> {
+    let (cert_file, key_file) = cert_and_key(secret)?;
+    let target = |file: &FileConfig| -> Option<Target> {
+        Some(Target {
+            path: secrets::output_path(secret, file, facts).ok()?,
+            mode: file.mode,
+            uid: file.uid,
+            gid: file.gid,
+        })
+    };
+    let (cert, key) = (target(cert_file)?, target(key_file)?);
+    let body = secrets::request_body(secret, facts).ok()??;
+    let wanted = Names::from_request(&body.0)?;
+    match renewal::decide(&cert, &key, &wanted, secret.renew_before, now) {
+        Verdict::Keep {
+            not_after,
+            renew_at,
+        } => Some(format!(
+            "certificate valid until {}, renewed from {}",
+            humantime::format_rfc3339_seconds(not_after),
+            humantime::format_rfc3339_seconds(renew_at)
+        )),
+        Verdict::Renew(_) => None,
+    }
+}
+
+/// The raw files holding the certificate and the private key (possibly the same file).
+fn cert_and_key(secret: &SecretConfig) -> Option<(&FileConfig, &FileConfig)> {
+    // The certificate first in its file: what is read back is the file's first PEM block.
+    let raw = |f: &&FileConfig| f.format == Format::Raw;
+    let cert = secret
+        .files
+        .iter()
+        .filter(raw)
+        .find(|f| secrets::holds_certificate(f))?;
+    let key = secret
+        .files
+        .iter()
+        .filter(raw)
+        .find(|f| f.fields.iter().any(|x| x.name == "private_key"))?;
+    Some((cert, key))
+}
+
+fn owes_on_change(secret: &SecretConfig, facts: &Facts, owed: &Found) -> bool {
+    match owed {
+        Found::Nothing => false,
+        Found::Unusable { .. } => true,
+        Found::Owed(paths) => secret.files.iter().any(|file| {
+            secrets::output_path(secret, file, facts).is_ok_and(|p| paths.contains(&p))
+        }),
+    }
+}
