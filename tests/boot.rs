@@ -566,7 +566,7 @@ fn kv1_and_pkcs7_signature_work() {
     assert_eq!(out.status, 0, "{}", out.log());
     assert_eq!(
         fs::read_to_string(env.path("out/legacy")).unwrap(),
-        "legacy-value-123"
+        LEGACY_TOKEN
     );
     assert!(env
         .imds
