@@ -636,11 +636,9 @@ fn on_change_runs_only_for_changed_files_without_shell_or_environment() {
 }
 
 #[test]
-fn owners_and_groups_are_set() {
-    if !is_root() {
-        eprintln!("skipped: needs root to chown");
-        return;
-    }
+#[ignore = "needs root: chown to another user"]
+fn root_owners_and_groups_are_set() {
+    assert_root();
     let env = Env::new();
     let config = env.full_config().replace(
         "  fields = [\"private_key\"]\n",

@@ -281,6 +281,17 @@ pub fn is_root() -> bool {
     nix_euid() == 0
 }
 
+/// The first line of every root-only test. Those are named `root_*` and marked
+/// `#[ignore = "needs root: ..."]`, so that a run as another user does not count them as
+/// passed; tests/run-all.sh (CI, as root) runs them with `-- --ignored root_`. Run explicitly
+/// as another user, they fail here.
+pub fn assert_root() {
+    assert!(
+        is_root(),
+        "needs root: run as root (cargo test -- --ignored root_)"
+    );
+}
+
 fn nix_euid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     fs::metadata("/proc/self")
