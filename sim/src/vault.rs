@@ -428,6 +428,15 @@ impl VaultSim {
         st.tokens.values().filter(|t| !t.root && !t.revoked).count()
     }
 
+    /// Time passes for the tokens issued so far: each one's remaining lifetime shrinks by `d`
+    /// (so that a test of their TTL need not wait for it).
+    pub fn age_tokens(&self, d: Duration) {
+        let now = Instant::now();
+        for t in self.shared.state.lock().unwrap().tokens.values_mut() {
+            t.expires = t.expires.checked_sub(d).unwrap_or(now);
+        }
+    }
+
     pub fn revoked_tokens(&self) -> usize {
         let st = self.shared.state.lock().unwrap();
         st.tokens.values().filter(|t| t.revoked).count()
