@@ -849,7 +849,7 @@ fn killed_around_the_first_nonce() {
             points += 1;
         }
     }
-    // The login in flight: held 400 ms by the simulator, killed after 150 ms of it. Vault
+    // The login in flight: held 400 ms by the simulator, killed 50 ms into it. Vault
     // binds the nonce after the agent is gone.
     for _ in 0..6 {
         first_boot();
@@ -870,7 +870,7 @@ fn killed_around_the_first_nonce() {
         {
             std::thread::yield_now();
         }
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(50));
         let _ = child.kill();
         let _ = child.wait();
         // Vault goes on with the login the agent sent: wait until it has answered.

@@ -1,8 +1,12 @@
 //! Hostile and broken endpoints: IMDS and Vault answering with what no honest server sends.
-//! Every test first makes a good run (so that every output and the nonce exist), then the
-//! hostile one, and checks its exit status and that no file changed. docs/hardening.md gives
-//! the reason for each expected status. A few cases live in tests/boot.rs already (a
-//! certificate from another CA, a redirect of a secret read, a never-ending secret body).
+//!
+//! One table of cases (`table!` below, in the order of docs/hardening.md's table), each run
+//! against IMDS and against Vault where it applies: a row gives the hostile answer (or server)
+//! and, per endpoint, which requests get it and what the agent must do. Every case first makes
+//! a good run (so that every output and the nonce exist), then the hostile one, and checks its
+//! exit status and that no file changed. The TLS cases (Vault only, a whole other server) follow
+//! the table. A few cases live in tests/boot.rs already (a certificate from another CA, a
+//! redirect of a secret read, a never-ending secret body).
 
 mod common;
 
@@ -12,12 +16,13 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use vaultboot_sim::{Fault, TestCa, VaultOptions, VaultSim};
+use vaultboot_sim::{Control, Fault, TestCa, VaultOptions, VaultSim};
 
 const DOCUMENT: &str = "/latest/dynamic/instance-identity/document";
 const TOKEN: &str = "/latest/api/token";
 const LOGIN: &str = "/v1/auth/aws/login";
 const API: &str = "/v1/secret/data/app/api";
+const AD_JOIN: &str = "/v1/secret/data/ad/join";
 
 /// Short budgets so that the cases that run into the deadline end quickly.
 fn config(env: &Env) -> String {
@@ -63,14 +68,6 @@ fn raw(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Fault {
     Fault::Raw(bytes)
 }
 
-fn json_answer(body: &str) -> Fault {
-    raw(
-        "200 OK",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-}
-
 fn identity_document() -> String {
     vaultboot_sim::Identity::sample(INSTANCE).document("2024-01-01T00:00:00Z")
 }
@@ -93,310 +90,707 @@ impl Catcher {
 }
 
 // ------------------------------------------------------------------------------------------
-// IMDS
+// The table's machinery
 
-#[test]
-fn imds_invalid_json_is_malformed() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    env.imds.control().inject(
-        Some("GET"),
-        DOCUMENT,
-        raw(
-            "200 OK",
-            &[("Content-Type", "text/plain")],
-            b"{\"instanceId\": i-0",
-        ),
-        1,
-    );
-    let out = refused(&env, &cfg, &before, 65);
-    assert!(
-        out.stderr.contains("not an identity document"),
-        "{}",
-        out.stderr
-    );
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Imds,
+    Vault,
 }
 
-#[test]
-fn imds_truncated_body_is_retried_then_unavailable() {
-    let doc = identity_document();
-    let truncated = |n| {
-        let mut bytes = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-            doc.len()
-        )
-        .into_bytes();
-        bytes.extend_from_slice(&doc.as_bytes()[..n]);
-        Fault::Raw(bytes)
-    };
-    // Once: a connection that broke mid-answer is retried, and the run succeeds.
-    let env = Env::new();
-    let (cfg, _) = prepared(&env);
-    env.imds
-        .control()
-        .inject(Some("GET"), DOCUMENT, truncated(doc.len() / 2), 1);
-    let out = env.run(&cfg);
-    assert_eq!(out.status, 0, "{}", out.log());
-    // Every time: unavailable at the deadline.
-    let before = env.snapshot();
-    env.imds
-        .control()
-        .inject(Some("GET"), DOCUMENT, truncated(10), 10_000);
-    let out = refused(&env, &cfg, &before, 69);
-    assert!(out.elapsed < Duration::from_secs(6), "{:?}", out.elapsed);
-}
+impl Endpoint {
+    fn control(self, env: &Env) -> &Control {
+        match self {
+            Endpoint::Imds => env.imds.control(),
+            Endpoint::Vault => env.vault.control(),
+        }
+    }
 
-#[test]
-fn imds_body_over_the_cap_or_never_ending_is_malformed() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    // Announced: refused before reading it.
-    env.imds.control().inject(
-        Some("GET"),
-        DOCUMENT,
-        raw(
-            "200 OK",
-            &[("Content-Length", "5000000")],
-            b"{\"instanceId\":\"",
-        ),
-        1,
-    );
-    let out = refused(&env, &cfg, &before, 65);
-    assert!(out.stderr.contains("larger than 1048576"), "{}", out.stderr);
-    // Never ending: cut at the cap.
-    env.imds
-        .control()
-        .inject(Some("GET"), DOCUMENT, Fault::EndlessBody, 1);
-    let out = refused(&env, &cfg, &before, 65);
-    assert!(out.stderr.contains("larger than 1048576"), "{}", out.stderr);
-    assert!(out.elapsed < Duration::from_secs(3), "{:?}", out.elapsed);
-}
+    fn url(self, env: &Env) -> String {
+        match self {
+            Endpoint::Imds => env.imds.url(),
+            Endpoint::Vault => env.vault.url(),
+        }
+    }
 
-#[test]
-fn imds_that_never_answers_is_cut_by_the_deadline() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    // Reads the request, never answers.
-    env.imds
-        .control()
-        .inject(Some("PUT"), TOKEN, Fault::Hang, 10_000);
-    let out = refused(&env, &cfg, &before, 69);
-    assert!(
-        out.elapsed >= Duration::from_millis(2500) && out.elapsed < Duration::from_secs(5),
-        "{:?}",
-        out.elapsed
-    );
-    // Accepts the connection, never reads nor answers.
-    env.imds.control().clear_faults();
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_cfg = env.write_config(&config(&env).replace(
-        &env.imds.url(),
-        &format!("http://{}", silent.local_addr().unwrap()),
-    ));
-    let out = refused(&env, &silent_cfg, &before, 69);
-    assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
-    // Answers one byte at a time, forever.
-    let trickle = trickle_server(None);
-    let trickle_cfg = env.write_config(
-        &config(&env).replace(&env.imds.url(), &format!("http://127.0.0.1:{trickle}")),
-    );
-    let out = refused(&env, &trickle_cfg, &before, 69);
-    assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
-}
+    /// What an honest server answers to `path` (for the cases that distort it).
+    fn honest(self, env: &Env, path: &str) -> Vec<u8> {
+        match path {
+            DOCUMENT => identity_document().into_bytes(),
+            API => {
+                let data = serde_json::json!({"api_key": env.api_key});
+                serde_json::json!({"data": {"data": data, "metadata": {"version": 1}}})
+                    .to_string()
+                    .into_bytes()
+            }
+            LOGIN => br#"{"auth":{"client_token":"hvs.CAESIAAAAAAAAAAAAAAAAAAAAAAA","accessor":"a","lease_duration":60}}"#.to_vec(),
+            _ => panic!("no honest answer for {self:?} {path}"),
+        }
+    }
 
-#[test]
-fn imds_redirect_is_not_followed() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    let catcher = Catcher::new();
-    let location = format!("http://127.0.0.1:{}/latest/api/token", catcher.port());
-    env.imds.control().inject(
-        Some("GET"),
-        DOCUMENT,
-        raw("301 Moved Permanently", &[("Location", &location)], b""),
-        1,
-    );
-    let out = refused(&env, &cfg, &before, 65);
-    assert!(
-        out.stderr.contains("redirects are not followed"),
-        "{}",
-        out.stderr
-    );
-    assert!(catcher.untouched(), "the redirect was followed");
-}
+    /// The Content-Type the real service labels its JSON with.
+    fn json_label(self) -> &'static str {
+        match self {
+            Endpoint::Imds => "text/plain",
+            Endpoint::Vault => "application/json",
+        }
+    }
 
-#[test]
-fn imds_content_type_is_not_trusted_either_way() {
-    // Real IMDS labels the JSON document text/plain: the body decides.
-    let env = Env::new();
-    let (cfg, _) = prepared(&env);
-    env.imds.control().inject(
-        Some("GET"),
-        DOCUMENT,
-        raw(
-            "200 OK",
-            &[("Content-Type", "text/html; charset=utf-8")],
-            identity_document().as_bytes(),
-        ),
-        1,
-    );
-    let out = env.run(&cfg);
-    assert_eq!(out.status, 0, "{}", out.log());
-    // A captive portal's page labelled JSON is still not an identity document.
-    let before = env.snapshot();
-    env.imds.control().inject(
-        Some("GET"),
-        DOCUMENT,
-        raw(
-            "200 OK",
-            &[("Content-Type", "application/json")],
-            b"<html><body>Please log in</body></html>",
-        ),
-        1,
-    );
-    refused(&env, &cfg, &before, 65);
-}
-
-#[test]
-fn imds_duplicate_keys_and_wrong_types_are_malformed() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    let doc = identity_document();
-    let duplicate = doc.replacen('{', "{\"instanceId\": \"i-0fffffffffffffff0\",", 1);
-    let wrong_type = doc.replace(&format!("\"{INSTANCE}\""), "12345");
-    assert_ne!(wrong_type, doc);
-    for body in [duplicate, wrong_type] {
-        env.imds.control().inject(
-            Some("GET"),
-            DOCUMENT,
-            raw("200 OK", &[("Content-Type", "text/plain")], body.as_bytes()),
-            1,
-        );
-        refused(&env, &cfg, &before, 65);
+    /// A path on the same host that a relative redirect points to.
+    fn elsewhere(self) -> &'static str {
+        match self {
+            Endpoint::Imds => "/latest/meta-data/elsewhere",
+            Endpoint::Vault => "/v1/secret/data/other",
+        }
     }
 }
 
-#[test]
-fn imds_huge_headers_and_bad_tokens_are_malformed() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    let huge = "x".repeat(100 * 1024);
-    env.imds.control().inject(
-        Some("GET"),
-        DOCUMENT,
-        raw(
-            "200 OK",
-            &[("X-Padding", &huge)],
-            identity_document().as_bytes(),
-        ),
-        1,
-    );
-    refused(&env, &cfg, &before, 65);
-    // A session token that is not one (spaces, a newline): never sent back as a header.
-    env.imds.control().inject(
-        Some("PUT"),
-        TOKEN,
-        raw("200 OK", &[], b"not a token\r\nX-Injected: yes"),
-        1,
-    );
-    let out = refused(&env, &cfg, &before, 65);
-    assert!(out.stderr.contains("not a token"), "{}", out.stderr);
+/// What the endpoint does instead of answering honestly.
+enum Hostile {
+    /// This answer to the requests the expectation names.
+    Answer(Fault),
+    /// The endpoint's address leads to this server instead (`ca`: the Vault CA to trust);
+    /// `_listener` keeps it open for the run.
+    Server {
+        url: String,
+        ca: Option<PathBuf>,
+        _listener: Option<TcpListener>,
+    },
 }
 
-// ------------------------------------------------------------------------------------------
-// Vault
-
-#[test]
-fn vault_invalid_json_is_malformed() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    env.vault
-        .control()
-        .inject(Some("GET"), API, json_answer("{\"data\": {\"data\": "), 1);
-    let out = refused(&env, &cfg, &before, 65);
-    assert!(out.stderr.contains("not JSON"), "{}", out.stderr);
-    env.vault
-        .control()
-        .inject(Some("POST"), LOGIN, json_answer("{\"auth\": nope}"), 1);
-    refused(&env, &cfg, &before, 65);
-    // Not UTF-8 at all.
-    env.vault.control().inject(
-        Some("GET"),
-        API,
-        raw("200 OK", &[], b"{\"data\": {\"k\": \"\xff\xfe\"}}"),
-        1,
-    );
-    refused(&env, &cfg, &before, 65);
+/// Everything a case sees: the simulators after the good run, and a catcher for redirects.
+struct Ctx {
+    env: Env,
+    before: Snapshot,
+    catcher: Catcher,
+    /// How many requests each simulator had seen after the good run.
+    imds_requests: usize,
+    vault_requests: usize,
 }
 
-#[test]
-fn vault_truncated_body_is_retried_then_unavailable() {
-    let env = Env::new();
-    let (cfg, _) = prepared(&env);
-    let truncated = Fault::Raw(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"data\":{\"data\":{\"api_key\":\"abc"
-            .to_vec(),
-    );
-    env.vault
-        .control()
-        .inject(Some("GET"), API, truncated.clone(), 1);
-    let out = env.run(&cfg);
-    assert_eq!(out.status, 0, "{}", out.log());
-    let before = env.snapshot();
-    env.vault
-        .control()
-        .inject(Some("GET"), API, truncated, 10_000);
-    let out = refused(&env, &cfg, &before, 69);
-    assert!(out.elapsed < Duration::from_secs(6), "{:?}", out.elapsed);
-    // A chunked body cut before its last chunk: the same.
-    env.vault.control().clear_faults();
-    env.vault.control().inject(
-        Some("POST"),
-        LOGIN,
-        Fault::Raw(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n{\"auth\":{\"client"
-                .to_vec(),
-        ),
-        10_000,
-    );
-    refused(&env, &cfg, &before, 69);
+/// What one endpoint must do with a row's hostile answers.
+#[derive(Clone, Copy)]
+struct Expect {
+    /// The requests (method, path) that get the hostile answer; none for a hostile server.
+    at: &'static [(&'static str, &'static str)],
+    /// How many answers in a row are hostile: `ONCE`, or `ALWAYS` (until the deadline).
+    times: usize,
+    deadline: &'static str,
+    /// The exit status; 0: the run succeeds (and the snapshot is taken again).
+    status: i32,
+    /// What stderr must say.
+    says: &'static [&'static str],
+    /// How long the run may take: at least, less than.
+    within: (Duration, Duration),
+    /// Any further assertion.
+    check: fn(&Ctx, &Outcome),
 }
 
-#[test]
-fn vault_body_over_the_cap_or_never_ending_is_malformed() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    env.vault.control().inject(
-        Some("POST"),
-        LOGIN,
-        raw("200 OK", &[("Content-Length", "1048577")], b"{"),
-        1,
-    );
-    let out = refused(&env, &cfg, &before, 65);
-    assert!(out.stderr.contains("larger than 1048576"), "{}", out.stderr);
-    env.vault
-        .control()
-        .inject(Some("POST"), LOGIN, Fault::EndlessBody, 1);
-    let out = refused(&env, &cfg, &before, 65);
-    assert!(out.stderr.contains("larger than 1048576"), "{}", out.stderr);
-    assert_eq!(env.vault.logins(), 1, "only the good run logged in");
+const ONCE: usize = 1;
+const ALWAYS: usize = 10_000;
+
+/// Refused as malformed (65), at once, with one hostile answer.
+const MALFORMED: Expect = Expect {
+    at: &[],
+    times: ONCE,
+    deadline: "3s",
+    status: 65,
+    says: &[],
+    within: (Duration::ZERO, Duration::MAX),
+    check: no_check,
+};
+
+/// Unavailable (69) at the deadline: the hostile answer every time.
+const UNAVAILABLE: Expect = Expect {
+    times: ALWAYS,
+    status: 69,
+    ..MALFORMED
+};
+
+/// The run succeeds despite the hostile answer.
+const RECOVERED: Expect = Expect {
+    status: 0,
+    ..MALFORMED
+};
+
+fn no_check(_: &Ctx, _: &Outcome) {}
+
+struct Row {
+    /// The hostile answers (or servers) for one endpoint and request path, each a case.
+    hostile: fn(&Ctx, Endpoint, &str) -> Vec<Hostile>,
+    imds: Option<Expect>,
+    vault: Option<Expect>,
 }
 
-#[test]
-fn vault_that_never_answers_is_cut_by_the_request_timeout() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    // After TLS, reads the request and never answers: every attempt is cut after 1 s.
-    env.vault
-        .control()
-        .inject(Some("POST"), LOGIN, Fault::Hang, 10_000);
-    let out = refused(&env, &cfg, &before, 69);
+/// Runs a row against each endpoint it applies to, each on simulators of its own.
+fn run_row(name: &str, row: Row) {
+    let mut cases = 0;
+    for (endpoint, expect) in [(Endpoint::Imds, row.imds), (Endpoint::Vault, row.vault)] {
+        let Some(expect) = expect else { continue };
+        let env = Env::new();
+        let (_, before) = prepared(&env);
+        let mut ctx = Ctx {
+            imds_requests: env.imds.control().requests().len(),
+            vault_requests: env.vault.control().requests().len(),
+            before,
+            catcher: Catcher::new(),
+            env,
+        };
+        let targets: &[(&str, &str)] = if expect.at.is_empty() {
+            &[("", "")]
+        } else {
+            expect.at
+        };
+        for &(method, path) in targets {
+            for (i, hostile) in (row.hostile)(&ctx, endpoint, path).into_iter().enumerate() {
+                let case = format!("{name}: {endpoint:?} {method} {path} #{i}");
+                // Printed with the test's output when it fails, and with --nocapture.
+                eprintln!("hostile case {case}");
+                run_case(&mut ctx, endpoint, &expect, (method, path), hostile, &case);
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 0, "{name}: no case ran");
+}
+
+fn run_case(
+    ctx: &mut Ctx,
+    endpoint: Endpoint,
+    expect: &Expect,
+    (method, path): (&str, &str),
+    hostile: Hostile,
+    case: &str,
+) {
+    let env = &ctx.env;
+    let control = endpoint.control(env);
+    control.clear_faults();
+    let mut text = config(env).replace(
+        "deadline = \"3s\"",
+        &format!("deadline = {:?}", expect.deadline),
+    );
+    match hostile {
+        Hostile::Answer(fault) => control.inject(Some(method), path, fault, expect.times),
+        Hostile::Server { url, ca, .. } => {
+            text = text.replace(&endpoint.url(env), &url);
+            if let Some(ca) = ca {
+                text = text.replace(
+                    &env.path("vault-ca.pem").display().to_string(),
+                    &ca.display().to_string(),
+                );
+            }
+        }
+    }
+    let cfg = env.write_config(&text);
+    let out = if expect.status == 0 {
+        let out = env.run(&cfg);
+        assert_eq!(out.status, 0, "{case}: {}", out.log());
+        ctx.before = env.snapshot();
+        out
+    } else {
+        refused(env, &cfg, &ctx.before, expect.status)
+    };
+    control.clear_faults();
+    for says in expect.says {
+        assert!(
+            out.stderr.contains(says),
+            "{case}: no {says:?} in {}",
+            out.stderr
+        );
+    }
+    let (least, most) = expect.within;
     assert!(
-        out.elapsed >= Duration::from_millis(2500) && out.elapsed < Duration::from_secs(5),
-        "{:?}",
+        out.elapsed >= least && out.elapsed < most,
+        "{case}: {:?} not in {least:?}..{most:?}",
         out.elapsed
     );
-    let hung = env
+    (expect.check)(ctx, &out);
+    assert!(
+        ctx.catcher.untouched(),
+        "{case}: something was sent elsewhere"
+    );
+}
+
+/// Generates one test a row, named after it.
+macro_rules! table {
+    ($($name:ident: $row:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                run_row(stringify!($name), $row)
+            }
+        )*
+    };
+}
+
+fn answers(faults: impl IntoIterator<Item = Fault>) -> Vec<Hostile> {
+    faults.into_iter().map(Hostile::Answer).collect()
+}
+
+/// A JSON body labelled the way the service labels it.
+fn labelled(endpoint: Endpoint, body: &[u8]) -> Fault {
+    raw("200 OK", &[("Content-Type", endpoint.json_label())], body)
+}
+
+const LONG: Duration = Duration::from_secs(5);
+
+// ------------------------------------------------------------------------------------------
+// The table
+
+table! {
+    invalid_json_is_malformed: Row {
+        hostile: |_, ep, path| {
+            let body: &[u8] = match path {
+                DOCUMENT => b"{\"instanceId\": i-0",
+                API => b"{\"data\": {\"data\": ",
+                _ => b"{\"auth\": nope}",
+            };
+            answers([labelled(ep, body)])
+        },
+        imds: Some(Expect {
+            at: &[("GET", DOCUMENT)],
+            says: &["not an identity document"],
+            ..MALFORMED
+        }),
+        vault: Some(Expect {
+            at: &[("GET", API), ("POST", LOGIN)],
+            says: &["not JSON"],
+            ..MALFORMED
+        }),
+    };
+
+    not_utf8_is_malformed: Row {
+        hostile: |_, _, path| {
+            let body: &[u8] = match path {
+                DOCUMENT => b"{\"instanceId\": \"\xff\xfe\"}",
+                _ => b"{\"data\": {\"k\": \"\xff\xfe\"}}",
+            };
+            answers([raw("200 OK", &[], body)])
+        },
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], ..MALFORMED }),
+        vault: Some(Expect { at: &[("GET", API)], ..MALFORMED }),
+    };
+
+    // A connection that broke mid-answer is retried: once, the run succeeds; every time, it is
+    // unavailable at the deadline.
+    truncated_body_once_is_retried: Row {
+        hostile: |ctx, ep, path| answers([truncated(&ep.honest(&ctx.env, path), None)]),
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], ..RECOVERED }),
+        vault: Some(Expect { at: &[("GET", API)], ..RECOVERED }),
+    };
+
+    truncated_body_always_is_unavailable: Row {
+        hostile: |ctx, ep, path| answers([truncated(&ep.honest(&ctx.env, path), Some(10))]),
+        imds: Some(Expect {
+            at: &[("GET", DOCUMENT)],
+            within: (Duration::ZERO, Duration::from_secs(6)),
+            ..UNAVAILABLE
+        }),
+        vault: Some(Expect {
+            at: &[("GET", API)],
+            within: (Duration::ZERO, Duration::from_secs(6)),
+            ..UNAVAILABLE
+        }),
+    };
+
+    chunked_body_cut_before_its_last_chunk_is_unavailable: Row {
+        hostile: |ctx, ep, path| {
+            let mut bytes = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n".to_vec();
+            bytes.extend_from_slice(&ep.honest(&ctx.env, path)[..16]);
+            answers([Fault::Raw(bytes)])
+        },
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], ..UNAVAILABLE }),
+        vault: Some(Expect { at: &[("POST", LOGIN)], ..UNAVAILABLE }),
+    };
+
+    body_over_the_cap_is_malformed: Row {
+        hostile: |_, _, _| {
+            answers(["1048577", "5000000"].map(|length| {
+                raw("200 OK", &[("Content-Length", length)], b"{\"instanceId\":\"")
+            }))
+        },
+        imds: Some(Expect {
+            at: &[("GET", DOCUMENT)],
+            says: &["larger than 1048576"],
+            ..MALFORMED
+        }),
+        vault: Some(Expect {
+            at: &[("POST", LOGIN)],
+            says: &["larger than 1048576"],
+            check: only_the_good_run_logged_in,
+            ..MALFORMED
+        }),
+    };
+
+    never_ending_body_is_malformed: Row {
+        hostile: |_, _, _| answers([Fault::EndlessBody]),
+        imds: Some(Expect {
+            at: &[("GET", DOCUMENT)],
+            says: &["larger than 1048576"],
+            within: (Duration::ZERO, Duration::from_secs(3)),
+            ..MALFORMED
+        }),
+        vault: Some(Expect {
+            at: &[("POST", LOGIN)],
+            says: &["larger than 1048576"],
+            within: (Duration::ZERO, Duration::from_secs(3)),
+            check: only_the_good_run_logged_in,
+            ..MALFORMED
+        }),
+    };
+
+    // Reads the request, never answers: every attempt is cut by its timeout, the run by the
+    // deadline.
+    never_answering_is_cut_by_the_timeout: Row {
+        hostile: |_, _, _| answers([Fault::Hang]),
+        imds: Some(Expect {
+            at: &[("PUT", TOKEN)],
+            within: (Duration::from_millis(2500), LONG),
+            ..UNAVAILABLE
+        }),
+        vault: Some(Expect {
+            at: &[("POST", LOGIN)],
+            within: (Duration::from_millis(2500), LONG),
+            check: each_login_attempt_had_its_own_timeout,
+            ..UNAVAILABLE
+        }),
+    };
+
+    // Accepts the TCP connection, never reads nor answers (nor starts TLS).
+    a_silent_server_is_cut_by_the_deadline: Row {
+        hostile: |_, ep, _| {
+            let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = silent.local_addr().unwrap().port();
+            vec![Hostile::Server {
+                url: server_url(ep, port),
+                ca: None,
+                _listener: Some(silent),
+            }]
+        },
+        imds: Some(Expect { within: (Duration::ZERO, LONG), ..UNAVAILABLE }),
+        vault: Some(Expect { within: (Duration::ZERO, LONG), ..UNAVAILABLE }),
+    };
+
+    // Answers one byte every 100 ms, forever: the per-request timeout is a total, not per read.
+    a_trickling_server_is_cut_by_the_deadline: Row {
+        hostile: |ctx, ep, _| {
+            let ca = (ep == Endpoint::Vault).then(|| {
+                let ca = TestCa::new("trickle CA");
+                ca.write_cert_pem(&ctx.env.path("trickle-ca.pem")).unwrap();
+                ca
+            });
+            vec![Hostile::Server {
+                url: server_url(ep, trickle_server(ca.as_ref())),
+                ca: ca.map(|_| ctx.env.path("trickle-ca.pem")),
+                _listener: None,
+            }]
+        },
+        imds: Some(Expect { within: (Duration::ZERO, LONG), ..UNAVAILABLE }),
+        vault: Some(Expect { within: (Duration::ZERO, LONG), ..UNAVAILABLE }),
+    };
+
+    // IMDS: refused at once. Vault (a standby redirects during an election): retried against the
+    // configured address until the deadline, never followed with the nonce or the token.
+    redirects_are_not_followed: Row {
+        hostile: |ctx, ep, path| {
+            let location = match ep {
+                Endpoint::Imds => format!("http://127.0.0.1:{}{TOKEN}", ctx.catcher.port()),
+                Endpoint::Vault => format!("https://localhost:{}{path}", ctx.catcher.port()),
+            };
+            answers(REDIRECTS.map(|status| raw(status, &[("Location", &location)], b"")))
+        },
+        imds: Some(Expect {
+            at: &[("GET", DOCUMENT)],
+            says: &["redirects are not followed"],
+            ..MALFORMED
+        }),
+        vault: Some(Expect {
+            at: &[("POST", LOGIN), ("GET", API)],
+            deadline: "1s",
+            check: vault_names_the_redirect_target,
+            ..UNAVAILABLE
+        }),
+    };
+
+    relative_redirects_are_not_followed: Row {
+        hostile: |_, ep, _| {
+            answers([raw("307 Temporary Redirect", &[("Location", ep.elsewhere())], b"")])
+        },
+        imds: Some(Expect {
+            at: &[("GET", DOCUMENT)],
+            says: &["redirects are not followed"],
+            check: nothing_asked_elsewhere,
+            ..MALFORMED
+        }),
+        vault: Some(Expect {
+            at: &[("GET", API)],
+            deadline: "1s",
+            says: &["(same host)"],
+            check: nothing_asked_elsewhere,
+            ..UNAVAILABLE
+        }),
+    };
+
+    // The body decides: IMDS labels its JSON text/plain, and Vault's Go client ignores the label.
+    valid_json_under_another_content_type_is_accepted: Row {
+        hostile: |ctx, ep, path| {
+            let body = ep.honest(&ctx.env, path);
+            answers(
+                ["text/plain", "text/html; charset=utf-8"]
+                    .map(|label| raw("200 OK", &[("Content-Type", label)], &body)),
+            )
+        },
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], ..RECOVERED }),
+        vault: Some(Expect { at: &[("GET", API)], ..RECOVERED }),
+    };
+
+    // A page from something in the way (a proxy, a captive portal) is not an answer.
+    a_page_labelled_json_is_malformed: Row {
+        hostile: |_, _, _| {
+            answers([raw(
+                "200 OK",
+                &[("Content-Type", "application/json")],
+                b"<html><body>Please log in</body></html>",
+            )])
+        },
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], ..MALFORMED }),
+        vault: Some(Expect { at: &[("GET", API)], says: &["not JSON"], ..MALFORMED }),
+    };
+
+    a_page_labelled_html_is_malformed: Row {
+        hostile: |_, _, _| {
+            answers([raw(
+                "200 OK",
+                &[("Content-Type", "text/html")],
+                b"<html><body>Access denied by proxy</body></html>",
+            )])
+        },
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], ..MALFORMED }),
+        vault: Some(Expect {
+            at: &[("GET", API)],
+            says: &["not JSON", "content type \"text/html\""],
+            ..MALFORMED
+        }),
+    };
+
+    // Which value would count (which api_key written, which token used and revoked)? Neither.
+    duplicate_json_keys_are_malformed: Row {
+        hostile: |_, ep, path| {
+            let body = match path {
+                DOCUMENT => identity_document()
+                    .replacen('{', "{\"instanceId\": \"i-0fffffffffffffff0\",", 1),
+                API => r#"{"data":{"data":{"api_key":"first-value-1","api_key":"second-value-2"},"metadata":{"version":1}}}"#.into(),
+                _ => r#"{"auth":{"client_token":"hvs.AAAAAAAAAAAAAAAAAAAAAAAA","client_token":"hvs.BBBBBBBBBBBBBBBBBBBBBBBB","accessor":"x","lease_duration":60}}"#.into(),
+            };
+            answers([labelled(ep, body.as_bytes())])
+        },
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], ..MALFORMED }),
+        vault: Some(Expect {
+            at: &[("GET", API), ("POST", LOGIN)],
+            says: &["the same key twice"],
+            check: no_duplicate_token_was_sent,
+            ..MALFORMED
+        }),
+    };
+
+    // IMDS: instanceId a number. Vault: a field that is an object or a list of objects cannot
+    // go into a raw or env file (a json file keeps JSON types, so there it is fine).
+    fields_of_the_wrong_type_are_malformed: Row {
+        hostile: |_, ep, _| match ep {
+            Endpoint::Imds => {
+                let doc = identity_document();
+                let wrong_type = doc.replace(&format!("\"{INSTANCE}\""), "12345");
+                assert_ne!(wrong_type, doc);
+                answers([labelled(ep, wrong_type.as_bytes())])
+            }
+            Endpoint::Vault => {
+                let passwords = [r#"{"nested":"x"}"#, r#"[{"a":1}]"#, "null"];
+                answers(passwords.map(|password| {
+                    labelled(ep, format!(
+                        r#"{{"data":{{"data":{{"username":"svc-join","password":{password}}},"metadata":{{"version":1}}}}}}"#
+                    ).as_bytes())
+                }))
+            }
+        },
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], ..MALFORMED }),
+        vault: Some(Expect { at: &[("GET", AD_JOIN)], says: &["\"password\""], ..MALFORMED }),
+    };
+
+    // `data` (Vault) or the document (IMDS) is not an object.
+    answers_that_are_not_objects_are_malformed: Row {
+        hostile: |_, ep, _| {
+            let bodies: &[&str] = match ep {
+                Endpoint::Imds => &[r#"[1,2,3]"#, r#""just a string""#, "null"],
+                Endpoint::Vault => &[
+                    r#"{"data":"everything"}"#,
+                    r#"{"data":null}"#,
+                    r#"[1,2,3]"#,
+                    r#""just a string""#,
+                ],
+            };
+            answers(bodies.iter().map(|b| labelled(ep, b.as_bytes())))
+        },
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], ..MALFORMED }),
+        vault: Some(Expect { at: &[("GET", API)], says: &["secret \"api\""], ..MALFORMED }),
+    };
+
+    a_login_answer_without_auth_is_malformed: Row {
+        hostile: |_, ep, _| {
+            answers([
+                r#"{"auth":{"client_token":12345}}"#,
+                r#"{"auth":"hvs.token"}"#,
+                r#"{"auth":null}"#,
+                r#"{"auth":{"client_token":["hvs.a"]}}"#,
+                r#"{}"#,
+            ].map(|b| labelled(ep, b.as_bytes())))
+        },
+        imds: None,
+        vault: Some(Expect {
+            at: &[("POST", LOGIN)],
+            says: &["login answer has no auth"],
+            ..MALFORMED
+        }),
+    };
+
+    // An IMDS session token or a Vault client_token that is not one: never sent as a header
+    // (Vault: no secret read, no revoke with it).
+    tokens_that_are_not_tokens_are_malformed_and_never_sent: Row {
+        hostile: |_, ep, _| match ep {
+            Endpoint::Imds => answers([raw("200 OK", &[], b"not a token\r\nX-Injected: yes")]),
+            Endpoint::Vault => {
+                let long = "a".repeat(2000);
+                answers(["", " ", "hvs.with space", "hvs.a\\r\\nX-Injected: 1", &long].map(|token| {
+                    labelled(ep, format!(
+                        r#"{{"auth":{{"client_token":"{token}","accessor":"acc","lease_duration":60}}}}"#
+                    ).as_bytes())
+                }))
+            }
+        },
+        imds: Some(Expect {
+            at: &[("PUT", TOKEN)],
+            says: &["not a token"],
+            check: no_bad_session_token_was_sent,
+            ..MALFORMED
+        }),
+        vault: Some(Expect {
+            at: &[("POST", LOGIN)],
+            says: &["client_token"],
+            check: nothing_but_logins_was_sent,
+            ..MALFORMED
+        }),
+    };
+
+    huge_headers_are_malformed: Row {
+        hostile: |ctx, ep, path| {
+            let huge = "x".repeat(100 * 1024);
+            answers([raw("200 OK", &[("X-Padding", &huge)], &ep.honest(&ctx.env, path))])
+        },
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], ..MALFORMED }),
+        vault: Some(Expect { at: &[("GET", API)], ..MALFORMED }),
+    };
+
+    // Many headers, each small: the total counts.
+    too_many_headers_are_malformed: Row {
+        hostile: |ctx, ep, path| {
+            let many: Vec<(String, String)> =
+                (0..3000).map(|i| (format!("X-H{i}"), "y".repeat(20))).collect();
+            let refs: Vec<(&str, &str)> =
+                many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            answers([raw("200 OK", &refs, &ep.honest(&ctx.env, path))])
+        },
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], ..MALFORMED }),
+        vault: Some(Expect { at: &[("GET", API)], ..MALFORMED }),
+    };
+
+    // Retry-After of a year, or far in the future: the deadline still ends the run.
+    a_huge_retry_after_keeps_the_deadline: Row {
+        hostile: |_, _, _| {
+            answers(["31536000", "Fri, 01 Jan 2100 00:00:00 GMT", "99999999999999999999"].map(
+                |retry_after| {
+                    raw(
+                        "503 Service Unavailable",
+                        &[("Retry-After", retry_after), ("Content-Type", "application/json")],
+                        br#"{"errors":["sealed"]}"#,
+                    )
+                },
+            ))
+        },
+        imds: None,
+        vault: Some(Expect {
+            at: &[("POST", LOGIN)],
+            within: (Duration::ZERO, LONG),
+            ..UNAVAILABLE
+        }),
+    };
+
+    error_messages_are_one_bounded_line_without_escapes: Row {
+        hostile: |_, _, _| {
+            let message = format!(
+                "permission denied\n\x1b[31mvaultboot: done: all fine\x1b[0m\r{}",
+                "A".repeat(200_000)
+            );
+            answers([Fault::status(403, &message)])
+        },
+        imds: None,
+        vault: Some(Expect {
+            at: &[("GET", API)],
+            status: 77,
+            check: one_bounded_line_without_escapes,
+            ..MALFORMED
+        }),
+    };
+
+    garbage_instead_of_http_is_malformed: Row {
+        hostile: |_, _, _| {
+            answers([
+                Fault::Raw(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec()),
+                Fault::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n{}".to_vec()),
+            ])
+        },
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], ..MALFORMED }),
+        vault: Some(Expect { at: &[("GET", API)], ..MALFORMED }),
+    };
+
+    // A connection closed without a byte is a broken connection: retried.
+    an_empty_answer_is_retried: Row {
+        hostile: |_, _, _| answers([Fault::Raw(Vec::new())]),
+        imds: Some(Expect { at: &[("GET", DOCUMENT)], times: 2, ..RECOVERED }),
+        vault: Some(Expect { at: &[("GET", API)], times: 2, ..RECOVERED }),
+    };
+}
+
+const REDIRECTS: [&str; 4] = [
+    "301 Moved Permanently",
+    "302 Found",
+    "307 Temporary Redirect",
+    "308 Permanent Redirect",
+];
+
+/// The hostile answer: `honest` announced whole, cut after `n` bytes (half without `n`).
+fn truncated(honest: &[u8], n: Option<usize>) -> Fault {
+    let mut bytes = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        honest.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&honest[..n.unwrap_or(honest.len() / 2)]);
+    Fault::Raw(bytes)
+}
+
+fn server_url(endpoint: Endpoint, port: u16) -> String {
+    match endpoint {
+        Endpoint::Imds => format!("http://127.0.0.1:{port}"),
+        Endpoint::Vault => format!("https://localhost:{port}"),
+    }
+}
+
+fn only_the_good_run_logged_in(ctx: &Ctx, _: &Outcome) {
+    assert_eq!(ctx.env.vault.logins(), 1, "only the good run logged in");
+}
+
+fn each_login_attempt_had_its_own_timeout(ctx: &Ctx, _: &Outcome) {
+    let hung = ctx
+        .env
         .vault
         .control()
         .requests()
@@ -404,32 +798,77 @@ fn vault_that_never_answers_is_cut_by_the_request_timeout() {
         .filter(|r| r.path == LOGIN && r.status == 0)
         .count();
     assert!(hung >= 2, "each attempt had its own timeout: {hung}");
-    env.vault.control().clear_faults();
-
-    // Accepts the TCP connection, never starts TLS.
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let silent_cfg = env.write_config(
-        &config(&env).replace(&env.vault.url(), &format!("https://localhost:{port}")),
-    );
-    let out = refused(&env, &silent_cfg, &before, 69);
-    assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
-
-    // Answers one byte every 100 ms, forever: the per-request timeout is a total, not per read.
-    let ca = TestCa::new("trickle CA");
-    ca.write_cert_pem(&env.path("trickle-ca.pem")).unwrap();
-    let port = trickle_server(Some(&ca));
-    let trickle_cfg = env.write_config(
-        &config(&env)
-            .replace(&env.vault.url(), &format!("https://localhost:{port}"))
-            .replace(
-                &env.path("vault-ca.pem").display().to_string(),
-                &env.path("trickle-ca.pem").display().to_string(),
-            ),
-    );
-    let out = refused(&env, &trickle_cfg, &before, 69);
-    assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
 }
+
+fn vault_names_the_redirect_target(ctx: &Ctx, out: &Outcome) {
+    let says = format!(
+        "Vault kept redirecting to \"localhost:{}\"",
+        ctx.catcher.port()
+    );
+    assert!(out.stderr.contains(&says), "{}", out.stderr);
+}
+
+fn nothing_asked_elsewhere(ctx: &Ctx, _: &Outcome) {
+    for endpoint in [Endpoint::Imds, Endpoint::Vault] {
+        let asked = endpoint.control(&ctx.env).requests();
+        assert!(
+            !asked.iter().any(|r| r.path == endpoint.elsewhere()),
+            "{endpoint:?} followed"
+        );
+    }
+}
+
+fn no_duplicate_token_was_sent(ctx: &Ctx, _: &Outcome) {
+    let sent_tokens = ctx
+        .env
+        .vault
+        .control()
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.header("x-vault-token")
+                .is_some_and(|t| t.contains("AAAAAAAA") || t.contains("BBBBBBBB"))
+        })
+        .count();
+    assert_eq!(sent_tokens, 0);
+}
+
+fn no_bad_session_token_was_sent(ctx: &Ctx, _: &Outcome) {
+    let requests = ctx.env.imds.control().requests();
+    let sent = requests[ctx.imds_requests..].iter().filter(|r| {
+        r.headers
+            .iter()
+            .any(|(n, v)| n == "x-injected" || v.contains("not a token"))
+    });
+    assert_eq!(sent.count(), 0, "the bad session token was sent");
+}
+
+/// Nothing but the logins was sent: no secret read, no revoke with a bogus token.
+fn nothing_but_logins_was_sent(ctx: &Ctx, _: &Outcome) {
+    let after: Vec<_> = ctx.env.vault.control().requests()[ctx.vault_requests..]
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(after.iter().all(|p| p == LOGIN), "{after:?}");
+}
+
+fn one_bounded_line_without_escapes(_: &Ctx, out: &Outcome) {
+    assert!(!out.stderr.contains('\x1b'), "{}", out.stderr);
+    assert!(!out.stderr.contains('\r'));
+    assert!(
+        out.stderr.lines().all(|l| l.len() < 2000),
+        "a line of {} bytes",
+        out.stderr.lines().map(str::len).max().unwrap_or(0)
+    );
+    assert!(
+        !out.stderr.lines().any(|l| l.starts_with("vaultboot: done")),
+        "a forged log line: {}",
+        out.stderr
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Vault's TLS: a whole other server
 
 /// A Vault simulator serving a certificate that must not be accepted; the good run before
 /// used the right one.
@@ -490,329 +929,6 @@ fn vault_tls_server_name_that_does_not_match_is_refused() {
     ));
     let out = refused(&env, &cfg, &before, 69);
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
-}
-
-/// A 3xx from Vault (a standby during an election) is retried against the configured address
-/// until the deadline, then exits 69 naming the host: never followed, with the nonce or the
-/// token.
-#[test]
-fn vault_redirects_are_not_followed_with_the_nonce_or_the_token() {
-    let env = Env::new();
-    let (_, before) = prepared(&env);
-    let cfg = env.write_config(&config(&env).replace("deadline = \"3s\"", "deadline = \"1s\""));
-    let catcher = Catcher::new();
-    for (method, path) in [("POST", LOGIN), ("GET", API)] {
-        for status in [
-            "301 Moved Permanently",
-            "302 Found",
-            "307 Temporary Redirect",
-            "308 Permanent Redirect",
-        ] {
-            let location = format!("https://localhost:{}{path}", catcher.port());
-            env.vault.control().clear_faults();
-            env.vault.control().inject(
-                Some(method),
-                path,
-                raw(status, &[("Location", &location)], b""),
-                10_000,
-            );
-            let out = refused(&env, &cfg, &before, 69);
-            assert!(
-                out.stderr.contains(&format!(
-                    "Vault kept redirecting to \"localhost:{}\"",
-                    catcher.port()
-                )),
-                "{}",
-                out.stderr
-            );
-            assert!(catcher.untouched(), "{method} {path} {status} was followed");
-        }
-    }
-    // A relative redirect to the same host is not followed either.
-    env.vault.control().clear_faults();
-    env.vault.control().inject(
-        Some("GET"),
-        API,
-        raw(
-            "307 Temporary Redirect",
-            &[("Location", "/v1/secret/data/other")],
-            b"",
-        ),
-        10_000,
-    );
-    let out = refused(&env, &cfg, &before, 69);
-    env.vault.control().clear_faults();
-    assert!(out.stderr.contains("(same host)"), "{}", out.stderr);
-    assert!(!env
-        .vault
-        .control()
-        .requests()
-        .iter()
-        .any(|r| r.path == "/v1/secret/data/other"));
-}
-
-#[test]
-fn vault_content_type_is_judged_by_the_body() {
-    // Like Vault's own Go client: a JSON body is read whatever its label.
-    let env = Env::new();
-    let (cfg, _) = prepared(&env);
-    let body =
-        serde_json::json!({"data": {"data": {"api_key": env.api_key}, "metadata": {"version": 1}}})
-            .to_string();
-    env.vault.control().inject(
-        Some("GET"),
-        API,
-        raw("200 OK", &[("Content-Type", "text/plain")], body.as_bytes()),
-        1,
-    );
-    let out = env.run(&cfg);
-    assert_eq!(out.status, 0, "{}", out.log());
-    // A page from something in the way (a proxy, a portal) is not an answer.
-    let before = env.snapshot();
-    env.vault.control().inject(
-        Some("GET"),
-        API,
-        raw(
-            "200 OK",
-            &[("Content-Type", "text/html")],
-            b"<html><body>Access denied by proxy</body></html>",
-        ),
-        1,
-    );
-    let out = refused(&env, &cfg, &before, 65);
-    assert!(
-        out.stderr.contains("not JSON") && out.stderr.contains("content type \"text/html\""),
-        "{}",
-        out.stderr
-    );
-}
-
-#[test]
-fn vault_duplicate_json_keys_are_malformed() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    // Which api_key would be written? Neither.
-    env.vault.control().inject(
-        Some("GET"),
-        API,
-        json_answer(
-            r#"{"data":{"data":{"api_key":"first-value-1","api_key":"second-value-2"},"metadata":{"version":1}}}"#,
-        ),
-        1,
-    );
-    let out = refused(&env, &cfg, &before, 65);
-    assert!(out.stderr.contains("the same key twice"), "{}", out.stderr);
-    // Which token would be used (and revoked)? Neither.
-    env.vault.control().inject(
-        Some("POST"),
-        LOGIN,
-        json_answer(
-            r#"{"auth":{"client_token":"hvs.AAAAAAAAAAAAAAAAAAAAAAAA","client_token":"hvs.BBBBBBBBBBBBBBBBBBBBBBBB","accessor":"x","lease_duration":60}}"#,
-        ),
-        1,
-    );
-    let out = refused(&env, &cfg, &before, 65);
-    assert!(out.stderr.contains("the same key twice"), "{}", out.stderr);
-    let sent_tokens = env
-        .vault
-        .control()
-        .requests()
-        .iter()
-        .filter(|r| {
-            r.header("x-vault-token")
-                .is_some_and(|t| t.contains("AAAAAAAA") || t.contains("BBBBBBBB"))
-        })
-        .count();
-    assert_eq!(sent_tokens, 0);
-}
-
-#[test]
-fn vault_fields_of_the_wrong_type_are_malformed() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    // A field that is an object or a list of objects cannot go into a raw or env file (a json
-    // file keeps JSON types, so there it is fine).
-    for password in [r#"{"nested":"x"}"#, r#"[{"a":1}]"#, "null"] {
-        env.vault.control().inject(
-            Some("GET"),
-            "/v1/secret/data/ad/join",
-            json_answer(&format!(
-                r#"{{"data":{{"data":{{"username":"svc-join","password":{password}}},"metadata":{{"version":1}}}}}}"#
-            )),
-            1,
-        );
-        let out = refused(&env, &cfg, &before, 65);
-        assert!(out.stderr.contains("\"password\""), "{}", out.stderr);
-    }
-    for answer in [
-        // `data` is not an object.
-        r#"{"data":"everything"}"#,
-        r#"{"data":null}"#,
-        r#"[1,2,3]"#,
-        r#""just a string""#,
-    ] {
-        env.vault
-            .control()
-            .inject(Some("GET"), API, json_answer(answer), 1);
-        let out = refused(&env, &cfg, &before, 65);
-        assert!(out.stderr.contains("secret \"api\""), "{}", out.stderr);
-    }
-    for answer in [
-        r#"{"auth":{"client_token":12345}}"#,
-        r#"{"auth":"hvs.token"}"#,
-        r#"{"auth":null}"#,
-        r#"{"auth":{"client_token":["hvs.a"]}}"#,
-        r#"{}"#,
-    ] {
-        env.vault
-            .control()
-            .inject(Some("POST"), LOGIN, json_answer(answer), 1);
-        let out = refused(&env, &cfg, &before, 65);
-        assert!(
-            out.stderr.contains("login answer has no auth"),
-            "{}",
-            out.stderr
-        );
-    }
-}
-
-#[test]
-fn vault_empty_or_impossible_client_token_is_malformed_and_never_sent() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    let requests_before = env.vault.control().requests().len();
-    for token in [
-        "",
-        " ",
-        "hvs.with space",
-        "hvs.a\\r\\nX-Injected: 1",
-        &"a".repeat(2000),
-    ] {
-        env.vault.control().inject(
-            Some("POST"),
-            LOGIN,
-            json_answer(&format!(
-                r#"{{"auth":{{"client_token":"{token}","accessor":"acc","lease_duration":60}}}}"#
-            )),
-            1,
-        );
-        let out = refused(&env, &cfg, &before, 65);
-        assert!(out.stderr.contains("client_token"), "{}", out.stderr);
-    }
-    // Nothing but the logins was sent: no secret read, no revoke with a bogus token.
-    let after: Vec<_> = env.vault.control().requests()[requests_before..]
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
-    assert!(after.iter().all(|p| p == LOGIN), "{after:?}");
-}
-
-#[test]
-fn vault_huge_headers_are_malformed_and_huge_retry_after_keeps_the_deadline() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    let body =
-        serde_json::json!({"data": {"data": {"api_key": env.api_key}, "metadata": {"version": 1}}})
-            .to_string();
-    let huge = "x".repeat(100 * 1024);
-    env.vault.control().inject(
-        Some("GET"),
-        API,
-        raw("200 OK", &[("X-Padding", &huge)], body.as_bytes()),
-        1,
-    );
-    refused(&env, &cfg, &before, 65);
-    // Many headers, each small: the total counts.
-    let many: Vec<(String, String)> = (0..3000)
-        .map(|i| (format!("X-H{i}"), "y".repeat(20)))
-        .collect();
-    let many_refs: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    env.vault.control().inject(
-        Some("GET"),
-        API,
-        raw("200 OK", &many_refs, body.as_bytes()),
-        1,
-    );
-    refused(&env, &cfg, &before, 65);
-    // Retry-After of a year, or far in the future: the deadline still ends the run.
-    for retry_after in [
-        "31536000",
-        "Fri, 01 Jan 2100 00:00:00 GMT",
-        "99999999999999999999",
-    ] {
-        env.vault.control().inject(
-            Some("POST"),
-            LOGIN,
-            raw(
-                "503 Service Unavailable",
-                &[
-                    ("Retry-After", retry_after),
-                    ("Content-Type", "application/json"),
-                ],
-                br#"{"errors":["sealed"]}"#,
-            ),
-            10_000,
-        );
-        let out = refused(&env, &cfg, &before, 69);
-        assert!(
-            out.elapsed < Duration::from_secs(5),
-            "{retry_after}: {:?}",
-            out.elapsed
-        );
-        env.vault.control().clear_faults();
-    }
-}
-
-#[test]
-fn vault_error_messages_are_one_bounded_line_without_escapes() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    let message = format!(
-        "permission denied\n\x1b[31mvaultboot: done: all fine\x1b[0m\r{}",
-        "A".repeat(200_000)
-    );
-    env.vault
-        .control()
-        .inject(Some("GET"), API, Fault::status(403, &message), 1);
-    let out = refused(&env, &cfg, &before, 77);
-    assert!(!out.stderr.contains('\x1b'), "{}", out.stderr);
-    assert!(!out.stderr.contains('\r'));
-    assert!(
-        out.stderr.lines().all(|l| l.len() < 2000),
-        "a line of {} bytes",
-        out.stderr.lines().map(str::len).max().unwrap_or(0)
-    );
-    assert!(
-        !out.stderr.lines().any(|l| l.starts_with("vaultboot: done")),
-        "a forged log line: {}",
-        out.stderr
-    );
-}
-
-#[test]
-fn garbage_instead_of_http_is_malformed_and_an_empty_answer_is_retried() {
-    let env = Env::new();
-    let (cfg, before) = prepared(&env);
-    env.vault.control().inject(
-        Some("GET"),
-        API,
-        Fault::Raw(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec()),
-        1,
-    );
-    refused(&env, &cfg, &before, 65);
-    env.imds.control().inject(
-        Some("GET"),
-        DOCUMENT,
-        Fault::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n{}".to_vec()),
-        1,
-    );
-    refused(&env, &cfg, &before, 65);
-    // A connection closed without a byte is a broken connection: retried.
-    env.vault
-        .control()
-        .inject(Some("GET"), API, Fault::Raw(Vec::new()), 2);
-    let out = env.run(&cfg);
-    assert_eq!(out.status, 0, "{}", out.log());
 }
 
 // ------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! Hostile local state: the nonce file and state directory in every bad shape, and output
 //! paths that someone else could redirect. Each case has one defined outcome, documented in
-//! docs/hardening.md. The tests run as root (as CI does); "another user" is uid 65534.
+//! docs/hardening.md. "Another user" is uid 65534: the tests that chown to it need root, are
+//! named `root_*` and ignored unless asked for (`-- --ignored root_`, as tests/run-all.sh does).
 
 mod common;
 
@@ -67,14 +68,6 @@ fn good_run(env: &Env) -> PathBuf {
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "{}", out.log());
     cfg
-}
-
-fn skip_unless_root() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root to chown");
-        return true;
-    }
-    false
 }
 
 // ------------------------------------------------------------------------------------------
@@ -201,10 +194,9 @@ fn a_world_readable_nonce_file_or_state_dir_is_repaired_and_said() {
 }
 
 #[test]
-fn a_nonce_file_someone_else_could_have_written_is_never_used() {
-    if skip_unless_root() {
-        return;
-    }
+#[ignore = "needs root: files of another owner"]
+fn root_a_nonce_file_someone_else_could_have_written_is_never_used() {
+    assert_root();
     for (what, setup) in [
         ("owned by another user", (OTHER, 0o600)),
         ("writable by others", (0, 0o666)),
@@ -309,10 +301,9 @@ fn a_staged_nonce_left_by_a_killed_run_is_removed() {
 // The state directory
 
 #[test]
-fn a_state_dir_owned_by_another_user_is_refused_before_login() {
-    if skip_unless_root() {
-        return;
-    }
+#[ignore = "needs root: files of another owner"]
+fn root_a_state_dir_owned_by_another_user_is_refused_before_login() {
+    assert_root();
     let env = Env::new();
     let cfg = good_run(&env);
     chown(&env.state_dir(), OTHER);
@@ -398,10 +389,9 @@ fn an_output_whose_parent_is_a_root_symlink_to_a_private_dir_is_written() {
 }
 
 #[test]
-fn an_output_parent_symlink_someone_else_controls_is_refused() {
-    if skip_unless_root() {
-        return;
-    }
+#[ignore = "needs root: files of another owner"]
+fn root_an_output_parent_symlink_someone_else_controls_is_refused() {
+    assert_root();
     for what in [
         "symlink owned by another user",
         "symlink into a directory of another user",
@@ -438,10 +428,9 @@ fn an_output_parent_symlink_someone_else_controls_is_refused() {
 }
 
 #[test]
-fn an_output_parent_writable_by_a_non_root_user_is_refused() {
-    if skip_unless_root() {
-        return;
-    }
+#[ignore = "needs root: files of another owner"]
+fn root_an_output_parent_writable_by_a_non_root_user_is_refused() {
+    assert_root();
     for what in [
         "owned by another user",
         "group-writable",
@@ -479,10 +468,9 @@ fn an_output_parent_writable_by_a_non_root_user_is_refused() {
 }
 
 #[test]
-fn no_directory_is_created_under_a_directory_someone_else_controls() {
-    if skip_unless_root() {
-        return;
-    }
+#[ignore = "needs root: files of another owner"]
+fn root_no_directory_is_created_under_a_directory_someone_else_controls() {
+    assert_root();
     let env = Env::new();
     let theirs = env.path("theirs");
     fs::create_dir(&theirs).unwrap();
@@ -529,10 +517,9 @@ fn an_existing_output_that_is_a_directory_or_fifo_is_refused_and_nothing_is_writ
 }
 
 #[test]
-fn an_existing_output_of_another_owner_is_replaced_with_the_right_one() {
-    if skip_unless_root() {
-        return;
-    }
+#[ignore = "needs root: files of another owner"]
+fn root_an_existing_output_of_another_owner_is_replaced_with_the_right_one() {
+    assert_root();
     let env = Env::new();
     let cfg = good_run(&env);
     let password = env.path("out/run/ad-join.password");
@@ -546,10 +533,9 @@ fn an_existing_output_of_another_owner_is_replaced_with_the_right_one() {
 }
 
 #[test]
-fn stale_staged_outputs_of_any_owner_are_removed() {
-    if skip_unless_root() {
-        return;
-    }
+#[ignore = "needs root: files of another owner"]
+fn root_stale_staged_outputs_of_any_owner_are_removed() {
+    assert_root();
     let env = Env::new();
     let cfg = good_run(&env);
     // A run killed after fchown left staged files owned by the output's owner.

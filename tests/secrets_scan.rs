@@ -314,11 +314,9 @@ fn wait_gone(mut child: std::process::Child) {
 /// root, and a process of the same unprivileged uid may not read its /proc/<pid>/environ. Both
 /// are checked on a run as uid 65534, next to a control process of that uid.
 #[test]
-fn core_dumps_are_off_while_secrets_are_held() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run the agent as another user");
-        return;
-    }
+#[ignore = "needs root: runs the agent as another user"]
+fn root_core_dumps_are_off_while_secrets_are_held() {
+    assert_root();
     let env = Env::new();
     // A place uid 65534 can use: config, CA, state.
     let home = tempfile::Builder::new()

@@ -202,6 +202,15 @@ impl ImdsSim {
         self.shared.state.lock().unwrap().tokens.clear();
     }
 
+    /// Time passes for the session tokens issued so far: each one's remaining lifetime shrinks
+    /// by `d` (so that a test of their TTL need not wait for it).
+    pub fn age_tokens(&self, d: Duration) {
+        let now = Instant::now();
+        for expires in self.shared.state.lock().unwrap().tokens.values_mut() {
+            *expires = expires.checked_sub(d).unwrap_or(now);
+        }
+    }
+
     /// IMDS disabled on the instance: every request gets 403.
     pub fn set_disabled(&self, disabled: bool) {
         self.shared.state.lock().unwrap().disabled = disabled;

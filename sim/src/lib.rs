@@ -10,9 +10,11 @@ mod identity;
 mod imds;
 mod util;
 mod vault;
+mod world;
 
 pub use ca::{IssuedCert, TestCa};
 pub use http::{Control, Fault, RecordedRequest, MAX_BODY, MAX_HEAD};
 pub use identity::{Identity, SignatureKind, Signer, VerifyError};
 pub use imds::ImdsSim;
 pub use vault::{AwsFault, LoginEvent, NonceOutcome, VaultOptions, VaultSim, DEFAULT_TOKEN_TTL};
+pub use world::{DemoSecrets, DemoWorld, DemoWorldBuilder, DEMO_INSTANCE, DEMO_POLICIES};

@@ -2,7 +2,9 @@
 //! KV v1/v2 reads and PKI issue.
 
 mod aws;
+mod data;
 mod iam;
+mod login;
 mod sigv4;
 
 pub use aws::AwsFault;
@@ -19,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::ca::TestCa;
 use crate::http::{error_json, Control, Request, Response, Server, Transport};
-use crate::identity::{SignatureKind, Signer};
+use crate::identity::Signer;
 use crate::util;
 
 /// Default token TTL (32 days, Vault's default max lease TTL).
@@ -426,6 +428,15 @@ impl VaultSim {
         st.tokens.values().filter(|t| !t.root && !t.revoked).count()
     }
 
+    /// Time passes for the tokens issued so far: each one's remaining lifetime shrinks by `d`
+    /// (so that a test of their TTL need not wait for it).
+    pub fn age_tokens(&self, d: Duration) {
+        let now = Instant::now();
+        for t in self.shared.state.lock().unwrap().tokens.values_mut() {
+            t.expires = t.expires.checked_sub(d).unwrap_or(now);
+        }
+    }
+
     pub fn revoked_tokens(&self) -> usize {
         let st = self.shared.state.lock().unwrap();
         st.tokens.values().filter(|t| t.revoked).count()
@@ -579,7 +590,7 @@ fn handle(shared: &VaultShared, req: &Request) -> Response {
     let m = req.method.as_str();
     match (m, segs.as_slice()) {
         ("POST" | "PUT", ["auth", mount, "login"]) if *mount != "token" => {
-            login(shared, mount, req)
+            login::login(shared, mount, req)
         }
         ("GET", ["auth", "token", "lookup-self"]) => with_token(shared, req, lookup_self),
         ("POST" | "PUT", ["auth", "token", "revoke-self"]) => with_token(shared, req, |st, tok| {
@@ -611,7 +622,7 @@ fn handle(shared: &VaultShared, req: &Request) -> Response {
             if !info.root && !info.policies.iter().any(|p| vpath.starts_with(p.as_str())) {
                 return permission_denied();
             }
-            data_route(shared, &mut st, m, &segs, vpath, req)
+            data::data_route(shared, &mut st, m, &segs, vpath, req)
         }
     }
 }
@@ -622,7 +633,6 @@ fn policy_names(prefixes: &[String]) -> Vec<String> {
     v
 }
 
-/// The valid token in the request, or the 403 answer.
 fn token_ok(st: &VaultState, req: &Request) -> Result<String, Response> {
     let tok = req.header("x-vault-token").ok_or_else(permission_denied)?;
     match st.tokens.get(tok) {
@@ -671,426 +681,4 @@ fn lookup_self(st: &mut VaultState, tok: &str) -> Response {
         "type": "service",
     });
     Response::json(200, &envelope(data, 0))
-}
-
-fn data_route(
-    shared: &VaultShared,
-    st: &mut VaultState,
-    method: &str,
-    segs: &[&str],
-    vpath: &str,
-    req: &Request,
-) -> Response {
-    // Operator: delete an identity access-list entry.
-    if let ("DELETE", ["auth", mount, "identity-accesslist", id]) = (method, segs) {
-        st.access_list.remove(&(mount.to_string(), id.to_string()));
-        return Response::empty(204);
-    }
-    // PKI issue.
-    if let [mount, "issue", role] = segs {
-        if let Some(roles) = st.pki.get(*mount) {
-            if method != "POST" && method != "PUT" {
-                return error_json(405, "unsupported operation");
-            }
-            if !roles.contains(*role) {
-                return error_json(400, &format!("unknown role: {role}"));
-            }
-            return pki_issue(shared, st, req);
-        }
-    }
-    if method != "GET" {
-        return if st.kv1.contains_key(vpath) {
-            error_json(405, "unsupported operation")
-        } else {
-            not_found()
-        };
-    }
-    if let Some(v) = st.kv1.get(vpath) {
-        return Response::json(200, &envelope(v.clone(), DEFAULT_TOKEN_TTL));
-    }
-    // KV v2: <mount>/data/<path>
-    if let Some(pos) = segs.iter().position(|s| *s == "data") {
-        if pos > 0 && pos + 1 < segs.len() {
-            let mount = segs[..pos].join("/");
-            let path = segs[pos + 1..].join("/");
-            if let Some(versions) = st.kv2.get(&(mount, path)) {
-                let want = req.query().and_then(|q| {
-                    q.split('&')
-                        .find_map(|kv| kv.strip_prefix("version="))
-                        .and_then(|v| v.parse::<usize>().ok())
-                });
-                let n = match want {
-                    Some(0) | None => versions.len(),
-                    Some(n) => n,
-                };
-                let Some((data, created)) = versions.get(n.wrapping_sub(1)) else {
-                    return not_found();
-                };
-                let d = json!({
-                    "data": data,
-                    "metadata": {
-                        "created_time": util::rfc3339_nanos(*created),
-                        "custom_metadata": null,
-                        "deletion_time": "",
-                        "destroyed": false,
-                        "version": n,
-                    }
-                });
-                return Response::json(200, &envelope(d, 0));
-            }
-        }
-    }
-    not_found()
-}
-
-fn pki_issue(shared: &VaultShared, st: &mut VaultState, req: &Request) -> Response {
-    let body: Value = match serde_json::from_slice(&req.body) {
-        Ok(v @ Value::Object(_)) => v,
-        _ if req.body.is_empty() => json!({}),
-        _ => return error_json(400, "failed to parse JSON input"),
-    };
-    let field = |k: &str| -> Option<String> {
-        match body.get(k) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        }
-    };
-    let cn = match field("common_name") {
-        Some(cn) if !cn.trim().is_empty() => cn.trim().to_string(),
-        _ => {
-            return error_json(
-                400,
-                "the common_name field is required, or must be provided in a CSR with \"use_csr_common_name\" set to true, unless \"require_cn\" is set to false",
-            )
-        }
-    };
-    let ttl = match field("ttl") {
-        None => 72 * 3600,
-        Some(t) => match util::parse_vault_duration(&t) {
-            Some(s) if s > 0 => s,
-            _ => return error_json(400, &format!("error parsing ttl: invalid duration {t:?}")),
-        },
-    };
-    let mut dns: Vec<String> = Vec::new();
-    let mut ips: Vec<IpAddr> = Vec::new();
-    match cn.parse::<IpAddr>() {
-        Ok(ip) => ips.push(ip),
-        Err(_) => dns.push(cn.clone()),
-    }
-    for n in field("alt_names").unwrap_or_default().split(',') {
-        let n = n.trim();
-        if !n.is_empty() && !dns.iter().any(|d| d == n) {
-            dns.push(n.to_string());
-        }
-    }
-    for s in field("ip_sans").unwrap_or_default().split(',') {
-        let s = s.trim();
-        if s.is_empty() {
-            continue;
-        }
-        match s.parse::<IpAddr>() {
-            Ok(ip) if !ips.contains(&ip) => ips.push(ip),
-            Ok(_) => {}
-            Err(_) => {
-                return error_json(400, &format!("the value {s:?} is not a valid IP address"))
-            }
-        }
-    }
-    let dns_refs: Vec<&str> = dns.iter().map(|s| s.as_str()).collect();
-    let now = SystemTime::now();
-    let c = shared.pki_ca.issue(
-        &cn,
-        &dns_refs,
-        &ips,
-        now - Duration::from_secs(30),
-        now + Duration::from_secs(ttl),
-        true,
-    );
-    st.issued.push(c.key_pem.clone());
-    let issuing = shared.pki_ca.cert_pem().trim_end().to_string();
-    let mut data = json!({
-        "certificate": c.cert_pem.trim_end(),
-        "issuing_ca": issuing,
-        "ca_chain": [issuing],
-        "private_key": c.key_pem.trim_end(),
-        "private_key_type": "ec",
-        "serial_number": c.serial,
-        "expiration": c.not_after,
-    });
-    if st.omit_ca_chain {
-        data.as_object_mut().unwrap().remove("ca_chain");
-    }
-    Response::json(200, &envelope(data, 0))
-}
-
-fn login(shared: &VaultShared, mount: &str, req: &Request) -> Response {
-    let body: Value = match serde_json::from_slice(&req.body) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => return error_json(400, "failed to parse JSON input"),
-    };
-    let hook = shared.login_hook.lock().unwrap().clone();
-    if let Some(h) = hook {
-        h(&body);
-    }
-    let (resp, event) = {
-        let mut st = shared.state.lock().unwrap();
-        login_locked(shared, &mut st, mount, &body)
-    };
-    if let Some(ev) = event {
-        let obs = shared.login_observer.lock().unwrap().clone();
-        if let Some(o) = obs {
-            o(&ev);
-        }
-    }
-    resp
-}
-
-fn login_locked(
-    shared: &VaultShared,
-    st: &mut VaultState,
-    mount: &str,
-    body: &Value,
-) -> (Response, Option<LoginEvent>) {
-    // Rate-limit quota first, as Vault applies quotas before the handler.
-    if let Some((per_second, retry_after)) = st.rate {
-        let now = Instant::now();
-        if now.duration_since(st.rate_window.0) >= Duration::from_secs(1) {
-            st.rate_window = (now, 0);
-        }
-        st.rate_window.1 += 1;
-        if st.rate_window.1 > per_second {
-            let mut r = error_json(
-                429,
-                &format!("request path \"auth/{mount}/login\": rate limit quota exceeded"),
-            );
-            if let Some(s) = retry_after {
-                r = r.with_header("Retry-After", &s.to_string());
-            }
-            return (r, None);
-        }
-    }
-    if !st.roles.keys().any(|(m, _)| m == mount) && !st.iam.has_mount(mount) {
-        return (not_found(), None);
-    }
-    let obj = body.as_object().expect("object");
-    let is_iam = obj.keys().any(|k| k.starts_with("iam_"));
-    let method = if is_iam {
-        "iam"
-    } else if obj.contains_key("pkcs7") {
-        "ec2-pkcs7"
-    } else if obj.contains_key("identity") || obj.contains_key("signature") {
-        "ec2-identity"
-    } else {
-        "none"
-    };
-    match method {
-        // SigV4-signed sts:GetCallerIdentity, checked as Vault and STS do (vault/iam.rs).
-        "iam" => iam::login(st, mount, obj),
-        "ec2-identity" => (
-            error_json(
-                400,
-                "ec2 login with identity + signature is not supported by this simulator; send pkcs7",
-            ),
-            None,
-        ),
-        "ec2-pkcs7" => ec2_login(shared, st, mount, obj),
-        _ => (
-            error_json(
-                400,
-                "either pkcs7 or a tuple containing the instance identity document and its SHA256 RSA signature needs to be provided",
-            ),
-            None,
-        ),
-    }
-}
-
-fn ec2_login(
-    shared: &VaultShared,
-    st: &mut VaultState,
-    mount: &str,
-    obj: &serde_json::Map<String, Value>,
-) -> (Response, Option<LoginEvent>) {
-    let err = |code: u16, msg: &str| (error_json(code, msg), None);
-    let Some(pkcs7) = obj.get("pkcs7").and_then(|v| v.as_str()) else {
-        return err(400, "failed to parse JSON input: pkcs7 must be a string");
-    };
-    let (kind, doc) = match shared.signer.verify(pkcs7) {
-        Ok(x) => x,
-        Err(e) => {
-            return err(
-                400,
-                &format!("failed to verify the instance identity document using pkcs7: {e:?}"),
-            )
-        }
-    };
-    if kind == SignatureKind::Pkcs7 && st.reject_sha1_pkcs7 {
-        return err(
-            400,
-            "failed to verify the instance identity document using pkcs7: x509: cannot verify signature: insecure algorithm SHA1-RSA",
-        );
-    }
-    let doc: Value = match serde_json::from_str(&doc) {
-        Ok(v) => v,
-        Err(_) => return err(400, "failed to parse the instance identity document"),
-    };
-    let g = |k: &str| {
-        doc.get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string()
-    };
-    let (instance_id, ami, account, region) =
-        (g("instanceId"), g("imageId"), g("accountId"), g("region"));
-    let role_name = match obj.get("role").and_then(|v| v.as_str()) {
-        Some(r) if !r.is_empty() => r.to_string(),
-        _ => ami.clone(),
-    };
-    let Some(role) = st.roles.get(&(mount.to_string(), role_name.clone())) else {
-        if st.iam.has_role(mount, &role_name) {
-            return err(
-                400,
-                &format!("auth method ec2 not allowed for role {role_name}"),
-            );
-        }
-        return err(400, &format!("entry for role {role_name:?} not found"));
-    };
-    let (bound_ami, policies, ttl) = (role.bound_ami_id.clone(), role.policies.clone(), role.ttl);
-    // validateInstance: EC2 DescribeInstances (before the access list: a failure here binds
-    // no nonce).
-    if st.instance_not_found > 0 {
-        st.instance_not_found -= 1;
-        return err(
-            400,
-            &aws::AwsFault::NotFound.message(&instance_id, &account, &region),
-        );
-    }
-    if let Some(fault) = st.aws.take_fault(true) {
-        return err(400, &fault.message(&instance_id, &account, &region));
-    }
-    if !st.aws.describe_instances() {
-        return err(
-            400,
-            &aws::AwsFault::Ec2Throttled.message(&instance_id, &account, &region),
-        );
-    }
-    if let Some(b) = bound_ami {
-        if b != ami {
-            return err(
-                400,
-                &format!(
-                    "Error validating instance: AMI ID {ami:?} does not belong to role {role_name:?}"
-                ),
-            );
-        }
-    }
-    let given = match obj.get("nonce") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return err(400, "failed to parse JSON input: nonce must be a string"),
-    };
-    if let Some(n) = &given {
-        if n.len() > 128 {
-            return err(400, "client nonce exceeding the limit of 128 characters");
-        }
-    }
-    let key = (mount.to_string(), instance_id.clone());
-    let mut event = LoginEvent {
-        mount: mount.to_string(),
-        role: role_name.clone(),
-        instance_id: instance_id.clone(),
-        nonce: NonceOutcome::Reused,
-        success: false,
-    };
-    let mut returned_nonce = None;
-    match st.access_list.get(&key) {
-        Some(stored) if stored.is_empty() => {
-            event.nonce = NonceOutcome::ReauthDisabled;
-            return (
-                error_json(
-                    400,
-                    "reauthentication is disabled; delete the identity access-list entry to log in again",
-                ),
-                Some(event),
-            );
-        }
-        Some(stored) => {
-            if given.as_deref() != Some(stored.as_str()) {
-                st.nonce_mismatches += 1;
-                event.nonce = NonceOutcome::Mismatch;
-                return (error_json(400, "client nonce mismatch"), Some(event));
-            }
-            event.nonce = NonceOutcome::Reused;
-        }
-        None => match given {
-            Some(n) => {
-                event.nonce = if n.is_empty() {
-                    NonceOutcome::Disabled
-                } else {
-                    NonceOutcome::Bound
-                };
-                if !n.is_empty() {
-                    st.issued.push(n.clone());
-                }
-                st.access_list.insert(key, n);
-            }
-            None => {
-                let n = util::uuid();
-                st.issued.push(n.clone());
-                st.access_list.insert(key, n.clone());
-                returned_nonce = Some(n);
-                event.nonce = NonceOutcome::Generated;
-            }
-        },
-    }
-    let token = format!("hvs.{}", util::random_alnum(24));
-    let accessor = util::random_alnum(24);
-    let entity_id = util::uuid();
-    let mut meta = json!({
-        "account_id": account,
-        "ami_id": ami,
-        "instance_id": instance_id,
-        "region": region,
-        "role": role_name,
-        "role_tag_max_ttl": "0s",
-    });
-    if let Some(n) = &returned_nonce {
-        meta["nonce"] = Value::String(n.clone());
-    }
-    st.issued.push(token.clone());
-    st.accessors.push(accessor.clone());
-    st.tokens.insert(
-        token.clone(),
-        TokenInfo {
-            accessor: accessor.clone(),
-            policies: policies.clone(),
-            root: false,
-            created: SystemTime::now(),
-            expires: Instant::now() + Duration::from_secs(ttl),
-            ttl,
-            revoked: false,
-            meta: meta.clone(),
-            path: format!("auth/{mount}/login"),
-            entity_id: entity_id.clone(),
-            display_name: format!("{mount}-{instance_id}"),
-        },
-    );
-    st.logins += 1;
-    event.success = true;
-    let mut env = envelope(Value::Null, 0);
-    env["auth"] = json!({
-        "client_token": token,
-        "accessor": accessor,
-        "policies": policy_names(&policies),
-        "token_policies": policy_names(&policies),
-        "metadata": meta,
-        "lease_duration": ttl,
-        "renewable": true,
-        "entity_id": entity_id,
-        "token_type": "service",
-        "orphan": true,
-        "mfa_requirement": null,
-        "num_uses": 0,
-    });
-    (Response::json(200, &env), Some(event))
 }

@@ -151,7 +151,12 @@ fn ttl_validation_and_forwarded() {
         imds_get(&a, &imds, &t, "/latest/meta-data/instance-id").status,
         200
     );
-    std::thread::sleep(Duration::from_millis(1100));
+    imds.age_tokens(Duration::from_millis(900));
+    assert_eq!(
+        imds_get(&a, &imds, &t, "/latest/meta-data/instance-id").status,
+        200
+    );
+    imds.age_tokens(Duration::from_millis(200));
     assert_eq!(
         imds_get(&a, &imds, &t, "/latest/meta-data/instance-id").status,
         401
@@ -191,7 +196,7 @@ fn set_identity_changes_document() {
 #[test]
 fn start_delayed_refuses_then_serves() {
     let imds = ImdsSim::start_delayed(
-        Duration::from_millis(400),
+        Duration::from_millis(150),
         Identity::sample(INSTANCE),
         &Signer::new(),
     )
@@ -213,9 +218,9 @@ fn start_delayed_refuses_then_serves() {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(5));
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert!(start.elapsed() >= Duration::from_millis(100));
 }
 
 #[test]

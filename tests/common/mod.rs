@@ -10,10 +10,11 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use vaultboot_sim::{Identity, ImdsSim, Signer, VaultOptions, VaultSim};
+use vaultboot_sim::{DemoWorld, ImdsSim, Signer, VaultSim};
 
 pub const INSTANCE: &str = "i-0123456789abcdef0";
 pub const AD_PASSWORD: &str = "p@ss w'o\"rd $HOME `id` \\ end\nsecond line";
+pub const LEGACY_TOKEN: &str = "legacy-value-123";
 
 /// The vaultboot binary under test: the one cargo built for this host, or `VAULTBOOT_TEST_BIN`
 /// (tests/run-all.sh points it at the arm64 release binary).
@@ -68,57 +69,32 @@ impl Outcome {
 }
 
 impl Env {
-    /// Simulators with the demo data: ec2 role "web" allowed to issue certificates and read
-    /// the AD join and API secrets.
+    /// The simulator's demo world (see `vaultboot_sim::DemoWorld`): ec2 role "web" allowed to
+    /// issue certificates and read the AD join, API and legacy KV v1 secrets.
     pub fn new() -> Env {
-        Env::with_policies(&[
-            "pki_int/issue/web",
-            "secret/data/ad/join",
-            "secret/data/app/api",
-            "kv1/",
-        ])
+        Env::with_policies(&vaultboot_sim::DEMO_POLICIES)
     }
 
+    /// The demo world with the role limited to `policies`. The AD password is `AD_PASSWORD`
+    /// and the legacy token `LEGACY_TOKEN`; the API key is random (long enough for the leak
+    /// scanner's MIN_SECRET_LEN).
     pub fn with_policies(policies: &[&str]) -> Env {
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
-        let signer = Signer::new();
-        let imds = ImdsSim::start(Identity::sample(INSTANCE), &signer).unwrap();
-        let vault = VaultSim::start(VaultOptions::new(&signer)).unwrap();
-        vault.add_ec2_role(
-            "aws",
-            "web",
-            Some(&Identity::sample(INSTANCE).image_id),
-            policies,
-        );
-        vault.put_kv2(
-            "secret",
-            "ad/join",
-            serde_json::json!({"username": "svc-join", "password": AD_PASSWORD}),
-        );
-        // Random and long enough for the leak scanner (MIN_SECRET_LEN) whatever the pid: a
-        // pid-based "key-436" after a pid wrap-around was too short to be scanned for.
-        let api_key = {
-            let mut b = [0u8; 12];
-            getrandom::getrandom(&mut b).unwrap();
-            format!(
-                "key-{}",
-                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-            )
-        };
-        vault.put_kv2("secret", "app/api", serde_json::json!({"api_key": api_key}));
-        vault.put_kv1(
-            "kv1/legacy",
-            serde_json::json!({"token": "legacy-value-123"}),
-        );
-        vault.enable_pki("pki_int", "web");
-        fs::write(dir.path().join("vault-ca.pem"), vault.ca_pem()).unwrap();
+        let world = DemoWorld::builder()
+            .instance_id(INSTANCE)
+            .policies(policies)
+            .ad_password(AD_PASSWORD)
+            .legacy_token(LEGACY_TOKEN)
+            .build()
+            .unwrap();
+        world.write_vault_ca(dir.path()).unwrap();
         Env {
             dir,
-            signer,
-            imds,
-            vault,
-            api_key,
+            signer: world.signer,
+            imds: world.imds,
+            vault: world.vault,
+            api_key: world.secrets.api_key,
         }
     }
 
@@ -307,6 +283,17 @@ fn collect(root: &Path, dir: &Path, into: &mut Vec<String>) {
 
 pub fn is_root() -> bool {
     nix_euid() == 0
+}
+
+/// The first line of every root-only test. Those are named `root_*` and marked
+/// `#[ignore = "needs root: ..."]`, so that a run as another user does not count them as
+/// passed; tests/run-all.sh (CI, as root) runs them with `-- --ignored root_`. Run explicitly
+/// as another user, they fail here.
+pub fn assert_root() {
+    assert!(
+        is_root(),
+        "needs root: run as root (cargo test -- --ignored root_)"
+    );
 }
 
 fn nix_euid() -> u32 {
@@ -595,7 +582,7 @@ impl Env {
         let mut secrets = self.vault.issued_secrets();
         secrets.push(AD_PASSWORD.to_string());
         secrets.push(self.api_key.clone());
-        secrets.push("legacy-value-123".into());
+        secrets.push(LEGACY_TOKEN.into());
         secrets.extend(EXTRA_SECRETS.lock().unwrap().iter().cloned());
         for r in self.vault.control().requests() {
             if let Some(t) = r.header("x-vault-token") {

@@ -26,9 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use vaultboot_sim::{Identity, ImdsSim, RecordedRequest, Signer, VaultOptions, VaultSim};
+use vaultboot_sim::{DemoWorld, ImdsSim, RecordedRequest, VaultSim, DEMO_INSTANCE};
 
-const INSTANCE: &str = "i-0123456789abcdef0";
+const INSTANCE: &str = DEMO_INSTANCE;
 const MARKER: &str = "files in place";
 /// GNU time (`apt-get install time`): measures the peak RSS.
 const TIME: &str = "/usr/bin/time";
@@ -295,39 +295,15 @@ fn bench(o: &Opts) -> Result<bool, String> {
     fs::set_permissions(&work, fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
     let work = fs::canonicalize(&work).map_err(|e| e.to_string())?;
 
-    let signer = Signer::new();
-    let identity = Identity::sample(INSTANCE);
-    let imds = ImdsSim::start(identity.clone(), &signer).map_err(|e| e.to_string())?;
-    let vault = VaultSim::start(VaultOptions::new(&signer)).map_err(|e| e.to_string())?;
-    vault.add_ec2_role(
-        "aws",
-        "web",
-        Some(&identity.image_id),
-        &[
-            "pki_int/issue/web",
-            "secret/data/ad/join",
-            "secret/data/app/api",
-        ],
-    );
-    vault.put_kv2(
-        "secret",
-        "ad/join",
-        serde_json::json!({"username": "svc-join", "password": "bench p@ss \"w'o$rd\" \\ end"}),
-    );
-    vault.put_kv2(
-        "secret",
-        "app/api",
-        serde_json::json!({"api_key": "bench-api-key-0123456789abcdef"}),
-    );
-    vault.enable_pki("pki_int", "web");
     let ms = Duration::from_millis;
-    imds.control()
-        .set_latency(ms(o.latency_imds), ms(o.latency_imds));
-    vault
-        .control()
-        .set_latency(ms(o.latency_vault), ms(o.latency_vault));
-    let ca = work.join("vault-ca.pem");
-    fs::write(&ca, vault.ca_pem()).map_err(|e| e.to_string())?;
+    let world = DemoWorld::builder()
+        .instance_id(INSTANCE)
+        .imds_latency(ms(o.latency_imds), ms(o.latency_imds))
+        .vault_latency(ms(o.latency_vault), ms(o.latency_vault))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let ca = world.write_vault_ca(&work).map_err(|e| e.to_string())?;
+    let DemoWorld { imds, vault, .. } = world;
 
     // A syslog socket that takes every line at once, as journald would.
     let syslog = work.join("syslog.sock");

@@ -9,9 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-use vaultboot_sim::{Identity, ImdsSim, Signer, VaultOptions, VaultSim};
-
-const INSTANCE: &str = "i-0123456789abcdef0";
+use vaultboot_sim::DemoWorld;
 
 fn main() {
     let mut args = std::env::args_os().skip(1);
@@ -39,33 +37,14 @@ fn demo(agent: &Path, work: &Path) -> Result<(), String> {
     let work = fs::canonicalize(work).map_err(|e| e.to_string())?;
     let root = work.join("root");
 
-    let signer = Signer::new();
-    let identity = Identity::sample(INSTANCE);
-    let imds = ImdsSim::start(identity.clone(), &signer).map_err(|e| e.to_string())?;
-    let vault = VaultSim::start(VaultOptions::new(&signer)).map_err(|e| e.to_string())?;
-    vault.add_ec2_role(
-        "aws",
-        "web",
-        Some(&identity.image_id),
-        &[
-            "pki_int/issue/web",
-            "secret/data/ad/join",
-            "secret/data/app/api",
-        ],
-    );
-    vault.enable_pki("pki_int", "web");
-    vault.put_kv2(
-        "secret",
-        "ad/join",
-        serde_json::json!({"username": "svc-join", "password": "demo pa$$ \"word\""}),
-    );
-    vault.put_kv2(
-        "secret",
-        "app/api",
-        serde_json::json!({"api_key": "demo-api-key"}),
-    );
-    let ca = work.join("vault-ca.pem");
-    fs::write(&ca, vault.ca_pem()).map_err(|e| e.to_string())?;
+    let world = DemoWorld::builder().build().map_err(|e| e.to_string())?;
+    let ca = world.write_vault_ca(&work).map_err(|e| e.to_string())?;
+    let DemoWorld {
+        imds,
+        vault,
+        identity,
+        ..
+    } = world;
 
     // Outside the demo these are root-owned; a non-root user gets files of their own.
     let me = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
@@ -158,8 +137,9 @@ path = "secret/data/app/api"
         vault.nonce_mismatches()
     );
     println!(
-        "   client nonce bound to {INSTANCE}: {}",
-        if vault.client_nonce("aws", INSTANCE).is_some() {
+        "   client nonce bound to {}: {}",
+        identity.instance_id,
+        if vault.client_nonce("aws", &identity.instance_id).is_some() {
             "yes (its value is only in nonce.json)"
         } else {
             "no"

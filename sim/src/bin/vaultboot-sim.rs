@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde_json::json;
-use vaultboot_sim::{Identity, ImdsSim, Signer, VaultOptions, VaultSim};
+use vaultboot_sim::DemoWorld;
 
 const USAGE: &str = "\
 vaultboot-sim — IMDSv2 and Vault simulators for vaultboot (TEST AND DEMO ONLY)
@@ -103,22 +102,6 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     Ok(a)
 }
 
-fn demo_password() -> String {
-    let mut b = [0u8; 12];
-    getrandom::getrandom(&mut b).expect("getrandom");
-    let r: String = b
-        .iter()
-        .map(|x| (b'a' + x % 26) as char)
-        .collect::<String>();
-    format!("{} p\"a'ss $HOME \\ {}", &r[..6], &r[6..])
-}
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::getrandom(&mut b).expect("getrandom");
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -139,44 +122,25 @@ fn run(a: Args) -> std::io::Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
-    let signer = Signer::new();
-    let identity = Identity::sample(&a.instance_id);
-    let imds = ImdsSim::start_on(a.imds, identity, &signer)?;
-    let mut opts = VaultOptions::new(&signer);
-    opts.bind = a.vault;
+    let ms = Duration::from_millis;
+    let mut world = DemoWorld::builder()
+        .instance_id(&a.instance_id)
+        .imds_bind(a.imds)
+        .vault_bind(a.vault)
+        .role(&a.role)
+        .bound_ami(a.bound_ami.as_deref())
+        .imds_latency(ms(a.latency_imds), Duration::ZERO)
+        .vault_latency(ms(a.latency_vault), Duration::ZERO);
     if !a.server_names.is_empty() {
-        opts.server_names = a.server_names.clone();
+        world = world.server_names(a.server_names.clone());
     }
     if !a.server_ips.is_empty() {
-        opts.server_ips = a.server_ips.clone();
+        world = world.server_ips(a.server_ips.clone());
     }
-    let vault = VaultSim::start(opts)?;
-    let policies: Vec<String> = if a.policies.is_empty() {
-        [
-            "pki_int/issue/web",
-            "secret/data/ad/join",
-            "secret/data/app/api",
-            "kv1/",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    } else {
-        a.policies.clone()
-    };
-    let prefs: Vec<&str> = policies.iter().map(|s| s.as_str()).collect();
-    vault.add_ec2_role("aws", &a.role, a.bound_ami.as_deref(), &prefs);
-    vault.put_kv2(
-        "secret",
-        "ad/join",
-        json!({ "username": "svc-join", "password": demo_password() }),
-    );
-    vault.put_kv2("secret", "app/api", json!({ "api_key": random_hex(20) }));
-    vault.put_kv1(
-        "kv1/legacy",
-        json!({ "db_password": random_hex(16), "note": "legacy kv v1 secret" }),
-    );
-    vault.enable_pki("pki_int", "web");
+    if !a.policies.is_empty() {
+        world = world.policies(&a.policies);
+    }
+    let DemoWorld { imds, vault, .. } = world.build()?;
     vault.set_login_observer(Box::new(|ev| {
         eprintln!(
             "login instance={} nonce={}",
@@ -184,12 +148,6 @@ fn run(a: Args) -> std::io::Result<()> {
             ev.nonce.as_str()
         );
     }));
-    let ms = Duration::from_millis;
-    imds.control()
-        .set_latency(ms(a.latency_imds), Duration::ZERO);
-    vault
-        .control()
-        .set_latency(ms(a.latency_vault), Duration::ZERO);
 
     std::fs::create_dir_all(&a.dir)?;
     let vault_ca = a.dir.join("vault-ca.pem");

@@ -36,7 +36,10 @@ impl TokenBucket {
 
     /// Takes a token if there is one (a throttled request takes none).
     pub(super) fn take(&mut self) -> bool {
-        let now = Instant::now();
+        self.take_at(Instant::now())
+    }
+
+    fn take_at(&mut self, now: Instant) -> bool {
         let refill = now.duration_since(self.at).as_secs_f64() * self.per_second;
         self.tokens = (self.tokens + refill).min(self.burst);
         self.at = now;
@@ -248,12 +251,13 @@ mod tests {
     #[test]
     fn a_bucket_allows_its_burst_then_its_refill() {
         let mut b = TokenBucket::new(3, 20.0);
-        assert!((0..3).all(|_| b.take()));
-        assert!(!b.take());
-        std::thread::sleep(Duration::from_millis(120));
-        assert!(b.take(), "refilled at 20/s");
-        assert!(b.take());
-        assert!(!b.take());
+        let start = b.at;
+        assert!((0..3).all(|_| b.take_at(start)));
+        assert!(!b.take_at(start));
+        let later = start + Duration::from_millis(120);
+        assert!(b.take_at(later), "refilled at 20/s");
+        assert!(b.take_at(later));
+        assert!(!b.take_at(later));
     }
 
     #[test]

@@ -9,16 +9,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::aws::AwsFault;
+use super::login::grant_token;
 use super::sigv4;
 use super::DEFAULT_TOKEN_TTL;
-use super::{envelope, policy_names, LoginEvent, TokenInfo, VaultSim, VaultState};
+use super::{envelope, LoginEvent, VaultSim, VaultState};
 use crate::http::{error_json, Response};
 use crate::util;
 
@@ -380,9 +381,6 @@ fn verify(st: &mut VaultState, mount: &str, obj: &Map<String, Value>) -> Result<
 
 fn issue_token(st: &mut VaultState, mount: &str, g: Granted) -> Response {
     let ttl = DEFAULT_TOKEN_TTL;
-    let token = format!("hvs.{}", util::random_alnum(24));
-    let accessor = util::random_alnum(24);
-    let entity_id = util::uuid();
     let canonical = parse_iam_arn(&g.caller.arn)
         .map(|e| e.canonical_arn)
         .unwrap_or_default();
@@ -401,40 +399,8 @@ fn issue_token(st: &mut VaultState, mount: &str, g: Granted) -> Response {
         "role": g.role,
         "role_id": g.role_id,
     });
-    st.issued.push(token.clone());
-    st.accessors.push(accessor.clone());
-    st.tokens.insert(
-        token.clone(),
-        TokenInfo {
-            accessor: accessor.clone(),
-            policies: g.policies.clone(),
-            root: false,
-            created: SystemTime::now(),
-            expires: Instant::now() + Duration::from_secs(ttl),
-            ttl,
-            revoked: false,
-            meta: meta.clone(),
-            path: format!("auth/{mount}/login"),
-            entity_id: entity_id.clone(),
-            display_name: format!("{mount}-{friendly}"),
-        },
-    );
-    st.logins += 1;
     let mut env = envelope(Value::Null, 0);
-    env["auth"] = json!({
-        "client_token": token,
-        "accessor": accessor,
-        "policies": policy_names(&g.policies),
-        "token_policies": policy_names(&g.policies),
-        "metadata": meta,
-        "lease_duration": ttl,
-        "renewable": true,
-        "entity_id": entity_id,
-        "token_type": "service",
-        "orphan": true,
-        "mfa_requirement": null,
-        "num_uses": 0,
-    });
+    env["auth"] = grant_token(st, mount, &friendly, &g.policies, meta, ttl);
     Response::json(200, &env)
 }
 
