@@ -4,21 +4,27 @@
 //! Redirects are never followed (a token must not travel to a host nobody configured), and
 //! proxies come only from configuration, never from the environment.
 //!
-//! TLS is ureq's own rustls connector. It builds one rustls `ClientConfig` per agent, and so
-//! one session cache whose sessions later connections resume, the first time a request with the
+//! TLS is ureq's own rustls connector. It builds one rustls `ClientConfig` (and so one session
+//! cache, whose sessions later connections resume) per agent, the first time a request with the
 //! agent's own configuration connects; a request configured on its own (`configure_request`)
-//! reuses that `ClientConfig` once it exists, but before that builds a throwaway one (root store
-//! included) that resumes nothing. So a request carries the agent's configuration whenever the
-//! agent's timeout fits in the time left, and only one that must end sooner, near the deadline,
-//! gets a shorter timeout of its own.
+//! reuses it once it exists, and before that builds a throwaway one. So a request carries the
+//! agent's configuration whenever the agent's timeout fits in the time left; only one that must
+//! end sooner, near the deadline, gets a shorter timeout of its own.
 
-use crate::retry::{parse_retry_after, Verdict};
+use crate::retry::parse_retry_after;
 use crate::secret::Secret;
-use std::fmt;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 use ureq::http;
+
+mod ahead;
+mod error;
+#[cfg(test)]
+mod tests;
+
+pub use error::Error;
+use error::{classify, classify_io, redirect_host};
 
 /// Largest answer body read from IMDS or Vault; a larger one is refused (exit 65).
 pub const MAX_BODY: u64 = 1024 * 1024;
@@ -34,71 +40,6 @@ const SYSTEM_CA_BUNDLES: [&str; 4] = [
     "/etc/ssl/cert.pem",
 ];
 
-/// What went wrong with one HTTP exchange. `url` never carries credentials.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error {
-    /// No connection, or it broke (refused, reset, DNS, truncated body): worth retrying.
-    Connect { url: String, detail: String },
-    /// No complete answer within the time allowed: worth retrying.
-    Timeout { url: String },
-    /// The server's certificate could not be verified: retrying cannot help.
-    Tls { url: String, detail: String },
-    /// The answer is larger than the cap.
-    TooLarge { url: String, limit: u64 },
-    /// A 3xx: not followed.
-    Redirect {
-        url: String,
-        status: u16,
-        target: String,
-    },
-    /// The server does not speak HTTP as expected.
-    Protocol { url: String, detail: String },
-}
-
-impl Error {
-    pub fn verdict(&self) -> Verdict {
-        match self {
-            Error::Connect { .. } | Error::Timeout { .. } => {
-                Verdict::Transient { retry_after: None }
-            }
-            _ => Verdict::Fatal,
-        }
-    }
-
-    /// The answer itself is unusable (exit 65), rather than the server being unreachable.
-    pub fn is_malformed(&self) -> bool {
-        matches!(
-            self,
-            Error::TooLarge { .. } | Error::Redirect { .. } | Error::Protocol { .. }
-        )
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Connect { url, detail } => write!(f, "{url}: {detail}"),
-            Error::Timeout { url } => write!(f, "{url}: no answer in time"),
-            Error::Tls { url, detail } => write!(f, "{url}: TLS: {detail}"),
-            Error::TooLarge { url, limit } => {
-                write!(f, "{url}: answer larger than {limit} bytes, refused")
-            }
-            Error::Redirect {
-                url,
-                status,
-                target,
-            } => write!(
-                f,
-                "{url}: answered {status} redirecting to {target:?}; redirects are not followed"
-            ),
-            Error::Protocol { url, detail } => write!(f, "{url}: bad HTTP answer: {detail}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
 /// One HTTP answer, whatever its status. The body is wiped on drop: it may hold secrets.
 pub struct Answer {
     pub status: u16,
@@ -110,19 +51,6 @@ pub struct Answer {
 impl Answer {
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
-    }
-
-    /// Retry verdict for an HTTP status that is not a success.
-    pub fn status_verdict(&self, retry_412: bool) -> Verdict {
-        match self.status {
-            429 | 500..=599 => Verdict::Transient {
-                retry_after: self.retry_after,
-            },
-            412 if retry_412 => Verdict::Transient {
-                retry_after: self.retry_after,
-            },
-            _ => Verdict::Fatal,
-        }
     }
 }
 
@@ -138,6 +66,8 @@ pub struct Tls<'a> {
 #[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
+    /// Vault: the agent that opens connections ahead (`warm_up`), and where it leaves them.
+    ahead: Option<(ureq::Agent, Arc<ahead::Ahead>)>,
     /// What requests are sent to: the configured address, or the TLS name when one is pinned.
     base: String,
     /// The configured address, for messages.
@@ -153,6 +83,7 @@ impl Client {
                 .https_only(false)
                 .build()
                 .new_agent(),
+            ahead: None,
             base: base.to_string(),
             shown: base.to_string(),
             timeout,
@@ -177,12 +108,14 @@ impl Client {
             .https_only(base.starts_with("https://"))
             .tls_config(tls_config)
             .build();
-        let (agent, target_base) = match tls.server_name {
-            None => (config.new_agent(), base.to_string()),
-            Some(name) => pinned::agent(config, base, name)?,
+        let (resolver, target_base) = match tls.server_name {
+            None => (ahead::Resolve::default(), base.to_string()),
+            Some(name) => ahead::Resolve::pinned(base, name)?,
         };
+        let (agent, warm, parked) = ahead::agents(config, resolver);
         Ok(Client {
             agent,
+            ahead: Some((warm, parked)),
             base: target_base,
             shown: base.to_string(),
             timeout,
@@ -193,39 +126,31 @@ impl Client {
         format!("{}{}", self.shown, path)
     }
 
-    /// Opens `connections` connections (at most 8) in the background, ahead of the requests that
-    /// will want them at once: each sends `HEAD path`, which must be an answer the server gives
-    /// without credentials (its status does not matter), and leaves its connection in the agent's
-    /// pool, where the next requests find it. Nothing is reported: a request that finds no
-    /// connection ready opens its own, with its own retries. The handles are for tests.
-    pub fn warm_up(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-        connections: usize,
-    ) -> Vec<std::thread::JoinHandle<()>> {
-        let url = format!("{}{}", self.base, path);
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        (0..connections.min(MAX_IDLE))
-            .filter_map(|_| {
-                let (agent, url, headers) = (self.agent.clone(), url.clone(), headers.clone());
-                // With the agent's own configuration: the first connection to finish its
-                // handshake sets up the TLS configuration every later one shares.
-                let warm = move || {
-                    let head = headers
-                        .iter()
-                        .fold(agent.head(&url), |r, (n, v)| r.header(n, v));
-                    drop(head.call())
-                };
-                std::thread::Builder::new()
-                    .name("http-warm-up".into())
-                    .spawn(warm)
-                    .ok()
-            })
-            .collect()
+    /// Opens `connections` connections (at most 8) in the background, for requests to come:
+    /// the next ones that need a new connection take these instead, and wait for one that is
+    /// being opened rather than open another. Nothing is sent on them meanwhile; failures are
+    /// not reported (the requests then open their own, with their own retries). The handles
+    /// are for tests.
+    pub fn warm_up(&self, connections: usize) -> Vec<std::thread::JoinHandle<()>> {
+        let Some((agent, parked)) = &self.ahead else {
+            return Vec::new();
+        };
+        let n = connections.min(MAX_IDLE);
+        parked.opening(n);
+        let url = format!("{}/", self.base);
+        let warm_up = |_| {
+            let (agent, parked, url) = (agent.clone(), parked.clone(), url.clone());
+            let done = parked.clone();
+            let spawned = std::thread::Builder::new()
+                .name("vault-warm-up".into())
+                .spawn(move || {
+                    // Ends in the warm-up agent's connector, once it has parked the connection.
+                    let _ = agent.head(&url).call();
+                    done.opened();
+                });
+            spawned.map_err(|_| parked.opened()).ok()
+        };
+        (0..n).filter_map(warm_up).collect()
     }
 
     /// Sends one request and reads the whole (capped) answer. `time_left` bounds the request.
@@ -387,170 +312,3 @@ fn load_roots(
     }
     Ok(certs)
 }
-
-/// Only the host of a redirect target is named: its path or query might carry anything.
-fn redirect_host(location: &str) -> String {
-    let rest = location.split_once("://").map(|x| x.1).unwrap_or(location);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority.rsplit_once('@').map(|x| x.1).unwrap_or(authority);
-    if host.is_empty() {
-        "(same host)".into()
-    } else {
-        host.chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(255)
-            .collect()
-    }
-}
-
-fn classify(url: &str, e: ureq::Error) -> Error {
-    let url = url.to_string();
-    match e {
-        ureq::Error::Timeout(_) => Error::Timeout { url },
-        ureq::Error::Io(io) => classify_io(&url, io),
-        ureq::Error::HostNotFound => Error::Connect {
-            url,
-            detail: "host not found".into(),
-        },
-        ureq::Error::ConnectionFailed => Error::Connect {
-            url,
-            detail: "connection failed".into(),
-        },
-        ureq::Error::Rustls(tls) => classify_tls(&url, &tls),
-        ureq::Error::Tls(detail) => Error::Tls {
-            url,
-            detail: one_line(detail),
-        },
-        ureq::Error::BodyExceedsLimit(limit) => Error::TooLarge { url, limit },
-        ureq::Error::LargeResponseHeader(_, limit) => Error::TooLarge {
-            url,
-            limit: limit as u64,
-        },
-        // The protocol errors may quote what the server sent (a bad header, a status line).
-        other => Error::Protocol {
-            url,
-            detail: one_line(&other.to_string()),
-        },
-    }
-}
-
-/// Longest piece of an error text that may come from the server.
-const MAX_DETAIL: usize = 200;
-
-/// One line, bounded, no control characters: error texts may quote what the server sent, and
-/// they end up in our log.
-fn one_line(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_DETAIL)
-        .collect();
-    if text.chars().count() > MAX_DETAIL {
-        out.push_str("...");
-    }
-    out
-}
-
-/// Certificate problems are final; other TLS failures may be a server restarting.
-fn classify_tls(url: &str, tls: &rustls::Error) -> Error {
-    match tls {
-        rustls::Error::InvalidCertificate(_)
-        | rustls::Error::NoCertificatesPresented
-        | rustls::Error::InvalidCertRevocationList(_)
-        | rustls::Error::UnsupportedNameType => Error::Tls {
-            url: url.into(),
-            detail: one_line(&tls.to_string()),
-        },
-        other => Error::Connect {
-            url: url.into(),
-            detail: format!("TLS: {}", one_line(&other.to_string())),
-        },
-    }
-}
-
-fn classify_io(url: &str, e: std::io::Error) -> Error {
-    // rustls reports handshake failures through io::Error.
-    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        return classify_tls(url, tls);
-    }
-    // ureq wraps its own errors (timeouts, limits) into io::Error when a body is read.
-    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
-        match inner {
-            ureq::Error::Timeout(_) => return Error::Timeout { url: url.into() },
-            ureq::Error::BodyExceedsLimit(l) => {
-                return Error::TooLarge {
-                    url: url.into(),
-                    limit: *l,
-                }
-            }
-            _ => {}
-        }
-    }
-    match e.kind() {
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-            Error::Timeout { url: url.into() }
-        }
-        kind => Error::Connect {
-            url: url.into(),
-            detail: format!("connection error ({kind})"),
-        },
-    }
-}
-
-/// `vault.tls_server_name`: requests go to `scheme://<name>:<port>`, so that SNI, the
-/// certificate check and the Host header all use the name, and a resolver sends the name to
-/// the configured address. ureq has no other way to connect to one host while naming another:
-/// this is the one place that uses `ureq::unversioned` (exempt from semver), for the
-/// `Resolver` trait and what its signature names, and ureq's own default resolver and
-/// connector for everything else.
-mod pinned {
-    use ureq::http::Uri;
-    use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-    use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
-
-    /// The agent, and the base URL its requests are sent to.
-    pub(super) fn agent(
-        config: ureq::config::Config,
-        base: &str,
-        name: &str,
-    ) -> Result<(ureq::Agent, String), String> {
-        let address: Uri = base
-            .parse()
-            .map_err(|e| format!("vault address {base:?}: {e}"))?;
-        let https = address.scheme_str() == Some("https");
-        let port = address.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let scheme = if https { "https" } else { "http" };
-        let resolver = Pinned {
-            name: name.to_string(),
-            port,
-            address,
-        };
-        let agent = ureq::Agent::with_parts(config, DefaultConnector::default(), resolver);
-        Ok((agent, format!("{scheme}://{name}:{port}")))
-    }
-
-    #[derive(Debug)]
-    struct Pinned {
-        name: String,
-        port: u16,
-        address: Uri,
-    }
-
-    impl Resolver for Pinned {
-        fn resolve(
-            &self,
-            uri: &Uri,
-            config: &ureq::config::Config,
-            timeout: NextTimeout,
-        ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-            // Anything else (a proxy) is resolved as ureq would.
-            let pinned =
-                uri.host() == Some(self.name.as_str()) && uri.port_u16() == Some(self.port);
-            let uri = if pinned { &self.address } else { uri };
-            DefaultResolver::default().resolve(uri, config, timeout)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests;

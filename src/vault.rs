@@ -110,27 +110,9 @@ impl Vault {
         })
     }
 
-    /// Opens `connections` connections in the background, for the requests to come (see
-    /// `Client::warm_up`): `sys/health` answers without a token, and with these parameters
-    /// with 200 on a standby too.
+    /// Opens `connections` connections in the background, for the requests to come.
     pub fn warm_up(&self, connections: usize) {
-        let health = "/v1/sys/health?standbyok=true&perfstandbyok=true";
-        drop(
-            self.client
-                .warm_up(health, &self.headers(false), connections),
-        );
-    }
-
-    /// What every request carries.
-    fn headers(&self, json_body: bool) -> Vec<(&str, &str)> {
-        let mut headers = vec![("x-vault-request", "true")];
-        if json_body {
-            headers.push(("content-type", "application/json"));
-        }
-        if let Some(ns) = &self.namespace {
-            headers.push(("x-vault-namespace", ns));
-        }
-        headers
+        drop(self.client.warm_up(connections));
     }
 
     /// One request to `/v1/<path>`; a success's body is parsed as JSON (an empty one as null).
@@ -143,7 +125,13 @@ impl Vault {
         time_left: Duration,
     ) -> Result<SecretJson, Error> {
         let full = format!("/v1/{path}");
-        let headers = self.headers(body.is_some());
+        let mut headers = vec![("x-vault-request", "true")];
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        if let Some(ns) = &self.namespace {
+            headers.push(("x-vault-namespace", ns));
+        }
         let sensitive: Vec<(&str, &Secret)> =
             token.map(|t| ("x-vault-token", t)).into_iter().collect();
         let answer = match self

@@ -563,12 +563,6 @@ fn handle(shared: &VaultShared, req: &Request) -> Response {
     let Some(vpath) = path.strip_prefix("/v1/") else {
         return not_found();
     };
-    // As in Vault: unauthenticated, outside namespaces; what clients probe (vaultboot warms up
-    // its connections with HEAD).
-    if vpath == "sys/health" && matches!(req.method.as_str(), "GET" | "HEAD") {
-        let health = json!({ "initialized": true, "sealed": false, "standby": false });
-        return Response::json(200, &health);
-    }
     if req.header("x-vault-request") != Some("true") {
         return error_json(400, "missing X-Vault-Request header");
     }

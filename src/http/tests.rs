@@ -1,4 +1,5 @@
 use super::*;
+use error::redirect_host;
 
 /// The Vault simulator, answering every request `latency` later, and a client trusting it.
 fn vault_and_client(latency: Duration) -> (vaultboot_sim::VaultSim, Client, tempfile::TempDir) {
@@ -35,44 +36,43 @@ fn at_once(client: &Client, n: usize, time_left: Duration) -> Vec<u16> {
     })
 }
 
-/// Warmed-up connections wait in the pool for the requests; connections opened later, also by
+/// Connections opened ahead wait, unused, for the requests; connections opened later, also by
 /// requests with a timeout of their own, resume the TLS sessions of the first ones.
 #[test]
-fn warmed_up_connections_are_used_and_later_connections_resume() {
+fn connections_opened_ahead_are_used_and_later_connections_resume() {
     // Answers slow enough that parallel requests overlap.
     let (vault, client, _dir) = vault_and_client(Duration::from_millis(100));
-    for h in client.warm_up(
-        "/v1/sys/health?standbyok=true",
-        &[("x-vault-request", "true")],
-        3,
-    ) {
+    for h in client.warm_up(3) {
         h.join().unwrap();
     }
     assert_eq!(vault.control().connections(), 3);
+    assert!(vault.control().requests().is_empty(), "nothing is sent");
+
+    assert_eq!(at_once(&client, 3, Duration::from_secs(60)), [403; 3]);
+    assert_eq!(vault.control().connections(), 3, "the ones opened ahead");
     // Those that started after the first one's session tickets came resumed it.
     let (full, resumed) = vault.control().tls_handshakes();
     assert_eq!(full + resumed, 3);
-
-    assert_eq!(at_once(&client, 3, Duration::from_secs(60)), [403; 3]);
-    assert_eq!(vault.control().connections(), 3, "the warmed-up ones");
 
     // Shorter than the client's timeout: each request is configured on its own.
     assert_eq!(at_once(&client, 5, Duration::from_secs(2)), [403; 5]);
     assert_eq!(vault.control().connections(), 5);
     assert_eq!(vault.control().tls_handshakes(), (full, resumed + 2));
-    let paths: Vec<String> = vault
+}
+
+/// A request that needs a connection while one is being opened ahead waits for it instead of
+/// opening another.
+#[test]
+fn a_request_waits_for_the_connection_being_opened() {
+    let (vault, client, _dir) = vault_and_client(Duration::ZERO);
+    // The simulator sleeps this long before each TLS handshake.
+    vault
         .control()
-        .requests()
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
-    assert_eq!(
-        paths
-            .iter()
-            .filter(|p| p.starts_with("HEAD /v1/sys/health"))
-            .count(),
-        3
-    );
+        .set_latency(Duration::ZERO, Duration::from_millis(300));
+    let warm_up = client.warm_up(1);
+    assert_eq!(at_once(&client, 1, Duration::from_secs(60)), [403]);
+    assert_eq!(vault.control().connections(), 1);
+    warm_up.into_iter().for_each(|h| h.join().unwrap());
 }
 
 /// A warm-up that cannot connect leaves nothing behind; the request reports its own error.
@@ -81,7 +81,7 @@ fn a_failed_warm_up_is_silent() {
     let (vault, client, _dir) = vault_and_client(Duration::ZERO);
     let url = vault.url();
     drop(vault);
-    for h in client.warm_up("/v1/sys/health", &[], 2) {
+    for h in client.warm_up(2) {
         h.join().unwrap();
     }
     let err = client
@@ -101,8 +101,7 @@ fn a_failed_warm_up_is_silent() {
 
 #[test]
 fn a_pinned_name_is_what_requests_are_sent_to() {
-    let config = || ureq::Agent::config_builder().build();
-    let base = |address: &str| pinned::agent(config(), address, "vault.example").unwrap().1;
+    let base = |address: &str| ahead::Resolve::pinned(address, "vault.example").unwrap().1;
     assert_eq!(base("https://127.0.0.1:8200"), "https://vault.example:8200");
     assert_eq!(base("https://[::1]"), "https://vault.example:443");
     assert_eq!(base("http://10.0.0.1"), "http://vault.example:80");
