@@ -254,24 +254,21 @@ fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<An
     }
     let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
     let content_type = header("content-type");
-    let too_large = || Error::TooLarge {
-        url: url.to_string(),
-        limit: MAX_BODY,
-    };
     let announced = response.body().content_length();
     if announced.is_some_and(|len| len > MAX_BODY) {
-        return Err(too_large());
+        let url = url.to_string();
+        return Err(Error::TooLarge {
+            url,
+            limit: MAX_BODY,
+        });
     }
-    let capacity = announced.unwrap_or(8 * 1024).min(MAX_BODY) as usize + 1;
+    let capacity = announced.unwrap_or(8 * 1024).min(MAX_BODY) as usize;
     let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(capacity));
-    let reader = response.body_mut().with_config().limit(u64::MAX).reader();
+    // Beyond the limit, ureq's reader fails with BodyExceedsLimit: TooLarge.
+    let mut reader = response.body_mut().with_config().limit(MAX_BODY).reader();
     reader
-        .take(MAX_BODY + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| classify_io(url, e))?;
-    if bytes.len() as u64 > MAX_BODY {
-        return Err(too_large());
-    }
     let body = if bytes.is_empty() {
         Secret::default()
     } else {
