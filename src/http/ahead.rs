@@ -4,13 +4,17 @@
 //! client's connector hands out connections a second agent opened (the warm-up's requests end
 //! in its connector once the connection is open, before anything is sent), and a request that
 //! needs one while one is being opened waits for it. Both agents use one instance of ureq's own
-//! connectors (its rustls configuration, hence its session cache, included). This, and the
-//! pinned TLS name (ureq has no other way to connect to one host while naming another), are the
-//! only uses of `ureq::unversioned`, which is exempt from semver.
+//! connectors (its rustls configuration, hence its session cache, included). Also here: the
+//! resolver for a pinned TLS name.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use ureq::http::Uri;
+// ureq::unversioned, exempt from semver: ureq has no public way to hand a request a connection
+// opened earlier (a `Connector`, and the `Transport` it returns, given the request's
+// `ConnectionDetails`), nor to connect to one host while naming another (a `Resolver`, its
+// address list and timeout types). Behind both, ureq's own `DefaultConnector` and
+// `DefaultResolver` do the work.
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{ConnectionDetails, Connector, DefaultConnector};
 use ureq::unversioned::transport::{NextTimeout, Transport};
