@@ -121,6 +121,11 @@ impl Vault {
         self.namespace.as_deref()
     }
 
+    /// Opens `connections` connections in the background, for the requests to come.
+    pub fn warm_up(&self, connections: usize) {
+        drop(self.client.warm_up(connections));
+    }
+
     /// One request to `/v1/<path>`; a success's body is parsed as JSON (an empty one as null).
     pub fn request(
         &self,

@@ -64,12 +64,13 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
         config.secrets.len(),
         humantime::format_duration(config.retry.deadline)
     ));
-    // The login and then every secret at once: that many connections, opened ahead (their TCP
-    // and TLS set-up overlaps the IMDS reads and the login) unless nothing may be fetched.
-    if select::may_fetch(config, mode) {
-        crate::http::warm_next_vault_client(config.secrets.len().max(1));
-    }
     let vault = Vault::new(&config.vault).map_err(Error::PreparingVaultClient)?;
+    // One connection per secret, read all at once after the login: their TCP and TLS set-up
+    // overlaps the IMDS reads, the nonce and the login. Not when nothing may be fetched: such
+    // a run makes no Vault request at all.
+    if select::may_fetch(config, mode) {
+        vault.warm_up(config.secrets.len().max(1));
+    }
     let imds = Imds::new(&config.imds, &policy);
 
     // Off EC2 (iam with credentials from the environment) IMDS is needed only for templates.

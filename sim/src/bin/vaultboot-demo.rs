@@ -72,6 +72,9 @@ endpoint = "{imds_url}"
 [state]
 dir = "{root}/var/lib/vaultboot"
 
+[status]
+file = "{root}/run/vaultboot/status.json"
+
 [retry]
 deadline = "30s"
 
