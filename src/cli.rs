@@ -1,4 +1,4 @@
-//! The command line: `vaultboot run [--refresh]|check [--config PATH]`, `--help`, `--version`.
+//! The command line: `vaultboot run|plan [--refresh]|check [--config PATH]`, `--help`, `--version`.
 
 use std::path::PathBuf;
 
@@ -10,12 +10,14 @@ and writes them to root-only files, all or nothing.
 
 commands:
   run      do the boot job: IMDSv2 -> Vault login -> secrets -> files -> revoke token
+  plan     log in, fetch, and print what run would do to every file and which on_change
+           commands would run; writes nothing but the nonce state, shows no secret
   check    validate the configuration offline (no network); for image builds and CI
 
 options:
   -c, --config PATH   configuration file (default /etc/vaultboot/config.toml)
-      --refresh       run: a refresh (the timer's run), not the boot run: secrets marked
-                      boot_only = true are skipped
+      --refresh       run, plan: a refresh (the timer's run), not the boot run: secrets
+                      marked boot_only = true are skipped
   -h, --help          show this help
   -V, --version       show the version
 
@@ -25,6 +27,7 @@ exit status: 0 done, 64 usage, 65 malformed answer, 69 IMDS or Vault unavailable
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Run { config: PathBuf, refresh: bool },
+    Plan { config: PathBuf, refresh: bool },
     Check { config: PathBuf },
     Help,
     Version,
@@ -58,10 +61,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
     let config = config.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
     match command.as_deref() {
         Some("run") => Ok(Command::Run { config, refresh }),
-        Some("check") if refresh => Err("--refresh is an option of run".into()),
+        Some("plan") => Ok(Command::Plan { config, refresh }),
+        Some("check") if refresh => Err("--refresh is an option of run and plan".into()),
         Some("check") => Ok(Command::Check { config }),
-        Some(other) => Err(format!("unknown command {other:?} (run, check)")),
-        None => Err("a command is required (run, check)".into()),
+        Some(other) => Err(format!("unknown command {other:?} (run, plan, check)")),
+        None => Err("a command is required (run, plan, check)".into()),
     }
 }
 
@@ -90,6 +94,13 @@ mod tests {
             }
         );
         assert!(p(&["check", "--refresh"]).is_err());
+        assert_eq!(
+            p(&["plan", "--refresh", "-c", "/z"]).unwrap(),
+            Command::Plan {
+                config: "/z".into(),
+                refresh: true,
+            }
+        );
         assert_eq!(
             p(&["check", "--config", "/x.toml"]).unwrap(),
             Command::Check {

@@ -30,7 +30,9 @@ mod template;
 mod untrusted;
 mod vault;
 
-pub use app::{run, write_status, Ended, Error as RunError, Mode, Summary};
+pub use app::{
+    plan, run, write_status, Action, Ended, Entry, Error as RunError, Mode, Plan, Summary,
+};
 pub use cli::{parse as parse_command_line, Command, USAGE};
 pub use config::{load as load_config, Config, Error as ConfigError};
 pub use hardening::harden;

@@ -1,7 +1,7 @@
 //! `vaultboot`: argv → command; hardening; logging; the boot job; error → exit status.
 
 use std::process::ExitCode;
-use vaultboot::{Command, Kind, Log, Mode};
+use vaultboot::{Command, Config, Kind, Log, Mode};
 
 // sysexits(3), as the contract's table says.
 const EX_USAGE: u8 = 64;
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => check(&config),
         Command::Run { config, refresh } => run(&config, refresh, &hardening_problems),
+        Command::Plan { config, refresh } => plan(&config, refresh, &hardening_problems),
     }
 }
 
@@ -57,19 +58,26 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) -> ExitCode {
+/// The log, and the configuration or the exit status of a configuration that cannot be used.
+fn open(path: &std::path::Path, hardening_problems: &[String]) -> (Log, Result<Config, ExitCode>) {
     let log = Log::open();
     for p in hardening_problems {
         log.warn(p);
     }
+    let config = vaultboot::load_config(path).map_err(|e| {
+        log.error(&format!("configuration: {e}"));
+        log.error(&format!("failed: configuration error (exit {EX_CONFIG})"));
+        ExitCode::from(EX_CONFIG)
+    });
+    (log, config)
+}
+
+fn run(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) -> ExitCode {
     let start = std::time::Instant::now();
-    let config = match vaultboot::load_config(path) {
+    let (log, config) = open(path, hardening_problems);
+    let config = match config {
         Ok(c) => c,
-        Err(e) => {
-            log.error(&format!("configuration: {e}"));
-            log.error(&format!("failed: configuration error (exit {EX_CONFIG})"));
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(status) => return status,
     };
     let mode = if refresh { Mode::Refresh } else { Mode::Boot };
     let started = std::time::SystemTime::now();
@@ -102,6 +110,77 @@ fn run(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) -> 
     };
     vaultboot::write_status(&config, &ended, &log);
     ExitCode::from(status)
+}
+
+fn plan(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) -> ExitCode {
+    let start = std::time::Instant::now();
+    let (log, config) = open(path, hardening_problems);
+    let config = match config {
+        Ok(c) => c,
+        Err(status) => return status,
+    };
+    let mode = if refresh { Mode::Refresh } else { Mode::Boot };
+    match vaultboot::plan(&config, mode, &log) {
+        Ok(plan) => {
+            print!("{}", plan_text(&plan));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let status = exit_status(e.kind());
+            log.error(&e.to_string());
+            log.error(&format!(
+                "plan failed after {} (exit {status}); nothing was written",
+                vaultboot::took(start.elapsed())
+            ));
+            ExitCode::from(status)
+        }
+    }
+}
+
+/// What `plan` prints on stdout: one line per output, then the commands.
+fn plan_text(plan: &vaultboot::Plan) -> String {
+    use vaultboot::Action;
+    let mut out = String::new();
+    for e in &plan.entries {
+        let action = match e.action {
+            Action::Create => "create",
+            Action::Replace => "replace",
+            Action::Unchanged => "unchanged",
+            Action::Skip => "skip",
+        };
+        let note = e
+            .note
+            .as_deref()
+            .map(|n| format!(": {n}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{action:<9} {} (secret {:?}{note})\n",
+            e.path.display(),
+            e.secret
+        ));
+    }
+    for (argv, path) in &plan.on_change {
+        out.push_str(&format!(
+            "on_change {argv:?} would run (for {})\n",
+            path.display()
+        ));
+    }
+    let count = |a: Action| plan.entries.iter().filter(|e| e.action == a).count();
+    out.push_str(&format!(
+        "plan: {} to create, {} to replace, {} unchanged, {} skipped; {} on_change command(s); \
+         {}; nothing was written\n",
+        count(Action::Create),
+        count(Action::Replace),
+        count(Action::Unchanged),
+        count(Action::Skip),
+        plan.on_change.len(),
+        match (plan.logged_in, plan.revoked) {
+            (false, _) => "no Vault request",
+            (true, true) => "token revoked",
+            (true, false) => "token not revoked",
+        }
+    ));
+    out
 }
 
 /// The run's last line when it succeeded.

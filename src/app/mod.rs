@@ -4,22 +4,24 @@ mod error;
 mod instance;
 mod login;
 mod outputs;
+mod plan;
 mod report;
 mod select;
+mod session;
 
 pub use error::Error;
+pub use plan::{plan, Action, Entry, Plan};
 pub use report::{write_status, Ended};
 
-use crate::auth::iam;
+use session::Session;
+
 use crate::config::{AuthMethod, Config};
 use crate::files;
-use crate::imds::Imds;
 use crate::log::Log;
 use crate::pending;
 use crate::retry::Policy;
 use crate::secrets;
 use crate::status::OutputStatus;
-use crate::vault::Vault;
 use std::time::{Duration, Instant};
 
 /// What a successful run did.
@@ -50,55 +52,13 @@ pub enum Mode {
 pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
     let start = Instant::now();
     let policy = Policy::new(start + config.retry.deadline, config.retry.max_delay);
-    log.info(&format!(
-        "start{}: vault {}, {} login as role {:?} on auth/{}, {} secret(s), deadline {}",
-        if mode == Mode::Refresh {
-            " (refresh)"
-        } else {
-            ""
-        },
-        config.vault.address,
-        method_name(config.auth.method),
-        config.auth.role,
-        config.auth.mount,
-        config.secrets.len(),
-        humantime::format_duration(config.retry.deadline)
-    ));
-    let vault = Vault::new(&config.vault).map_err(Error::PreparingVaultClient)?;
-    // One connection per secret, read all at once after the login: their TCP and TLS set-up
-    // overlaps the IMDS reads, the nonce and the login. Not when nothing may be fetched: such
-    // a run makes no Vault request at all.
-    if select::may_fetch(config, mode) {
-        vault.warm_up(config.secrets.len().max(1));
-    }
-    let imds = Imds::new(&config.imds, &policy);
-
-    // Off EC2 (iam with credentials from the environment) IMDS is needed only for templates.
-    let env_credentials = match config.auth.method {
-        // Half-set AWS_* variables are an error, not a silent fall-back to IMDS.
-        AuthMethod::Iam => {
-            iam::Credentials::from_env_checked().map_err(Error::CheckingEnvironment)?
-        }
-        AuthMethod::Ec2 => None,
-    };
-    let (identity, facts, signed) =
-        instance::read_if_needed(config, log, &imds, &policy, env_credentials.is_some())?;
-
+    log_start(config, mode, "", log);
+    let mut session = Session::open(config, mode, log, &policy)?;
     let earlier = pending::load(&config.state_dir).map_err(Error::RecordingOnChange)?;
     for repair in &earlier.repairs {
         log.warn(repair);
     }
-    let choices = select::choose(config, mode, &facts, &earlier.found);
-    let mut to_fetch = Vec::new();
-    for (secret, choice) in config.secrets.iter().zip(&choices) {
-        match choice {
-            select::Choice::Fetch => to_fetch.push(secret),
-            select::Choice::Skip(why) => {
-                log.info(&format!("secret {:?} skipped: {why}", secret.name))
-            }
-        }
-    }
-    let skipped = select::skipped_outputs(config, &choices, &facts);
+    let (to_fetch, skipped) = session.choose(config, mode, &earlier.found, log);
     // What a killed earlier run staged next to them goes, as it would for a fetched output.
     for output in &skipped {
         files::remove_stale_stages_of(&output.path);
@@ -113,27 +73,22 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
         });
     }
 
-    let token = match (config.auth.method, &identity, signed) {
-        (AuthMethod::Ec2, Some(identity), Some(pkcs7)) => {
-            login::login_ec2(config, log, &vault, &policy, identity, &pkcs7)?
-        }
-        _ => login::login_iam(config, log, &vault, &imds, &policy, env_credentials)?,
-    };
-
+    let token = session.login(config, log, &policy)?;
     let step = Instant::now();
-    let result = secrets::fetch_all(&vault, &token.client_token, &to_fetch, &facts, &policy)
+    let (vault, facts) = (&session.vault, &session.facts);
+    let result = secrets::fetch_all(vault, &token.client_token, &to_fetch, facts, &policy)
         .map_err(Error::ReadingSecret)
-        .and_then(|fetched| {
+        .and_then(|answers| {
             let fetched = outputs::Fetched {
                 secrets: &to_fetch,
-                answers: fetched,
+                answers,
                 started: step,
             };
-            outputs::write_outputs(config, log, fetched, &facts, earlier)
+            outputs::write_outputs(config, log, fetched, facts, earlier)
         });
     // After the files, as the contract orders it (also when a step failed). Its round trip
     // delays the end of the run, not the files.
-    let revoked = login::revoke(config, log, &vault, &token, &policy);
+    let revoked = login::revoke(config, log, vault, &token, &policy);
 
     let mut summary = result?;
     summary.logged_in = true;
@@ -142,6 +97,23 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
     summary.outputs.extend(skipped);
     summary.took = start.elapsed();
     Ok(summary)
+}
+
+fn log_start(config: &Config, mode: Mode, what: &str, log: &Log) {
+    log.info(&format!(
+        "start{what}{}: vault {}, {} login as role {:?} on auth/{}, {} secret(s), deadline {}",
+        if mode == Mode::Refresh {
+            " (refresh)"
+        } else {
+            ""
+        },
+        config.vault.address,
+        method_name(config.auth.method),
+        config.auth.role,
+        config.auth.mount,
+        config.secrets.len(),
+        humantime::format_duration(config.retry.deadline)
+    ));
 }
 
 fn method_name(m: AuthMethod) -> &'static str {

@@ -1,0 +1,336 @@
+//! Day two: certificates renewed before expiry rather than on every run, refreshes that leave
+//! boot-only secrets alone, the status file and textfile for monitoring, and `vaultboot plan`.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use vaultboot_sim::Fault;
+
+/// The demo configuration reduced to its PKI secret.
+fn pki_only(env: &Env, extra: &str) -> String {
+    let full = env.full_config();
+    let start = full
+        .find("[[secret]]\nname = \"tls\"")
+        .expect("the tls secret");
+    let end = full[start + 1..]
+        .find("[[secret]]")
+        .map_or(full.len(), |i| start + 1 + i);
+    format!("{}{}{}", env.base_config(), extra, &full[start..end])
+}
+
+fn vault_requests(env: &Env) -> Vec<String> {
+    env.vault
+        .control()
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+fn inode_and_mtime(path: &Path) -> (u64, i64, i64) {
+    let m = fs::metadata(path).unwrap();
+    (m.ino(), m.mtime(), m.mtime_nsec())
+}
+
+#[test]
+fn a_valid_certificate_is_left_alone_without_a_single_vault_request() {
+    let env = Env::new();
+    let marker = env.path("reloaded");
+    let hook = format!(
+        "  on_change = [\"/bin/sh\", \"-c\", \"echo x >> {}\"]\n",
+        marker.display()
+    );
+    let text = pki_only(&env, "").replacen(
+        "  fields = [\"certificate\", \"ca_chain?\"]\n",
+        &format!("  fields = [\"certificate\", \"ca_chain?\"]\n{hook}"),
+        1,
+    );
+    let cfg = env.write_config(&text);
+    assert_eq!(env.run(&cfg).status, 0);
+    let crt = env.path("out/tls/server.crt");
+    let before = inode_and_mtime(&crt);
+    assert_eq!(fs::read_to_string(&marker).unwrap().lines().count(), 1);
+
+    env.vault.control().clear_requests();
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert_eq!(
+        vault_requests(&env),
+        Vec::<String>::new(),
+        "not even a login"
+    );
+    assert!(
+        out.stderr
+            .contains("secret \"tls\" skipped: certificate valid until")
+            && out
+                .stderr
+                .contains("done: nothing to fetch (2 file(s) skipped), no Vault request"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        inode_and_mtime(&crt),
+        before,
+        "the certificate was not touched"
+    );
+    assert_eq!(
+        fs::read_to_string(&marker).unwrap().lines().count(),
+        1,
+        "no reload"
+    );
+
+    // The configuration asks for other names: issued again, and its on_change runs.
+    let renamed = text.replace(
+        "ttl = \"72h\"",
+        "ttl = \"72h\", alt_names = \"www.example.com\"",
+    );
+    let out = env.run(&env.write_config(&renamed));
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert_ne!(inode_and_mtime(&crt), before);
+    assert_eq!(fs::read_to_string(&marker).unwrap().lines().count(), 2);
+
+    // renew_before longer than what is left (a 72h certificate): issued again.
+    env.vault.control().clear_requests();
+    let soon = renamed.replace(
+        "path = \"pki_int/issue/web\"\n",
+        "path = \"pki_int/issue/web\"\nrenew_before = \"73h\"\n",
+    );
+    let out = env.run(&env.write_config(&soon));
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert!(
+        vault_requests(&env)
+            .iter()
+            .any(|r| r == "POST /v1/pki_int/issue/web"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_changed_key_or_a_lost_file_gets_a_new_certificate() {
+    let env = Env::new();
+    let cfg = env.write_config(&pki_only(&env, ""));
+    assert_eq!(env.run(&cfg).status, 0);
+    let key = env.path("out/tls/server.key");
+    // Someone put another key beside the certificate (same owner and mode).
+    let other = vaultboot_sim::TestCa::new("other")
+        .issue_server_cert(&["x"], &[])
+        .1;
+    fs::write(&key, other).unwrap();
+    env.vault.control().clear_requests();
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert!(vault_requests(&env).contains(&"POST /v1/pki_int/issue/web".to_string()));
+    // The certificate is gone.
+    fs::remove_file(env.path("out/tls/server.crt")).unwrap();
+    env.vault.control().clear_requests();
+    assert_eq!(env.run(&cfg).status, 0);
+    assert!(vault_requests(&env).contains(&"POST /v1/pki_int/issue/web".to_string()));
+}
+
+#[test]
+fn a_refresh_leaves_boot_only_secrets_alone() {
+    let env = Env::new();
+    let text = env.full_config().replace(
+        "path = \"secret/data/ad/join\"\n",
+        "path = \"secret/data/ad/join\"\nboot_only = true\n",
+    );
+    let cfg = env.write_config(&text);
+    assert_eq!(env.run(&cfg).status, 0);
+    let ad = env.path("out/run/ad-join.env");
+    let before = inode_and_mtime(&ad);
+
+    env.vault.control().clear_requests();
+    let out = env.run_args(&["run", "--refresh", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status, 0, "{}", out.log());
+    let requests = vault_requests(&env);
+    assert!(
+        !requests.iter().any(|r| r.contains("ad/join")),
+        "{requests:?}"
+    );
+    assert!(
+        requests.iter().any(|r| r.contains("app/api")),
+        "{requests:?}"
+    );
+    assert!(
+        out.stderr.contains("start (refresh):")
+            && out
+                .stderr
+                .contains("secret \"ad-join\" skipped: boot-only, and this is a refresh"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(inode_and_mtime(&ad), before);
+
+    // The boot run still reads it.
+    env.vault.control().clear_requests();
+    assert_eq!(env.run(&cfg).status, 0);
+    assert!(vault_requests(&env).iter().any(|r| r.contains("ad/join")));
+}
+
+#[test]
+fn renew_before_is_refused_where_there_is_no_certificate_to_renew() {
+    let env = Env::new();
+    let text = env.full_config().replace(
+        "path = \"secret/data/ad/join\"\n",
+        "path = \"secret/data/ad/join\"\nrenew_before = \"24h\"\n",
+    );
+    let cfg = env.write_config(&text);
+    let out = env.run_args(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status, 78, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("[[secret]] \"ad-join\": renew_before: only a PKI issue"),
+        "{}",
+        out.stderr
+    );
+}
+
+fn status(env: &Env) -> serde_json::Value {
+    let path = env.path("status/status.json");
+    assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o644);
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn every_run_leaves_a_status_and_a_textfile_for_monitoring() {
+    let env = Env::new();
+    let textfile = env.path("textfile/vaultboot.prom");
+    let text = env.full_config().replace(
+        "[status]\n",
+        &format!("[status]\ntextfile = \"{}\"\n", textfile.display()),
+    );
+    let cfg = env.write_config(&text);
+    assert_eq!(env.run(&cfg).status, 0);
+    let s = status(&env);
+    assert_eq!(s["outcome"], "success");
+    assert_eq!(s["exit_status"], 0);
+    assert_eq!(s["mode"], "boot");
+    let outputs = s["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 5);
+    assert!(outputs.iter().all(|o| o["state"] == "written"), "{s}");
+    let certs = s["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 1, "{s}");
+    let crt = env.path("out/tls/server.crt");
+    assert_eq!(certs[0]["path"], crt.display().to_string());
+    let not_after = certs[0]["not_after"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (now + 71 * 3600..=now + 73 * 3600).contains(&not_after),
+        "{s}"
+    );
+    let succeeded = s["last_success_at"].as_u64().unwrap();
+
+    // The textfile, read by a Prometheus exposition-format parser.
+    let prom = fs::read_to_string(&textfile).unwrap();
+    assert_eq!(fs::metadata(&textfile).unwrap().mode() & 0o7777, 0o644);
+    let lines = prom.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition format");
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                ref other => panic!("{name} is not a gauge: {other:?}"),
+            })
+            .unwrap_or_else(|| panic!("no {name} in\n{prom}"))
+    };
+    assert_eq!(value("vaultboot_last_exit_status"), 0.0);
+    assert_eq!(
+        value("vaultboot_last_success_timestamp_seconds"),
+        succeeded as f64
+    );
+    assert!(value("vaultboot_last_run_timestamp_seconds") >= succeeded as f64);
+    let cert_sample = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "vaultboot_certificate_not_after_timestamp_seconds")
+        .expect("a certificate sample");
+    assert_eq!(
+        cert_sample.labels.get("path"),
+        Some(crt.display().to_string().as_str())
+    );
+    assert!(
+        matches!(cert_sample.value, prometheus_parse::Value::Gauge(v) if v == not_after as f64)
+    );
+
+    // A failed run: its status says so, and keeps the last success and the certificate.
+    env.vault.control().inject(
+        Some("POST"),
+        "/v1/auth/aws/login",
+        Fault::status(403, "permission denied"),
+        1,
+    );
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 77, "{}", out.log());
+    let s = status(&env);
+    assert_eq!(s["outcome"], "failure");
+    assert_eq!(s["exit_status"], 77);
+    assert_eq!(s["last_success_at"].as_u64(), Some(succeeded));
+    assert!(
+        s["error"].as_str().unwrap().contains("permission denied"),
+        "{s}"
+    );
+    assert_eq!(s["certificates"][0]["not_after"].as_u64(), Some(not_after));
+    let prom = fs::read_to_string(&textfile).unwrap();
+    assert!(prom.contains("vaultboot_last_exit_status 77"), "{prom}");
+    // Nothing secret in either file.
+    let both = format!(
+        "{}\n{prom}",
+        fs::read_to_string(env.path("status/status.json")).unwrap()
+    );
+    assert!(env.find_leaks(&both).is_empty(), "{both}");
+}
+
+#[test]
+fn plan_says_what_run_would_do_and_writes_nothing() {
+    let env = Env::new();
+    let text = env.full_config().replace(
+        "  fields = [\"api_key\"]\n",
+        "  fields = [\"api_key\"]\n  on_change = [\"/bin/true\", \"api\"]\n",
+    );
+    let cfg = env.write_config(&text);
+    assert_eq!(env.run(&cfg).status, 0);
+    env.vault.put_kv2(
+        "secret",
+        "app/api",
+        serde_json::json!({"api_key": "key-rotated-0123456789abcdef"}),
+    );
+    let out_before = env.snapshot();
+    let status_before = fs::read(env.path("status/status.json")).unwrap();
+
+    let out = env.run_args(&["plan", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status, 0, "{}", out.log());
+    let json = format!("{}/app/{INSTANCE}.json", env.path("out").display());
+    for want in [
+        format!("replace   {json} (secret \"api\")"),
+        format!(
+            "unchanged {}/run/ad-join.env (secret \"ad-join\")",
+            env.path("out").display()
+        ),
+        format!(
+            "skip      {}/tls/server.crt (secret \"tls\": certificate valid until",
+            env.path("out").display()
+        ),
+        format!("on_change [\"/bin/true\", \"api\"] would run (for {json})"),
+        "plan: 0 to create, 1 to replace, 2 unchanged, 2 skipped; 1 on_change command(s); token revoked; nothing was written".to_string(),
+    ] {
+        assert!(out.stdout.contains(&want), "no {want:?} in\n{}", out.stdout);
+    }
+    assert!(env.find_leaks(&out.stdout).is_empty(), "{}", out.stdout);
+    assert_eq!(env.snapshot(), out_before, "plan wrote an output");
+    assert_eq!(
+        fs::read(env.path("status/status.json")).unwrap(),
+        status_before
+    );
+    assert!(!env.state_dir().join("pending_on_change.json").exists());
+    assert_eq!(env.vault.live_tokens(), 0, "the token was revoked");
+}
