@@ -143,72 +143,79 @@ fn publish(path: &Path, bytes: &[u8]) -> Result<(), state::Error> {
     })
 }
 
+/// One gauge of the textfile: its name, help and samples (labels, value).
+type Gauge = (&'static str, &'static str, Vec<(String, f64)>);
+
 /// The node_exporter textfile-collector form (Prometheus text exposition format 0.0.4).
 pub fn prometheus_text(status: &Status) -> String {
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
+    for (name, help, samples) in gauges(status) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (labels, value) in samples {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
-    };
+    }
+    out
+}
+
+fn gauges(status: &Status) -> Vec<Gauge> {
     let one = |v: f64| vec![(String::new(), v)];
-    gauge(
+    let count = |state: OutputState| {
+        let n = status.outputs.iter().filter(|o| o.state == state).count();
+        (format!("{{state=\"{}\"}}", state_name(state)), n as f64)
+    };
+    let mut gauges: Vec<Gauge> = vec![(
         "vaultboot_last_run_timestamp_seconds",
         "When the last vaultboot run ended (Unix seconds).",
-        &one(status.finished_at as f64),
-    );
+        one(status.finished_at as f64),
+    )];
     if let Some(at) = status.last_success_at {
-        gauge(
+        gauges.push((
             "vaultboot_last_success_timestamp_seconds",
             "When a vaultboot run last succeeded (Unix seconds).",
-            &one(at as f64),
-        );
+            one(at as f64),
+        ));
     }
-    gauge(
-        "vaultboot_last_exit_status",
-        "Exit status of the last run (0 success, 69 unavailable, 77 refused, 78 configuration, ...).",
-        &one(f64::from(status.exit_status)),
-    );
-    gauge(
-        "vaultboot_last_run_duration_seconds",
-        "How long the last run took.",
-        &one(status.duration_seconds),
-    );
-    let count =
-        |state: OutputState| status.outputs.iter().filter(|o| o.state == state).count() as f64;
-    gauge(
-        "vaultboot_last_run_outputs",
-        "Outputs of the last run by what happened to them.",
-        &[
-            (
-                "{state=\"written\"}".to_string(),
-                count(OutputState::Written),
-            ),
-            (
-                "{state=\"unchanged\"}".to_string(),
-                count(OutputState::Unchanged),
-            ),
-            (
-                "{state=\"skipped\"}".to_string(),
-                count(OutputState::Skipped),
-            ),
-        ],
-    );
-    let certificates: Vec<(String, f64)> = status
-        .certificates
-        .iter()
-        .map(|c| {
-            let path = label_value(&c.path.display().to_string());
-            (format!("{{path=\"{path}\"}}"), c.not_after as f64)
-        })
-        .collect();
-    gauge(
-        "vaultboot_certificate_not_after_timestamp_seconds",
-        "When each certificate vaultboot wrote expires (Unix seconds).",
-        &certificates,
-    );
-    out
+    gauges.extend([
+        (
+            "vaultboot_last_exit_status",
+            "Exit status of the last run (0 success, 69 unavailable, 77 refused, 78 configuration, ...).",
+            one(f64::from(status.exit_status)),
+        ),
+        (
+            "vaultboot_last_run_duration_seconds",
+            "How long the last run took.",
+            one(status.duration_seconds),
+        ),
+        (
+            "vaultboot_last_run_outputs",
+            "Outputs of the last run by what happened to them.",
+            [OutputState::Written, OutputState::Unchanged, OutputState::Skipped]
+                .map(count)
+                .to_vec(),
+        ),
+        (
+            "vaultboot_certificate_not_after_timestamp_seconds",
+            "When each certificate vaultboot wrote expires (Unix seconds).",
+            status
+                .certificates
+                .iter()
+                .map(|c| {
+                    let path = label_value(&c.path.display().to_string());
+                    (format!("{{path=\"{path}\"}}"), c.not_after as f64)
+                })
+                .collect(),
+        ),
+    ]);
+    gauges
+}
+
+fn state_name(state: OutputState) -> &'static str {
+    match state {
+        OutputState::Written => "written",
+        OutputState::Unchanged => "unchanged",
+        OutputState::Skipped => "skipped",
+    }
 }
 
 /// A label value as the exposition format escapes it: backslash, double quote, newline.

@@ -4,15 +4,34 @@
 use std::io::Read;
 use zeroize::Zeroizing;
 
-/// `text` on one bounded line: control characters become spaces, at most `max` characters,
-/// trimmed. For text another system wrote (Vault's messages, content types, redirect targets).
+/// `text` on one bounded line: control characters become spaces, at most `max` characters
+/// (then `...`), trimmed. For text another system wrote (Vault's messages, content types,
+/// redirect targets, error texts quoting a server).
 pub fn one_line(text: &str, max: usize) -> String {
     let line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(max)
         .collect();
-    line.trim().to_string()
+    let mut line = line.trim().to_string();
+    if text.chars().nth(max).is_some() {
+        line.push_str("...");
+    }
+    line
+}
+
+/// `text` with every control character shown escaped (`\n`, `\u{1b}`): for our own messages
+/// that quote a file (a configuration error names the offending key, which may hold a newline).
+pub fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// serde_json's messages can quote the input; say only what kind of problem it is, and where.
@@ -70,8 +89,13 @@ mod tests {
     fn one_line_is_bounded_and_printable() {
         let m = one_line(&format!(" a\nb\u{1b}[31m{}", "x".repeat(1000)), 300);
         assert!(!m.contains(char::is_control), "{m:?}");
-        assert!(m.starts_with("a b [31m"), "{m:?}");
-        assert_eq!(m.chars().count(), 299, "trimmed after the cap");
+        assert!(m.starts_with("a b [31m") && m.ends_with("x..."), "{m:?}");
+        assert_eq!(
+            m.chars().count(),
+            299 + 3,
+            "trimmed, cut at the cap, marked"
+        );
+        assert_eq!(one_line("short\n", 300), "short");
     }
 
     #[test]

@@ -25,7 +25,6 @@ pub fn ca_file(path: &Path) -> Result<(), String> {
 /// without a writer cannot stall `vaultboot check` or a boot), and a larger file is refused
 /// rather than read whole.
 fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -36,14 +35,11 @@ fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     if !meta.is_file() {
         return Err("is not a regular file".into());
     }
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("larger than {} KiB", limit / 1024));
-    }
-    Ok(bytes)
+    let bytes = crate::untrusted::read_capped(file, limit).map_err(|e| match e {
+        crate::untrusted::ReadError::Io(e) => e.to_string(),
+        too_large => too_large.to_string(),
+    })?;
+    Ok(bytes.to_vec())
 }
 
 /// The uid and gid of a secret file's owner and group (names or numbers); the message names

@@ -20,6 +20,7 @@ mod tests;
 mod values;
 
 use crate::template::{facts_in_json, Fact, Template};
+use crate::untrusted;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -42,21 +43,14 @@ impl fmt::Display for Error {
     /// One clean line: a control character from the file (toml's messages quote the offending
     /// line; a quoted key may hold a newline) is shown escaped, never written to the log as is.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_escaped(f, &self.place)?;
-        f.write_str(": ")?;
-        write_escaped(f, &self.message)
+        let (place, message) = (&self.place, &self.message);
+        write!(
+            f,
+            "{}: {}",
+            untrusted::escaped(place),
+            untrusted::escaped(message)
+        )
     }
-}
-
-fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
-    for c in text.chars() {
-        if c.is_control() {
-            write!(f, "{}", c.escape_default())?;
-        } else {
-            fmt::Write::write_char(f, c)?;
-        }
-    }
-    Ok(())
 }
 
 impl std::error::Error for Error {}
@@ -220,15 +214,13 @@ impl Config {
 pub fn load(path: &Path) -> Result<Config, Error> {
     let place = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| err(&place, format!("cannot open: {e}")))?;
-    let mut text = String::new();
-    use std::io::Read;
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| err(&place, format!("cannot read: {e}")))?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(err(&place, "larger than 1 MiB"));
-    }
-    parse(&text, path)
+    let bytes = untrusted::read_capped(file, MAX_CONFIG_BYTES).map_err(|e| match e {
+        untrusted::ReadError::TooLarge { .. } => err(&place, "larger than 1 MiB"),
+        e => err(&place, e.to_string()),
+    })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| err(&place, "cannot read: stream did not contain valid UTF-8"))?;
+    parse(text, path)
 }
 
 /// Checks configuration text; `source` is only used in messages.

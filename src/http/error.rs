@@ -1,6 +1,7 @@
 //! What can go wrong with one HTTP exchange, and how ureq's errors map to it.
 
 use crate::retry::Verdict;
+use crate::untrusted;
 use std::fmt;
 
 /// What went wrong with one HTTP exchange. `url` never carries credentials.
@@ -76,10 +77,7 @@ pub(super) fn redirect_host(location: &str) -> String {
     if host.is_empty() {
         "(same host)".into()
     } else {
-        host.chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(255)
-            .collect()
+        untrusted::one_line(host, 255)
     }
 }
 
@@ -99,7 +97,7 @@ pub(super) fn classify(url: &str, e: ureq::Error) -> Error {
         ureq::Error::Rustls(tls) => classify_tls(&url, &tls),
         ureq::Error::Tls(detail) => Error::Tls {
             url,
-            detail: one_line(detail),
+            detail: untrusted::one_line(detail, MAX_DETAIL),
         },
         ureq::Error::BodyExceedsLimit(limit) => Error::TooLarge { url, limit },
         ureq::Error::LargeResponseHeader(_, limit) => Error::TooLarge {
@@ -109,27 +107,13 @@ pub(super) fn classify(url: &str, e: ureq::Error) -> Error {
         // The protocol errors may quote what the server sent (a bad header, a status line).
         other => Error::Protocol {
             url,
-            detail: one_line(&other.to_string()),
+            detail: untrusted::one_line(&other.to_string(), MAX_DETAIL),
         },
     }
 }
 
 /// Longest piece of an error text that may come from the server.
 const MAX_DETAIL: usize = 200;
-
-/// One line, bounded, no control characters: error texts may quote what the server sent, and
-/// they end up in our log.
-fn one_line(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_DETAIL)
-        .collect();
-    if text.chars().count() > MAX_DETAIL {
-        out.push_str("...");
-    }
-    out
-}
 
 /// Certificate problems are final; other TLS failures may be a server restarting.
 fn classify_tls(url: &str, tls: &rustls::Error) -> Error {
@@ -139,11 +123,14 @@ fn classify_tls(url: &str, tls: &rustls::Error) -> Error {
         | rustls::Error::InvalidCertRevocationList(_)
         | rustls::Error::UnsupportedNameType => Error::Tls {
             url: url.into(),
-            detail: one_line(&tls.to_string()),
+            detail: untrusted::one_line(&tls.to_string(), MAX_DETAIL),
         },
         other => Error::Connect {
             url: url.into(),
-            detail: format!("TLS: {}", one_line(&other.to_string())),
+            detail: format!(
+                "TLS: {}",
+                untrusted::one_line(&other.to_string(), MAX_DETAIL)
+            ),
         },
     }
 }
