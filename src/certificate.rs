@@ -1,19 +1,21 @@
 //! What the agent needs to know of a certificate: when it expires, which names it was issued
-//! for, and whether a private key belongs to it. Parsing is `x509-cert` (RustCrypto's DER
-//! decoder); PEM blocks and the key check are rustls's own (`pki-types`, `CertifiedKey`).
+//! for, and whether a private key belongs to it. The certificate is read with the `der` crate
+//! (RustCrypto's DER reader), only as far as these fields; PEM blocks and the key check are
+//! rustls's own (`pki-types`, `CertifiedKey`). (x509-cert, which decodes every field, added
+//! 90 KB to the static binary; this reads four.)
 
+use der::asn1::{AnyRef, GeneralizedTime, UtcTime};
+use der::{Decode, Reader, SliceReader, Tag, TagNumber, Tagged};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use x509_cert::der::Decode;
-use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::SubjectAltName;
 
-/// The common name's OID (2.5.4.3).
-const COMMON_NAME: x509_cert::der::oid::ObjectIdentifier =
-    x509_cert::der::oid::ObjectIdentifier::new_unwrap("2.5.4.3");
+/// The DER contents of the common name's OID (2.5.4.3) and of the subject alternative names
+/// extension's (2.5.29.17).
+const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
 
 /// The facts of one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,47 +46,128 @@ pub fn first_in_pem(pem: &[u8]) -> Result<Facts, String> {
 }
 
 fn parse_der(der: &[u8]) -> Result<Facts, String> {
-    let cert = x509_cert::Certificate::from_der(der).map_err(|e| format!("not X.509: {e}"))?;
-    let tbs = &cert.tbs_certificate;
-    let time = |t: x509_cert::time::Time| UNIX_EPOCH + t.to_unix_duration();
+    parse_tbs(der).map_err(|e| format!("not an X.509 certificate: {e}"))
+}
+
+/// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }, and in the TBS:
+/// [0] version, serial, signature, issuer, validity, subject, subjectPublicKeyInfo, ...,
+/// [3] extensions.
+fn parse_tbs(der: &[u8]) -> der::Result<Facts> {
+    let certificate = one(der, Tag::Sequence)?;
+    let mut tbs = SliceReader::new(one_of_many(certificate, Tag::Sequence)?)?;
+    let mut next = || AnyRef::decode(&mut tbs);
+    // [0] version when present, then the serial number.
+    if next()?.tag() == context(0) {
+        next()?;
+    }
+    let (_signature, _issuer, validity, subject) = (next()?, next()?, next()?, next()?);
+    let mut times = SliceReader::new(validity.value())?;
     let mut facts = Facts {
-        not_before: time(tbs.validity.not_before),
-        not_after: time(tbs.validity.not_after),
-        common_name: None,
+        not_before: time(AnyRef::decode(&mut times)?)?,
+        not_after: time(AnyRef::decode(&mut times)?)?,
+        common_name: common_name(subject.value())?,
         dns_names: BTreeSet::new(),
         ip_addresses: BTreeSet::new(),
     };
-    facts.common_name = tbs
-        .subject
-        .0
-        .iter()
-        .flat_map(|rdn| rdn.0.iter())
-        .find(|atv| atv.oid == COMMON_NAME)
-        .and_then(|atv| std::str::from_utf8(atv.value.value()).ok())
-        .map(str::to_string);
-    let sans = tbs
-        .get::<SubjectAltName>()
-        .map_err(|e| format!("bad subject alternative names: {e}"))?;
-    for name in sans.map(|(_, san)| san.0).unwrap_or_default() {
-        match name {
-            GeneralName::DnsName(dns) => {
-                facts.dns_names.insert(dns.as_str().to_ascii_lowercase());
-            }
-            GeneralName::IpAddress(ip) => match ip.as_bytes().len() {
-                4 => {
-                    let b: [u8; 4] = ip.as_bytes().try_into().unwrap_or_default();
-                    facts.ip_addresses.insert(IpAddr::from(b));
-                }
-                16 => {
-                    let b: [u8; 16] = ip.as_bytes().try_into().unwrap_or_default();
-                    facts.ip_addresses.insert(IpAddr::from(b));
-                }
-                _ => return Err("an IP address SAN is neither IPv4 nor IPv6".into()),
-            },
-            _ => {}
+    while let Ok(item) = next() {
+        if item.tag() == context(3) {
+            alt_names(one(item.value(), Tag::Sequence)?, &mut facts)?;
         }
     }
     Ok(facts)
+}
+
+fn context(number: u8) -> Tag {
+    Tag::ContextSpecific {
+        constructed: true,
+        number: TagNumber::new(number),
+    }
+}
+
+/// The value of the single `tag` element `der` holds.
+fn one(der: &[u8], tag: Tag) -> der::Result<&[u8]> {
+    let any = AnyRef::from_der(der)?;
+    any.tag().assert_eq(tag)?;
+    Ok(any.value())
+}
+
+/// The value of the first `tag` element in `der` (which may hold more after it).
+fn one_of_many(der: &[u8], tag: Tag) -> der::Result<&[u8]> {
+    let mut r = SliceReader::new(der)?;
+    let any = AnyRef::decode(&mut r)?;
+    any.tag().assert_eq(tag)?;
+    Ok(any.value())
+}
+
+/// The contents of the OBJECT IDENTIFIER `r` is at.
+fn oid<'a>(r: &mut SliceReader<'a>) -> der::Result<&'a [u8]> {
+    let any = AnyRef::decode(r)?;
+    any.tag().assert_eq(Tag::ObjectIdentifier)?;
+    Ok(any.value())
+}
+
+fn time(any: AnyRef<'_>) -> der::Result<SystemTime> {
+    let since_epoch = match any.tag() {
+        Tag::UtcTime => UtcTime::try_from(any)?.to_unix_duration(),
+        _ => GeneralizedTime::try_from(any)?.to_unix_duration(),
+    };
+    Ok(UNIX_EPOCH + since_epoch)
+}
+
+/// Name ::= SEQUENCE OF SET OF SEQUENCE { type OID, value }: the first common name.
+fn common_name(name: &[u8]) -> der::Result<Option<String>> {
+    let mut rdns = SliceReader::new(name)?;
+    while !rdns.is_finished() {
+        let set = AnyRef::decode(&mut rdns)?;
+        let mut attributes = SliceReader::new(set.value())?;
+        while !attributes.is_finished() {
+            let attribute = AnyRef::decode(&mut attributes)?;
+            let mut parts = SliceReader::new(attribute.value())?;
+            let oid = oid(&mut parts)?;
+            let value = AnyRef::decode(&mut parts)?;
+            if oid == COMMON_NAME {
+                return Ok(std::str::from_utf8(value.value()).ok().map(str::to_string));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Extensions ::= SEQUENCE OF SEQUENCE { OID, critical BOOLEAN DEFAULT FALSE, OCTET STRING };
+/// the subject alternative names' DNS names ([2]) and IP addresses ([7]).
+fn alt_names(extensions: &[u8], facts: &mut Facts) -> der::Result<()> {
+    let mut list = SliceReader::new(extensions)?;
+    while !list.is_finished() {
+        let extension = AnyRef::decode(&mut list)?;
+        let mut parts = SliceReader::new(extension.value())?;
+        if oid(&mut parts)? != SUBJECT_ALT_NAME {
+            continue;
+        }
+        let mut value = AnyRef::decode(&mut parts)?;
+        if value.tag() == Tag::Boolean {
+            value = AnyRef::decode(&mut parts)?;
+        }
+        let mut names = SliceReader::new(one(value.value(), Tag::Sequence)?)?;
+        while !names.is_finished() {
+            let name = AnyRef::decode(&mut names)?;
+            let bytes = name.value();
+            match (name.tag(), bytes.len()) {
+                (Tag::ContextSpecific { number, .. }, _) if number.value() == 2 => {
+                    let dns = String::from_utf8_lossy(bytes).to_ascii_lowercase();
+                    facts.dns_names.insert(dns);
+                }
+                (Tag::ContextSpecific { number, .. }, 4 | 16) if number.value() == 7 => {
+                    let ip = match <[u8; 4]>::try_from(bytes) {
+                        Ok(v4) => IpAddr::from(v4),
+                        Err(_) => IpAddr::from(<[u8; 16]>::try_from(bytes).unwrap_or_default()),
+                    };
+                    facts.ip_addresses.insert(ip);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether the first private key in `key_pem` (PKCS#1, SEC1 or PKCS#8) is the one the first

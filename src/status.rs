@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const MAX_STATUS_BYTES: u64 = 1024 * 1024;
 
 /// What happened to one output in this run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputState {
     /// Written (created or replaced) by this run.
@@ -26,20 +26,20 @@ pub enum OutputState {
     Skipped,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct OutputStatus {
     pub path: PathBuf,
     pub secret: String,
     pub state: OutputState,
     /// Why it was skipped, e.g. `certificate valid until 2026-12-31T00:00:00Z`.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Its expiry goes into `certificates`.
     #[serde(skip)]
     pub holds_certificate: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CertificateStatus {
     pub path: PathBuf,
     /// Unix seconds.
@@ -49,18 +49,18 @@ pub struct CertificateStatus {
 }
 
 /// The status of one run, as written to `status.file`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Status {
     /// Unix seconds.
     pub started_at: u64,
     pub finished_at: u64,
-    pub duration_seconds: f64,
+    pub duration_ms: u64,
     /// `boot` or `refresh`.
     pub mode: String,
     /// `success` or `failure`.
     pub outcome: String,
     pub exit_status: u8,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// When a run last succeeded (this one, or an earlier one as the previous status said).
     pub last_success_at: Option<u64>,
@@ -75,8 +75,20 @@ pub fn unix_seconds(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// What a run takes over from the status an earlier run left.
+#[derive(Debug, Deserialize)]
+pub struct Previous {
+    pub last_success_at: Option<u64>,
+    pub certificates: Vec<PreviousCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PreviousCertificate {
+    pub path: PathBuf,
+}
+
 /// The status an earlier run left at `path`, if it is there and readable.
-pub fn previous(path: &Path) -> Option<Status> {
+pub fn previous(path: &Path) -> Option<Previous> {
     let file = std::fs::File::open(path).ok()?;
     let bytes = untrusted::read_capped(file, MAX_STATUS_BYTES).ok()?;
     serde_json::from_slice(&bytes).ok()
@@ -111,7 +123,7 @@ pub fn certificates_on_disk<'a>(
 /// Writes the status file, and the textfile when one is configured. Both are replaced
 /// atomically (a reader sees the old file or the new one, never half of one), mode 0644.
 pub fn write(status: &Status, file: &Path, textfile: Option<&Path>) -> Result<(), state::Error> {
-    let mut json = serde_json::to_vec_pretty(status).unwrap_or_default();
+    let mut json = serde_json::to_vec(status).unwrap_or_default();
     json.push(b'\n');
     publish(file, &json)?;
     if let Some(textfile) = textfile {
@@ -143,8 +155,9 @@ fn publish(path: &Path, bytes: &[u8]) -> Result<(), state::Error> {
     })
 }
 
-/// One gauge of the textfile: its name, help and samples (labels, value).
-type Gauge = (&'static str, &'static str, Vec<(String, f64)>);
+/// One gauge of the textfile: its name, help and samples (labels, value). Values are written
+/// from integers: no float formatting code in the binary for this.
+type Gauge = (&'static str, &'static str, Vec<(String, String)>);
 
 /// The node_exporter textfile-collector form (Prometheus text exposition format 0.0.4).
 pub fn prometheus_text(status: &Status) -> String {
@@ -159,33 +172,39 @@ pub fn prometheus_text(status: &Status) -> String {
 }
 
 fn gauges(status: &Status) -> Vec<Gauge> {
-    let one = |v: f64| vec![(String::new(), v)];
+    let one = |v: u64| vec![(String::new(), v.to_string())];
     let count = |state: OutputState| {
         let n = status.outputs.iter().filter(|o| o.state == state).count();
-        (format!("{{state=\"{}\"}}", state_name(state)), n as f64)
+        (
+            format!("{{state=\"{}\"}}", state_name(state)),
+            n.to_string(),
+        )
     };
     let mut gauges: Vec<Gauge> = vec![(
         "vaultboot_last_run_timestamp_seconds",
         "When the last vaultboot run ended (Unix seconds).",
-        one(status.finished_at as f64),
+        one(status.finished_at),
     )];
     if let Some(at) = status.last_success_at {
         gauges.push((
             "vaultboot_last_success_timestamp_seconds",
             "When a vaultboot run last succeeded (Unix seconds).",
-            one(at as f64),
+            one(at),
         ));
     }
     gauges.extend([
         (
             "vaultboot_last_exit_status",
             "Exit status of the last run (0 success, 69 unavailable, 77 refused, 78 configuration, ...).",
-            one(f64::from(status.exit_status)),
+            one(u64::from(status.exit_status)),
         ),
         (
             "vaultboot_last_run_duration_seconds",
             "How long the last run took.",
-            one(status.duration_seconds),
+            vec![(
+                String::new(),
+                format!("{}.{:03}", status.duration_ms / 1000, status.duration_ms % 1000),
+            )],
         ),
         (
             "vaultboot_last_run_outputs",
@@ -202,7 +221,7 @@ fn gauges(status: &Status) -> Vec<Gauge> {
                 .iter()
                 .map(|c| {
                     let path = label_value(&c.path.display().to_string());
-                    (format!("{{path=\"{path}\"}}"), c.not_after as f64)
+                    (format!("{{path=\"{path}\"}}"), c.not_after.to_string())
                 })
                 .collect(),
         ),

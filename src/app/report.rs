@@ -42,7 +42,7 @@ pub fn write_status(config: &Config, ended: &Ended<'_>, log: &Log) {
     let status = Status {
         started_at: status::unix_seconds(ended.started),
         finished_at,
-        duration_seconds: ended.took.as_secs_f64(),
+        duration_ms: ended.took.as_millis() as u64,
         mode: match ended.mode {
             Mode::Boot => "boot".into(),
             Mode::Refresh => "refresh".into(),
