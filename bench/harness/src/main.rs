@@ -300,6 +300,7 @@ fn bench(o: &Opts) -> Result<bool, String> {
         .instance_id(INSTANCE)
         .imds_latency(ms(o.latency_imds), ms(o.latency_imds))
         .vault_latency(ms(o.latency_vault), ms(o.latency_vault))
+        .api_key(BENCH_API_KEY)
         .build()
         .map_err(|e| e.to_string())?;
     let ca = world.write_vault_ca(&work).map_err(|e| e.to_string())?;
@@ -627,6 +628,9 @@ struct Outputs {
     key: PathBuf,
 }
 
+/// The API key the world holds, so that both programs' output can be checked against it.
+const BENCH_API_KEY: &str = "bench-api-key-0123456789abcdef";
+
 impl Outputs {
     /// Both programs must have written every file with the expected kind of content.
     fn check(&self) -> Result<(), String> {
@@ -635,7 +639,7 @@ impl Outputs {
         if !ad.contains("svc-join") {
             return Err(format!("{}: no username", self.ad.display()));
         }
-        if read(&self.api)?.trim() != "bench-api-key-0123456789abcdef" {
+        if read(&self.api)?.trim() != BENCH_API_KEY {
             return Err(format!("{}: wrong api key", self.api.display()));
         }
         if !read(&self.cert)?.starts_with("-----BEGIN CERTIFICATE-----") {
