@@ -97,7 +97,7 @@ arm64_tests() {
     : >"$q/runs"
     chmod 0666 "$q/runs"
     local tests=(--test boot --test cli --test hostile --test iam --test local_state
-        --test secrets_scan --test fuzz_regressions)
+        --test secrets_scan --test fuzz_regressions --test day_two --test journal)
     VAULTBOOT_TEST_BIN=$bin VAULTBOOT_TEST_RUNNER=$q/qemu-aarch64 \
         cargo test --locked -p vaultboot --no-fail-fast "${tests[@]}" || rc=1
     # Their root-only tests too (see root_tests).
