@@ -63,6 +63,9 @@ MUSL_TARGET=x86_64-unknown-linux-musl
 CACHE=${VAULTBOOT_BOOT_CACHE:-/var/cache/vaultboot-boot}
 
 INSTANCE_ID="i-0b007e57c0ffee001" # IMDS and the NoCloud seed agree on it
+# Boot 3 is another instance (its own simulator): it reaches Vault in the end, and a fresh
+# image's new nonce for boot 1's instance id would be refused ("client nonce mismatch", 77).
+INSTANCE_ID3="i-0b007e57c0ffee003"
 LOCAL_HOSTNAME=ip-10-0-1-23.ec2.internal # what the IMDS simulator answers
 AD_DOMAIN=corp.example.com
 FAIL_DEADLINE=20 # seconds: retry.deadline of the failure boot
@@ -115,6 +118,7 @@ summary() {
 work=
 qemu_pid=
 sim_pid=
+sim3_pid=
 sim_feed_pid=
 tree_pid=
 gate_pid=
@@ -125,9 +129,9 @@ cleanup() {
         sleep 1
         kill -9 "$qemu_pid" 2>/dev/null
     fi
-    if [ -n "$sim_pid" ] && kill -0 "$sim_pid" 2>/dev/null; then
-        kill "$sim_pid" 2>/dev/null
-    fi
+    for p in "$sim_pid" "$sim3_pid"; do
+        if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then kill "$p" 2>/dev/null; fi
+    done
     if [ -n "$sim_feed_pid" ]; then kill "$sim_feed_pid" 2>/dev/null; fi
     if [ -n "$gate_pid" ]; then kill "$gate_pid" 2>/dev/null; fi
     wait 2>/dev/null
@@ -250,30 +254,45 @@ mkfifo "$work/sim.stdin"
 # below holds the fifo open for as long as this script runs.
 sleep 100000 >"$work/sim.stdin" &
 sim_feed_pid=$!
-"$SIM_BIN" serve --imds 127.0.0.1:0 --vault 127.0.0.1:0 --dir "$work/sim" \
-    --instance-id "$INSTANCE_ID" \
-    --server-name vault.internal --server-name localhost --server-ip 127.0.0.1 \
-    --until-stdin-eof <"$work/sim.stdin" >"$work/sim.out" 2>"$work/sim.err" &
-sim_pid=$!
-for _ in $(seq 1 100); do
-    grep -q '^vault ' "$work/sim.out" 2>/dev/null && break
-    kill -0 "$sim_pid" 2>/dev/null || break
-    sleep 0.1
-done
-imds_url=$(sed -n 's/^imds //p' "$work/sim.out")
-vault_url=$(sed -n 's/^vault //p' "$work/sim.out")
-imds_port=${imds_url##*:}
-vault_port=${vault_url##*:}
-case "$imds_port$vault_port" in
-    '' | *[!0-9]*) fatal "simulators did not start: $(cat "$work/sim.err" 2>/dev/null)" ;;
-esac
-if [ ! -s "$work/sim/vault-ca.pem" ] || [ ! -s "$work/sim/pki-ca.pem" ]; then fatal "simulators wrote no CA files"; fi
-ok "simulators: IMDS $imds_url, Vault $vault_url"
+# start_sim NAME INSTANCE_ID: a simulator for that instance; its CAs in $work/NAME/, its log
+# in $work/NAME.err; sets started_pid, started_imds_port, started_vault_port.
+start_sim() {
+    local name=$1 id=$2 imds_url vault_url
+    mkdir -p "$work/$name"
+    "$SIM_BIN" serve --imds 127.0.0.1:0 --vault 127.0.0.1:0 --dir "$work/$name" \
+        --instance-id "$id" \
+        --server-name vault.internal --server-name localhost --server-ip 127.0.0.1 \
+        --until-stdin-eof <"$work/sim.stdin" >"$work/$name.out" 2>"$work/$name.err" &
+    started_pid=$!
+    for _ in $(seq 1 100); do
+        grep -q '^vault ' "$work/$name.out" 2>/dev/null && break
+        kill -0 "$started_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    imds_url=$(sed -n 's/^imds //p' "$work/$name.out")
+    vault_url=$(sed -n 's/^vault //p' "$work/$name.out")
+    started_imds_port=${imds_url##*:}
+    started_vault_port=${vault_url##*:}
+    case "$started_imds_port$started_vault_port" in
+        '' | *[!0-9]*) fatal "simulator $name did not start: $(cat "$work/$name.err" 2>/dev/null)" ;;
+    esac
+    if [ ! -s "$work/$name/vault-ca.pem" ] || [ ! -s "$work/$name/pki-ca.pem" ]; then
+        fatal "simulator $name wrote no CA files"
+    fi
+    ok "simulator $name ($id): IMDS $imds_url, Vault $vault_url"
+}
+start_sim sim "$INSTANCE_ID"
+sim_pid=$started_pid imds_port=$started_imds_port vault_port=$started_vault_port
+start_sim sim3 "$INSTANCE_ID3"
+sim3_pid=$started_pid imds3_port=$started_imds_port vault3_port=$started_vault_port
 # Free loopback ports: nginx's 443 (qemu hostfwd), and boot 3's way to Vault (closed until
 # vault_up relays it to the simulator).
 free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 https_port=$(free_port)
 gate_port=$(free_port)
+# The CAs the TLS checks trust (boot 3 has its own simulator).
+pki_ca=$work/sim/pki-ca.pem
+vault_ca=$work/sim/vault-ca.pem
 phase_end
 
 # --- the guest tree (started in the background before the build) ----------------------
@@ -374,7 +393,7 @@ printf 'datasource_list: [NoCloud, None]\n' >"$R/etc/cloud/cloud.cfg.d/90_bootte
 # What the AMI bake does last.
 DESTDIR="$R" sh packer/cleanup.sh >"$work/cleanup.log" 2>&1 || fatal "packer/cleanup.sh failed: $(cat "$work/cleanup.log")"
 
-# user_data DEADLINE: the NoCloud user-data, the shape of cloud-init/examples/user-data-write-files.yaml:
+# user_data DEADLINE SIM: the NoCloud user-data (with SIM's Vault CA), the shape of cloud-init/examples/user-data-write-files.yaml:
 # plain write_files (valid under every cloud-init's schema), and a user created by the same
 # user-data that owns one output.
 user_data() {
@@ -395,7 +414,7 @@ write_files:
     owner: root:root
     permissions: "0644"
     content: |
-$(sed 's/^/      /' "$work/sim/vault-ca.pem")
+$(sed 's/^/      /' "$work/$2/vault-ca.pem")
   - path: /etc/vaultboot/config.toml
     owner: root:root
     permissions: "0600"
@@ -467,17 +486,19 @@ mkdir -p "$seed"
 printf 'instance-id: %s\nlocal-hostname: %s\n' "$INSTANCE_ID" "$LOCAL_HOSTNAME" >"$seed/meta-data"
 
 # Image 1 (boots 1 and 2): the config as shipped.
-user_data 5m >"$seed/user-data"
+user_data 5m sim >"$seed/user-data"
 mke2fs -q -t ext4 -L root -d "$R" "$work/ok.img" 2G >>"$work/mke2fs.log" 2>&1 || fatal "mke2fs (image 1) failed"
 # Image 2 (boot 3): a short deadline, and TimeoutStartSec lowered to match,
 # with the drop-in dist/README.md prescribes. The refresh timer fires 20 s after
 # boot (while the boot run is failing) and then every 60 s, instead of 6 h / 12 h:
 # the same OnBootSec=/OnUnitActiveSec= mechanism, on a scale a test can wait for.
 # The report sees the recovery image by its marker.
-user_data "${FAIL_DEADLINE}s" >"$seed/user-data"
+user_data "${FAIL_DEADLINE}s" sim3 >"$seed/user-data"
+printf 'instance-id: %s\nlocal-hostname: %s\n' "$INSTANCE_ID3" "$LOCAL_HOSTNAME" >"$seed/meta-data"
 mkdir -p "$sd/vaultboot.service.d" "$sd/vaultboot-refresh.timer.d"
 printf '[Service]\nTimeoutStartSec=%ss\n' "$FAIL_TIMEOUT" >"$sd/vaultboot.service.d/50-deadline.conf"
-printf '[Timer]\nOnBootSec=\nOnBootSec=20s\nOnUnitActiveSec=\nOnUnitActiveSec=60s\nRandomizedDelaySec=0\n' \
+# (One empty OnBootSec= resets every OnXSec= trigger of the timer, OnUnitActiveSec= included.)
+printf '[Timer]\nOnBootSec=\nOnBootSec=20s\nOnUnitActiveSec=60s\nRandomizedDelaySec=0\n' \
     >"$sd/vaultboot-refresh.timer.d/50-boottest.conf"
 : >"$R/var/lib/boottest/recovery"
 mke2fs -q -t ext4 -L root -d "$R" "$work/fail.img" 2G >>"$work/mke2fs.log" 2>&1 || fatal "mke2fs (image 2) failed"
@@ -485,20 +506,19 @@ ok "images built from a clean tree (first boot each)"
 phase_end
 
 # --- booting ------------------------------------------------------------------------------
-# boot LABEL IMAGE VAULT: start qemu; returns once the guest said
+# boot LABEL IMAGE IMDS_PORT VAULT_PORT: start qemu; returns once the guest said
 # BOOTTEST-READY (0) or not (1). qemu keeps running (host checks), see finish.
-# VAULT: yes (forwarded to the simulator) or gate (forwarded to $gate_port, where
-# nothing listens until vault_up starts a relay to the simulator).
+# The guest's 169.254.169.254:80 goes to IMDS_PORT, vault.internal:8200 to VAULT_PORT
+# (boot 3: $gate_port, where nothing listens until vault_up relays it to its simulator).
 boot() {
-    local label=$1 img=$2 vault=$3 netdev
+    local label=$1 img=$2 imds=$3 vault=$4 netdev
     : >"$work/ctl"
     netdev="user,id=n0,net=169.254.169.0/24,host=169.254.169.2,restrict=on"
     netdev+=",hostfwd=tcp:127.0.0.1:$https_port-:443"
-    netdev+=",guestfwd=tcp:169.254.169.254:80-cmd:$SOCAT STDIO TCP:127.0.0.1:$imds_port"
-    case $vault in
-        yes) netdev+=",guestfwd=tcp:169.254.169.253:8200-cmd:$SOCAT STDIO TCP:127.0.0.1:$vault_port" ;;
-        gate) netdev+=",guestfwd=tcp:169.254.169.253:8200-cmd:$SOCAT STDIO TCP:127.0.0.1:$gate_port" ;;
-    esac
+    netdev+=",guestfwd=tcp:169.254.169.254:80-cmd:$SOCAT STDIO TCP:127.0.0.1:$imds"
+    # -lf /dev/null: socat's own messages (boot 3: "connection refused") must not reach the
+    # guest, whose end of the forward is socat's stderr too; the guest sees the connection close.
+    netdev+=",guestfwd=tcp:169.254.169.253:8200-cmd:$SOCAT -lf /dev/null STDIO TCP:127.0.0.1:$vault"
     netdev+=",guestfwd=tcp:169.254.169.253:7-cmd:cat $work/ctl"
     boot_t=$SECONDS
     ready_after=
@@ -582,7 +602,7 @@ tls_check() {
     local label=$1 out body
     for _ in $(seq 1 10); do
         out=$(timeout 20 openssl s_client -connect "127.0.0.1:$https_port" -servername "$LOCAL_HOSTNAME" \
-            -CAfile "$work/sim/pki-ca.pem" -verify_return_error -verify_hostname "$LOCAL_HOSTNAME" \
+            -CAfile "$pki_ca" -verify_return_error -verify_hostname "$LOCAL_HOSTNAME" \
             -showcerts </dev/null 2>&1)
         if grep -q 'Verify return code: 0 (ok)' <<<"$out"; then break; fi
         sleep 2
@@ -595,7 +615,7 @@ tls_check() {
             "$(grep -E 'verify|error|errno|Verify' <<<"$out" | head -n 5)"
     fi
     openssl x509 -outform PEM <<<"$out" >"$work/out/served-$label.pem" 2>/dev/null
-    if body=$(curl -sS --noproxy '*' --max-time 20 --cacert "$work/sim/pki-ca.pem" \
+    if body=$(curl -sS --noproxy '*' --max-time 20 --cacert "$pki_ca" \
         --resolve "$LOCAL_HOSTNAME:$https_port:127.0.0.1" "https://$LOCAL_HOSTNAME:$https_port/" 2>&1) &&
         grep -q 'vaultboot boot test' <<<"$body"; then
         ok "$label: curl --cacert pki-ca.pem https://$LOCAL_HOSTNAME/ gets nginx's page"
@@ -626,8 +646,8 @@ served_is_file() {
     else
         bad "$label: certificate CN/SAN = the instance's local-hostname" "$subj / $san"
     fi
-    if openssl verify -CAfile "$work/sim/pki-ca.pem" "$f" >/dev/null 2>&1 &&
-        ! openssl verify -CAfile "$work/sim/vault-ca.pem" "$f" >/dev/null 2>&1; then
+    if openssl verify -CAfile "$pki_ca" "$f" >/dev/null 2>&1 &&
+        ! openssl verify -CAfile "$vault_ca" "$f" >/dev/null 2>&1; then
         ok "$label: issued by the Vault simulator's PKI CA (not its TLS CA)"
     else
         bad "$label: issued by the Vault simulator's PKI CA"
@@ -716,7 +736,7 @@ cloud_init_checks() {
 
 # =============================================================================================
 phase_start "boot 1: first boot (Debian $SUITE)"
-if boot boot1 "$work/ok.img" yes; then
+if boot boot1 "$work/ok.img" "$imds_port" "$vault_port"; then
     ok "boot1: guest reported (BOOTTEST-READY after ${ready_after}s)"
     tls_check boot1
     finish boot1 reboot "$work/ok.img" 1
@@ -770,7 +790,7 @@ refuse $label '^pkg-upgrade leftover' "upgrade: no .dpkg-new/.dpkg-old beside th
 
 phase_end
 phase_start "boot 2: reboot (same disk)"
-if [ "$b1" = 1 ] && boot boot2 "$work/ok.img" yes; then
+if [ "$b1" = 1 ] && boot boot2 "$work/ok.img" "$imds_port" "$vault_port"; then
     ok "boot2: guest reported (BOOTTEST-READY after ${ready_after}s)"
     tls_check boot2
     finish boot2 poweroff "$work/ok.img" 2
@@ -828,14 +848,15 @@ phase_end
 phase_start "boot 3: Vault unreachable at boot, back later (fresh image, retry.deadline ${FAIL_DEADLINE}s)"
 # vault_up: Vault comes back: a relay from the gate port to the simulator.
 vault_up() {
-    "$SOCAT" "TCP-LISTEN:$gate_port,bind=127.0.0.1,reuseaddr,fork" "TCP:127.0.0.1:$vault_port" 2>>"$work/gate.err" &
+    "$SOCAT" "TCP-LISTEN:$gate_port,bind=127.0.0.1,reuseaddr,fork" "TCP:127.0.0.1:$vault3_port" 2>>"$work/gate.err" &
     gate_pid=$!
 }
 # copy_has EXIT ERE: the report's line about the unit copy failing with EXIT matches ERE.
 copy_has() { grep -E -- "^restart-copy exit$1 .*$2" "$report" >/dev/null 2>&1; }
 journal_count() { grep -c -E -- "$1" "$journal" 2>/dev/null; }
 b3=0
-if boot boot3 "$work/fail.img" gate; then
+pki_ca=$work/sim3/pki-ca.pem vault_ca=$work/sim3/vault-ca.pem
+if boot boot3 "$work/fail.img" "$imds3_port" "$gate_port"; then
     ok "boot3: guest reported (BOOTTEST-READY after ${ready_after}s: the boot run failed, and so did its first retry)"
     out=$(timeout 20 openssl s_client -connect "127.0.0.1:$https_port" -servername "$LOCAL_HOSTNAME" </dev/null 2>&1)
     if grep -q 'BEGIN CERTIFICATE\|Server certificate' <<<"$out"; then
@@ -850,7 +871,7 @@ if boot boot3 "$work/fail.img" gate; then
     served=no
     while [ $((SECONDS - up_t)) -lt "$RECOVERY_TIMEOUT" ] && kill -0 "$qemu_pid" 2>/dev/null; do
         if timeout 20 openssl s_client -connect "127.0.0.1:$https_port" -servername "$LOCAL_HOSTNAME" \
-            -CAfile "$work/sim/pki-ca.pem" -verify_return_error -verify_hostname "$LOCAL_HOSTNAME" </dev/null 2>&1 |
+            -CAfile "$pki_ca" -verify_return_error -verify_hostname "$LOCAL_HOSTNAME" </dev/null 2>&1 |
             grep -q 'Verify return code: 0 (ok)'; then
             served=yes
             break
@@ -968,6 +989,12 @@ if boot boot3 "$work/fail.img" gate; then
         expect $label '^vaultboot-log .*done: ' "recovered: vaultboot logged its 'done:' line (info)"
         refuse $label '^vaultboot-warn .*done: ' "journalctl -p warning -u vaultboot: no info line ('done:')"
         expect $label '^vaultboot-warn .*exit 69' "journalctl -p warning -u vaultboot: the failed runs' errors"
+        if grep -q "^login instance=$INSTANCE_ID3 nonce=bound$" "$work/sim3.err" &&
+            ! grep -qE 'nonce=(mismatch|generated|disabled|reauth-disabled)' "$work/sim3.err"; then
+            ok "$label: simulator: the instance bound its nonce at its first login once Vault was back, no mismatch"
+        else
+            bad "$label: simulator: the instance bound its nonce once Vault was back, no mismatch" "$(grep '^login' "$work/sim3.err")"
+        fi
         rs=$(journal_count 'Starting vaultboot-refresh\.service')
         first_refresh=$(journal_line 'Starting vaultboot-refresh\.service')
         vb_done=$(journal_line 'Finished vaultboot\.service')
@@ -995,6 +1022,8 @@ if ((failed)); then
     done
     echo "--- simulator stderr"
     cat "$work/sim.err"
+    echo "--- boot 3's simulator stderr"
+    cat "$work/sim3.err"
 fi
 summary
 ((failed == 0))
