@@ -8,7 +8,8 @@
 #   VAULTBOOT_PACKAGE_SHA256  its SHA-256 (from the verified SHA256SUMS): checked first
 #   VAULTBOOT_CONFIG          the config to bake as /etc/vaultboot/config.toml (0600)
 #   VAULT_CA_CERT             optional PEM, installed where the config's vault.ca_cert says
-#   GATE_UNITS                units to gate on vaultboot (Requires= + After= drop-in)
+#   GATE_UNITS                units to gate on vaultboot (Requires= + After= drop-in, and a
+#                             vaultboot.service drop-in that starts them once a retry succeeds)
 #   ARCH                      x86_64 or arm64: must be this machine's
 #
 # Then checks, and fails the build otherwise: `vaultboot check` accepts the baked config
@@ -105,9 +106,13 @@ case $name in
                 *.service | *.socket | *.target | *.mount) ;;
                 *) die "GATE_UNITS: not a unit name: $u" ;;
             esac
-            mkdir -p "/etc/systemd/system/$u.d"
+            mkdir -p "/etc/systemd/system/$u.d" /etc/systemd/system/vaultboot.service.d
             install -m 0644 /usr/share/doc/vaultboot/examples/nginx.service.d/10-vaultboot.conf \
                 "/etc/systemd/system/$u.d/10-vaultboot.conf"
+            # The other half (examples/vaultboot.service.d/10-nginx.conf, for this unit).
+            printf '# GATE_UNITS (install-release.sh): see examples/vaultboot.service.d/10-nginx.conf.\n[Service]\nExecStartPost=-systemctl start --no-block %s\n' "$u" \
+                >"/etc/systemd/system/vaultboot.service.d/10-${u%.service}.conf"
+            chmod 0644 "/etc/systemd/system/vaultboot.service.d/10-${u%.service}.conf"
             say "gated $u on vaultboot.service"
         done
         ;;

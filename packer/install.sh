@@ -19,7 +19,10 @@
 # environment:
 #   DESTDIR         root of the target file system (default: this system)
 #   GATE_UNITS      units to gate on vaultboot, e.g. "nginx.service": each gets
-#                   the Requires=/After= drop-in <unit>.d/10-vaultboot.conf
+#                   the Requires=/After= drop-in <unit>.d/10-vaultboot.conf, and
+#                   vaultboot.service.d/10-<name>.conf (<name>: the unit without
+#                   .service), whose ExecStartPost= starts it once one of
+#                   vaultboot's automatic retries succeeds
 #
 # Installs:
 #   /usr/local/sbin/vaultboot                      0755 root:root
@@ -114,15 +117,23 @@ for u in ${GATE_UNITS:-}; do
         *.service | *.socket | *.target | *.mount) ;;
         *) die "GATE_UNITS: not a unit name: $u" ;;
     esac
-    mkdir -p "$unitdir/$u.d"
+    mkdir -p "$unitdir/$u.d" "$unitdir/vaultboot.service.d"
+    back="$unitdir/vaultboot.service.d/10-${u%.service}.conf"
     put_mode 0644 "$dist/systemd/examples/nginx.service.d/10-vaultboot.conf" "$unitdir/$u.d/10-vaultboot.conf"
-    say "gated $u on vaultboot.service ($u.d/10-vaultboot.conf)"
+    # The other half (examples/vaultboot.service.d/10-nginx.conf, for this unit): $u comes
+    # up once one of vaultboot.service's automatic retries succeeds.
+    printf '# GATE_UNITS (install.sh): see examples/vaultboot.service.d/10-nginx.conf.\n[Service]\nExecStartPost=-systemctl start --no-block %s\n' "$u" \
+        >"$back.vaultboot-unit.$$"
+    put_mode 0644 "$back.vaultboot-unit.$$" "$back"
+    rm -f "$back.vaultboot-unit.$$"
+    say "gated $u on vaultboot.service ($u.d/10-vaultboot.conf, vaultboot.service.d/${back##*/})"
 done
 
 docdir="$root/usr/local/share/doc/vaultboot/examples"
-mkdir -p "$docdir/nginx.service.d"
+mkdir -p "$docdir/nginx.service.d" "$docdir/vaultboot.service.d"
 put_mode 0644 "$dist/systemd/examples/vaultboot-ad-join.service" "$docdir/vaultboot-ad-join.service"
 put_mode 0644 "$dist/systemd/examples/nginx.service.d/10-vaultboot.conf" "$docdir/nginx.service.d/10-vaultboot.conf"
+put_mode 0644 "$dist/systemd/examples/vaultboot.service.d/10-nginx.conf" "$docdir/vaultboot.service.d/10-nginx.conf"
 
 # --- configuration and state ----------------------------------------------
 own_dir 0700 "$root/etc/vaultboot"

@@ -71,7 +71,7 @@ variable "vault_ca_cert" {
 
 variable "gate_units" {
   type        = list(string)
-  description = "Units of the image that must start only after vaultboot succeeded (Requires= + After= drop-in), e.g. [\"nginx.service\"]."
+  description = "Units of the image that must start only after vaultboot succeeded (Requires= + After= drop-in; vaultboot.service starts them once a retry succeeds), e.g. [\"nginx.service\"]."
   default     = []
 }
 

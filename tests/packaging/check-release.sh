@@ -86,6 +86,8 @@ tar_list() { # the tarball's expected entries, name-sorted
         "$t/dist/systemd/examples/vaultboot-ad-join.service" \
         "$t/dist/systemd/examples/nginx.service.d/" \
         "$t/dist/systemd/examples/nginx.service.d/10-vaultboot.conf" \
+        "$t/dist/systemd/examples/vaultboot.service.d/" \
+        "$t/dist/systemd/examples/vaultboot.service.d/10-nginx.conf" \
         "$t/cloud-init/" "$t/cloud-init/README.md" "$t/cloud-init/examples/" \
         "$t/cloud-init/examples/user-data-write-files.yaml" | sort
 }

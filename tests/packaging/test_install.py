@@ -101,10 +101,12 @@ class TestInstall(Root):
             "/etc/systemd/system/vaultboot-refresh.service": 0o644,
             "/etc/systemd/system/vaultboot-refresh.timer": 0o644,
             "/etc/systemd/system/nginx.service.d/10-vaultboot.conf": 0o644,
+            "/etc/systemd/system/vaultboot.service.d/10-nginx.conf": 0o644,
             "/etc/vaultboot": 0o700,
             "/etc/vaultboot/config.toml": 0o600,
             "/var/lib/vaultboot": 0o700,
             "/usr/local/share/doc/vaultboot/examples/vaultboot-ad-join.service": 0o644,
+            "/usr/local/share/doc/vaultboot/examples/vaultboot.service.d/10-nginx.conf": 0o644,
         }
         for path, mode in expect.items():
             with self.subTest(path=path):
@@ -123,6 +125,9 @@ class TestInstall(Root):
             self.assertIn("\nExecStart=/usr/sbin/vaultboot run", shipped)
             self.assertEqual(installed, shipped.replace("\nExecStart=/usr/sbin/vaultboot ", "\nExecStart=/usr/local/sbin/vaultboot "))
         self.assertTrue(filecmp.cmp(self.config, self.p("/etc/vaultboot/config.toml"), shallow=False))
+        # Both halves of the gate: nginx requires vaultboot; a successful vaultboot starts nginx.
+        with open(self.p("/etc/systemd/system/vaultboot.service.d/10-nginx.conf")) as f:
+            self.assertIn("\n[Service]\nExecStartPost=-systemctl start --no-block nginx.service\n", f.read())
         # No temp files left anywhere.
         for dirpath, _, files in os.walk(self.root):
             for f in files:

@@ -89,12 +89,27 @@ class TestVaultbootService(unittest.TestCase):
         self.assertEqual(s["StateDirectory"], ["vaultboot"])
         self.assertEqual(s["StateDirectoryMode"], ["0700"])
 
+    def test_retried_only_for_what_time_can_fix(self):
+        s = self.u["Service"]
+        self.assertEqual(self.one("Service", "Restart"), "on-failure")
+        self.assertEqual(seconds(self.one("Service", "RestartSec")), 30)
+        prevented = set(self.one("Service", "RestartPreventExitStatus").split())
+        self.assertEqual(prevented, {"64", "65", "73", "77", "78"})
+        # systemd 252 (Debian 12) does not know these: they would only warn there.
+        for key in ("RestartMode", "RestartSteps", "RestartMaxDelaySec", "RestartForceExitStatus"):
+            self.assertNotIn(key, s)
+        # Retries 30 s apart never reach the default start limit; nothing overrides it.
+        self.assertNotIn("StartLimitIntervalSec", self.u["Unit"])
+        self.assertNotIn("StartLimitBurst", self.u["Unit"])
+
     def test_refresh_shares_the_sandbox(self):
         r = parse_unit(os.path.join(SYSTEMD, "vaultboot-refresh.service"))["Service"]
         for key, values in self.u["Service"].items():
-            if key in ("RemainAfterExit", "ExecStart"):
+            # The refresh is not retried by systemd: its timer is its retry.
+            if key in ("RemainAfterExit", "ExecStart", "Restart", "RestartSec", "RestartPreventExitStatus"):
                 continue
             self.assertEqual(r.get(key), values, key)
+        self.assertNotIn("Restart", r)
 
 
 class TestRefresh(unittest.TestCase):
@@ -103,9 +118,15 @@ class TestRefresh(unittest.TestCase):
         self.assertEqual(u["Service"]["Type"], ["oneshot"])
         self.assertNotIn("RemainAfterExit", u["Service"], "the timer must be able to start it again")
         self.assertNotIn("Install", u, "started by the timer only")
-        self.assertEqual(u["Unit"]["Requisite"], ["vaultboot.service"])
+        # Not Requisite=: a refused start never activates the unit, and OnUnitActiveSec= then
+        # has nothing to count from: the timer would stop after a failed boot run.
+        self.assertNotIn("Requisite", u["Unit"])
+        self.assertIn("vaultboot.service", u["Unit"]["After"][0].split())
+        self.assertEqual(len(u["Service"]["ExecStart"]), 1)
         argv = command_argv(u["Service"]["ExecStart"][0])
-        self.assertEqual(argv[:3], ["/usr/sbin/vaultboot", "run", "--config"])
+        self.assertEqual(argv, ["/usr/sbin/vaultboot", "run", "--refresh"])
+        self.assertNotIn("EnvironmentFile", u["Service"])
+        self.assertNotIn("Environment", u["Service"])
 
     def test_timer(self):
         u = parse_unit(os.path.join(SYSTEMD, "vaultboot-refresh.timer"))
@@ -125,6 +146,15 @@ class TestRefresh(unittest.TestCase):
         u = parse_unit(os.path.join(SYSTEMD, "examples", "nginx.service.d", "10-vaultboot.conf"))
         self.assertEqual(u["Unit"]["Requires"], ["vaultboot.service"])
         self.assertEqual(u["Unit"]["After"], ["vaultboot.service"])
+
+    def test_a_successful_run_starts_its_consumer(self):
+        # Once one of vaultboot.service's automatic retries succeeds, nginx is started; not by
+        # Wants= (started again the moment the unit waits to retry, which cuts RestartSec short
+        # on systemd >= 254), and without blocking (nginx's job waits for vaultboot: After=).
+        u = parse_unit(os.path.join(SYSTEMD, "examples", "vaultboot.service.d", "10-nginx.conf"))
+        self.assertEqual(u, {"Service": {"ExecStartPost": ["-systemctl start --no-block nginx.service"]}})
+        self.assertEqual(command_argv(u["Service"]["ExecStartPost"][0]),
+                         ["systemctl", "start", "--no-block", "nginx.service"])
 
 
 class TestAdJoin(unittest.TestCase):
