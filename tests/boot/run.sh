@@ -766,8 +766,14 @@ expect $label '^realm env-has-password: no$' "password not in realm's environmen
 expect $label '^realm journal-has-password: no$' "password not in the journal"
 expect $label '^file /run/vaultboot/ad-join.env absent$' "ad-join.env removed after the join"
 expect $label '^runfiles 0$' "nothing left in /run/vaultboot"
+expect $label '^status-file 644 root root dir 755$' "/run/vaultboot/status.json 0644 root, its directory 0755"
+expect $label '^status-readable-by nobody$' "the status is readable by an unprivileged user (monitoring)"
+expect $label '^status-json "mode":"boot" "outcome":"success" "exit_status":0 "not_after":[0-9]+ $' \
+    "status.json: boot run, success, exit 0, the certificate's not_after"
+expect $label '^refresh-valid result=success cert-unchanged$' \
+    "vaultboot-refresh.service with a fresh certificate: kept, nothing issued, nginx not reloaded"
 expect $label '^refresh result=success status=0 nginx=active same-pid cert-changed$' \
-    "vaultboot-refresh.service: new certificate, nginx reloaded (same PID), still active"
+    "vaultboot-refresh.service after the key was lost: new certificate, nginx reloaded (same PID), still active"
 expect $label '^refresh-log .*start \(refresh\):' "vaultboot-refresh.service ran 'vaultboot run --refresh'"
 if [ "$BOOT_ONLY" = yes ]; then
     expect $label '^runfiles-after-refresh 0$' "the refresh did not fetch the AD join password again (boot_only = true)"
