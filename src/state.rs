@@ -195,3 +195,61 @@ pub fn now_secs() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// The lock a run holds on its state directory from start to end (released when dropped).
+pub struct RunLock {
+    _file: nix::fcntl::Flock<fs::File>,
+    /// Repairs made to the state directory's permissions, to be logged.
+    pub repairs: Vec<String>,
+}
+
+/// Why the lock was not taken.
+pub enum LockError {
+    /// The state directory or the lock file cannot be used.
+    State(Error),
+    /// Another run held it until the deadline.
+    Held(PathBuf),
+}
+
+/// Takes `<dir>/run.lock` (flock, exclusive), waiting while another run holds it, until
+/// `deadline`. One run at a time: a refresh that starts while the boot run is waiting to be
+/// retried (or two runs on a first boot, each about to create a nonce that Vault binds only
+/// once) would otherwise interleave their nonce, staged files and owed commands.
+pub fn lock(
+    dir: &Path,
+    deadline: std::time::Instant,
+    waiting: impl FnOnce(),
+) -> Result<RunLock, LockError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let mut repairs = Vec::new();
+    prepare_dir(dir, &mut repairs).map_err(LockError::State)?;
+    let path = dir.join("run.lock");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| LockError::State(fail(&path, format!("cannot open: {e}"))))?;
+    let mut waiting = Some(waiting);
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => {
+                return Ok(RunLock {
+                    _file: locked,
+                    repairs,
+                })
+            }
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) => file = back,
+            Err((_, e)) => return Err(LockError::State(fail(&path, format!("cannot lock: {e}")))),
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(LockError::Held(path));
+        }
+        if let Some(say) = waiting.take() {
+            say();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

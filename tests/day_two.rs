@@ -334,3 +334,58 @@ fn plan_says_what_run_would_do_and_writes_nothing() {
     assert!(!env.state_dir().join("pending_on_change.json").exists());
     assert_eq!(env.vault.live_tokens(), 0, "the token was revoked");
 }
+
+/// Holds `<state>/run.lock` as another vaultboot run would.
+fn hold_run_lock(env: &Env) -> nix::fcntl::Flock<fs::File> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(env.state_dir()).unwrap();
+    fs::set_permissions(env.state_dir(), fs::Permissions::from_mode(0o700)).unwrap();
+    let file = fs::File::create(env.state_dir().join("run.lock")).unwrap();
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap()
+}
+
+#[test]
+fn one_run_at_a_time_on_a_state_directory() {
+    let env = Env::new();
+    let cfg = env.write_config(&env.full_config());
+    // Another run holds the lock for 300 ms: this one waits, then runs.
+    let held = hold_run_lock(&env);
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(held);
+    });
+    let out = env.run(&cfg);
+    release.join().unwrap();
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert!(
+        out.stderr
+            .contains("waiting for another vaultboot run to finish"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.elapsed >= std::time::Duration::from_millis(300),
+        "{:?}",
+        out.elapsed
+    );
+
+    // Held until the deadline: 69, nothing changed, no Vault request.
+    let _held = hold_run_lock(&env);
+    env.vault.control().clear_requests();
+    let short = env
+        .full_config()
+        .replace("deadline = \"20s\"", "deadline = \"1s\"");
+    let out = env.run(&env.write_config(&short));
+    assert_eq!(out.status, 69, "{}", out.log());
+    assert!(
+        out.stderr.contains(&format!(
+            "another vaultboot run held {} until the deadline",
+            env.state_dir().join("run.lock").display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(vault_requests(&env).is_empty());
+}

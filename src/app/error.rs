@@ -18,6 +18,10 @@ pub enum Error {
     ReadingInstance(imds::Error),
     /// iam on an instance without an instance profile (IMDS answered 404 for this item).
     FindingInstanceProfile(String),
+    /// Taking the state directory's lock (one run at a time).
+    LockingState(state::Error),
+    /// Another run held the state directory's lock until the deadline.
+    WaitingForAnotherRun(std::path::PathBuf),
     LoadingNonce(nonce::Error),
     LoggingIn(auth::Error),
     /// Reading the secrets from Vault (the error names the secret).
@@ -39,7 +43,10 @@ impl Error {
             | Error::PreparingVaultClient(_)
             | Error::FindingInstanceProfile(_) => Kind::Config,
             Error::ReadingInstance(e) => e.kind(),
-            Error::LoadingNonce(e) | Error::RecordingOnChange(e) => e.kind(),
+            Error::LoadingNonce(e) | Error::RecordingOnChange(e) | Error::LockingState(e) => {
+                e.kind()
+            }
+            Error::WaitingForAnotherRun(_) => Kind::Unavailable,
             Error::LoggingIn(e) => e.kind(),
             Error::ReadingSecret(e) | Error::RenderingFiles(e) => e.kind(),
             Error::StagingFiles(e) => e.kind(),
@@ -95,6 +102,12 @@ impl fmt::Display for Error {
                 "iam: no instance profile attached to this instance (IMDS {what}: not found \
                  (404)): attach one whose role Vault's iam role is bound to, or set \
                  AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in vaultboot's environment"
+            ),
+            Error::LockingState(e) => write!(f, "state: {e}"),
+            Error::WaitingForAnotherRun(lock) => write!(
+                f,
+                "another vaultboot run held {} until the deadline",
+                lock.display()
             ),
             Error::LoadingNonce(e) => write!(f, "nonce state: {e}"),
             Error::LoggingIn(e) => e.fmt(f),

@@ -21,6 +21,7 @@ use crate::log::Log;
 use crate::pending;
 use crate::retry::Policy;
 use crate::secrets;
+use crate::state;
 use crate::status::OutputStatus;
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,7 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
     let start = Instant::now();
     let policy = Policy::new(start + config.retry.deadline, config.retry.max_delay);
     log_start(config, mode, "", log);
+    let _lock = lock(config, &policy, log)?;
     let mut session = Session::open(config, mode, log, &policy)?;
     let earlier = pending::load(&config.state_dir).map_err(Error::RecordingOnChange)?;
     for repair in &earlier.repairs {
@@ -97,6 +99,19 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
     summary.outputs.extend(skipped);
     summary.took = start.elapsed();
     Ok(summary)
+}
+
+/// One run at a time on a state directory (see `state::lock`), held until the run ends.
+fn lock(config: &Config, policy: &Policy, log: &Log) -> Result<state::RunLock, Error> {
+    let waiting = || log.info("waiting for another vaultboot run to finish");
+    let lock = state::lock(&config.state_dir, policy.deadline, waiting).map_err(|e| match e {
+        state::LockError::State(e) => Error::LockingState(e),
+        state::LockError::Held(path) => Error::WaitingForAnotherRun(path),
+    })?;
+    for repair in &lock.repairs {
+        log.warn(repair);
+    }
+    Ok(lock)
 }
 
 fn log_start(config: &Config, mode: Mode, what: &str, log: &Log) {

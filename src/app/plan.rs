@@ -47,6 +47,7 @@ pub fn plan(config: &Config, mode: Mode, log: &Log) -> Result<Plan, Error> {
     let start = Instant::now();
     let policy = Policy::new(start + config.retry.deadline, config.retry.max_delay);
     log_start(config, mode, " (plan: nothing is written)", log);
+    let _lock = super::lock(config, &policy, log)?;
     let mut session = Session::open(config, mode, log, &policy)?;
     let owed = pending::peek(&config.state_dir);
     let (to_fetch, skipped) = session.choose(config, mode, &owed, log);

@@ -698,7 +698,7 @@ file_checks() { # file_checks LABEL
         "api.json 0600 www-data (owner/group set: CAP_CHOWN, CAP_FOWNER in the sandbox)"
     expect "$label" '^file /etc/app/svc-web.env 640 svc-web svc-web regular file$' \
         "svc-web.env 0640 owned by svc-web, a user the same user-data created"
-    expect "$label" '^file /run/vaultboot 700 root root directory$' "/run/vaultboot 0700 root"
+    expect "$label" '^file /run/vaultboot 755 root root directory$' "/run/vaultboot 0755 root (status.json for monitoring; the files in it keep their own modes)"
     expect "$label" '^staged-leftovers 0$' "no staged temp files left behind"
 }
 
