@@ -87,19 +87,11 @@ fn run(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) -> 
             log.info(&done_line(summary));
             0
         }
-        Err(e) => {
-            let status = exit_status(e.kind());
-            log.error(&e.to_string());
-            log.error(&format!(
-                "failed after {}: {} (exit {status})",
-                vaultboot::took(start.elapsed()),
-                e.outputs_changed()
-            ));
-            if let Some(advice) = e.advice() {
-                log.error(&advice);
-            }
-            status
-        }
+        Err(e) => failed(
+            &log,
+            e,
+            &format!("failed after {}: {}", took(start), e.outputs_changed()),
+        ),
     };
     let ended = vaultboot::Ended {
         mode,
@@ -126,15 +118,26 @@ fn plan(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) ->
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let status = exit_status(e.kind());
-            log.error(&e.to_string());
-            log.error(&format!(
-                "plan failed after {} (exit {status}); nothing was written",
-                vaultboot::took(start.elapsed())
-            ));
-            ExitCode::from(status)
+            let what = format!("plan failed after {}; nothing was written", took(start));
+            ExitCode::from(failed(&log, &e, &what))
         }
     }
+}
+
+/// Logs a failed run's error, its summary line with the exit status, and the advice when the
+/// cause is known; the exit status.
+fn failed(log: &Log, e: &vaultboot::RunError, summary: &str) -> u8 {
+    let status = exit_status(e.kind());
+    log.error(&e.to_string());
+    log.error(&format!("{summary} (exit {status})"));
+    if let Some(advice) = e.advice() {
+        log.error(&advice);
+    }
+    status
+}
+
+fn took(start: std::time::Instant) -> String {
+    vaultboot::took(start.elapsed())
 }
 
 /// What `plan` prints on stdout: one line per output, then the commands.

@@ -7,7 +7,7 @@ use crate::certificate;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 /// Largest certificate or key file read to decide.
@@ -147,7 +147,7 @@ fn check(
 /// The file's content, if it is a regular file with the configured owner and mode.
 fn read_as_configured(target: &Target) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
     let shown = target.path.display();
-    let file = open_no_follow(&target.path).map_err(|e| format!("{shown}: {e}"))?;
+    let file = crate::files::open_to_read(&target.path).map_err(|e| format!("{shown}: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("{shown} is not a regular file"));
@@ -156,14 +156,6 @@ fn read_as_configured(target: &Target) -> Result<zeroize::Zeroizing<Vec<u8>>, St
         return Err(format!("{shown} has another owner or mode than configured"));
     }
     crate::untrusted::read_capped(file, MAX_PEM_BYTES).map_err(|e| format!("{shown}: {e}"))
-}
-
-fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-        .open(path)
 }
 
 #[cfg(test)]

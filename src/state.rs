@@ -160,18 +160,34 @@ pub fn read(path: &Path, max_bytes: u64) -> Result<Option<Contents>, Unusable> {
 /// Write-ahead: `dir/name` holds `bytes` (0600, ours), file and directory synced, or the old
 /// file is still there whole.
 pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
+    replace(dir, name, bytes, 0o600, true)
+}
+
+/// `dir/name` replaced by `bytes` (ours, `mode`) with one rename: a reader sees the old file or
+/// the new one. `durable`: file and directory synced (state); without, a crash may lose it
+/// (the status, which describes this boot only).
+pub fn replace(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+    durable: bool,
+) -> Result<(), Error> {
     let path = dir.join(name);
     files::remove_stale_stages(dir, name);
     let temp = dir.join(format!(".{name}.vaultboot.{}", std::process::id()));
     let me = nix::unistd::geteuid().as_raw();
     let my_group = nix::unistd::getegid().as_raw();
-    files::write_new(&temp, bytes, 0o600, me, my_group, true)
+    files::write_new(&temp, bytes, mode, me, my_group, durable)
         .map_err(|e| fail(&path, format!("cannot write: {e}")))?;
     fs::rename(&temp, &path).map_err(|e| {
         let _ = fs::remove_file(&temp);
         fail(&path, format!("cannot rename into place: {e}"))
     })?;
-    files::sync_dir(dir).map_err(|e| fail(dir, format!("cannot sync: {e}")))
+    if durable {
+        files::sync_dir(dir).map_err(|e| fail(dir, format!("cannot sync: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Removes `dir/name` (if it is there) and syncs the directory.

@@ -140,19 +140,7 @@ fn publish(path: &Path, bytes: &[u8]) -> Result<(), state::Error> {
     };
     files::ensure_dir(dir).map_err(|e| state::fail(dir, e.message))?;
     files::check_trusted_dir(dir, true).map_err(|e| state::fail(dir, e.message))?;
-    files::remove_stale_stages(dir, name);
-    let temp = dir.join(format!(".{name}.vaultboot.{}", std::process::id()));
-    let _ = std::fs::remove_file(&temp);
-    let (me, my_group) = (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    );
-    files::write_new(&temp, bytes, 0o644, me, my_group, false)
-        .map_err(|e| state::fail(path, format!("cannot write: {e}")))?;
-    std::fs::rename(&temp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&temp);
-        state::fail(path, format!("cannot rename into place: {e}"))
-    })
+    state::replace(dir, name, bytes, 0o644, false)
 }
 
 /// One gauge of the textfile: its name, help and samples (labels, value). Values are written

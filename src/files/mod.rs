@@ -348,13 +348,18 @@ pub fn write_new(
     result
 }
 
-/// The target already holds this content with this owner and mode.
-fn is_current(path: &Path, output: &Output) -> Result<bool, Error> {
-    let mut file = match OpenOptions::new()
+/// Opens an output (or a file beside it) to read what is there: a symlink is not followed,
+/// and a FIFO without a writer cannot block.
+pub fn open_to_read(path: &Path) -> std::io::Result<fs::File> {
+    OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
         .open(path)
-    {
+}
+
+/// The target already holds this content with this owner and mode.
+fn is_current(path: &Path, output: &Output) -> Result<bool, Error> {
+    let mut file = match open_to_read(path) {
         Ok(f) => f,
         Err(_) => return Ok(false),
     };
