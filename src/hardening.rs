@@ -33,7 +33,16 @@ fn cloexec_inherited() -> std::io::Result<()> {
         .collect();
     for fd in fds {
         // The directory listing's own descriptor is gone by now: EBADF, ignored.
-        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        let _ = fcntl(borrow_inherited(fd), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     }
     Ok(())
+}
+
+/// The crate's one `unsafe`: a descriptor we did not open has no owner in Rust's types, and
+/// nix's `fcntl` takes a borrowed one.
+#[allow(unsafe_code)]
+fn borrow_inherited(fd: i32) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: used for one fcntl at start-up, before any thread exists and before anything
+    // could close it; an fd that is not open (the listing's own) only makes fcntl fail (EBADF).
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }

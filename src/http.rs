@@ -288,7 +288,9 @@ fn load_roots(
     let (path, pem) = match ca_file {
         Some(p) => (
             p.display().to_string(),
-            std::fs::read(p).map_err(|e| format!("ca_cert {}: {e}", p.display()))?,
+            crate::files::read_input(p, crate::config::MAX_CA_BYTES)
+                .map_err(|e| format!("ca_cert {e}"))?
+                .to_vec(),
         ),
         None => SYSTEM_CA_BUNDLES
             .iter()

@@ -81,26 +81,28 @@ fn run(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) -> 
     };
     let mode = if refresh { Mode::Refresh } else { Mode::Boot };
     let started = std::time::SystemTime::now();
-    let result = vaultboot::run(&config, mode, &log);
-    let status = match &result {
-        Ok(summary) => {
-            log.info(&done_line(summary));
-            0
-        }
-        Err(e) => failed(
-            &log,
-            e,
-            &format!("failed after {}: {}", took(start), e.outputs_changed()),
-        ),
-    };
-    let ended = vaultboot::Ended {
-        mode,
-        started,
-        took: start.elapsed(),
-        result: &result,
-        exit_status: status,
-    };
-    vaultboot::write_status(&config, &ended, &log);
+    let status = vaultboot::run(&config, mode, &log, |result| {
+        let status = match result {
+            Ok(summary) => {
+                log.info(&done_line(summary));
+                0
+            }
+            Err(e) => failed(
+                &log,
+                e,
+                &format!("failed after {}: {}", took(start), e.outputs_changed()),
+            ),
+        };
+        let ended = vaultboot::Ended {
+            mode,
+            started,
+            took: start.elapsed(),
+            result,
+            exit_status: status,
+        };
+        vaultboot::write_status(&config, &ended, &log);
+        status
+    });
     ExitCode::from(status)
 }
 

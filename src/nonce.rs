@@ -4,7 +4,6 @@
 //! the same one. So the nonce is written durably BEFORE the first login that uses it, reused on
 //! every reboot, and never reused on another instance (an image baked with state left in it).
 
-use crate::files;
 use crate::secret::Secret;
 use crate::state::{self, fail, Unusable};
 use base64::Engine;
@@ -57,9 +56,9 @@ impl Drop for Stored {
 /// Loads this instance's nonce, or generates one and persists it before returning it.
 pub fn load_or_create(dir: &Path, instance_id: &str) -> Result<Nonce, Error> {
     let mut repairs = Vec::new();
-    state::prepare_dir(dir, &mut repairs)?;
+    let opened = state::prepare_dir(dir, &mut repairs)?;
     // A copy staged by a run killed before its rename: never used, always removed.
-    files::remove_stale_stages(dir, FILE_NAME);
+    opened.remove_stale_stages(FILE_NAME.as_ref());
     let path = dir.join(FILE_NAME);
 
     let origin = match read_stored(&path, &mut repairs) {

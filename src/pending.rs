@@ -9,7 +9,7 @@
 //! gives that output, so no command line is ever taken from disk (neither a stale one nor a
 //! planted one), and nothing secret is in the file (output paths are logged anyway).
 
-use crate::files::{self, Output, Staged};
+use crate::files::{Last, Missing, Output, Staged, TrustedDir};
 use crate::state::{self, fail, Error, Unusable};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -56,8 +56,8 @@ pub fn load(dir: &Path) -> Result<Pending, Error> {
         if e.kind() == std::io::ErrorKind::NotFound {
             // A copy staged by a run killed before its rename, in a directory nobody else can
             // write to: never used, removed.
-            if files::check_trusted_dir(dir, true).is_ok() {
-                files::remove_stale_stages(dir, FILE_NAME);
+            if let Ok(opened) = TrustedDir::open(dir, Last::Ours, Missing::Refuse) {
+                opened.remove_stale_stages(FILE_NAME.as_ref());
             }
             return Ok(Pending {
                 found: Found::Nothing,
@@ -65,8 +65,8 @@ pub fn load(dir: &Path) -> Result<Pending, Error> {
             });
         }
     }
-    state::prepare_dir(dir, &mut repairs)?;
-    files::remove_stale_stages(dir, FILE_NAME);
+    let opened = state::prepare_dir(dir, &mut repairs)?;
+    opened.remove_stale_stages(FILE_NAME.as_ref());
     let found = match state::read(&path, MAX_BYTES) {
         Ok(None) => Found::Nothing,
         Ok(Some(contents)) => {

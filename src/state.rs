@@ -3,72 +3,36 @@
 //! nobody else could have written it, and written whole (staged, synced, renamed, directory
 //! synced).
 
-use crate::files;
-use crate::kind::Kind;
+use crate::files::{self, Last, Missing, TrustedDir};
 use crate::untrusted;
-use std::fmt;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug)]
-pub struct Error {
-    pub path: PathBuf,
-    pub message: String,
-}
+pub(crate) use files::fail;
+/// A state file or directory that cannot be used or written (the same as an output's).
+pub use files::Error;
 
-impl Error {
-    pub fn kind(&self) -> Kind {
-        Kind::CannotWrite
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.message)
-    }
-}
-
-impl std::error::Error for Error {}
-
-pub fn fail(path: &Path, message: impl Into<String>) -> Error {
-    Error {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
-
-/// The state directory: created 0700 when missing; ours, and private. Loose modes are
-/// repaired and said in `repairs`; another owner, a symlink or an untrusted parent is refused.
-pub fn prepare_dir(dir: &Path, repairs: &mut Vec<String>) -> Result<(), Error> {
-    files::ensure_dir(dir).map_err(|e| fail(dir, e.message))?;
-    let meta = fs::symlink_metadata(dir).map_err(|e| fail(dir, format!("cannot inspect: {e}")))?;
-    if !meta.is_dir() {
-        return Err(fail(dir, "is not a directory (a symlink is refused here)"));
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(fail(
-            dir,
-            format!(
-                "is owned by uid {}, not by us (uid {me}): refused",
-                meta.uid()
-            ),
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+/// The state directory: created 0700 when missing; ours, and private; every directory above
+/// it checked as an output's (see `files::TrustedDir`). Loose modes are repaired on its
+/// descriptor and said in `repairs`; another owner or an untrusted parent is refused.
+pub fn prepare_dir(dir: &Path, repairs: &mut Vec<String>) -> Result<TrustedDir, Error> {
+    let opened = TrustedDir::open(dir, Last::Ours, Missing::Create(0o700))?;
+    let mode = opened
+        .stat()
+        .map_err(|e| fail(dir, format!("cannot inspect: {e}")))?
+        .st_mode
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        opened
+            .set_mode(0o700)
             .map_err(|e| fail(dir, format!("cannot make private: {e}")))?;
         repairs.push(format!(
-            "{} was mode {:04o}; set to 0700",
-            dir.display(),
-            meta.mode() & 0o7777
+            "{} was mode {mode:04o}; set to 0700",
+            dir.display()
         ));
     }
-    if let Some(parent) = dir.parent() {
-        files::check_trusted_dir(parent, false).map_err(|e| fail(dir, e.message))?;
-    }
-    Ok(())
+    Ok(opened)
 }
 
 /// Why a state file that is there cannot be used.
@@ -160,32 +124,35 @@ pub fn read(path: &Path, max_bytes: u64) -> Result<Option<Contents>, Unusable> {
 /// Write-ahead: `dir/name` holds `bytes` (0600, ours), file and directory synced, or the old
 /// file is still there whole.
 pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
-    replace(dir, name, bytes, 0o600, true)
+    let opened = TrustedDir::open(dir, Last::Ours, Missing::Refuse)?;
+    replace(&opened, name, bytes, 0o600, true)
 }
 
 /// `dir/name` replaced by `bytes` (ours, `mode`) with one rename: a reader sees the old file or
 /// the new one. `durable`: file and directory synced (state); without, a crash may lose it
 /// (the status, which describes this boot only).
 pub fn replace(
-    dir: &Path,
+    dir: &TrustedDir,
     name: &str,
     bytes: &[u8],
     mode: u32,
     durable: bool,
 ) -> Result<(), Error> {
-    let path = dir.join(name);
-    files::remove_stale_stages(dir, name);
-    let temp = dir.join(format!(".{name}.vaultboot.{}", std::process::id()));
+    let path = dir.path().join(name);
+    dir.remove_stale_stages(name.as_ref());
+    let temp = format!(".{name}.vaultboot.{}", std::process::id());
+    let _ = dir.remove(temp.as_ref());
     let me = nix::unistd::geteuid().as_raw();
     let my_group = nix::unistd::getegid().as_raw();
-    files::write_new(&temp, bytes, mode, me, my_group, durable)
+    dir.write_new(temp.as_ref(), bytes, mode, (me, my_group), durable)
         .map_err(|e| fail(&path, format!("cannot write: {e}")))?;
-    fs::rename(&temp, &path).map_err(|e| {
-        let _ = fs::remove_file(&temp);
+    dir.rename(temp.as_ref(), name.as_ref()).map_err(|e| {
+        let _ = dir.remove(temp.as_ref());
         fail(&path, format!("cannot rename into place: {e}"))
     })?;
     if durable {
-        files::sync_dir(dir).map_err(|e| fail(dir, format!("cannot sync: {e}")))?;
+        dir.sync()
+            .map_err(|e| fail(dir.path(), format!("cannot sync: {e}")))?;
     }
     Ok(())
 }
@@ -194,10 +161,16 @@ pub fn replace(
 pub fn remove(dir: &Path, name: &str) -> Result<(), Error> {
     let path = dir.join(name);
     match fs::remove_file(&path) {
-        Ok(()) => files::sync_dir(dir).map_err(|e| fail(dir, format!("cannot sync: {e}"))),
+        Ok(()) => sync_dir(dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(fail(&path, format!("cannot remove: {e}"))),
     }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), Error> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| fail(dir, format!("cannot sync: {e}")))
 }
 
 /// The name an unusable state file is moved aside to: `<name>.<kind>-<seconds>`.
@@ -238,15 +211,11 @@ pub fn lock(
 ) -> Result<RunLock, LockError> {
     use nix::fcntl::{Flock, FlockArg};
     let mut repairs = Vec::new();
-    prepare_dir(dir, &mut repairs).map_err(LockError::State)?;
+    let opened = prepare_dir(dir, &mut repairs).map_err(LockError::State)?;
     let path = dir.join("run.lock");
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(&path)
+    // Not blocking on open either: a FIFO planted here must not hang every retry.
+    let mut file = opened
+        .open_lock("run.lock".as_ref())
         .map_err(|e| LockError::State(fail(&path, format!("cannot open: {e}"))))?;
     let mut waiting = Some(waiting);
     loop {

@@ -87,14 +87,24 @@ pub struct PreviousCertificate {
     pub path: PathBuf,
 }
 
-/// The status an earlier run left at `path`, if it is there and readable.
+/// The status an earlier run left at `path`, if it is there and readable: read only from a
+/// checked directory, never through a symlink, never blocking on a FIFO, size-capped.
 pub fn previous(path: &Path) -> Option<Previous> {
-    let file = std::fs::File::open(path).ok()?;
-    let bytes = untrusted::read_capped(file, MAX_STATUS_BYTES).ok()?;
+    let bytes = read_regular(path)?;
     serde_json::from_slice(&bytes).ok()
 }
 
+/// A regular file's bytes (at most `MAX_STATUS_BYTES`) from a checked directory.
+fn read_regular(path: &Path) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    let file = files::open_to_read(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    untrusted::read_capped(file, MAX_STATUS_BYTES).ok()
+}
+
 /// The certificates at these paths as they are on disk now (unreadable ones are left out).
+/// The paths come from the configuration, never from an earlier status file alone.
 pub fn certificates_on_disk<'a>(
     paths: impl IntoIterator<Item = &'a Path>,
 ) -> Vec<CertificateStatus> {
@@ -103,10 +113,7 @@ pub fn certificates_on_disk<'a>(
         if found.iter().any(|c| c.path == path) {
             continue;
         }
-        let Ok(file) = std::fs::File::open(path) else {
-            continue;
-        };
-        let Ok(pem) = untrusted::read_capped(file, MAX_STATUS_BYTES) else {
+        let Some(pem) = read_regular(path) else {
             continue;
         };
         if let Ok(cert) = crate::certificate::first_in_pem(&pem) {
@@ -138,9 +145,10 @@ fn publish(path: &Path, bytes: &[u8]) -> Result<(), state::Error> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Err(state::fail(path, "is not a file path"));
     };
-    files::ensure_dir(dir).map_err(|e| state::fail(dir, e.message))?;
-    files::check_trusted_dir(dir, true).map_err(|e| state::fail(dir, e.message))?;
-    state::replace(dir, name, bytes, 0o644, false)
+    // Its own directory, readable by all (monitoring runs unprivileged), created 0755 if
+    // missing; checked like an output's.
+    let opened = files::TrustedDir::open(dir, files::Last::Strict, files::Missing::Create(0o755))?;
+    state::replace(&opened, name, bytes, 0o644, false)
 }
 
 /// One gauge of the textfile: its name, help and samples (labels, value). Values are written

@@ -124,6 +124,24 @@ impl Template {
         self.facts().next().is_none()
     }
 
+    /// Whether some facts could fill the template to give `text` (each fact a non-empty value
+    /// without `/`): for paths met before the facts are known.
+    pub fn could_render_to(&self, text: &str) -> bool {
+        fn rest_matches(parts: &[Part], text: &str) -> bool {
+            match parts.split_first() {
+                None => text.is_empty(),
+                Some((Part::Text(t), more)) => text
+                    .strip_prefix(t.as_str())
+                    .is_some_and(|r| rest_matches(more, r)),
+                Some((Part::Fact(_), more)) => (1..=text.len())
+                    .take_while(|&n| !text[..n].contains('/'))
+                    .filter(|&n| text.is_char_boundary(n))
+                    .any(|n| rest_matches(more, &text[n..])),
+            }
+        }
+        rest_matches(&self.parts, text)
+    }
+
     /// Fills the template; a fact that was not fetched is named in the error.
     pub fn render(&self, facts: &Facts) -> Result<String, Fact> {
         let mut out = String::new();
@@ -220,5 +238,23 @@ mod tests {
         let t = Template::parse("plain } text").unwrap();
         assert!(t.is_literal());
         assert_eq!(t.render(&Facts::default()).unwrap(), "plain } text");
+    }
+
+    #[test]
+    fn a_path_is_matched_against_what_the_template_could_give() {
+        let t = Template::parse("/etc/tls/{{ instance-id }}-{{ region }}.pem").unwrap();
+        assert!(t.could_render_to("/etc/tls/i-1-eu-west-1.pem"));
+        assert!(
+            !t.could_render_to("/etc/tls/i-1/x-eu-west-1.pem"),
+            "a fact holds no /"
+        );
+        assert!(
+            !t.could_render_to("/etc/tls/-eu.pem"),
+            "a fact is not empty"
+        );
+        assert!(!t.could_render_to("/etc/passwd"));
+        let literal = Template::parse("/etc/tls/a.pem").unwrap();
+        assert!(literal.could_render_to("/etc/tls/a.pem"));
+        assert!(!literal.could_render_to("/etc/tls/a.pem2"));
     }
 }

@@ -482,7 +482,12 @@ fn root_no_directory_is_created_under_a_directory_someone_else_controls() {
     ));
     let out = env.run(&cfg);
     assert_eq!(out.status, 73, "{}", out.log());
-    assert!(out.stderr.contains("not created"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("{} is owned by uid 65534", theirs.display())),
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         fs::read_dir(&theirs).unwrap().count(),
         0,
@@ -549,4 +554,286 @@ fn root_stale_staged_outputs_of_any_owner_are_removed() {
     assert!(!stale.exists(), "a stale stage owned by uid 65534 was left");
     assert!(fs::symlink_metadata(&stale_link).is_err());
     assert!(Path::new("/etc/passwd").exists());
+}
+
+// ------------------------------------------------------------------------------------------
+// The path as written: every directory on it, not only where it ends up
+
+/// One secret, one output at `path`: the smallest run that writes a file.
+fn one_output_config(env: &Env, path: &Path) -> PathBuf {
+    env.write_config(&format!(
+        "{}\n[[secret]]\nname = \"api\"\npath = \"secret/data/app/api\"\n\n  [[secret.file]]\n  path = \"{}\"\n  fields = [\"api_key\"]\n",
+        env.base_config(),
+        path.display()
+    ))
+}
+
+/// `x/www` is another user's; `www/tls` is root's symlink to a root-only directory. The user
+/// can swap that link at will, so the directory of theirs is refused however the link points.
+fn theirs_behind_roots_symlink(env: &Env) -> (PathBuf, PathBuf, PathBuf) {
+    let www = env.path("x/www");
+    fs::create_dir_all(&www).unwrap();
+    set_mode(&env.path("x"), 0o755);
+    let root_only = env.path("root-only");
+    fs::create_dir(&root_only).unwrap();
+    set_mode(&root_only, 0o700);
+    std::os::unix::fs::symlink(&root_only, www.join("tls")).unwrap();
+    chown(&www, OTHER);
+    set_mode(&www, 0o755);
+    (www, root_only, env.path("x/www/tls/server.key"))
+}
+
+#[test]
+#[ignore = "needs root: a directory of another owner"]
+fn root_a_directory_of_another_user_on_the_path_as_written_is_refused_behind_roots_symlink() {
+    assert_root();
+    let env = Env::new();
+    let (www, root_only, output) = theirs_behind_roots_symlink(&env);
+    let cfg = one_output_config(&env, &output);
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 73, "{}", out.log());
+    assert!(
+        out.stderr.contains(&format!(
+            "{} is owned by uid 65534, not root",
+            www.display()
+        )),
+        "the line names the directory and its owner: {}",
+        out.stderr
+    );
+    assert_eq!(fs::read_dir(&root_only).unwrap().count(), 0);
+    assert_eq!(env.vault.live_tokens(), 0, "the token was revoked");
+}
+
+/// The attack of the security review: while vaultboot runs, the owner of `x/www` swaps root's
+/// link `www/tls` with one of theirs (`renameat2(RENAME_EXCHANGE)`, as fast as it can). Over 200
+/// runs nothing is written anywhere: not in their directory, not in root's.
+#[test]
+#[ignore = "needs root: a directory of another owner"]
+fn root_a_link_swapped_during_200_runs_never_gets_a_byte_written_through_it() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    assert_root();
+    let env = Env::new();
+    let (www, root_only, output) = theirs_behind_roots_symlink(&env);
+    let theirs = env.path("x/theirs");
+    fs::create_dir(&theirs).unwrap();
+    chown(&theirs, OTHER);
+    std::os::unix::fs::symlink(&theirs, www.join("tls.swap")).unwrap();
+    let cfg = one_output_config(&env, &output);
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let swapper = {
+        let (stop, swaps, www) = (stop.clone(), swaps.clone(), www.clone());
+        std::thread::spawn(move || {
+            let dir = fs::File::open(&www).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                nix::fcntl::renameat2(
+                    &dir,
+                    "tls",
+                    &dir,
+                    "tls.swap",
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                )
+                .unwrap();
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        *statuses.entry(env.run(&cfg).status).or_insert(0) += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    assert!(swaps.load(Ordering::Relaxed) > 1000, "the link was swapped");
+    assert_eq!(statuses, [(73, 200)].into(), "every run refused");
+    assert_eq!(
+        fs::read_dir(&theirs).unwrap().count(),
+        0,
+        "written in theirs"
+    );
+    assert_eq!(
+        fs::read_dir(&root_only).unwrap().count(),
+        0,
+        "written in root's"
+    );
+    assert_eq!(env.vault.live_tokens(), 0);
+}
+
+// ------------------------------------------------------------------------------------------
+// Inputs: the configuration and the CA that verifies Vault are checked like outputs
+
+#[test]
+fn a_config_or_ca_file_others_could_write_is_refused_before_any_request() {
+    for what in [
+        "config 0666",
+        "config 0620",
+        "config dir 0777",
+        "ca 0666",
+        "ca relative",
+    ] {
+        let env = Env::new();
+        let mut text = env.full_config();
+        let ca = env.path("vault-ca.pem");
+        if what == "ca relative" {
+            text = text.replace(&ca.display().to_string(), "vault-ca.pem");
+        }
+        let cfg = if what == "config dir 0777" {
+            let open = env.path("open");
+            fs::create_dir(&open).unwrap();
+            set_mode(&open, 0o777);
+            let p = open.join("config.toml");
+            fs::write(&p, &text).unwrap();
+            p
+        } else {
+            env.write_config(&text)
+        };
+        match what {
+            "config 0666" => set_mode(&cfg, 0o666),
+            "config 0620" => set_mode(&cfg, 0o620),
+            "ca 0666" => set_mode(&ca, 0o666),
+            _ => {}
+        }
+        // `check` and `run` alike, from another directory than the files'.
+        for args in [["check", "--config"], ["run", "--config"]] {
+            let out = env.run_args(&[args[0], args[1], cfg.to_str().unwrap()]);
+            assert_eq!(out.status, 78, "{what} ({}): {}", args[0], out.log());
+            let named = match what {
+                "ca relative" => "vault-ca.pem: is not an absolute path".to_string(),
+                "config dir 0777" => {
+                    format!("{} is writable by others", env.path("open").display())
+                }
+                w if w.starts_with("ca") => format!("{}: is writable by others", ca.display()),
+                _ => format!("{}: is writable by others", cfg.display()),
+            };
+            assert!(out.stderr.contains(&named), "{what}: {}", out.stderr);
+        }
+        assert_eq!(env.vault.logins(), 0, "{what}");
+        assert_eq!(env.imds.tokens_issued(), 0, "{what}: no IMDS request");
+        assert!(env.out_files().is_empty(), "{what}");
+    }
+}
+
+#[test]
+#[ignore = "needs root: files of another owner"]
+fn root_a_config_or_ca_file_of_another_user_is_refused() {
+    assert_root();
+    for what in ["config", "ca"] {
+        let env = Env::new();
+        let cfg = env.write_config(&env.full_config());
+        let file = if what == "config" {
+            cfg.clone()
+        } else {
+            env.path("vault-ca.pem")
+        };
+        chown(&file, OTHER);
+        set_mode(&file, 0o644);
+        let out = env.run(&cfg);
+        assert_eq!(out.status, 78, "{what}: {}", out.log());
+        assert!(
+            out.stderr.contains(&format!(
+                "{}: is owned by uid 65534, not root",
+                file.display()
+            )),
+            "{what}: {}",
+            out.stderr
+        );
+        assert_eq!(env.vault.logins(), 0, "{what}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The status file and the run lock cannot stall or steer a run
+
+/// `run`, killed (and the test failed) if it has not ended within `limit`: a hang is the bug.
+fn run_within(env: &Env, cfg: &Path, limit: Duration) -> Outcome {
+    let log = env.path("bounded-run.log");
+    let mut child = env.spawn(cfg, &log);
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the run hung: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.finish(child, &log)
+}
+
+#[test]
+fn a_fifo_or_a_foreign_path_in_the_previous_status_cannot_stall_or_steer_a_run() {
+    // A failing run (403 on every secret) reports the certificates the previous status named:
+    // here a FIFO outside the configuration, and a configured output that is now a FIFO.
+    let env = Env::with_policies(&[]);
+    let cfg = env.write_config(&env.full_config());
+    let status = env.path("status/status.json");
+    fs::create_dir_all(status.parent().unwrap()).unwrap();
+    set_mode(status.parent().unwrap(), 0o755);
+    let stray = env.path("stray-fifo");
+    let configured = env.path("out/tls/server.crt");
+    fs::create_dir_all(configured.parent().unwrap()).unwrap();
+    set_mode(&env.path("out"), 0o700);
+    for fifo in [&stray, &configured] {
+        nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    }
+    let previous = serde_json::json!({
+        "last_success_at": 1,
+        "certificates": [{"path": stray}, {"path": configured}, {"path": "/etc/shadow"}],
+    });
+    fs::write(&status, previous.to_string()).unwrap();
+    let out = run_within(&env, &cfg, Duration::from_secs(60));
+    assert_eq!(out.status, 77, "{}", out.log());
+    let written: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&status).unwrap()).unwrap();
+    assert_eq!(written["certificates"], serde_json::json!([]), "{written}");
+    assert_eq!(written["last_success_at"], 1, "taken over: {written}");
+
+    // The previous status itself a FIFO, then a symlink to a file of another's choosing.
+    let env = Env::new();
+    let cfg = env.write_config(&env.full_config());
+    fs::create_dir_all(status_of(&env).parent().unwrap()).unwrap();
+    set_mode(status_of(&env).parent().unwrap(), 0o755);
+    nix::unistd::mkfifo(&status_of(&env), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let out = run_within(&env, &cfg, Duration::from_secs(60));
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert!(fs::symlink_metadata(status_of(&env)).unwrap().is_file());
+    let decoy = env.path("decoy.json");
+    fs::write(&decoy, r#"{"last_success_at": 7, "certificates": []}"#).unwrap();
+    fs::remove_file(status_of(&env)).unwrap();
+    std::os::unix::fs::symlink(&decoy, status_of(&env)).unwrap();
+    let out = run_within(&env, &cfg, Duration::from_secs(60));
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert_eq!(
+        fs::read_to_string(&decoy).unwrap(),
+        r#"{"last_success_at": 7, "certificates": []}"#,
+        "written through the symlink"
+    );
+}
+
+fn status_of(env: &Env) -> PathBuf {
+    env.path("status/status.json")
+}
+
+#[test]
+fn a_fifo_planted_as_the_run_lock_fails_the_run_at_once() {
+    let env = Env::new();
+    let cfg = env.write_config(&env.full_config());
+    fs::create_dir_all(env.state_dir()).unwrap();
+    set_mode(&env.state_dir(), 0o700);
+    nix::unistd::mkfifo(
+        &env.state_dir().join("run.lock"),
+        nix::sys::stat::Mode::S_IRWXU,
+    )
+    .unwrap();
+    let out = run_within(&env, &cfg, Duration::from_secs(60));
+    assert_eq!(out.status, 73, "{}", out.log());
+    assert!(
+        out.stderr.contains("run.lock: cannot open"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.vault.logins(), 0);
 }

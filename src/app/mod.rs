@@ -49,13 +49,35 @@ pub enum Mode {
     Refresh,
 }
 
-/// Runs the whole boot job.
-pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
+/// Runs the whole boot job, then `end` with its result while the run lock is still held (so
+/// that what `end` records, the status, cannot overwrite that of a run that started later).
+pub fn run<T>(
+    config: &Config,
+    mode: Mode,
+    log: &Log,
+    end: impl FnOnce(&Result<Summary, Error>) -> T,
+) -> T {
     let start = Instant::now();
     let policy = Policy::new(start + config.retry.deadline, config.retry.max_delay);
     log_start(config, mode, "", log);
-    let _lock = lock(config, &policy, log)?;
-    let mut session = Session::open(config, mode, log, &policy)?;
+    let lock = match lock(config, &policy, log) {
+        Ok(lock) => lock,
+        Err(e) => return end(&Err(e)),
+    };
+    let result = run_locked(config, mode, log, &policy, start);
+    let ended = end(&result);
+    drop(lock);
+    ended
+}
+
+fn run_locked(
+    config: &Config,
+    mode: Mode,
+    log: &Log,
+    policy: &Policy,
+    start: Instant,
+) -> Result<Summary, Error> {
+    let mut session = Session::open(config, mode, log, policy)?;
     let earlier = pending::load(&config.state_dir).map_err(Error::RecordingOnChange)?;
     for repair in &earlier.repairs {
         log.warn(repair);
@@ -75,10 +97,10 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
         });
     }
 
-    let token = session.login(config, log, &policy)?;
+    let token = session.login(config, log, policy)?;
     let step = Instant::now();
     let (vault, facts) = (&session.vault, &session.facts);
-    let result = secrets::fetch_all(vault, &token.client_token, &to_fetch, facts, &policy)
+    let result = secrets::fetch_all(vault, &token.client_token, &to_fetch, facts, policy)
         .map_err(Error::ReadingSecret)
         .and_then(|answers| {
             let fetched = outputs::Fetched {
@@ -90,7 +112,7 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
         });
     // After the files, as the contract orders it (also when a step failed). Its round trip
     // delays the end of the run, not the files.
-    let revoked = login::revoke(config, log, vault, &token, &policy);
+    let revoked = login::revoke(config, log, vault, &token, policy);
 
     let mut summary = result?;
     summary.logged_in = true;

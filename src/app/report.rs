@@ -18,14 +18,21 @@ pub struct Ended<'a> {
 /// Writes the status (and the textfile) of a run; a failure to write is a warning, never a
 /// change of the run's exit status.
 pub fn write_status(config: &Config, ended: &Ended<'_>, log: &Log) {
+    // The run that holds the lock reports; one that gave up waiting for it does not overwrite
+    // that run's status with its own.
+    if let Err(Error::WaitingForAnotherRun(_)) = ended.result {
+        return;
+    }
     let previous = status::previous(&config.status.file);
     let finished_at = status::unix_seconds(ended.started + ended.took);
     let (outputs, error) = match ended.result {
         Ok(summary) => (summary.outputs.clone(), None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    // On success the certificates this run knows; after a failure those the last status named,
-    // as they are on disk now (a certificate that expires while runs fail is the alert).
+    // On success the certificates this run knows; after a failure those the last status named
+    // that are outputs of this configuration, as they are on disk now (a certificate that
+    // expires while runs fail is the alert). A path the status file alone names is never
+    // opened: whoever wrote that file does not choose what root reads.
     let certificates = match ended.result {
         Ok(_) => status::certificates_on_disk(
             outputs
@@ -36,7 +43,8 @@ pub fn write_status(config: &Config, ended: &Ended<'_>, log: &Log) {
         Err(_) => status::certificates_on_disk(
             previous
                 .iter()
-                .flat_map(|p| p.certificates.iter().map(|c| c.path.as_path())),
+                .flat_map(|p| p.certificates.iter().map(|c| c.path.as_path()))
+                .filter(|path| is_configured_output(config, path)),
         ),
     };
     let status = Status {
@@ -66,4 +74,15 @@ pub fn write_status(config: &Config, ended: &Ended<'_>, log: &Log) {
     if let Err(e) = status::write(&status, &config.status.file, textfile) {
         log.warn(&format!("status not written: {e}"));
     }
+}
+
+fn is_configured_output(config: &Config, path: &std::path::Path) -> bool {
+    let Some(text) = path.to_str() else {
+        return false;
+    };
+    config
+        .secrets
+        .iter()
+        .flat_map(|s| &s.files)
+        .any(|f| f.path.could_render_to(text))
 }

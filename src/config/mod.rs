@@ -26,6 +26,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use checks::MAX_CA_BYTES;
 pub use defaults::CONFIG_PATH as DEFAULT_PATH;
 pub use values::check_output_path;
 
@@ -213,11 +214,10 @@ impl Config {
 /// Reads and checks the configuration at `path`.
 pub fn load(path: &Path) -> Result<Config, Error> {
     let place = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| err(&place, format!("cannot open: {e}")))?;
-    let bytes = untrusted::read_capped(file, MAX_CONFIG_BYTES).map_err(|e| match e {
-        untrusted::ReadError::TooLarge { .. } => err(&place, "larger than 1 MiB"),
-        e => err(&place, e.to_string()),
-    })?;
+    // Whoever can write the configuration chooses where the token goes: it is read only when
+    // root (or we) alone could have written it and every directory above it.
+    let bytes =
+        crate::files::read_input(path, MAX_CONFIG_BYTES).map_err(|e| err(&place, e.message))?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| err(&place, "cannot read: stream did not contain valid UTF-8"))?;
     parse(text, path)

@@ -8,19 +8,17 @@ use crate::kind::Kind;
 use crate::secret::Secret;
 use crate::untrusted;
 use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 mod dirs;
 mod on_change;
 
 use dirs::sync_dirs;
-pub use dirs::{
-    check_trusted_dir, ensure_dir, remove_stale_stages, remove_stale_stages_of, sync_dir,
-};
+pub use dirs::{Last, Missing, TrustedDir};
 pub use on_change::run_on_change;
 
 /// Marker in staged file names: `.<target name>.vaultboot.<random>`.
@@ -46,7 +44,7 @@ impl Error {
     }
 }
 
-fn fail(path: &Path, message: impl Into<String>) -> Error {
+pub(crate) fn fail(path: &Path, message: impl Into<String>) -> Error {
     Error {
         path: path.to_path_buf(),
         message: message.into(),
@@ -124,16 +122,22 @@ pub fn path_list(paths: &[PathBuf]) -> String {
     names.join(", ")
 }
 
+/// One staged output: the checked directory it goes into and its staged file's name there.
+struct Stage {
+    dir: TrustedDir,
+    temp: OsString,
+}
+
 /// Outputs staged and ready to be renamed into place. Dropping it removes the staged files.
 pub struct Staged<'a> {
-    items: Vec<(&'a Output, Option<PathBuf>)>,
+    items: Vec<(&'a Output, Option<Stage>)>,
 }
 
 impl Drop for Staged<'_> {
     fn drop(&mut self) {
-        for (_, temp) in &mut self.items {
-            if let Some(t) = temp.take() {
-                let _ = fs::remove_file(t);
+        for (_, stage) in &mut self.items {
+            if let Some(s) = stage.take() {
+                let _ = s.dir.remove(&s.temp);
             }
         }
     }
@@ -153,29 +157,29 @@ impl<'a> Staged<'a> {
     pub fn to_replace(&self) -> impl Iterator<Item = &'a Output> + '_ {
         self.items
             .iter()
-            .filter(|(_, temp)| temp.is_some())
+            .filter(|(_, stage)| stage.is_some())
             .map(|(output, _)| *output)
     }
 
-    /// Renames every staged file into place, in order, then syncs their directories (in
-    /// parallel: each sync waits for the disk). The first failed rename stops the renames;
-    /// the directories of what was already renamed are still synced, and the error says which
-    /// outputs were replaced and which not.
+    /// Renames every staged file into place, in order (each within the directory descriptor
+    /// it was staged in), then syncs those directories (in parallel: each sync waits for the
+    /// disk). The first failed rename stops the renames; the directories of what was already
+    /// renamed are still synced, and the error says which outputs were replaced and which not.
     pub fn commit(mut self) -> Result<Vec<(&'a Output, Outcome)>, CommitError> {
-        let mut dirs = BTreeSet::new();
         let mut results = Vec::new();
+        let mut renamed = Vec::new();
         let mut failed = None;
         for i in 0..self.items.len() {
-            let (output, temp) = &mut self.items[i];
-            match temp.take() {
+            let (output, stage) = &mut self.items[i];
+            match stage.take() {
                 None => results.push((*output, Outcome::Unchanged)),
-                Some(t) => match fs::rename(&t, &output.path) {
+                Some(s) => match s.dir.rename(&s.temp, file_name(&output.path)) {
                     Ok(()) => {
-                        dirs.insert(parent_of(&output.path).to_path_buf());
+                        renamed.push(s.dir);
                         results.push((*output, Outcome::Written));
                     }
                     Err(e) => {
-                        let _ = fs::remove_file(&t);
+                        let _ = s.dir.remove(&s.temp);
                         failed = Some((
                             i,
                             fail(&output.path, format!("cannot rename into place: {e}")),
@@ -185,7 +189,7 @@ impl<'a> Staged<'a> {
                 },
             }
         }
-        let synced = sync_dirs(dirs.into_iter().collect());
+        let synced = sync_dirs(distinct(&renamed));
         let replaced = || {
             results
                 .iter()
@@ -219,6 +223,18 @@ impl<'a> Staged<'a> {
     }
 }
 
+/// The directories, each once (several outputs may share one).
+fn distinct(dirs: &[TrustedDir]) -> Vec<&TrustedDir> {
+    let mut seen = BTreeSet::new();
+    dirs.iter()
+        .filter(|d| {
+            d.stat()
+                .map(|st| seen.insert((st.st_dev, st.st_ino)))
+                .unwrap_or(true)
+        })
+        .collect()
+}
+
 /// What committing an output would do to its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -231,26 +247,22 @@ pub enum Change {
 /// commit would refuse (a directory, a device, an untrusted directory) is the same error.
 pub fn preview(output: &Output) -> Result<Change, Error> {
     let path = &output.path;
-    let dir = parent_of(path);
-    if fs::symlink_metadata(dir).is_ok() {
-        check_trusted_dir(dir, true)?;
+    if fs::symlink_metadata(parent_of(path)).is_err() {
+        return Ok(Change::Create);
     }
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_dir() => {
-            Err(fail(path, "is a directory; refusing to replace it"))
-        }
-        Ok(meta) if meta.file_type().is_file() => Ok(if is_current(path, output)? {
-            Change::Unchanged
-        } else {
-            Change::Replace
-        }),
-        Ok(meta) if meta.file_type().is_symlink() => Ok(Change::Replace),
-        Ok(_) => Err(fail(
-            path,
-            "is not a regular file (FIFO, socket or device); refusing to replace it",
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Change::Create),
-        Err(e) => Err(fail(path, format!("cannot inspect: {e}"))),
+    let dir = TrustedDir::open(parent_of(path), Last::Strict, Missing::Refuse)?;
+    match target_state(&dir, output)? {
+        Target::Current => Ok(Change::Unchanged),
+        Target::Differs => Ok(Change::Replace),
+        Target::Absent => Ok(Change::Create),
+    }
+}
+
+/// Removes what a killed earlier run staged next to the output at `path`, if its directory
+/// passes the checks (for an output this run does not write).
+pub fn remove_stale_stages_of(path: &Path) {
+    if let Ok(dir) = TrustedDir::open(parent_of(path), Last::Strict, Missing::Refuse) {
+        dir.remove_stale_stages(file_name(path));
     }
 }
 
@@ -258,108 +270,122 @@ pub fn preview(output: &Output) -> Result<Change, Error> {
 pub fn stage_all(outputs: &[Output]) -> Result<Staged<'_>, Error> {
     let mut staged = Staged { items: Vec::new() };
     for output in outputs {
-        let temp = stage(output)?;
-        staged.items.push((output, temp));
+        let stage = stage(output)?;
+        staged.items.push((output, stage));
     }
     Ok(staged)
 }
 
+/// The checked directory an output goes into, created (0700) if missing.
+pub fn output_dir(path: &Path) -> Result<TrustedDir, Error> {
+    TrustedDir::open(parent_of(path), Last::Strict, Missing::Create(0o700))
+}
+
 /// Stages one output; `None` when the target already holds exactly this content, owner and mode.
-fn stage(output: &Output) -> Result<Option<PathBuf>, Error> {
+fn stage(output: &Output) -> Result<Option<Stage>, Error> {
     let path = &output.path;
-    let dir = parent_of(path);
-    ensure_dir(dir)?;
-    check_trusted_dir(dir, true)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| fail(path, "has no file name"))?
-        .to_string_lossy()
-        .into_owned();
-    remove_stale_stages(dir, &name);
-
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_dir() => {
-            return Err(fail(path, "is a directory; refusing to replace it"))
-        }
-        Ok(meta) if meta.file_type().is_file() => {
-            if is_current(path, output)? {
-                return Ok(None);
-            }
-        }
-        // A symlink is replaced by the new file (rename replaces the link, never its target).
-        Ok(meta) if meta.file_type().is_symlink() => {}
-        Ok(_) => {
-            return Err(fail(
-                path,
-                "is not a regular file (FIFO, socket or device); refusing to replace it",
-            ))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail(path, format!("cannot inspect: {e}"))),
+    let dir = output_dir(path)?;
+    let name = file_name(path);
+    dir.remove_stale_stages(name);
+    match target_state(&dir, output)? {
+        Target::Current => return Ok(None),
+        Target::Differs | Target::Absent => {}
     }
-
-    let temp = dir.join(format!(".{name}{STAGE_MARK}{}", random_suffix()));
-    write_new(
+    let mut temp = OsString::from(".");
+    temp.push(name);
+    temp.push(format!("{STAGE_MARK}{}", random_suffix()));
+    dir.write_new(
         &temp,
         output.content.expose(),
         output.mode,
-        output.uid,
-        output.gid,
+        (output.uid, output.gid),
         true,
     )
-    .map_err(|e| fail(path, format!("cannot stage {}: {e}", temp.display())))?;
-    Ok(Some(temp))
+    .map_err(|e| {
+        fail(
+            path,
+            format!("cannot stage {}: {e}", dir.path().join(&temp).display()),
+        )
+    })?;
+    Ok(Some(Stage { dir, temp }))
 }
 
-/// Creates `path` (which must not exist), sets owner and mode, writes and syncs it.
-/// The file is removed again if any step fails.
-pub fn write_new(
-    path: &Path,
-    bytes: &[u8],
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    sync: bool,
-) -> std::io::Result<()> {
-    // create_new + O_NOFOLLOW: a file or link planted at this name is never written through.
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(path)?;
-    let result = (|| {
-        let meta = file.metadata()?;
-        if meta.uid() != uid || meta.gid() != gid {
-            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
-        }
-        // After fchown (which may clear mode bits), and before any byte of the secret.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        if sync {
-            file.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        drop(file);
-        let _ = fs::remove_file(path);
+/// What is at an output's place now.
+enum Target {
+    Absent,
+    /// A regular file holding exactly this content, owner and mode.
+    Current,
+    /// Something a rename may replace: another file, or a symlink (rename replaces the link,
+    /// never its target).
+    Differs,
+}
+
+fn target_state(dir: &TrustedDir, output: &Output) -> Result<Target, Error> {
+    let path = &output.path;
+    let st = match dir.entry(file_name(path)) {
+        Ok(None) => return Ok(Target::Absent),
+        Ok(Some(st)) => st,
+        Err(e) => return Err(fail(path, format!("cannot inspect: {e}"))),
+    };
+    match nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT {
+        nix::sys::stat::SFlag::S_IFDIR => Err(fail(path, "is a directory; refusing to replace it")),
+        nix::sys::stat::SFlag::S_IFREG => Ok(if is_current(dir, output)? {
+            Target::Current
+        } else {
+            Target::Differs
+        }),
+        nix::sys::stat::SFlag::S_IFLNK => Ok(Target::Differs),
+        _ => Err(fail(
+            path,
+            "is not a regular file (FIFO, socket or device); refusing to replace it",
+        )),
     }
-    result
 }
 
-/// Opens an output (or a file beside it) to read what is there: a symlink is not followed,
+/// Opens a file to read what is there, in its checked directory: a symlink is not followed,
 /// and a FIFO without a writer cannot block.
-pub fn open_to_read(path: &Path) -> std::io::Result<fs::File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-        .open(path)
+pub fn open_to_read(path: &Path) -> Result<fs::File, Error> {
+    let dir = TrustedDir::open(parent_of(path), Last::Strict, Missing::Refuse)?;
+    dir.open_to_read(file_name(path))
+        .map_err(|e| fail(path, format!("cannot open: {e}")))
+}
+
+/// An input vaultboot trusts (its configuration, the CA that verifies Vault): its directory
+/// checked as an output's, the file itself a regular file of root's (or ours) that nobody else
+/// can write, at most `limit` bytes, read from the descriptor that was checked. Whoever could
+/// write it could send the token and every secret to a Vault of their choosing.
+pub fn read_input(path: &Path, limit: u64) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    let absolute = std::path::absolute(path).map_err(|e| fail(path, format!("{e}")))?;
+    let file = open_to_read(&absolute)?;
+    let meta = file
+        .metadata()
+        .map_err(|e| fail(path, format!("cannot inspect: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail(path, "is not a regular file"));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(fail(
+            path,
+            format!("is owned by uid {}, not root: refused", meta.uid()),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(fail(
+            path,
+            format!(
+                "is writable by others (mode {:04o}): refused",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    untrusted::read_capped(file, limit).map_err(|e| fail(path, e.to_string()))
 }
 
 /// The target already holds this content with this owner and mode.
-fn is_current(path: &Path, output: &Output) -> Result<bool, Error> {
-    let mut file = match open_to_read(path) {
+fn is_current(dir: &TrustedDir, output: &Output) -> Result<bool, Error> {
+    let path = &output.path;
+    let mut file = match dir.open_to_read(file_name(path)) {
         Ok(f) => f,
         Err(_) => return Ok(false),
     };
@@ -388,6 +414,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn parent_of(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("/"))
+}
+
+/// An output's name in its directory (configured paths always have one).
+fn file_name(path: &Path) -> &OsStr {
+    path.file_name().unwrap_or(OsStr::new("."))
 }
 
 fn random_suffix() -> String {

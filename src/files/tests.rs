@@ -1,4 +1,5 @@
 use super::*;
+use std::os::unix::fs::PermissionsExt;
 
 fn output(path: PathBuf, content: &str) -> Output {
     let me = nix::unistd::geteuid().as_raw();
