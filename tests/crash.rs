@@ -396,6 +396,41 @@ impl Crash {
         }
     }
 
+    /// Every staged file a kill left has its target's mode and owner from before its first
+    /// byte: one with content has exactly the target's (a state file's: 0600, ours); one
+    /// killed between its creation and its fchown/fchmod is still empty, and 0600 ours.
+    fn check_staged(&self, context: &str) {
+        for staged in self.staged_files() {
+            let m = fs::symlink_metadata(&staged).unwrap();
+            let name = staged.file_name().unwrap().to_str().unwrap();
+            let target_name = name[1..].split(".vaultboot.").next().unwrap();
+            let target = staged.with_file_name(target_name);
+            let ours = (
+                0o600,
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            );
+            let want = match self.targets.iter().find(|t| t.path == target) {
+                Some(t) => (t.mode, t.uid, t.gid),
+                None => ours,
+            };
+            let got = (m.mode() & 0o7777, m.uid(), m.gid());
+            assert!(m.is_file(), "{context}: {} is not a file", staged.display());
+            assert!(
+                got == want || (m.len() == 0 && got == ours),
+                "{context}: {} has mode {:04o} uid {} gid {} ({} bytes), its target wants {:04o} {} {}",
+                staged.display(),
+                got.0,
+                got.1,
+                got.2,
+                m.len(),
+                want.0,
+                want.1,
+                want.2
+            );
+        }
+    }
+
     /// Staged files anywhere vaultboot writes (outputs and state).
     fn staged_files(&self) -> Vec<PathBuf> {
         let mut all = snapshot(&self.env.path("out"));
@@ -478,6 +513,7 @@ impl Crash {
             self.nonce_ino,
             "{context}: the nonce file was rewritten"
         );
+        self.check_staged(context);
         let staged = !self.staged_files().is_empty();
         let ran = self.hooks_ran_since(hooks_before);
         // Write-ahead: once a target was renamed, every command not yet run is owed on disk.

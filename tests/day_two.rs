@@ -389,3 +389,65 @@ fn one_run_at_a_time_on_a_state_directory() {
     );
     assert!(vault_requests(&env).is_empty());
 }
+
+/// Starts `vaultboot ARGS… --config <cfg>` in the background, its output to `log`.
+fn start(env: &Env, args: &[&str], cfg: &Path, log: &Path) -> std::process::Child {
+    let file = fs::File::create(log).unwrap();
+    vaultboot_command()
+        .args(args)
+        .args(["--config", cfg.to_str().unwrap()])
+        .env("VAULTBOOT_SYSLOG_SOCKET", env.path("no-syslog-here.sock"))
+        .env_remove("JOURNAL_STREAM")
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap()
+}
+
+/// The lock proven by concurrency: on a first boot (empty state directory) the boot run and a
+/// refresh start at the same moment, with 150 ms of login latency in Vault. Without the lock
+/// each would create a nonce and Vault binds only one (a mismatch, 77), or one removes the
+/// other's staged nonce (73). With it: both 0, one nonce bound, logins one after the other.
+#[test]
+fn a_boot_run_and_a_refresh_started_together_on_a_first_boot_take_turns() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    for round in 0..8 {
+        let env = Env::new();
+        let cfg = env.write_config(&env.full_config());
+        let logins: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
+        let seen = logins.clone();
+        env.vault.set_login_hook(Box::new(move |_| {
+            let entered = Instant::now();
+            std::thread::sleep(Duration::from_millis(150));
+            seen.lock().unwrap().push((entered, Instant::now()));
+        }));
+        let (boot_log, refresh_log) = (env.path("boot.log"), env.path("refresh.log"));
+        let mut boot = start(&env, &["run"], &cfg, &boot_log);
+        let mut refresh = start(&env, &["run", "--refresh"], &cfg, &refresh_log);
+        let boot_status = boot.wait().unwrap().code();
+        let refresh_status = refresh.wait().unwrap().code();
+        let said = format!(
+            "round {round}\nboot:\n{}\nrefresh:\n{}",
+            fs::read_to_string(&boot_log).unwrap(),
+            fs::read_to_string(&refresh_log).unwrap()
+        );
+        assert_eq!((boot_status, refresh_status), (Some(0), Some(0)), "{said}");
+        assert_eq!(env.vault.nonce_mismatches(), 0, "{said}");
+        let stored: serde_json::Value =
+            serde_json::from_slice(&fs::read(env.state_dir().join("nonce.json")).unwrap()).unwrap();
+        assert_eq!(
+            env.vault.client_nonce("aws", INSTANCE).as_deref(),
+            stored["nonce"].as_str(),
+            "the one nonce Vault bound is the one on disk: {said}"
+        );
+        let mut spans = logins.lock().unwrap().clone();
+        spans.sort();
+        assert!(!spans.is_empty(), "{said}");
+        for pair in spans.windows(2) {
+            assert!(pair[0].1 <= pair[1].0, "logins overlapped: {said}");
+        }
+        assert_eq!(env.vault.live_tokens(), 0, "{said}");
+    }
+}

@@ -93,6 +93,26 @@ fn world_writable_parent_is_refused() {
     assert!(!open.join("x").exists());
 }
 
+#[test]
+fn a_sticky_world_writable_parent_is_refused_but_tolerated_above() {
+    let d = private_dir();
+    let sticky = d.path().join("sticky");
+    fs::create_dir(&sticky).unwrap();
+    fs::set_permissions(&sticky, fs::Permissions::from_mode(0o1777)).unwrap();
+    // As the last directory: others may create what they like in it (a name it will use).
+    let outs = vec![output(sticky.join("x"), "s")];
+    let e = stage_all(&outs).err().unwrap();
+    assert!(e.message.contains("writable by others (mode 1777)"), "{e}");
+    assert!(!sticky.join("x").exists());
+    // Above it (as /tmp is): what is ours there cannot be renamed by others.
+    let ours = sticky.join("ours");
+    fs::create_dir(&ours).unwrap();
+    fs::set_permissions(&ours, fs::Permissions::from_mode(0o700)).unwrap();
+    let outs = vec![output(ours.join("x"), "s")];
+    stage_all(&outs).unwrap().commit().unwrap();
+    assert_eq!(fs::read_to_string(ours.join("x")).unwrap(), "s");
+}
+
 /// A real fault between staging and renaming: the target became a non-empty directory
 /// (rename(2) then fails with EISDIR). What was renamed before stays, the rest is old, the
 /// error says which is which, and no staged file is left.
