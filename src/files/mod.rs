@@ -21,7 +21,7 @@ use dirs::sync_dirs;
 pub use dirs::{
     check_trusted_dir, ensure_dir, remove_stale_stages, remove_stale_stages_of, sync_dir,
 };
-pub use on_change::run_on_change;
+pub use on_change::{commands_of, run_on_change};
 
 /// Marker in staged file names: `.<target name>.vaultboot.<random>`.
 const STAGE_MARK: &str = ".vaultboot.";
@@ -258,6 +258,13 @@ pub fn preview(output: &Output) -> Result<Change, Error> {
 pub fn stage_all(outputs: &[Output]) -> Result<Staged<'_>, Error> {
     let mut staged = Staged { items: Vec::new() };
     for output in outputs {
+        // A stopping run stages nothing more; what it staged goes with `staged`.
+        if let Some(signal) = crate::stop::requested() {
+            return Err(fail(
+                &output.path,
+                format!("not staged: vaultboot is stopping ({signal})"),
+            ));
+        }
         let temp = stage(output)?;
         staged.items.push((output, temp));
     }
