@@ -13,4 +13,6 @@ pub enum Kind {
     Refused,
     /// A file or the state could not be written.
     CannotWrite,
+    /// A stop signal (SIGTERM, SIGINT) ended the run before it was done.
+    Stopped,
 }

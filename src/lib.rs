@@ -27,18 +27,20 @@ mod secret;
 mod secrets;
 mod state;
 mod status;
+mod stop;
 mod template;
 mod untrusted;
 mod vault;
 
 pub use app::{
-    plan, run, write_status, Action, Ended, Entry, Error as RunError, Mode, Plan, Summary,
+    plan, run, stop_run, write_status, Action, Ended, Entry, Error as RunError, Mode, Plan, Summary,
 };
 pub use cli::{parse as parse_command_line, Command, USAGE};
 pub use config::{load as load_config, Config, Error as ConfigError};
 pub use hardening::harden;
 pub use kind::Kind;
 pub use log::{took, Log};
+pub use stop::{finished as run_finished, listen as listen_for_stop};
 
 /// The pure functions and types the fuzz targets (`fuzz/`) and the integration tests drive
 /// directly. Not an API: it changes with the code behind it.

@@ -1,6 +1,7 @@
 //! `vaultboot`: argv → command; hardening; logging; the boot job; error → exit status.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use vaultboot::{Command, Config, Kind, Log, Mode};
 
 // sysexits(3), as the contract's table says.
@@ -8,6 +9,7 @@ const EX_USAGE: u8 = 64;
 const EX_DATAERR: u8 = 65;
 const EX_UNAVAILABLE: u8 = 69;
 const EX_CANTCREAT: u8 = 73;
+const EX_TEMPFAIL: u8 = 75;
 const EX_NOPERM: u8 = 77;
 const EX_CONFIG: u8 = 78;
 
@@ -58,18 +60,42 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// The log, and the configuration or the exit status of a configuration that cannot be used.
-fn open(path: &std::path::Path, hardening_problems: &[String]) -> (Log, Result<Config, ExitCode>) {
-    let log = Log::open();
+/// The log (stop signals handled from here on), and the configuration or the exit status of
+/// a configuration that cannot be used.
+fn open(
+    path: &std::path::Path,
+    hardening_problems: &[String],
+) -> (Arc<Log>, Result<Config, ExitCode>) {
+    let log = Arc::new(Log::open());
     for p in hardening_problems {
         log.warn(p);
     }
+    // Before any thread starts (they inherit the blocked signals).
+    listen_for_stop(&log);
     let config = vaultboot::load_config(path).map_err(|e| {
         log.error(&format!("configuration: {e}"));
         log.error(&format!("failed: configuration error (exit {EX_CONFIG})"));
         ExitCode::from(EX_CONFIG)
     });
     (log, config)
+}
+
+/// SIGTERM and SIGINT stop the run (see `vaultboot::stop_run`); when it cannot come back by
+/// itself in time, the process ends here with EX_TEMPFAIL.
+fn listen_for_stop(log: &Arc<Log>) {
+    let on_stop_log = Arc::clone(log);
+    let listening = vaultboot::listen_for_stop(move |signal| {
+        if let Some(_files) = vaultboot::stop_run(signal, &on_stop_log) {
+            on_stop_log.error(&format!(
+                "stopped by {signal} while an answer was still awaited: ended without it \
+                 (exit {EX_TEMPFAIL})"
+            ));
+            std::process::exit(EX_TEMPFAIL.into());
+        }
+    });
+    if let Err(e) = listening {
+        log.warn(&format!("stop signals: {e}; SIGTERM ends the run at once"));
+    }
 }
 
 fn run(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) -> ExitCode {
@@ -90,7 +116,12 @@ fn run(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) -> 
             Err(e) => failed(
                 &log,
                 e,
-                &format!("failed after {}: {}", took(start), e.outputs_changed()),
+                &format!(
+                    "{} after {}: {}",
+                    ended(e),
+                    took(start),
+                    e.outputs_changed()
+                ),
             ),
         };
         let ended = vaultboot::Ended {
@@ -103,6 +134,7 @@ fn run(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) -> 
         vaultboot::write_status(&config, &ended, &log);
         status
     });
+    vaultboot::run_finished();
     ExitCode::from(status)
 }
 
@@ -114,15 +146,29 @@ fn plan(path: &std::path::Path, refresh: bool, hardening_problems: &[String]) ->
         Err(status) => return status,
     };
     let mode = if refresh { Mode::Refresh } else { Mode::Boot };
-    match vaultboot::plan(&config, mode, &log) {
+    let status = match vaultboot::plan(&config, mode, &log) {
         Ok(plan) => {
             print!("{}", plan_text(&plan));
-            ExitCode::SUCCESS
+            0
         }
         Err(e) => {
-            let what = format!("plan failed after {}; nothing was written", took(start));
-            ExitCode::from(failed(&log, &e, &what))
+            let what = format!(
+                "plan {} after {}; nothing was written",
+                ended(&e),
+                took(start)
+            );
+            failed(&log, &e, &what)
         }
+    };
+    vaultboot::run_finished();
+    ExitCode::from(status)
+}
+
+/// How a failed run ended, for its summary line.
+fn ended(e: &vaultboot::RunError) -> &'static str {
+    match e.kind() {
+        Kind::Stopped => "stopped",
+        _ => "failed",
     }
 }
 
@@ -226,5 +272,6 @@ fn exit_status(kind: Kind) -> u8 {
         Kind::CannotWrite => EX_CANTCREAT,
         Kind::Refused => EX_NOPERM,
         Kind::Config => EX_CONFIG,
+        Kind::Stopped => EX_TEMPFAIL,
     }
 }

@@ -95,6 +95,8 @@ pub struct Policy {
     pub deadline: Instant,
     pub max_delay: Duration,
     pub cancel: Arc<AtomicBool>,
+    /// Whether a stop signal ends it too (not for a revoke: the token must still go).
+    heeds_stop: bool,
     clock: Clock,
 }
 
@@ -104,7 +106,17 @@ impl Policy {
             deadline,
             max_delay,
             cancel: Arc::new(AtomicBool::new(false)),
+            heeds_stop: true,
             clock: Clock::Real,
+        }
+    }
+
+    /// A policy that a stop signal does not cancel: for the revoke, which a stopping run still
+    /// makes within its own short deadline.
+    pub fn unstoppable(deadline: Instant, max_delay: Duration) -> Self {
+        Policy {
+            heeds_stop: false,
+            ..Policy::new(deadline, max_delay)
         }
     }
 
@@ -132,8 +144,10 @@ impl Policy {
         self.deadline.saturating_duration_since(self.clock.now())
     }
 
+    /// Another part of the run failed, or (unless `unstoppable`) a stop signal came.
     pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+            || (self.heeds_stop && crate::stop::requested().is_some())
     }
 
     pub fn cancel_all(&self) {

@@ -198,6 +198,8 @@ pub enum LockError {
     State(Error),
     /// Another run held it until the deadline.
     Held(PathBuf),
+    /// A stop signal came while waiting for it.
+    Stopped,
 }
 
 /// Takes `<dir>/run.lock` (flock, exclusive), waiting while another run holds it, until
@@ -231,6 +233,9 @@ pub fn lock(
         }
         if std::time::Instant::now() >= deadline {
             return Err(LockError::Held(path));
+        }
+        if crate::stop::requested().is_some() {
+            return Err(LockError::Stopped);
         }
         if let Some(say) = waiting.take() {
             say();

@@ -94,6 +94,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+#[derive(Clone)]
 pub struct Vault {
     client: Client,
     namespace: Option<String>,

@@ -416,6 +416,11 @@ fn forbidden_secret_writes_nothing_at_all() {
     );
     assert!(out.stderr.contains("permission denied"), "{}", out.stderr);
     assert!(env.out_files().is_empty(), "{:?}", env.out_files());
+    assert_eq!(
+        env.vault.live_tokens(),
+        0,
+        "the token is revoked on a refusal"
+    );
 }
 
 #[test]
@@ -428,6 +433,11 @@ fn world_writable_parent_is_refused() {
     assert_eq!(out.status, 73, "{}", out.log());
     assert!(out.stderr.contains("writable by others"), "{}", out.stderr);
     assert!(env.out_files().is_empty(), "{:?}", env.out_files());
+    assert_eq!(
+        env.vault.live_tokens(),
+        0,
+        "the token is revoked when staging is refused"
+    );
 }
 
 #[test]
@@ -710,6 +720,11 @@ fn an_answer_over_the_size_cap_is_refused() {
         out.stderr
     );
     assert!(env.out_files().is_empty());
+    assert_eq!(
+        env.vault.live_tokens(),
+        0,
+        "the token is revoked on a malformed answer"
+    );
 }
 
 /// A 3xx (a standby during a cluster election) is retried against the configured address;

@@ -11,7 +11,8 @@
 //!   every target is (before the on_change commands), or the first command has run (between
 //!   two commands), or the nonce file is staged or renamed;
 //! * faults: an answer held back by the simulator (Fault::Delay) pins the agent in one step
-//!   (login in flight, a secret read in flight, the revoke after the renames).
+//!   (login in flight, a secret read in flight, the revoke, which runs while the files are
+//!   written and before the on_change commands).
 //!
 //! Every output but the certificate and key has an on_change command; after every kill, each
 //! command has run at least once (in the killed run or the recovery), and whenever a target
@@ -778,20 +779,33 @@ fn killed_in_flight() {
         ("revoke in flight", "POST", "/v1/auth/token/revoke-self"),
     ] {
         for _ in 0..3 {
+            // Long enough for every file to be written while the revoke is held.
+            let hold = if path.ends_with("revoke-self") {
+                3000
+            } else {
+                400
+            };
             c.env.vault.control().inject(
                 Some(method),
                 path,
-                Fault::Delay(Duration::from_millis(400)),
+                Fault::Delay(Duration::from_millis(hold)),
                 1,
             );
             // The fault is taken when the request arrives; from then on it is held.
             let control = c.env.vault.control().clone();
             let mut held_since: Option<Instant> = None;
+            let revoking = label == "revoke in flight";
+            let n = c.targets.len();
             c.kill_one(
                 label,
-                When::Seen(Box::new(move |_: &Crash| {
+                When::Seen(Box::new(move |c: &Crash| {
                     if control.pending_faults() > 0 {
                         return false;
+                    }
+                    // The revoke runs while the files are written: killed once they are all
+                    // in place, while the commands wait for the revoke.
+                    if revoking {
+                        return c.inodes_changed() >= n;
                     }
                     let since = *held_since.get_or_insert_with(Instant::now);
                     since.elapsed() >= Duration::from_millis(150)
@@ -802,9 +816,12 @@ fn killed_in_flight() {
     }
     c.report("in flight");
     assert_eq!(
-        c.landed.get("after the renames").copied().unwrap_or(0),
+        c.landed
+            .get("after the renames, before the commands")
+            .copied()
+            .unwrap_or(0),
         3,
-        "the revoke comes after every rename: {:?}",
+        "the on_change commands wait for the revoke: {:?}",
         c.landed
     );
 }

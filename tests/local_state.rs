@@ -414,6 +414,11 @@ fn root_an_output_parent_symlink_someone_else_controls_is_refused() {
         let out = env.run(&cfg);
         assert_eq!(out.status, 73, "{what}: {}", out.log());
         assert_eq!(
+            env.vault.live_tokens(),
+            0,
+            "{what}: the token is revoked after the refusal"
+        );
+        assert_eq!(
             fs::read_dir(&target).unwrap().count(),
             0,
             "{what}: something was written through the symlink"
@@ -446,6 +451,11 @@ fn root_an_output_parent_writable_by_a_non_root_user_is_refused() {
         }
         let out = env.run(&cfg);
         assert_eq!(out.status, 73, "{what}: {}", out.log());
+        assert_eq!(
+            env.vault.live_tokens(),
+            0,
+            "{what}: the token is revoked after the refusal"
+        );
         assert!(
             out.stderr.contains("uid 65534") || out.stderr.contains("writable by others"),
             "{what}: {}",
@@ -482,6 +492,11 @@ fn root_no_directory_is_created_under_a_directory_someone_else_controls() {
     ));
     let out = env.run(&cfg);
     assert_eq!(out.status, 73, "{}", out.log());
+    assert_eq!(
+        env.vault.live_tokens(),
+        0,
+        "the token is revoked after the refusal"
+    );
     assert!(
         out.stderr
             .contains(&format!("{} is owned by uid 65534", theirs.display())),
@@ -510,6 +525,11 @@ fn an_existing_output_that_is_a_directory_or_fifo_is_refused_and_nothing_is_writ
         let before = env.snapshot();
         let out = env.run(&cfg);
         assert_eq!(out.status, 73, "{what}: {}", out.log());
+        assert_eq!(
+            env.vault.live_tokens(),
+            0,
+            "{what}: the token is revoked after the refusal"
+        );
         assert!(out.elapsed < Duration::from_secs(10), "{what}: hung on it");
         assert!(
             out.stderr.contains("refusing to replace it"),

@@ -34,6 +34,12 @@ pub enum Error {
     StagingFiles(files::Error),
     /// Renaming the staged files into place (or syncing their directories) part-way.
     CommittingFiles(CommitError),
+    /// A stop signal ended the run; `committed`: after the files were in place (their
+    /// on_change commands stay owed).
+    Stopped {
+        signal: &'static str,
+        committed: bool,
+    },
 }
 
 impl Error {
@@ -51,6 +57,20 @@ impl Error {
             Error::ReadingSecret(e) | Error::RenderingFiles(e) => e.kind(),
             Error::StagingFiles(e) => e.kind(),
             Error::CommittingFiles(e) => e.kind(),
+            Error::Stopped { .. } => Kind::Stopped,
+        }
+    }
+
+    /// The error a run reports once a stop signal came: the stop, whatever step it cut short
+    /// (those fail as cancelled), except a commit that failed part-way, whose report says which
+    /// files were replaced.
+    pub(super) fn after_stop(self) -> Error {
+        match (self, crate::stop::requested()) {
+            (e @ (Error::CommittingFiles(_) | Error::Stopped { .. }), _) | (e, None) => e,
+            (_, Some(signal)) => Error::Stopped {
+                signal,
+                committed: false,
+            },
         }
     }
 
@@ -68,6 +88,12 @@ impl Error {
 
     /// What the failed run did to the outputs, for the summary line.
     pub fn outputs_changed(&self) -> String {
+        if let Error::Stopped {
+            committed: true, ..
+        } = self
+        {
+            return "every file was written; the on_change commands not run stay owed".into();
+        }
         let Error::CommittingFiles(e) = self else {
             return "no file was changed".into();
         };
@@ -115,6 +141,7 @@ impl fmt::Display for Error {
             Error::RecordingOnChange(e) => write!(f, "pending on_change commands: {e}"),
             Error::StagingFiles(e) => write!(f, "writing files: {e}"),
             Error::CommittingFiles(e) => write!(f, "writing files: {e}"),
+            Error::Stopped { signal, .. } => write!(f, "stopped by {signal}"),
         }
     }
 }

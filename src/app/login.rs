@@ -1,55 +1,48 @@
 //! Logging in (ec2 with the persisted nonce, or iam with the instance profile's credentials)
 //! and giving the token back at the end.
 
-use super::Error;
-use crate::auth::{self, ec2, iam, Token};
+use super::{held, Error};
+use crate::auth::{ec2, iam, Token};
 use crate::config::Config;
 use crate::imds::{self, Imds};
 use crate::log::{took, Log};
 use crate::nonce::{self, Origin};
 use crate::retry::Policy;
 use crate::vault::Vault;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The revoke's retries stop this long after it started, or at the deadline if sooner...
 const REVOKE_BUDGET: Duration = Duration::from_secs(5);
-/// ...but it always gets at least this long, even past a spent deadline.
-const REVOKE_GRACE: Duration = Duration::from_secs(2);
+/// ...but it always gets at least this long, even past a spent deadline; and a stopping run
+/// (SIGTERM, SIGINT) gives it this long exactly.
+pub(super) const REVOKE_GRACE: Duration = Duration::from_secs(2);
 
-/// Gives the token back (unless configured not to); whether it was revoked.
-pub(super) fn revoke(
-    config: &Config,
-    log: &Log,
-    vault: &Vault,
-    token: &Token,
-    policy: &Policy,
-) -> bool {
+/// Gives the held token back (unless configured not to); whether it was revoked (by this
+/// call, or already by a stop signal's).
+pub(super) fn revoke(config: &Config, log: &Log, policy: &Policy) -> bool {
     if !config.auth.revoke_token {
         log.info("token kept (auth.revoke_token = false)");
         return false;
     }
-    let step = Instant::now();
     // Its own short budget: a few seconds of what is left (a standby's redirects or a 5xx
     // during a failover are retried), but never nothing: a run whose failure spent the
     // deadline still makes an attempt and a retry, as a token left behind stays valid for its
-    // TTL. (The main budget may also be cancelled by a failed step: this one is not.)
-    let budget = policy.remaining().min(REVOKE_BUDGET).max(REVOKE_GRACE);
-    let revoke_policy = Policy::new(Instant::now() + budget, config.retry.max_delay);
-    match auth::revoke(vault, token, &revoke_policy) {
-        Ok(()) => {
-            log.info(&format!("token revoked ({})", took(step.elapsed())));
-            true
-        }
-        Err(e) => {
-            log.warn(&format!(
-                "token not revoked after {}: {e}; it stays valid until it expires in {} \
-                 (an operator can revoke it now: vault token revoke -accessor {})",
-                took(step.elapsed()),
-                humantime::format_duration(token.ttl),
-                token.accessor
-            ));
-            false
-        }
+    // TTL. (The main budget may also be cancelled by a failed step or a stop: this one is not.)
+    let budget = if crate::stop::requested().is_some() {
+        REVOKE_GRACE
+    } else {
+        policy.remaining().min(REVOKE_BUDGET).max(REVOKE_GRACE)
+    };
+    held::revoke(log, budget).unwrap_or(false)
+}
+
+/// Keeps the token where a stop signal can revoke it too (unless it is to be kept).
+pub(super) fn hold(config: &Config, vault: &Vault, token: Token) -> Arc<Token> {
+    if config.auth.revoke_token {
+        held::hold(vault, token, config.retry.max_delay)
+    } else {
+        Arc::new(token)
     }
 }
 

@@ -1,6 +1,8 @@
-//! The boot job, step by step: IMDS → nonce → login → secrets → files → on_change → revoke.
+//! The boot job, step by step: IMDS → nonce → login → secrets → revoke (while the files are
+//! written) → files → on_change; a stop signal ends it at any step (`stop_run`).
 
 mod error;
+mod held;
 mod instance;
 mod login;
 mod outputs;
@@ -49,8 +51,17 @@ pub enum Mode {
     Refresh,
 }
 
+/// The on_change commands get what is left of `retry.deadline`, but at least this long after
+/// the files are in place (a run whose retries spent the deadline still reloads its services).
+const ON_CHANGE_FLOOR: Duration = Duration::from_secs(10);
+/// After a stop signal, how long the run may take to come back by itself before the process
+/// ends without it: an answer in flight (a login whose token must be revoked) is waited for
+/// this long.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 /// Runs the whole boot job, then `end` with its result while the run lock is still held (so
 /// that what `end` records, the status, cannot overwrite that of a run that started later).
+/// After a stop signal (see `stop_run`), the result is `Error::Stopped`.
 pub fn run<T>(
     config: &Config,
     mode: Mode,
@@ -62,9 +73,9 @@ pub fn run<T>(
     log_start(config, mode, "", log);
     let lock = match lock(config, &policy, log) {
         Ok(lock) => lock,
-        Err(e) => return end(&Err(e)),
+        Err(e) => return end(&Err(Error::after_stop(e))),
     };
-    let result = run_locked(config, mode, log, &policy, start);
+    let result = run_locked(config, mode, log, &policy, start).map_err(Error::after_stop);
     let ended = end(&result);
     drop(lock);
     ended
@@ -98,29 +109,79 @@ fn run_locked(
     }
 
     let token = session.login(config, log, policy)?;
+    let token = login::hold(config, &session.vault, token);
     let step = Instant::now();
     let (vault, facts) = (&session.vault, &session.facts);
-    let result = secrets::fetch_all(vault, &token.client_token, &to_fetch, facts, policy)
-        .map_err(Error::ReadingSecret)
-        .and_then(|answers| {
-            let fetched = outputs::Fetched {
-                secrets: &to_fetch,
-                answers,
-                started: step,
-            };
-            outputs::write_outputs(config, log, fetched, facts, earlier)
-        });
-    // After the files, as the contract orders it (also when a step failed). Its round trip
-    // delays the end of the run, not the files.
-    let revoked = login::revoke(config, log, vault, &token, policy);
+    let answers = stopped()
+        .and_then(|()| {
+            secrets::fetch_all(vault, &token.client_token, &to_fetch, facts, policy)
+                .map_err(Error::ReadingSecret)
+        })
+        .inspect_err(|_| {
+            login::revoke(config, log, policy);
+        })?;
+    let fetched = outputs::Fetched {
+        secrets: &to_fetch,
+        answers,
+        started: step,
+    };
+    // The last Vault read is done: the token goes now, on a thread of its own while the files
+    // are written (its round trip does not delay them), and before any on_change command.
+    let (revoked, written) = std::thread::scope(|scope| {
+        let revoking = std::thread::Builder::new()
+            .name("revoke".into())
+            .spawn_scoped(scope, || login::revoke(config, log, policy));
+        let written = outputs::write_files(config, log, fetched, facts, &earlier.found);
+        let revoked = match revoking {
+            Ok(handle) => handle.join().unwrap_or(false),
+            // No thread: revoked here, after the files.
+            Err(_) => login::revoke(config, log, policy),
+        };
+        (revoked, written)
+    });
+    let mut written = written?;
+    let until = policy.deadline.max(Instant::now() + ON_CHANGE_FLOOR);
+    let on_change_failed = outputs::run_owed(config, log, &written, until)?;
 
-    let mut summary = result?;
+    let summary = &mut written.summary;
+    summary.on_change_failed = on_change_failed;
     summary.logged_in = true;
     summary.revoked = revoked;
     summary.skipped = skipped.len();
     summary.outputs.extend(skipped);
     summary.took = start.elapsed();
-    Ok(summary)
+    Ok(written.summary)
+}
+
+/// `Err(Stopped)` once a stop signal came.
+fn stopped() -> Result<(), Error> {
+    match crate::stop::requested() {
+        None => Ok(()),
+        Some(signal) => Err(Error::Stopped {
+            signal,
+            committed: false,
+        }),
+    }
+}
+
+/// What a stop signal does (on the thread that took it) while the run goes on: the held token
+/// is revoked at once (within `login::REVOKE_GRACE`), and the run, which sees the stop at its
+/// next step, gets `STOP_WAIT` to end by itself (revoking a token that comes later, removing
+/// what it staged, finishing a commit under way). When it has not (it waits for an answer in
+/// flight), the token is revoked if one came meanwhile and the files section is taken: the
+/// guard returned, the caller ends the process, while no file is staged or half-renamed.
+/// `None`: the run ended by itself.
+pub fn stop_run(signal: &str, log: &Log) -> Option<std::sync::MutexGuard<'static, ()>> {
+    log.warn(&format!(
+        "{signal} received: stopping (the token is revoked, staged files are removed, \
+         on_change commands are killed)"
+    ));
+    held::revoke(log, login::REVOKE_GRACE);
+    if crate::stop::wait_finished(Instant::now() + STOP_WAIT) {
+        return None;
+    }
+    held::revoke(log, login::REVOKE_GRACE);
+    Some(crate::stop::files())
 }
 
 /// One run at a time on a state directory (see `state::lock`), held until the run ends.
@@ -129,6 +190,10 @@ fn lock(config: &Config, policy: &Policy, log: &Log) -> Result<state::RunLock, E
     let lock = state::lock(&config.state_dir, policy.deadline, waiting).map_err(|e| match e {
         state::LockError::State(e) => Error::LockingState(e),
         state::LockError::Held(path) => Error::WaitingForAnotherRun(path),
+        state::LockError::Stopped => Error::Stopped {
+            signal: crate::stop::requested().unwrap_or("a stop signal"),
+            committed: false,
+        },
     })?;
     for repair in &lock.repairs {
         log.warn(repair);

@@ -18,15 +18,23 @@ pub(super) struct Fetched<'a> {
     pub started: Instant,
 }
 
-/// Logs what was fetched, writes every file (all or nothing) and runs the on_change commands
-/// (those of the files this run changed, and those `earlier` runs still owe).
-pub(super) fn write_outputs(
+/// What a complete commit did, and the on_change commands it owes (each argv once).
+pub(super) struct Written {
+    pub summary: Summary,
+    pub commands: Vec<Vec<String>>,
+    /// The owed commands are recorded on disk: clear the record once they all ran.
+    pub recorded: bool,
+}
+
+/// Logs what was fetched and writes every file (all or nothing); the commands it then owes:
+/// those of the files this run changed, and those `earlier` runs still owe.
+pub(super) fn write_files(
     config: &Config,
     log: &Log,
     fetched: Fetched<'_>,
     facts: &Facts,
-    earlier: pending::Pending,
-) -> Result<Summary, Error> {
+    earlier: &pending::Found,
+) -> Result<Written, Error> {
     for f in &fetched.answers {
         log.info(&format!("secret {:?} fetched ({})", f.name, took(f.took)));
     }
@@ -40,7 +48,7 @@ pub(super) fn write_outputs(
     drop(fetched.answers);
 
     let step = Instant::now();
-    let committed = commit(config, log, &outputs, &earlier.found)?;
+    let committed = commit(config, log, &outputs, earlier)?;
     let mut summary = Summary {
         secrets: fetched.secrets.len(),
         ..Summary::default()
@@ -49,27 +57,39 @@ pub(super) fn write_outputs(
         report(log, &mut summary, output, *outcome, &committed.owed);
     }
     log.info(&format!("files in place ({})", took(step.elapsed())));
-    summary.on_change_failed = run_owed(config, log, &committed.owed, committed.recorded);
-    Ok(summary)
+    Ok(Written {
+        summary,
+        commands: files::commands_of(&committed.owed),
+        recorded: committed.recorded,
+    })
 }
 
-/// What a complete commit did, and the on_change commands it owes.
+/// What a complete commit did, and the outputs whose on_change commands it owes.
 struct Committed<'a> {
     done: Vec<(&'a Output, Outcome)>,
     owed: Vec<&'a Output>,
-    /// The owed commands are recorded on disk: clear the record once they ran.
     recorded: bool,
 }
 
 /// Stages every output, records the on_change commands the commit will owe (before the first
-/// rename: a kill from there on leaves them owed on disk), and commits.
+/// rename: a kill from there on leaves them owed on disk), and commits. A stop signal ends it
+/// before the record at the latest: once the renames begin, they all happen (a complete set).
 fn commit<'a>(
     config: &Config,
     log: &Log,
     outputs: &'a [Output],
     earlier: &pending::Found,
 ) -> Result<Committed<'a>, Error> {
+    // A process ending on a stop waits for this section (it holds no network wait).
+    let _files = crate::stop::files();
     let staged = stage(outputs).map_err(Error::StagingFiles)?;
+    if let Some(signal) = crate::stop::requested() {
+        // Dropping `staged` removes the staged files.
+        return Err(Error::Stopped {
+            signal,
+            committed: false,
+        });
+    }
     let (owed, dropped) = pending::owed(outputs, &staged, earlier);
     for path in dropped {
         log.warn(&format!(
@@ -144,13 +164,20 @@ fn output_status(output: &Output, state: OutputState) -> OutputStatus {
     }
 }
 
-/// Runs every owed on_change command, then clears the record; how many failed. (A failed
-/// command is a warning, not owed again: one that always fails would otherwise run at every
-/// boot.)
-fn run_owed(config: &Config, log: &Log, owed: &[&Output], recorded: bool) -> usize {
+/// Runs the owed on_change commands until `until` (see `files::run_on_change`), then clears
+/// the record if they all ran; how many failed. (A failed command is a warning, not owed
+/// again: one that always fails would otherwise run at every boot.) Commands a stop signal or
+/// the end of the time left unrun stay owed, with the record: the next run runs them all.
+pub(super) fn run_owed(
+    config: &Config,
+    log: &Log,
+    written: &Written,
+    until: Instant,
+) -> Result<usize, Error> {
+    let done = files::run_on_change(&written.commands, until);
     let mut failed = 0;
-    for ran in files::run_on_change(owed) {
-        match ran.result {
+    for ran in &done.ran {
+        match &ran.result {
             Ok(()) => log.info(&format!("on_change {:?} ok ({})", ran.argv, took(ran.took))),
             Err(e) => {
                 failed += 1;
@@ -158,14 +185,32 @@ fn run_owed(config: &Config, log: &Log, owed: &[&Output], recorded: bool) -> usi
             }
         }
     }
-    if recorded {
+    let record = config.state_dir.join(pending::FILE_NAME);
+    if let Some(signal) = done.stopped {
+        log.warn(&format!(
+            "on_change commands cut short by {signal}: they stay owed in {} and run after \
+             the next commit",
+            record.display()
+        ));
+        return Err(Error::Stopped {
+            signal,
+            committed: true,
+        });
+    }
+    if !done.not_started.is_empty() {
+        log.warn(&format!(
+            "on_change {:?} not started: the run's time was up; owed in {} to the next run",
+            done.not_started,
+            record.display()
+        ));
+    } else if written.recorded {
         if let Err(e) = pending::clear(&config.state_dir) {
             log.warn(&format!(
                 "cannot clear the pending on_change commands: {e}; they run again on the next run"
             ));
         }
     }
-    failed
+    Ok(failed)
 }
 
 /// Files staged at once on this many threads at most.

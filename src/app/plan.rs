@@ -43,7 +43,12 @@ pub struct Plan {
     pub revoked: bool,
 }
 
+/// After a stop signal, it fails with `Error::Stopped` (the token revoked).
 pub fn plan(config: &Config, mode: Mode, log: &Log) -> Result<Plan, Error> {
+    plan_job(config, mode, log).map_err(Error::after_stop)
+}
+
+fn plan_job(config: &Config, mode: Mode, log: &Log) -> Result<Plan, Error> {
     let start = Instant::now();
     let policy = Policy::new(start + config.retry.deadline, config.retry.max_delay);
     log_start(config, mode, " (plan: nothing is written)", log);
@@ -57,10 +62,13 @@ pub fn plan(config: &Config, mode: Mode, log: &Log) -> Result<Plan, Error> {
     let mut read_entries = Vec::new();
     if !to_fetch.is_empty() {
         let token = session.login(config, log, &policy)?;
+        let token = login::hold(config, &session.vault, token);
         plan.logged_in = true;
-        let result = preview_reads(&session, &token, &reads, &policy);
-        plan.revoked = login::revoke(config, log, &session.vault, &token, &policy);
-        read_entries = result?;
+        let fetched =
+            super::stopped().and_then(|()| fetch_reads(&session, &token, &reads, &policy));
+        // The last Vault read is done: the token goes before the files are looked at.
+        plan.revoked = login::revoke(config, log, &policy);
+        read_entries = preview_reads(&session, &reads, fetched?)?;
     }
     for secret in &config.secrets {
         let mine = |e: &&Entry| e.secret == secret.name;
@@ -85,24 +93,35 @@ pub fn plan(config: &Config, mode: Mode, log: &Log) -> Result<Plan, Error> {
     Ok(plan)
 }
 
-/// Reads these secrets and compares what `run` would write with what is on disk.
-fn preview_reads(
+/// Reads these secrets.
+fn fetch_reads(
     session: &Session<'_>,
     token: &crate::auth::Token,
     reads: &[&SecretConfig],
     policy: &Policy,
-) -> Result<Vec<Entry>, Error> {
+) -> Result<Vec<secrets::Fetched>, Error> {
     if reads.is_empty() {
         return Ok(Vec::new());
     }
-    let answers = secrets::fetch_all(
+    secrets::fetch_all(
         &session.vault,
         &token.client_token,
         reads,
         &session.facts,
         policy,
     )
-    .map_err(Error::ReadingSecret)?;
+    .map_err(Error::ReadingSecret)
+}
+
+/// Compares what `run` would write from these answers with what is on disk.
+fn preview_reads(
+    session: &Session<'_>,
+    reads: &[&SecretConfig],
+    answers: Vec<secrets::Fetched>,
+) -> Result<Vec<Entry>, Error> {
+    if reads.is_empty() {
+        return Ok(Vec::new());
+    }
     let outputs =
         secrets::render_outputs(reads, &answers, &session.facts).map_err(Error::RenderingFiles)?;
     outputs

@@ -19,7 +19,7 @@ mod on_change;
 
 use dirs::sync_dirs;
 pub use dirs::{Last, Missing, TrustedDir};
-pub use on_change::run_on_change;
+pub use on_change::{commands_of, run_on_change};
 
 /// Marker in staged file names: `.<target name>.vaultboot.<random>`.
 const STAGE_MARK: &str = ".vaultboot.";
@@ -270,6 +270,13 @@ pub fn remove_stale_stages_of(path: &Path) {
 pub fn stage_all(outputs: &[Output]) -> Result<Staged<'_>, Error> {
     let mut staged = Staged { items: Vec::new() };
     for output in outputs {
+        // A stopping run stages nothing more; what it staged goes with `staged`.
+        if let Some(signal) = crate::stop::requested() {
+            return Err(fail(
+                &output.path,
+                format!("not staged: vaultboot is stopping ({signal})"),
+            ));
+        }
         let stage = stage(output)?;
         staged.items.push((output, stage));
     }

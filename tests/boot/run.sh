@@ -933,7 +933,7 @@ if boot boot3 "$work/fail.img" "$imds3_port" "$gate_port"; then
     fi
     refuse $label '^prop vaultboot-refresh.service Result=dependency$' "vaultboot-refresh.service not failed by a dependency"
     # Copies of the shipped unit: 78 and 64 are not retried; 69 (the control) is.
-    expect $label '^restart-copy unit .*RestartPreventExitStatus=64 65 73 77 78 ' "unit copies carry the shipped RestartPreventExitStatus="
+    expect $label '^restart-copy unit .*RestartPreventExitStatus=64 65 73 75 77 78 ' "unit copies carry the shipped RestartPreventExitStatus="
     # (Its state is read mid-cycle: its exit status shows in the journal, not in its properties.)
     if copy_has 69 'NRestarts=[1-9]' &&
         [ "$(journal_count 'boottest-exit69\.service: Main process exited, code=exited, status=69')" -ge 2 ]; then

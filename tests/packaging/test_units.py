@@ -94,7 +94,7 @@ class TestVaultbootService(unittest.TestCase):
         self.assertEqual(self.one("Service", "Restart"), "on-failure")
         self.assertEqual(seconds(self.one("Service", "RestartSec")), 30)
         prevented = set(self.one("Service", "RestartPreventExitStatus").split())
-        self.assertEqual(prevented, {"64", "65", "73", "77", "78"})
+        self.assertEqual(prevented, {"64", "65", "73", "75", "77", "78"})
         # systemd 252 (Debian 12) does not know these: they would only warn there.
         for key in ("RestartMode", "RestartSteps", "RestartMaxDelaySec", "RestartForceExitStatus"):
             self.assertNotIn(key, s)
