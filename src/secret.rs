@@ -32,8 +32,71 @@ impl Secret {
         self.0.len()
     }
 
+    /// The size of its buffer (at least `len`).
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// For a buffer that shares the secret (an HTTP header value built on it): the bytes are
+/// wiped when the last holder drops it.
+impl AsRef<[u8]> for Secret {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// `value` as JSON in a buffer allocated once, at its final size, and wiped on drop.
+/// (serde_json's own `to_vec` grows its buffer while it writes, and each growth leaves the
+/// bytes written so far, a nonce or a token among them, in freed memory.)
+pub fn to_json(value: &impl serde::Serialize) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    exact(|w| serde_json::to_writer(w, value))
+}
+
+/// [`to_json`] and a newline (a file's content).
+pub fn to_json_line(
+    value: &impl serde::Serialize,
+) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    exact(|w| {
+        serde_json::to_writer(&mut *w, value)?;
+        w.write_all(b"\n").map_err(serde_json::Error::io)
+    })
+}
+
+/// [`to_json`], indented (for files people read).
+pub fn to_json_pretty(
+    value: &impl serde::Serialize,
+) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    exact(|w| serde_json::to_writer_pretty(w, value))
+}
+
+/// Writes twice: once to count the bytes, once into a buffer of that size.
+fn exact(
+    write: impl Fn(&mut dyn std::io::Write) -> Result<(), serde_json::Error>,
+) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    let mut counted = Count(0);
+    write(&mut counted)?;
+    let mut out = Zeroizing::new(Vec::with_capacity(counted.0));
+    write(&mut *out)?;
+    debug_assert_eq!(out.len(), counted.0, "the same value wrote two sizes");
+    Ok(out)
+}
+
+/// A writer that only counts.
+struct Count(usize);
+
+impl std::io::Write for Count {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -210,6 +273,22 @@ mod tests {
         // serde_json's depth limit still holds.
         let deep = "[".repeat(100_000);
         assert!(SecretJson::parse(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn json_is_written_in_one_buffer_of_its_size() {
+        let v = serde_json::json!({"role": "web", "nonce": "n".repeat(300), "list": [1, "x"]});
+        for (bytes, expected) in [
+            (to_json(&v).unwrap(), serde_json::to_vec(&v).unwrap()),
+            (
+                to_json_pretty(&v).unwrap(),
+                serde_json::to_vec_pretty(&v).unwrap(),
+            ),
+        ] {
+            assert_eq!(*bytes, expected);
+            // Allocated once at the final size: never grown, so no copy was left behind.
+            assert_eq!(bytes.capacity(), bytes.len());
+        }
     }
 
     #[test]

@@ -33,40 +33,56 @@ pub fn encode(
     Ok(Secret::new(out))
 }
 
+// Every buffer below is allocated once at its final size: a growing `Vec` or `String` frees
+// its outgrown buffer with the secret's bytes still in it.
+
 /// The fields' text one after another, a newline between them.
 fn encode_raw(secret: &str, present: &[(&str, &Value)]) -> Result<Vec<u8>, Error> {
-    let mut out = Zeroizing::new(Vec::new());
-    for (i, (name, value)) in present.iter().enumerate() {
+    let texts = texts_of(secret, present)?;
+    let size = texts.iter().map(|(_, t)| t.len() + 1).sum::<usize>();
+    let mut out = Zeroizing::new(Vec::with_capacity(size.saturating_sub(1)));
+    for (i, (_, text)) in texts.iter().enumerate() {
         if i > 0 {
             out.push(b'\n');
         }
-        out.extend_from_slice(text_of(secret, name, value)?.as_bytes());
+        out.extend_from_slice(text.as_bytes());
     }
     Ok(std::mem::take(&mut *out))
 }
 
+/// Inside double quotes, sh and systemd's EnvironmentFile= both take these four literally
+/// after a backslash, and everything else (newlines too) as is.
+fn needs_backslash(b: u8) -> bool {
+    matches!(b, b'\\' | b'"' | b'$' | b'`')
+}
+
 /// `NAME="value"` lines that sh and systemd's EnvironmentFile= read back the same.
 fn encode_env(secret: &str, present: &[(&str, &Value)]) -> Result<Vec<u8>, Error> {
-    let mut out = Zeroizing::new(Vec::new());
-    for (name, value) in present {
-        let text = text_of(secret, name, value)?;
-        if text.contains('\0') {
-            return Err(Error::Unencodable {
-                secret: secret.into(),
-                field: name.to_string(),
-                why: "holds a NUL byte, which an environment file cannot carry",
-            });
-        }
+    let texts = texts_of(secret, present)?;
+    if let Some((name, _)) = texts.iter().find(|(_, t)| t.contains('\0')) {
+        return Err(Error::Unencodable {
+            secret: secret.into(),
+            field: name.to_string(),
+            why: "holds a NUL byte, which an environment file cannot carry",
+        });
+    }
+    let size = texts
+        .iter()
+        .map(|(name, t)| {
+            let escapes = t.bytes().filter(|b| needs_backslash(*b)).count();
+            name.len() + "=\"\"\n".len() + t.len() + escapes
+        })
+        .sum();
+    let mut out = Zeroizing::new(Vec::with_capacity(size));
+    for (name, text) in &texts {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"=\"");
-        for c in text.chars() {
-            // Inside double quotes, sh and systemd's EnvironmentFile= both take these
-            // four literally after a backslash, and everything else (newlines too) as is.
-            if matches!(c, '\\' | '"' | '$' | '`') {
+        // Byte by byte: the four are ASCII, and never part of a longer UTF-8 sequence.
+        for b in text.bytes() {
+            if needs_backslash(b) {
                 out.push(b'\\');
             }
-            let mut buf = [0u8; 4];
-            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            out.push(b);
         }
         out.extend_from_slice(b"\"\n");
     }
@@ -80,14 +96,23 @@ fn encode_json(secret: &str, present: &[(&str, &Value)]) -> Result<Vec<u8>, Erro
         map.insert(name.to_string(), (*value).clone());
     }
     let object = SecretJson(Value::Object(map));
-    let mut out = Zeroizing::new(Vec::new());
-    serde_json::to_writer(&mut *out, &object.0).map_err(|_| Error::Unencodable {
+    let mut out = crate::secret::to_json_line(&object.0).map_err(|_| Error::Unencodable {
         secret: secret.into(),
         field: String::new(),
         why: "cannot be written as JSON",
     })?;
-    out.push(b'\n');
     Ok(std::mem::take(&mut *out))
+}
+
+/// Each present field's name and text.
+fn texts_of<'p>(
+    secret: &str,
+    present: &[(&'p str, &Value)],
+) -> Result<Vec<(&'p str, Zeroizing<String>)>, Error> {
+    present
+        .iter()
+        .map(|(name, value)| Ok((*name, text_of(secret, name, value)?)))
+        .collect()
 }
 
 /// A field as text: strings as they are, numbers and booleans as JSON writes them, arrays
@@ -98,28 +123,50 @@ fn text_of(secret: &str, field: &str, value: &Value) -> Result<Zeroizing<String>
         field: field.into(),
         found,
     };
-    Ok(Zeroizing::new(match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
+    match value {
+        Value::String(s) => Ok(Zeroizing::new(s.clone())),
+        Value::Number(n) => Ok(shown(n)),
+        Value::Bool(b) => Ok(shown(b)),
         Value::Array(items) => {
-            let mut joined = String::new();
-            for (i, item) in items.iter().enumerate() {
+            let pieces = items
+                .iter()
+                .map(|item| match item {
+                    Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                        text_of(secret, field, item)
+                    }
+                    _ => Err(wrong("a list holding non-text items")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let size = pieces.iter().map(|p| p.len() + 1).sum::<usize>();
+            let mut joined = Zeroizing::new(String::with_capacity(size.saturating_sub(1)));
+            for (i, piece) in pieces.iter().enumerate() {
                 if i > 0 {
                     joined.push('\n');
                 }
-                match item {
-                    Value::String(s) => joined.push_str(s),
-                    Value::Number(n) => joined.push_str(&n.to_string()),
-                    Value::Bool(b) => joined.push_str(&b.to_string()),
-                    _ => return Err(wrong("a list holding non-text items")),
-                }
+                joined.push_str(piece);
             }
-            joined
+            Ok(joined)
         }
-        Value::Object(_) => return Err(wrong("an object")),
-        Value::Null => return Err(wrong("null")),
-    }))
+        Value::Object(_) => Err(wrong("an object")),
+        Value::Null => Err(wrong("null")),
+    }
+}
+
+/// `value` as `Display` writes it, in a buffer of its size.
+fn shown(value: &impl std::fmt::Display) -> Zeroizing<String> {
+    use std::fmt::Write;
+    struct Count(usize);
+    impl Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = write!(count, "{value}");
+    let mut out = Zeroizing::new(String::with_capacity(count.0));
+    let _ = write!(out, "{value}");
+    out
 }
 
 #[cfg(test)]
@@ -193,6 +240,24 @@ mod tests {
             out.expose_str().unwrap(),
             "password=\"a b'c\\\"d\\$e\\`f\\\\g\nh\"\nn=\"5\"\n"
         );
+    }
+
+    #[test]
+    fn every_format_is_written_in_one_buffer_of_its_size() {
+        let long = "s3cr3t-\\-\"-$-`-".repeat(40);
+        let f = fields(
+            json!({"a": long, "n": 12345678901234_i64, "f": 1e300, "b": true,
+            "l": [long, 7, false, "x"]}),
+        );
+        let all = ["a", "n", "f", "b", "l"];
+        for format in [Format::Raw, Format::Env, Format::Json] {
+            let out = encode("s", &file(format, &all), &f).unwrap();
+            assert_eq!(out.expose().len(), out.capacity(), "{format:?}");
+        }
+        for value in [json!(1e300), json!([long, 7, false])] {
+            let text = text_of("s", "v", &value).unwrap();
+            assert_eq!(text.len(), text.capacity(), "{value}");
+        }
     }
 
     #[test]

@@ -13,7 +13,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use ureq::http::Method;
-use zeroize::Zeroizing;
 
 mod encode;
 
@@ -192,7 +191,7 @@ fn fetch_one(
 ) -> Result<Fetched, Error> {
     let name = secret.name.clone();
     let body = request_body(secret, facts)?
-        .map(|rendered| Zeroizing::new(serde_json::to_vec(&rendered.0).unwrap_or_default()));
+        .map(|rendered| crate::secret::to_json(&rendered.0).unwrap_or_default());
     let start = Instant::now();
     let method = if body.is_some() {
         Method::POST
