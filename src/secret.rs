@@ -32,11 +32,6 @@ impl Secret {
         self.0.len()
     }
 
-    /// The size of its buffer (at least `len`).
-    pub fn capacity(&self) -> usize {
-        self.0.capacity()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -50,54 +45,69 @@ impl AsRef<[u8]> for Secret {
     }
 }
 
-/// `value` as JSON in a buffer allocated once, at its final size, and wiped on drop.
-/// (serde_json's own `to_vec` grows its buffer while it writes, and each growth leaves the
-/// bytes written so far, a nonce or a token among them, in freed memory.)
-pub fn to_json(value: &impl serde::Serialize) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
-    exact(|w| serde_json::to_writer(w, value))
+/// A byte buffer for secret material that is wiped on drop and grows without leaving copies:
+/// a `Vec` that outgrows its buffer frees the old one as is, with the bytes written so far (a
+/// nonce, a token, a secret value) still in it; this one moves to a buffer twice as large and
+/// wipes the old one.
+#[derive(Default)]
+pub struct Growing(Zeroizing<Vec<u8>>);
+
+impl Growing {
+    pub fn extend(&mut self, bytes: &[u8]) {
+        reserve_wiping(&mut self.0, bytes.len());
+        self.0.extend_from_slice(bytes);
+    }
+
+    pub fn into_secret(self) -> Secret {
+        Secret(self.0)
+    }
+
+    pub fn into_bytes(self) -> Zeroizing<Vec<u8>> {
+        self.0
+    }
 }
 
-/// [`to_json`] and a newline (a file's content).
-pub fn to_json_line(
-    value: &impl serde::Serialize,
-) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
-    exact(|w| {
-        serde_json::to_writer(&mut *w, value)?;
-        w.write_all(b"\n").map_err(serde_json::Error::io)
-    })
-}
-
-/// [`to_json`], indented (for files people read).
-pub fn to_json_pretty(
-    value: &impl serde::Serialize,
-) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
-    exact(|w| serde_json::to_writer_pretty(w, value))
-}
-
-/// Writes twice: once to count the bytes, once into a buffer of that size.
-fn exact(
-    write: impl Fn(&mut dyn std::io::Write) -> Result<(), serde_json::Error>,
-) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
-    let mut counted = Count(0);
-    write(&mut counted)?;
-    let mut out = Zeroizing::new(Vec::with_capacity(counted.0));
-    write(&mut *out)?;
-    debug_assert_eq!(out.len(), counted.0, "the same value wrote two sizes");
-    Ok(out)
-}
-
-/// A writer that only counts.
-struct Count(usize);
-
-impl std::io::Write for Count {
+impl std::io::Write for Growing {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
+        self.extend(buf);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Room for `more` bytes in `buf`; when it is full, a new buffer of at least twice the
+/// capacity takes its bytes, and the old one is wiped as it is dropped.
+pub fn reserve_wiping(buf: &mut Zeroizing<Vec<u8>>, more: usize) {
+    if buf.capacity() - buf.len() >= more {
+        return;
+    }
+    let capacity = buf
+        .capacity()
+        .saturating_mul(2)
+        .max(buf.len() + more)
+        .max(64);
+    let mut bigger = Zeroizing::new(Vec::with_capacity(capacity));
+    bigger.extend_from_slice(buf);
+    std::mem::swap(buf, &mut bigger);
+}
+
+/// `value` as JSON, in a [`Growing`] buffer (serde_json's own `to_vec` grows a plain `Vec`).
+pub fn to_json(value: &impl serde::Serialize) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    let mut out = Growing::default();
+    serde_json::to_writer(&mut out, value)?;
+    Ok(out.into_bytes())
+}
+
+/// [`to_json`], indented (for files people read).
+pub fn to_json_pretty(
+    value: &impl serde::Serialize,
+) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    let mut out = Growing::default();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    Ok(out.into_bytes())
 }
 
 impl fmt::Debug for Secret {
@@ -276,19 +286,23 @@ mod tests {
     }
 
     #[test]
-    fn json_is_written_in_one_buffer_of_its_size() {
-        let v = serde_json::json!({"role": "web", "nonce": "n".repeat(300), "list": [1, "x"]});
-        for (bytes, expected) in [
-            (to_json(&v).unwrap(), serde_json::to_vec(&v).unwrap()),
-            (
-                to_json_pretty(&v).unwrap(),
-                serde_json::to_vec_pretty(&v).unwrap(),
-            ),
-        ] {
-            assert_eq!(*bytes, expected);
-            // Allocated once at the final size: never grown, so no copy was left behind.
-            assert_eq!(bytes.capacity(), bytes.len());
+    fn a_growing_buffer_moves_and_keeps_every_byte() {
+        let mut out = Growing::default();
+        let mut buffers = std::collections::HashSet::new();
+        let mut expected = Vec::new();
+        for i in 0..2000u32 {
+            let piece = i.to_string();
+            out.extend(piece.as_bytes());
+            expected.extend_from_slice(piece.as_bytes());
+            buffers.insert(out.0.as_ptr());
         }
+        assert_eq!(*out.0, expected);
+        // It outgrew its buffer several times, each time into a new one.
+        assert!(buffers.len() > 5, "{}", buffers.len());
+        let v = serde_json::json!({"role": "web", "nonce": "n".repeat(300), "list": [1, "x"]});
+        assert_eq!(*to_json(&v).unwrap(), serde_json::to_vec(&v).unwrap());
+        let pretty = to_json_pretty(&v).unwrap();
+        assert_eq!(*pretty, serde_json::to_vec_pretty(&v).unwrap());
     }
 
     #[test]

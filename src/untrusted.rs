@@ -92,7 +92,7 @@ pub fn read_to_end_wiping(
 ) -> std::io::Result<()> {
     loop {
         if into.len() == into.capacity() {
-            grow_wiping(into, READ_CHUNK);
+            crate::secret::reserve_wiping(into, READ_CHUNK);
         }
         let len = into.len();
         let window = (into.capacity() - len).min(READ_CHUNK);
@@ -106,15 +106,6 @@ pub fn read_to_end_wiping(
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Room for at least `more` bytes: at least double the capacity, in a new buffer; the old one
-/// is wiped as it is dropped.
-fn grow_wiping(buf: &mut Zeroizing<Vec<u8>>, more: usize) {
-    let capacity = buf.capacity().saturating_mul(2).max(buf.len() + more);
-    let mut bigger = Zeroizing::new(Vec::with_capacity(capacity));
-    bigger.extend_from_slice(buf);
-    std::mem::swap(buf, &mut bigger);
 }
 
 #[cfg(test)]
