@@ -3,15 +3,15 @@
 //! order of the items, and a thread that cannot be started is an error, not an abort.
 //!
 //! Panic policy: a job's panic is re-raised in the caller, with its own payload, once every
-//! other thread has finished. A panic is a bug of vaultboot, not a condition of the run: the
+//! other thread has stopped. A panic is a bug of vaultboot, not a condition of the run: the
 //! release binary is built with `panic = "abort"`, so it never gets here at all, and in tests
 //! and debug builds turning it into a run error would disguise the bug as, say, an exit 69
 //! that a test expecting a failure would accept.
 
 use std::io;
-use std::panic;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::thread;
 
 /// No thread could be started for a fan-out (the process or user is at its thread limit,
@@ -70,55 +70,56 @@ impl Fanout {
             return Ok(items.iter().map(job).collect());
         }
         let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
         let go = AtomicBool::new(false);
         let gate = RwLock::new(());
+        let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+        let panicked = Mutex::new(None);
         let worker = || {
             // Waits here until every thread is started (or one failed to start).
             drop(gate.read().unwrap_or_else(|p| p.into_inner()));
-            let mut done = Vec::new();
-            while go.load(Ordering::SeqCst) {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(item) = items.get(i) else { break };
-                done.push((i, job(item)));
+            if !go.load(Ordering::SeqCst) {
+                return;
             }
-            done
-        };
-        thread::scope(|scope| {
-            let held = gate.write().unwrap_or_else(|p| p.into_inner());
-            let mut handles = Vec::with_capacity(threads);
-            for _ in 0..threads {
-                match self.builder().spawn_scoped(scope, worker) {
-                    Ok(handle) => handles.push(handle),
-                    Err(source) => {
-                        drop(held);
-                        // They see `go` unset and end without running a job.
-                        handles.into_iter().for_each(|h| drop(h.join()));
-                        return Err(SpawnError {
-                            what: self.what,
-                            wanted: threads,
-                            source,
-                        });
+            while !stop.load(Ordering::SeqCst) {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(item) = items.get(i) else { return };
+                match panic::catch_unwind(AssertUnwindSafe(|| job(item))) {
+                    Ok(r) => *lock(&results[i]) = Some(r),
+                    Err(payload) => {
+                        stop.store(true, Ordering::SeqCst);
+                        lock(&panicked).get_or_insert(payload);
                     }
+                }
+            }
+        };
+        let started = thread::scope(|scope| {
+            let held = gate.write().unwrap_or_else(|p| p.into_inner());
+            for _ in 0..threads {
+                if let Err(source) = self.builder().spawn_scoped(scope, worker) {
+                    drop(held);
+                    return Err(source);
                 }
             }
             go.store(true, Ordering::SeqCst);
             drop(held);
-            let mut slots: Vec<Option<R>> = items.iter().map(|_| None).collect();
-            let mut panicked = None;
-            for handle in handles {
-                match handle.join() {
-                    Ok(done) => done.into_iter().for_each(|(i, r)| slots[i] = Some(r)),
-                    Err(payload) => drop(panicked.get_or_insert(payload)),
-                }
-            }
-            if let Some(payload) = panicked {
-                panic::resume_unwind(payload);
-            }
-            Ok(slots
-                .into_iter()
-                .map(|r| r.expect("every item ran: no job panicked, every thread started"))
-                .collect())
-        })
+            Ok(())
+        });
+        if let Some(payload) = lock(&panicked).take() {
+            panic::resume_unwind(payload);
+        }
+        started.map_err(|source| SpawnError {
+            what: self.what,
+            wanted: threads,
+            source,
+        })?;
+        Ok(results
+            .into_iter()
+            .map(|slot| {
+                let r = slot.into_inner().unwrap_or_else(|p| p.into_inner());
+                r.expect("every item ran: no job panicked and no thread failed to start")
+            })
+            .collect())
     }
 
     fn builder(&self) -> thread::Builder {
@@ -130,15 +131,14 @@ impl Fanout {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
     use std::time::Duration;
-
-    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        m.lock().unwrap()
-    }
 
     #[test]
     fn results_keep_the_items_order() {
@@ -205,7 +205,7 @@ mod tests {
     }
 
     #[test]
-    fn a_panic_is_raised_again_in_the_caller() {
+    fn a_panic_is_raised_again_in_the_caller_after_the_others_stop() {
         let items: Vec<usize> = (0..20).collect();
         let caught = panic::catch_unwind(|| {
             Fanout::new("test", "t", 4).map(&items, |&i| {
