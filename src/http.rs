@@ -13,13 +13,14 @@
 
 use crate::retry::parse_retry_after;
 use crate::secret::Secret;
-use std::io::Read;
+use crate::untrusted;
 use std::sync::Arc;
 use std::time::Duration;
 use ureq::http;
 
 mod ahead;
 mod error;
+mod lookup;
 #[cfg(test)]
 mod tests;
 
@@ -79,10 +80,11 @@ impl Client {
     /// A client for plain HTTP (IMDS): never through a proxy.
     pub fn plain(base: &str, timeout: Duration) -> Client {
         Client {
-            agent: agent_config(None, timeout)
-                .https_only(false)
-                .build()
-                .new_agent(),
+            agent: ureq::Agent::with_parts(
+                agent_config(None, timeout).https_only(false).build(),
+                ureq::unversioned::transport::DefaultConnector::default(),
+                ahead::Resolve::default(),
+            ),
             ahead: None,
             base: base.to_string(),
             shown: base.to_string(),
@@ -204,14 +206,18 @@ fn agent_config(
         .max_idle_age(Duration::from_secs(30))
 }
 
-fn build_request(
+/// The request, its body borrowed from the caller's (wiping) buffer: no copy of a nonce or of
+/// PKI data is made here. A sensitive header's value shares the `Secret`'s own bytes, so that
+/// it too is wiped when the request is dropped (`http` copies a value given as bytes into a
+/// buffer that is freed as is).
+fn build_request<'b>(
     url: &str,
     method: http::Method,
     target: &str,
     headers: &[(&str, &str)],
     sensitive: &[(&str, &Secret)],
-    body: Option<&[u8]>,
-) -> Result<http::Request<Vec<u8>>, Error> {
+    body: Option<&'b [u8]>,
+) -> Result<http::Request<&'b [u8]>, Error> {
     let bad = |detail: String| Error::Protocol {
         url: url.to_string(),
         detail,
@@ -221,10 +227,11 @@ fn build_request(
         builder = builder.header(*name, *value);
     }
     let mut request = builder
-        .body(body.map(<[u8]>::to_vec).unwrap_or_default())
+        .body(body.unwrap_or_default())
         .map_err(|e| bad(format!("cannot build request: {e}")))?;
     for (name, value) in sensitive {
-        let mut v = http::HeaderValue::from_bytes(value.expose())
+        let shared = bytes::Bytes::from_owner((*value).clone());
+        let mut v = http::HeaderValue::from_maybe_shared(shared)
             .map_err(|_| bad(format!("{name} is not a valid header value")))?;
         v.set_sensitive(true);
         let name = http::HeaderName::from_bytes(name.as_bytes())
@@ -262,13 +269,13 @@ fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<An
             limit: MAX_BODY,
         });
     }
-    let capacity = announced.unwrap_or(8 * 1024).min(MAX_BODY) as usize;
+    // One byte more than announced: the read that finds the end needs room too, and a full
+    // buffer would be moved to a larger one.
+    let capacity = announced.unwrap_or(8 * 1024).min(MAX_BODY) as usize + 1;
     let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(capacity));
     // Beyond the limit, ureq's reader fails with BodyExceedsLimit: TooLarge.
     let mut reader = response.body_mut().with_config().limit(MAX_BODY).reader();
-    reader
-        .read_to_end(&mut bytes)
-        .map_err(|e| classify_io(url, e))?;
+    untrusted::read_to_end_wiping(&mut reader, &mut bytes).map_err(|e| classify_io(url, e))?;
     let body = if bytes.is_empty() {
         Secret::default()
     } else {

@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 use ureq::http::Method;
+use zeroize::Zeroize;
 
 const TOKEN_PATH: &str = "/latest/api/token";
 const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
@@ -189,16 +190,24 @@ impl<'p> Imds<'p> {
             secret_access_key: String,
             token: String,
         }
-        let raw: Raw = serde_json::from_slice(body.expose()).map_err(|e| {
+        // Also when the answer is refused after these were read.
+        impl Drop for Raw {
+            fn drop(&mut self) {
+                self.access_key_id.zeroize();
+                self.secret_access_key.zeroize();
+                self.token.zeroize();
+            }
+        }
+        let mut raw: Raw = serde_json::from_slice(body.expose()).map_err(|e| {
             malformed(
                 &path,
                 &format!("not role credentials: {}", untrusted::json_problem(&e)),
             )
         })?;
         Ok(RoleCredentials {
-            access_key_id: Secret::from_string(raw.access_key_id),
-            secret_access_key: Secret::from_string(raw.secret_access_key),
-            token: Secret::from_string(raw.token),
+            access_key_id: Secret::from_string(std::mem::take(&mut raw.access_key_id)),
+            secret_access_key: Secret::from_string(std::mem::take(&mut raw.secret_access_key)),
+            token: Secret::from_string(std::mem::take(&mut raw.token)),
         })
     }
 

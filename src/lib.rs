@@ -13,6 +13,7 @@ mod auth;
 mod certificate;
 mod cli;
 mod config;
+mod fanout;
 mod files;
 mod hardening;
 mod http;

@@ -144,9 +144,7 @@ fn persist(dir: &Path, path: &Path, instance_id: &str, nonce: &Secret) -> Result
         nonce: nonce.expose_str().unwrap_or_default().to_string(),
         created: state::now_secs(),
     };
-    let bytes = zeroize::Zeroizing::new(
-        serde_json::to_vec_pretty(&stored).map_err(|e| fail(path, e.to_string()))?,
-    );
+    let bytes = crate::secret::to_json_pretty(&stored).map_err(|e| fail(path, e.to_string()))?;
     drop(stored);
     state::write(dir, FILE_NAME, &bytes)
 }

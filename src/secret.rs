@@ -37,6 +37,79 @@ impl Secret {
     }
 }
 
+/// For a buffer that shares the secret (an HTTP header value built on it): the bytes are
+/// wiped when the last holder drops it.
+impl AsRef<[u8]> for Secret {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A byte buffer for secret material that is wiped on drop and grows without leaving copies:
+/// a `Vec` that outgrows its buffer frees the old one as is, with the bytes written so far (a
+/// nonce, a token, a secret value) still in it; this one moves to a buffer twice as large and
+/// wipes the old one.
+#[derive(Default)]
+pub struct Growing(Zeroizing<Vec<u8>>);
+
+impl Growing {
+    pub fn extend(&mut self, bytes: &[u8]) {
+        reserve_wiping(&mut self.0, bytes.len());
+        self.0.extend_from_slice(bytes);
+    }
+
+    pub fn into_secret(self) -> Secret {
+        Secret(self.0)
+    }
+
+    pub fn into_bytes(self) -> Zeroizing<Vec<u8>> {
+        self.0
+    }
+}
+
+impl std::io::Write for Growing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.extend(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Room for `more` bytes in `buf`; when it is full, a new buffer of at least twice the
+/// capacity takes its bytes, and the old one is wiped as it is dropped.
+pub fn reserve_wiping(buf: &mut Zeroizing<Vec<u8>>, more: usize) {
+    if buf.capacity() - buf.len() >= more {
+        return;
+    }
+    let capacity = buf
+        .capacity()
+        .saturating_mul(2)
+        .max(buf.len() + more)
+        .max(64);
+    let mut bigger = Zeroizing::new(Vec::with_capacity(capacity));
+    bigger.extend_from_slice(buf);
+    std::mem::swap(buf, &mut bigger);
+}
+
+/// `value` as JSON, in a [`Growing`] buffer (serde_json's own `to_vec` grows a plain `Vec`).
+pub fn to_json(value: &impl serde::Serialize) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    let mut out = Growing::default();
+    serde_json::to_writer(&mut out, value)?;
+    Ok(out.into_bytes())
+}
+
+/// [`to_json`], indented (for files people read).
+pub fn to_json_pretty(
+    value: &impl serde::Serialize,
+) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    let mut out = Growing::default();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    Ok(out.into_bytes())
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secret([redacted; {} bytes])", self.0.len())
@@ -210,6 +283,26 @@ mod tests {
         // serde_json's depth limit still holds.
         let deep = "[".repeat(100_000);
         assert!(SecretJson::parse(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_growing_buffer_moves_and_keeps_every_byte() {
+        let mut out = Growing::default();
+        let mut buffers = std::collections::HashSet::new();
+        let mut expected = Vec::new();
+        for i in 0..2000u32 {
+            let piece = i.to_string();
+            out.extend(piece.as_bytes());
+            expected.extend_from_slice(piece.as_bytes());
+            buffers.insert(out.0.as_ptr());
+        }
+        assert_eq!(*out.0, expected);
+        // It outgrew its buffer several times, each time into a new one.
+        assert!(buffers.len() > 5, "{}", buffers.len());
+        let v = serde_json::json!({"role": "web", "nonce": "n".repeat(300), "list": [1, "x"]});
+        assert_eq!(*to_json(&v).unwrap(), serde_json::to_vec(&v).unwrap());
+        let pretty = to_json_pretty(&v).unwrap();
+        assert_eq!(*pretty, serde_json::to_vec_pretty(&v).unwrap());
     }
 
     #[test]

@@ -69,16 +69,43 @@ impl std::fmt::Display for ReadError {
 }
 
 /// Everything `from` holds, if it is at most `limit` bytes; a larger input is refused after
-/// reading one byte past the cap, never read whole. The bytes are wiped when dropped.
+/// reading one byte past the cap, never read whole. The bytes are wiped when dropped, and so is
+/// every smaller buffer they outgrew on the way.
 pub fn read_capped(from: impl Read, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     let mut bytes = Zeroizing::new(Vec::new());
-    from.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(ReadError::Io)?;
+    read_to_end_wiping(&mut from.take(limit + 1), &mut bytes).map_err(ReadError::Io)?;
     if bytes.len() as u64 > limit {
         return Err(ReadError::TooLarge { limit });
     }
     Ok(bytes)
+}
+
+/// Largest single read: the zeroed window a read goes into.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Appends all `from` holds to `into`. `Read::read_to_end` grows a `Vec` the usual way, which
+/// frees each outgrown buffer with the bytes read so far (a token, a secret) still in it; here
+/// a full buffer moves to a larger one and the old one is wiped.
+pub fn read_to_end_wiping(
+    from: &mut impl Read,
+    into: &mut Zeroizing<Vec<u8>>,
+) -> std::io::Result<()> {
+    loop {
+        if into.len() == into.capacity() {
+            crate::secret::reserve_wiping(into, READ_CHUNK);
+        }
+        let len = into.len();
+        let window = (into.capacity() - len).min(READ_CHUNK);
+        into.resize(len + window, 0);
+        let read = from.read(&mut into[len..]);
+        into.truncate(len + read.as_ref().map_or(0, |n| *n));
+        match read {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +131,32 @@ mod tests {
         let shown = json_problem(&e);
         assert!(shown.starts_with("invalid JSON at line 1"), "{shown}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+
+    /// A reader that hands out a few bytes at a time and records where they were copied to.
+    struct Trickle<'a>(&'a [u8], Vec<usize>);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(1000);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            self.1.push(buf.as_ptr() as usize);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_growing_read_keeps_every_byte_in_order() {
+        let input: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut from = Trickle(&input, Vec::new());
+        let mut into = Zeroizing::new(b"head".to_vec());
+        read_to_end_wiping(&mut from, &mut into).unwrap();
+        assert_eq!(&into[..4], b"head");
+        assert_eq!(&into[4..], &input[..]);
+        // It outgrew its buffer several times, each time by moving to a new one.
+        let buffers: std::collections::HashSet<_> = from.1.iter().map(|p| p & !0xfff).collect();
+        assert!(buffers.len() > 3, "{buffers:?}");
     }
 
     #[test]

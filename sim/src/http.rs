@@ -109,6 +109,9 @@ struct ControlInner {
     full_handshakes: AtomicU64,
     resumed_handshakes: AtomicU64,
     failed_handshakes: AtomicU64,
+    /// Requests between their head being read and their answer written, now and at most.
+    in_flight: AtomicU64,
+    most_in_flight: AtomicU64,
     shutdown: AtomicBool,
     shutdown_lock: Mutex<()>,
     shutdown_cv: Condvar,
@@ -198,6 +201,16 @@ impl Control {
             self.inner.full_handshakes.load(Ordering::SeqCst),
             self.inner.resumed_handshakes.load(Ordering::SeqCst),
         )
+    }
+
+    /// The most requests this simulator was handling at once (from the request's head read to
+    /// its answer written, latency included) since it started or `reset_most_in_flight`.
+    pub fn most_in_flight(&self) -> u64 {
+        self.inner.most_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_most_in_flight(&self) {
+        self.inner.most_in_flight.store(0, Ordering::SeqCst);
     }
 
     /// TLS handshakes that failed (e.g. the client did not trust the certificate).
@@ -509,6 +522,7 @@ fn serve_connection(
             }
             Err(HeadError::Io) => return,
         };
+        let _in_flight = InFlight::start(control);
         let at = Instant::now();
         let body = match read_body(&mut stream, &mut buf, &head) {
             Ok(b) => b,
@@ -629,6 +643,24 @@ fn serve_connection(
             let _ = raw.shutdown(Shutdown::Write);
             return;
         }
+    }
+}
+
+/// One request counted in `Control::most_in_flight` while it lives.
+struct InFlight<'a>(&'a ControlInner);
+
+impl InFlight<'_> {
+    fn start(control: &Control) -> InFlight<'_> {
+        let inner = &*control.inner;
+        let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

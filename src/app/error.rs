@@ -2,6 +2,7 @@
 //! it was ([`Kind`]); `main` turns the kind into an exit status.
 
 use crate::auth::{self, verdict};
+use crate::fanout::SpawnError;
 use crate::files::{self, CommitError};
 use crate::kind::Kind;
 use crate::{imds, nonce, secrets, state};
@@ -32,6 +33,8 @@ pub enum Error {
     RecordingOnChange(state::Error),
     /// Writing the new files beside the old ones.
     StagingFiles(files::Error),
+    /// Starting the threads of a parallel step (IMDS reads, staging files).
+    StartingThreads(SpawnError),
     /// Renaming the staged files into place (or syncing their directories) part-way.
     CommittingFiles(CommitError),
     /// A stop signal ended the run; `committed`: after the files were in place (their
@@ -52,7 +55,7 @@ impl Error {
             Error::LoadingNonce(e) | Error::RecordingOnChange(e) | Error::LockingState(e) => {
                 e.kind()
             }
-            Error::WaitingForAnotherRun(_) => Kind::Unavailable,
+            Error::WaitingForAnotherRun(_) | Error::StartingThreads(_) => Kind::Unavailable,
             Error::LoggingIn(e) => e.kind(),
             Error::ReadingSecret(e) | Error::RenderingFiles(e) => e.kind(),
             Error::StagingFiles(e) => e.kind(),
@@ -142,6 +145,7 @@ impl fmt::Display for Error {
             Error::StagingFiles(e) => write!(f, "writing files: {e}"),
             Error::CommittingFiles(e) => write!(f, "writing files: {e}"),
             Error::Stopped { signal, .. } => write!(f, "stopped by {signal}"),
+            Error::StartingThreads(e) => e.fmt(f),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::Error;
 use crate::config::{AuthMethod, Config, Signature};
+use crate::fanout::Fanout;
 use crate::imds::{self, Imds};
 use crate::log::{took, Log};
 use crate::retry::Policy;
@@ -43,6 +44,25 @@ pub(super) fn read_if_needed(
     Ok((Some(identity), facts, signed))
 }
 
+/// IMDS reads at once, at most: the identity document, the signed document and the two
+/// metadata items templates can name.
+const MAX_IMDS_THREADS: usize = 4;
+
+const IMDS_READS: Fanout = Fanout::new("IMDS reads", "imds-read", MAX_IMDS_THREADS);
+
+/// One read of [`read_instance`], and what it gives.
+#[derive(Clone, Copy)]
+enum Read {
+    Identity,
+    Metadata(Fact),
+    Signed(Signature),
+}
+
+enum Got {
+    Identity(imds::Identity),
+    Text(String),
+}
+
 /// The identity document, the metadata the templates need and (ec2) the signed document: read
 /// in parallel once the session token is there, so two IMDS round trips in all.
 fn read_instance(
@@ -52,46 +72,49 @@ fn read_instance(
     signature: Option<Signature>,
 ) -> Result<(imds::Identity, Facts, Option<String>), Error> {
     imds.open_session().map_err(Error::ReadingInstance)?;
-    let metadata: Vec<Fact> = config
-        .needed_facts()
-        .into_iter()
-        .filter(|f| f.needs_metadata_read())
+    // In reading order: the error reported is the first real one in it.
+    let reads: Vec<Read> = std::iter::once(Read::Identity)
+        .chain(
+            config
+                .needed_facts()
+                .into_iter()
+                .filter(|f| f.needs_metadata_read())
+                .map(Read::Metadata),
+        )
+        .chain(signature.map(Read::Signed))
         .collect();
-    // The first failure stops the other reads (their retries would only delay the error).
-    fn stop_others<T>(policy: &Policy, r: Result<T, imds::Error>) -> Result<T, imds::Error> {
-        if r.is_err() {
-            policy.cancel_all();
-        }
-        r
-    }
-    let (identity, values, signed) = std::thread::scope(|scope| {
-        let signed = signature
-            .map(|sig| scope.spawn(move || stop_others(policy, imds.fetch_signed_document(sig))));
-        let values: Vec<_> = metadata
-            .iter()
-            .map(|fact| scope.spawn(move || stop_others(policy, imds.fetch_metadata(fact.name()))))
-            .collect();
-        let identity = stop_others(policy, imds.fetch_identity());
-        let join = |h: std::thread::ScopedJoinHandle<'_, _>| {
-            h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-        };
-        let values: Vec<Result<String, imds::Error>> = values.into_iter().map(join).collect();
-        (identity, values, signed.map(join))
-    });
+    let results = IMDS_READS
+        .map(&reads, |read| {
+            let got = match *read {
+                Read::Identity => imds.fetch_identity().map(Got::Identity),
+                Read::Metadata(fact) => imds.fetch_metadata(fact.name()).map(Got::Text),
+                Read::Signed(sig) => imds.fetch_signed_document(sig).map(Got::Text),
+            };
+            // The first failure stops the other reads (their retries would only delay it).
+            if got.is_err() {
+                policy.cancel_all();
+            }
+            got
+        })
+        .map_err(Error::StartingThreads)?;
     let mut failures = Vec::new();
-    let identity = identity.map_err(|e| failures.push(e)).ok();
-    let values: Vec<Option<String>> = values
-        .into_iter()
-        .map(|v| v.map_err(|e| failures.push(e)).ok())
-        .collect();
-    let signed = signed.and_then(|r| r.map_err(|e| failures.push(e)).ok());
+    let (mut identity, mut facts, mut signed) = (None, Vec::new(), None);
+    for (read, result) in reads.into_iter().zip(results) {
+        match (read, result) {
+            (Read::Identity, Ok(Got::Identity(id))) => identity = Some(id),
+            (Read::Metadata(fact), Ok(Got::Text(value))) => facts.push((fact, value)),
+            (Read::Signed(_), Ok(Got::Text(doc))) => signed = Some(doc),
+            (_, Ok(_)) => unreachable!("each read gives its own kind of answer"),
+            (_, Err(e)) => failures.push(e),
+        }
+    }
     match (identity, failures.is_empty()) {
         (Some(identity), true) => {
-            let mut facts = base_facts(&identity);
-            for (fact, value) in metadata.into_iter().zip(values.into_iter().flatten()) {
-                facts.set(fact, value);
+            let mut all = base_facts(&identity);
+            for (fact, value) in facts {
+                all.set(fact, value);
             }
-            Ok((identity, facts, signed))
+            Ok((identity, all, signed))
         }
         // The first real error in reading order: the others were cancelled because of it.
         _ => Err(Error::ReadingInstance(

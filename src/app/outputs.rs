@@ -3,6 +3,7 @@
 
 use super::{Error, Summary};
 use crate::config::{Config, SecretConfig};
+use crate::fanout::Fanout;
 use crate::files::{self, Outcome, Output};
 use crate::log::{took, Log};
 use crate::pending;
@@ -82,7 +83,7 @@ fn commit<'a>(
 ) -> Result<Committed<'a>, Error> {
     // A process ending on a stop waits for this section (it holds no network wait).
     let _files = crate::stop::files();
-    let staged = stage(outputs).map_err(Error::StagingFiles)?;
+    let staged = stage(outputs)?;
     if let Some(signal) = crate::stop::requested() {
         // Dropping `staged` removes the staged files.
         return Err(Error::Stopped {
@@ -216,39 +217,17 @@ pub(super) fn run_owed(
 /// Files staged at once on this many threads at most.
 const MAX_FILE_THREADS: usize = 8;
 
+const STAGE: Fanout = Fanout::new("files to stage", "stage", MAX_FILE_THREADS);
+
 /// `files::stage_all` with the outputs spread over threads: their fsyncs overlap instead of
 /// queueing. Still all or nothing: a failure to stage any of them removes every staged file
-/// (dropping a `Staged` does).
-fn stage(outputs: &[files::Output]) -> Result<files::Staged<'_>, files::Error> {
-    if outputs.len() < 2 {
-        return files::stage_all(outputs);
-    }
-    let per_thread = outputs.len().div_ceil(MAX_FILE_THREADS);
-    std::thread::scope(|scope| {
-        let staging: Vec<_> = outputs
-            .chunks(per_thread)
-            .map(|chunk| scope.spawn(move || files::stage_all(chunk)))
-            .collect();
-        join_all(staging).map(files::Staged::join)
-    })
-}
-
-/// Every thread's result, or the first error in their order (once all have finished).
-fn join_all<T, E>(
-    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T, E>>>,
-) -> Result<Vec<T>, E> {
-    let mut done = Vec::new();
-    let mut first_error = None;
-    for h in handles {
-        match h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
-            Ok(v) => done.push(v),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(done),
-    }
+/// (dropping a `Staged` does), once every thread is done.
+fn stage(outputs: &[files::Output]) -> Result<files::Staged<'_>, Error> {
+    let staged = STAGE
+        .map(outputs, |output| {
+            files::stage_all(std::slice::from_ref(output))
+        })
+        .map_err(Error::StartingThreads)?;
+    let staged: Result<Vec<_>, _> = staged.into_iter().collect();
+    staged.map(files::Staged::join).map_err(Error::StagingFiles)
 }

@@ -9,7 +9,6 @@ use crate::secret::Secret;
 use crate::vault::Vault;
 use serde::Serialize;
 use ureq::http::Method;
-use zeroize::Zeroizing;
 
 #[derive(Serialize)]
 struct LoginBody<'a> {
@@ -32,7 +31,7 @@ pub fn login(vault: &Vault, policy: &Policy, req: &Ec2Login<'_>) -> Result<Token
         pkcs7: req.pkcs7,
         nonce: req.nonce.expose_str().unwrap_or_default(),
     };
-    let bytes = Zeroizing::new(serde_json::to_vec(&body).unwrap_or_default());
+    let bytes = crate::secret::to_json(&body).unwrap_or_default();
     let path = format!("auth/{}/login", req.mount);
     let mut judge = LoginJudge::default();
     let result = policy.run(

@@ -17,7 +17,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 use ureq::http::Method;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
 pub const STS_BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
 pub const STS_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
@@ -133,7 +133,7 @@ pub fn login_data(
             .or_default()
             .push(value.to_string());
     }
-    let json = Zeroizing::new(serde_json::to_vec(&all).map_err(|e| e.to_string())?);
+    let json = crate::secret::to_json(&all).map_err(|e| e.to_string())?;
     all.values_mut().flatten().for_each(|v| v.zeroize());
     Ok(LoginData {
         iam_http_request_method: "POST",
@@ -216,13 +216,11 @@ pub fn login(vault: &Vault, policy: &Policy, req: &IamLogin<'_>) -> Result<Token
                 SystemTime::now(),
             )
             .expect("signed once already with the same inputs");
-            let body = Zeroizing::new(
-                serde_json::to_vec(&LoginBody {
-                    role: req.role,
-                    data: &data,
-                })
-                .unwrap_or_default(),
-            );
+            let body = crate::secret::to_json(&LoginBody {
+                role: req.role,
+                data: &data,
+            })
+            .unwrap_or_default();
             vault.request(Method::POST, &path, None, Some(&body), left)
         },
         |e| judge.verdict(e),

@@ -13,9 +13,9 @@ use ureq::http::Uri;
 // ureq::unversioned, exempt from semver: ureq has no public way to hand a request a connection
 // opened earlier (a `Connector`, and the `Transport` it returns, given the request's
 // `ConnectionDetails`), nor to connect to one host while naming another (a `Resolver`, its
-// address list and timeout types). Behind both, ureq's own `DefaultConnector` and
-// `DefaultResolver` do the work.
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+// address list and timeout types). Behind both, ureq's own `DefaultConnector` and our
+// `lookup` do the work.
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{ConnectionDetails, Connector, DefaultConnector};
 use ureq::unversioned::transport::{NextTimeout, Transport};
 
@@ -123,7 +123,7 @@ impl Connector<()> for Connect {
     }
 }
 
-/// Resolves as ureq does; with `vault.tls_server_name`, requests go to
+/// Resolves as ureq does (see `lookup`); with `vault.tls_server_name`, requests go to
 /// `scheme://<name>:<port>` (SNI, the certificate check and the Host header all use the
 /// name) and this sends the name to the configured address.
 #[derive(Debug, Clone, Default)]
@@ -161,6 +161,6 @@ impl Resolver for Resolve {
             // Anything else (a proxy) as ureq would.
             _ => uri,
         };
-        DefaultResolver::default().resolve(uri, config, timeout)
+        super::lookup::lookup(uri, config, timeout)
     }
 }

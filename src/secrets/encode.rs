@@ -2,9 +2,8 @@
 
 use super::Error;
 use crate::config::{FileConfig, Format};
-use crate::secret::{Secret, SecretJson};
+use crate::secret::{Growing, Secret, SecretJson};
 use serde_json::Value;
-use zeroize::Zeroizing;
 
 /// The file's content from the answer's fields.
 pub fn encode(
@@ -25,101 +24,104 @@ pub fn encode(
             Some(v) => present.push((&field.name, v)),
         }
     }
-    let out = match file.format {
-        Format::Raw => encode_raw(secret, &present)?,
-        Format::Env => encode_env(secret, &present)?,
-        Format::Json => encode_json(secret, &present)?,
-    };
-    Ok(Secret::new(out))
+    match file.format {
+        Format::Raw => encode_raw(secret, &present),
+        Format::Env => encode_env(secret, &present),
+        Format::Json => encode_json(secret, &present),
+    }
 }
 
+// Every content is written into a `Growing` buffer: a plain `Vec` or `String` that grows frees
+// its outgrown buffer with the secret's bytes still in it.
+
 /// The fields' text one after another, a newline between them.
-fn encode_raw(secret: &str, present: &[(&str, &Value)]) -> Result<Vec<u8>, Error> {
-    let mut out = Zeroizing::new(Vec::new());
+fn encode_raw(secret: &str, present: &[(&str, &Value)]) -> Result<Secret, Error> {
+    let mut out = Growing::default();
     for (i, (name, value)) in present.iter().enumerate() {
         if i > 0 {
-            out.push(b'\n');
+            out.extend(b"\n");
         }
-        out.extend_from_slice(text_of(secret, name, value)?.as_bytes());
+        write_text(&mut out, secret, name, value)?;
     }
-    Ok(std::mem::take(&mut *out))
+    Ok(out.into_secret())
 }
 
 /// `NAME="value"` lines that sh and systemd's EnvironmentFile= read back the same.
-fn encode_env(secret: &str, present: &[(&str, &Value)]) -> Result<Vec<u8>, Error> {
-    let mut out = Zeroizing::new(Vec::new());
+fn encode_env(secret: &str, present: &[(&str, &Value)]) -> Result<Secret, Error> {
+    let mut out = Growing::default();
     for (name, value) in present {
-        let text = text_of(secret, name, value)?;
-        if text.contains('\0') {
+        let mut text = Growing::default();
+        write_text(&mut text, secret, name, value)?;
+        let text = text.into_bytes();
+        if text.contains(&0) {
             return Err(Error::Unencodable {
                 secret: secret.into(),
                 field: name.to_string(),
                 why: "holds a NUL byte, which an environment file cannot carry",
             });
         }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"=\"");
-        for c in text.chars() {
-            // Inside double quotes, sh and systemd's EnvironmentFile= both take these
-            // four literally after a backslash, and everything else (newlines too) as is.
-            if matches!(c, '\\' | '"' | '$' | '`') {
-                out.push(b'\\');
+        out.extend(name.as_bytes());
+        out.extend(b"=\"");
+        for b in text.iter() {
+            // Inside double quotes, sh and systemd's EnvironmentFile= both take these four
+            // literally after a backslash, and everything else (newlines too) as is. They are
+            // ASCII, so never part of a longer UTF-8 sequence.
+            if matches!(b, b'\\' | b'"' | b'$' | b'`') {
+                out.extend(b"\\");
             }
-            let mut buf = [0u8; 4];
-            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            out.extend(std::slice::from_ref(b));
         }
-        out.extend_from_slice(b"\"\n");
+        out.extend(b"\"\n");
     }
-    Ok(std::mem::take(&mut *out))
+    Ok(out.into_secret())
 }
 
 /// One JSON object of the fields, values as Vault typed them.
-fn encode_json(secret: &str, present: &[(&str, &Value)]) -> Result<Vec<u8>, Error> {
+fn encode_json(secret: &str, present: &[(&str, &Value)]) -> Result<Secret, Error> {
     let mut map = serde_json::Map::new();
     for (name, value) in present {
         map.insert(name.to_string(), (*value).clone());
     }
     let object = SecretJson(Value::Object(map));
-    let mut out = Zeroizing::new(Vec::new());
-    serde_json::to_writer(&mut *out, &object.0).map_err(|_| Error::Unencodable {
+    let mut out = Growing::default();
+    serde_json::to_writer(&mut out, &object.0).map_err(|_| Error::Unencodable {
         secret: secret.into(),
         field: String::new(),
         why: "cannot be written as JSON",
     })?;
-    out.push(b'\n');
-    Ok(std::mem::take(&mut *out))
+    out.extend(b"\n");
+    Ok(out.into_secret())
 }
 
 /// A field as text: strings as they are, numbers and booleans as JSON writes them, arrays
 /// joined by newlines (PKI's `ca_chain`).
-fn text_of(secret: &str, field: &str, value: &Value) -> Result<Zeroizing<String>, Error> {
+fn write_text(out: &mut Growing, secret: &str, field: &str, value: &Value) -> Result<(), Error> {
     let wrong = |found| Error::WrongType {
         secret: secret.into(),
         field: field.into(),
         found,
     };
-    Ok(Zeroizing::new(match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
+    match value {
+        Value::String(s) => out.extend(s.as_bytes()),
+        Value::Number(n) => drop(std::io::Write::write_fmt(out, format_args!("{n}"))),
+        Value::Bool(b) => out.extend(if *b { &b"true"[..] } else { b"false" }),
         Value::Array(items) => {
-            let mut joined = String::new();
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    joined.push('\n');
+                    out.extend(b"\n");
                 }
                 match item {
-                    Value::String(s) => joined.push_str(s),
-                    Value::Number(n) => joined.push_str(&n.to_string()),
-                    Value::Bool(b) => joined.push_str(&b.to_string()),
+                    Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                        write_text(out, secret, field, item)?
+                    }
                     _ => return Err(wrong("a list holding non-text items")),
                 }
             }
-            joined
         }
         Value::Object(_) => return Err(wrong("an object")),
         Value::Null => return Err(wrong("null")),
-    }))
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -192,6 +194,18 @@ mod tests {
         assert_eq!(
             out.expose_str().unwrap(),
             "password=\"a b'c\\\"d\\$e\\`f\\\\g\nh\"\nn=\"5\"\n"
+        );
+    }
+
+    #[test]
+    fn numbers_and_booleans_are_written_as_json_writes_them() {
+        let f = fields(json!({"n": 12345678901234_i64, "f": 1e300, "b": false,
+            "l": [2.5, true, "x"]}));
+        let out = encode("s", &file(Format::Raw, &["n", "f", "b", "l"]), &f).unwrap();
+        // Vault's JSON numbers as serde_json prints them (1e300 as `1e+300`).
+        assert_eq!(
+            out.expose_str().unwrap(),
+            "12345678901234\n1e+300\nfalse\n2.5\ntrue\nx"
         );
     }
 

@@ -2,6 +2,7 @@
 //! contents (`raw`, `env` or `json`).
 
 use crate::config::{FileConfig, Format, SecretConfig};
+use crate::fanout::{Fanout, SpawnError};
 use crate::files::Output;
 use crate::kind::Kind;
 use crate::retry::{Failure, Policy};
@@ -12,7 +13,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use ureq::http::Method;
-use zeroize::Zeroizing;
 
 mod encode;
 
@@ -67,6 +67,8 @@ pub enum Error {
         secret: String,
         why: String,
     },
+    /// The threads to read the secrets could not be started.
+    Threads(SpawnError),
     Cancelled,
 }
 
@@ -106,6 +108,7 @@ impl fmt::Display for Error {
                 "secret {secret:?}: {path:?} is written by another [[secret.file]] too"
             ),
             Error::BadPath { secret, why } => write!(f, "secret {secret:?}: path {why}"),
+            Error::Threads(e) => e.fmt(f),
             Error::Cancelled => f.write_str("cancelled"),
         }
     }
@@ -117,7 +120,7 @@ impl Error {
     pub fn kind(&self) -> Kind {
         match self {
             Error::Read { source, .. } => source.kind(),
-            Error::Unavailable { .. } | Error::Cancelled => Kind::Unavailable,
+            Error::Unavailable { .. } | Error::Threads(_) | Error::Cancelled => Kind::Unavailable,
             Error::DuplicatePath { .. } | Error::BadPath { .. } | Error::Template { .. } => {
                 Kind::Config
             }
@@ -136,7 +139,15 @@ pub struct Fetched {
     pub took: Duration,
 }
 
-/// Reads these secrets in parallel; the first failure cancels the others.
+/// Secret reads at once, at most: a config may list any number of secrets, and each read
+/// holds a thread, a connection and Vault's attention. As many as the Vault client keeps idle
+/// connections, so a boot's reads still overlap.
+pub const MAX_FETCH_THREADS: usize = 8;
+
+const FETCH: Fanout = Fanout::new("secret reads", "vault-read", MAX_FETCH_THREADS);
+
+/// Reads these secrets in parallel (at most `MAX_FETCH_THREADS` at once); the first failure
+/// cancels the others.
 pub fn fetch_all(
     vault: &Vault,
     token: &Secret,
@@ -144,25 +155,15 @@ pub fn fetch_all(
     facts: &Facts,
     policy: &Policy,
 ) -> Result<Vec<Fetched>, Error> {
-    let results: Vec<Result<Fetched, Error>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = secrets
-            .iter()
-            .copied()
-            .map(|secret| {
-                scope.spawn(move || {
-                    let result = fetch_one(vault, token, secret, facts, policy);
-                    if result.is_err() {
-                        policy.cancel_all();
-                    }
-                    result
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(Err(Error::Cancelled)))
-            .collect()
-    });
+    let results = FETCH
+        .map(secrets, |secret| {
+            let result = fetch_one(vault, token, secret, facts, policy);
+            if result.is_err() {
+                policy.cancel_all();
+            }
+            result
+        })
+        .map_err(Error::Threads)?;
     let mut fetched = Vec::new();
     let mut first_error = None;
     for r in results {
@@ -190,7 +191,7 @@ fn fetch_one(
 ) -> Result<Fetched, Error> {
     let name = secret.name.clone();
     let body = request_body(secret, facts)?
-        .map(|rendered| Zeroizing::new(serde_json::to_vec(&rendered.0).unwrap_or_default()));
+        .map(|rendered| crate::secret::to_json(&rendered.0).unwrap_or_default());
     let start = Instant::now();
     let method = if body.is_some() {
         Method::POST

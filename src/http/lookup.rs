@@ -1,0 +1,85 @@
+//! Host lookup for both clients. ureq's own resolver starts a thread for every lookup when a
+//! timeout is set (every request here) with `thread::spawn`, which panics (an abort in the
+//! release binary) when no thread can be started; the revoke after a fan-out that could not
+//! start its threads would then have died the same way, leaving the token valid. Here an
+//! address needs no lookup and no thread, and a host name whose lookup thread cannot be started
+//! is looked up on the request's own thread.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::mpsc;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::NextTimeout;
+
+/// Addresses a resolver hands ureq at most (the size of its list).
+const MAX_ADDRS: usize = 16;
+
+pub(super) fn lookup(
+    uri: &Uri,
+    config: &ureq::config::Config,
+    timeout: NextTimeout,
+) -> Result<ResolvedSocketAddrs, ureq::Error> {
+    let bad = || ureq::Error::BadUri(format!("{uri}: no scheme, host or port"));
+    let (scheme, authority) = uri.scheme().zip(uri.authority()).ok_or_else(bad)?;
+    let host_port = DefaultResolver::host_and_port(scheme, authority).ok_or_else(bad)?;
+    let found: Vec<SocketAddr> = match host_port.parse::<SocketAddr>() {
+        Ok(addr) => vec![addr],
+        Err(_) if timeout.after.is_not_happening() => host_port.to_socket_addrs()?.collect(),
+        Err(_) => on_a_thread(host_port, timeout)?,
+    };
+    let mut addrs = DefaultResolver::default().empty();
+    for addr in config
+        .ip_family()
+        .keep_wanted(found.into_iter())
+        .take(MAX_ADDRS)
+    {
+        addrs.push(addr);
+    }
+    if addrs.is_empty() {
+        return Err(ureq::Error::HostNotFound);
+    }
+    Ok(addrs)
+}
+
+/// The lookup on a thread of its own, so that the request's timeout bounds it; on this thread
+/// (bounded by the system resolver's own timeouts) when no thread can be started.
+fn on_a_thread(host_port: String, timeout: NextTimeout) -> Result<Vec<SocketAddr>, ureq::Error> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let name = host_port.clone();
+    let spawned = std::thread::Builder::new()
+        .name("lookup".into())
+        .spawn(move || tx.send(name.to_socket_addrs().map(Iterator::collect)));
+    if spawned.is_err() {
+        return Ok(host_port.to_socket_addrs()?.collect());
+    }
+    match rx.recv_timeout(*timeout.after) {
+        Ok(found) => Ok(found?),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(ureq::Error::Timeout(timeout.reason)),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(ureq::Error::HostNotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ureq::unversioned::transport::time::Duration;
+
+    fn next(after: std::time::Duration) -> NextTimeout {
+        NextTimeout {
+            after: Duration::Exact(after),
+            ..NextTimeout::default()
+        }
+    }
+
+    #[test]
+    fn addresses_need_no_lookup_and_names_are_looked_up() {
+        let config = ureq::config::Config::default();
+        let t = || next(std::time::Duration::from_secs(5));
+        let v4 = lookup(&"https://127.0.0.1:8200/v1".parse().unwrap(), &config, t()).unwrap();
+        assert_eq!(&v4[..], ["127.0.0.1:8200".parse().unwrap()]);
+        let v6 = lookup(&"http://[fd00:ec2::254]/x".parse().unwrap(), &config, t()).unwrap();
+        assert_eq!(&v6[..], ["[fd00:ec2::254]:80".parse().unwrap()]);
+        let named = lookup(&"https://localhost:1/".parse().unwrap(), &config, t()).unwrap();
+        assert!(named.iter().all(|a| a.ip().is_loopback() && a.port() == 1));
+    }
+}
