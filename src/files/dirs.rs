@@ -4,6 +4,7 @@
 //! by path again. Missing directories are created (0700, ours) only below checked ones.
 
 use super::{fail, Error, STAGE_MARK};
+use crate::fanout::Fanout;
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
@@ -401,35 +402,19 @@ fn check(path: &Path, fd: &OwnedFd, shown: &Path, last: Option<Last>) -> Result<
     Ok(())
 }
 
-/// Syncs every directory (all of them, also after a failure); the first failure.
+/// Directory syncs run in parallel: each waits for the disk.
+const SYNCS: Fanout = Fanout::new("directory syncs", "sync", MAX_SYNC_THREADS);
+
+/// Syncs every directory (all of them, also after a failure); the first failure. Without
+/// threads to do it at once (the thread limit), one after the other: the renames are done,
+/// and their durability is not given up for want of a thread.
 pub(super) fn sync_dirs(dirs: Vec<&TrustedDir>) -> Result<(), Error> {
-    let sync = |dirs: &[&TrustedDir]| -> Result<(), Error> {
-        let mut first = Ok(());
-        for dir in dirs {
-            if let Err(e) = dir.sync() {
-                if first.is_ok() {
-                    first = Err(fail(dir.path(), format!("cannot sync directory: {e}")));
-                }
-            }
-        }
-        first
+    let sync = |dir: &&TrustedDir| {
+        dir.sync()
+            .map_err(|e| fail(dir.path(), format!("cannot sync directory: {e}")))
     };
-    if dirs.len() < 2 {
-        return sync(&dirs);
-    }
-    let per_thread = dirs.len().div_ceil(MAX_SYNC_THREADS);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = dirs
-            .chunks(per_thread)
-            .map(|chunk| scope.spawn(move || sync(chunk)))
-            .collect();
-        let mut first = Ok(());
-        for h in handles {
-            let r = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            if first.is_ok() {
-                first = r;
-            }
-        }
-        first
-    })
+    let synced = SYNCS
+        .map(&dirs, sync)
+        .unwrap_or_else(|_| dirs.iter().map(sync).collect());
+    synced.into_iter().collect()
 }
