@@ -4,6 +4,7 @@
 //! <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html>
 
 use crate::config::{ImdsConfig, Signature};
+use crate::formats;
 use crate::http::{self, Client};
 use crate::kind::Kind;
 use crate::retry::{Failure, Policy, Verdict};
@@ -163,8 +164,13 @@ impl<'p> Imds<'p> {
         let text = std::str::from_utf8(body.expose())
             .map_err(|_| malformed(&path, "not text"))?
             .trim();
-        if text.is_empty() || text.len() > 255 || text.contains(char::is_control) {
+        if text.is_empty() || text.len() > 255 {
             return Err(malformed(&path, "not a single short line"));
+        }
+        let (valid, what) = metadata_format(name);
+        if !valid(text) {
+            let why = format!("{name} {} is not {what}", formats::shown(text));
+            return Err(malformed(&path, &why));
         }
         Ok(text.to_string())
     }
@@ -177,8 +183,8 @@ impl<'p> Imds<'p> {
             .ok()
             .and_then(|t| t.lines().next())
             .map(str::trim)
-            .filter(|r| !r.is_empty() && !r.contains('/'))
-            .ok_or_else(|| malformed(list_path, "no role name"))?
+            .filter(|r| formats::is_role_name(r))
+            .ok_or_else(|| malformed(list_path, "no IAM role name on its first line"))?
             .to_string();
         let path = format!("{list_path}{role}");
         let body = self.get(&path)?;
@@ -287,22 +293,66 @@ pub fn parse_signed_document(body: &[u8]) -> Result<String, &'static str> {
     Ok(doc)
 }
 
-/// The identity document: a JSON object (serde would take an array as the fields in order);
-/// `instanceId` must be "i-" and 1 to 62 ASCII letters or digits: it ends up in log lines and
-/// in the operator's reset hint.
+/// The identity document: a JSON object (serde would take an array as the fields in order)
+/// whose every field vaultboot uses has its AWS format: they end up in log lines, templated
+/// output paths and Vault request bodies, and the instance id in the operator's reset hint.
 pub fn parse_identity(body: &[u8]) -> Result<Identity, String> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err("not a JSON object".into());
     }
     let id: Identity = serde_json::from_slice(body)
         .map_err(|e| format!("not an identity document: {}", untrusted::json_problem(&e)))?;
-    let plain = id.instance_id.strip_prefix("i-").is_some_and(|rest| {
-        !rest.is_empty() && rest.len() <= 62 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
-    });
-    if !plain {
-        return Err("instanceId is not an instance id".into());
+    let checks = [
+        (
+            "instanceId",
+            formats::is_instance_id(&id.instance_id),
+            &id.instance_id,
+            "an instance id",
+        ),
+        (
+            "region",
+            formats::is_region(&id.region),
+            &id.region,
+            "a region",
+        ),
+        (
+            "accountId",
+            formats::is_account_id(&id.account_id),
+            &id.account_id,
+            "a 12-digit account id",
+        ),
+        (
+            "availabilityZone",
+            formats::is_availability_zone(&id.availability_zone, &id.region),
+            &id.availability_zone,
+            "an availability zone of the region",
+        ),
+        (
+            "imageId",
+            formats::is_image_id(&id.image_id),
+            &id.image_id,
+            "an AMI id",
+        ),
+        (
+            "privateIp",
+            formats::is_ipv4(&id.private_ip),
+            &id.private_ip,
+            "an IPv4 address",
+        ),
+    ];
+    if let Some((field, _, value, what)) = checks.into_iter().find(|(_, ok, _, _)| !ok) {
+        return Err(format!("{field} {} is not {what}", formats::shown(value)));
     }
     Ok(id)
+}
+
+/// The format a metadata item must have, and its name in messages.
+fn metadata_format(name: &str) -> (fn(&str) -> bool, &'static str) {
+    match name {
+        "local-hostname" => (formats::is_host_name, "a host name"),
+        "local-ipv4" => (formats::is_ipv4, "an IPv4 address"),
+        _ => (|text| !text.contains(char::is_control), "a single line"),
+    }
 }
 
 fn verdict(attempt: &Attempt) -> Verdict {

@@ -13,6 +13,7 @@ mod certificate;
 mod cli;
 mod config;
 mod files;
+mod formats;
 mod hardening;
 mod http;
 mod imds;
