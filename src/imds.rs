@@ -394,3 +394,61 @@ fn malformed(path: &str, detail: &str) -> Error {
         detail: detail.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOCUMENT: &str = r#"{"accountId":"123456789012","availabilityZone":"us-east-1a",
+        "imageId":"ami-0123456789abcdef0","instanceId":"i-0123456789abcdef0",
+        "privateIp":"10.0.1.23","region":"us-east-1","version":"2017-09-30"}"#;
+
+    fn with(field: &str, value: &str) -> Vec<u8> {
+        let mut doc: serde_json::Value = serde_json::from_str(DOCUMENT).unwrap();
+        doc[field] = value.into();
+        doc.to_string().into_bytes()
+    }
+
+    #[test]
+    fn a_plain_document_is_read() {
+        let id = parse_identity(DOCUMENT.as_bytes()).unwrap();
+        assert_eq!(
+            (id.region.as_str(), id.private_ip.as_str()),
+            ("us-east-1", "10.0.1.23")
+        );
+    }
+
+    #[test]
+    fn each_field_out_of_format_is_named_with_its_value() {
+        for (field, value) in [
+            ("instanceId", "i-0123/.."),
+            ("region", "us-east-1\n<3>vaultboot: error: FORGED"),
+            ("accountId", "12345678901"),
+            ("availabilityZone", "us-east-1a/.."),
+            ("imageId", "ami-nothex00"),
+            ("privateIp", "10.0.1"),
+        ] {
+            let e = parse_identity(&with(field, value)).unwrap_err();
+            let named = format!("{field} \"{value}\" is not ");
+            assert!(e.starts_with(&named), "{e}");
+            assert_eq!(
+                e,
+                format!(
+                    "{field} \"{value}\" is not {}",
+                    e.rsplit(" is not ").next().unwrap()
+                )
+            );
+        }
+        // The zone must be one of the document's region.
+        let e = parse_identity(&with("availabilityZone", "eu-west-1a")).unwrap_err();
+        assert!(e.starts_with("availabilityZone \"eu-west-1a\""), "{e}");
+    }
+
+    #[test]
+    fn metadata_items_have_their_formats() {
+        let (host, _) = metadata_format("local-hostname");
+        assert!(host("ip-10-0-1-23.ec2.internal") && !host("a/b") && !host(".."));
+        let (ip, _) = metadata_format("local-ipv4");
+        assert!(ip("10.0.1.23") && !ip("10.0.1.23\n"));
+    }
+}

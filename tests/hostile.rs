@@ -76,11 +76,14 @@ fn identity_document() -> String {
     vaultboot_sim::Identity::sample(INSTANCE).document("2024-01-01T00:00:00Z")
 }
 
-/// The identity document with one field changed.
-fn document_with(field: &str, value: &str) -> String {
+/// The identity document with one field changed (and the availability zone, if given).
+fn document_with(field: &str, value: &str, zone: Option<&str>) -> String {
     let mut doc: serde_json::Value = serde_json::from_str(&identity_document()).unwrap();
     assert!(doc.get(field).is_some(), "no {field} in the document");
     doc[field] = value.into();
+    if let Some(zone) = zone {
+        doc["availabilityZone"] = zone.into();
+    }
     doc.to_string()
 }
 
@@ -646,7 +649,11 @@ table! {
                     ("privateIp", "fe80::1"),
                     ("instanceId", "i-0123/../x"),
                 ]
-                .map(|(field, value)| document_with(field, value))
+                .map(|(field, value)| {
+                    // A region refused on its own, not only by the zone's cross-check.
+                    let zone = (field == "region").then(|| format!("{value}a"));
+                    document_with(field, value, zone.as_deref())
+                })
                 .into(),
                 HOSTNAME => ["ip-10-0-1-23/../../etc", "ip-10-0-1-23\u{7}", "..", "a..b"]
                     .map(String::from)
