@@ -40,6 +40,9 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match vaultboot::load_config(path) {
         Ok(c) => {
+            for warning in c.warnings() {
+                eprintln!("vaultboot: warning: {warning}");
+            }
             let files: usize = c.secrets.iter().map(|s| s.files.len()).sum();
             println!(
                 "vaultboot: {} is valid: vault {}, role {:?}, {} secret(s), {} file(s)",
@@ -69,6 +72,9 @@ fn open(path: &std::path::Path, hardening_problems: &[String]) -> (Log, Result<C
         log.error(&format!("failed: configuration error (exit {EX_CONFIG})"));
         ExitCode::from(EX_CONFIG)
     });
+    for warning in config.iter().flat_map(Config::warnings) {
+        log.warn(&warning);
+    }
     (log, config)
 }
 

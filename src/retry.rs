@@ -99,6 +99,12 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// A budget of `budget` from `start`. Durations are capped when the configuration is read,
+    /// so the sum always fits; were it ever not to, the run gets no time rather than a panic.
+    pub fn starting(start: Instant, budget: Duration, max_delay: Duration) -> Self {
+        Policy::new(start.checked_add(budget).unwrap_or(start), max_delay)
+    }
+
     pub fn new(deadline: Instant, max_delay: Duration) -> Self {
         Policy {
             deadline,
@@ -149,7 +155,7 @@ impl Policy {
         let jitter = random_below(cap);
         match retry_after {
             None => jitter,
-            Some(after) => (after + jitter).min(after.max(self.max_delay)),
+            Some(after) => after.saturating_add(jitter).min(after.max(self.max_delay)),
         }
     }
 

@@ -34,7 +34,7 @@ pub(super) fn revoke(
     // deadline still makes an attempt and a retry, as a token left behind stays valid for its
     // TTL. (The main budget may also be cancelled by a failed step: this one is not.)
     let budget = policy.remaining().min(REVOKE_BUDGET).max(REVOKE_GRACE);
-    let revoke_policy = Policy::new(Instant::now() + budget, config.retry.max_delay);
+    let revoke_policy = Policy::starting(Instant::now(), budget, config.retry.max_delay);
     match auth::revoke(vault, token, &revoke_policy) {
         Ok(()) => {
             log.info(&format!("token revoked ({})", took(step.elapsed())));

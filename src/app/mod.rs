@@ -52,7 +52,7 @@ pub enum Mode {
 /// Runs the whole boot job.
 pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
     let start = Instant::now();
-    let policy = Policy::new(start + config.retry.deadline, config.retry.max_delay);
+    let policy = Policy::starting(start, config.retry.deadline, config.retry.max_delay);
     log_start(config, mode, "", log);
     let _lock = lock(config, &policy, log)?;
     let mut session = Session::open(config, mode, log, &policy)?;

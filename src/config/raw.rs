@@ -2,8 +2,8 @@
 //! are serde's errors; each value is read through its type in `values`.
 
 use super::values::{
-    Argv, HumanDuration, IamServerId, ImdsEndpoint, Mode, MountPath, Namespace, ProxyUrl, RoleName,
-    SecretPath, ServerName, StateDir, StatusFile, StsRegion, TokenTtl,
+    Argv, IamServerId, ImdsEndpoint, Mode, MountPath, Namespace, ProxyUrl, RenewDuration, RoleName,
+    RunDuration, SecretPath, ServerName, ShortDuration, StateDir, StatusFile, StsRegion, TokenTtl,
 };
 use super::{err, AuthMethod, Error, Format, Signature};
 use serde::{Deserialize, Deserializer};
@@ -50,7 +50,7 @@ pub struct RawVault {
     pub ca_cert: Option<PathBuf>,
     pub tls_server_name: Option<Checked<ServerName>>,
     pub namespace: Option<Checked<Namespace>>,
-    pub request_timeout: Option<Checked<HumanDuration>>,
+    pub request_timeout: Option<Checked<ShortDuration>>,
     pub insecure_http: Option<bool>,
     pub proxy: Option<Checked<ProxyUrl>>,
 }
@@ -83,8 +83,8 @@ pub struct RawState {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetry {
-    pub deadline: Option<Checked<HumanDuration>>,
-    pub max_delay: Option<Checked<HumanDuration>>,
+    pub deadline: Option<Checked<RunDuration>>,
+    pub max_delay: Option<Checked<ShortDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -101,7 +101,7 @@ pub struct RawSecret {
     pub name: String,
     pub path: Checked<SecretPath>,
     pub data: Option<toml::Table>,
-    pub renew_before: Option<Checked<HumanDuration>>,
+    pub renew_before: Option<Checked<RenewDuration>>,
     pub boot_only: Option<bool>,
     /// Tables, each read on its own so that its errors name it (`file #2`).
     #[serde(default)]

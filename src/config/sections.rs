@@ -3,7 +3,7 @@
 //! and the few rules that tie two keys together.
 
 use super::raw::{optional, RawAuth, RawImds, RawRetry, RawState, RawStatus, RawVault};
-use super::{checks, defaults, err, Error};
+use super::{checks, defaults, err, values, Error};
 use super::{AuthConfig, AuthMethod, ImdsConfig, RetryConfig, StatusConfig, VaultConfig};
 use std::path::PathBuf;
 
@@ -44,8 +44,7 @@ fn vault_address(text: &str, insecure_http: bool) -> Result<String, String> {
         }
         other => return Err(format!("unsupported scheme {other:?}")),
     }
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace)
-    {
+    if rest.is_empty() || values::url_host(address, scheme).is_none() {
         return Err("must be scheme://host[:port] with no path, query or credentials".into());
     }
     Ok(address.to_string())

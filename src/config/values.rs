@@ -5,12 +5,24 @@
 //! every key of its kind.
 
 use super::{AuthMethod, Format, Signature};
+use crate::formats;
 use crate::template::Template;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
+use ureq::http::Uri;
 
-/// A duration written like "30s" or "5m"; longer than zero.
-pub struct HumanDuration(pub Duration);
+/// A duration written like "30s" or "5m"; longer than zero and at most `MAX_SECS` seconds, so
+/// that no arithmetic on it (a deadline from now, a timeout) can overflow, and a typo of a few
+/// digits too many is an error rather than a run that never ends.
+pub struct HumanDuration<const MAX_SECS: u64>(pub Duration);
+
+/// `request_timeout`, `max_delay`: at most an hour.
+pub type ShortDuration = HumanDuration<{ 60 * 60 }>;
+/// `retry.deadline`: at most a day.
+pub type RunDuration = HumanDuration<{ 24 * 60 * 60 }>;
+/// `renew_before`: at most 3650 days (about ten years, a long-lived certificate's lifetime).
+pub type RenewDuration = HumanDuration<{ 3650 * 24 * 60 * 60 }>;
 
 /// The IMDSv2 token's lifetime: whole seconds from 1 to 21600, as IMDS requires.
 pub struct TokenTtl(pub Duration);
@@ -54,7 +66,7 @@ pub struct Mode(pub u32);
 /// The command run when a file changed.
 pub struct Argv(pub Vec<String>);
 
-impl TryFrom<String> for HumanDuration {
+impl<const MAX_SECS: u64> TryFrom<String> for HumanDuration<MAX_SECS> {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
         let d = humantime::parse_duration(&text).map_err(|e| {
@@ -63,16 +75,34 @@ impl TryFrom<String> for HumanDuration {
         if d.is_zero() {
             return Err("must be longer than zero".into());
         }
+        if d > Duration::from_secs(MAX_SECS) {
+            return Err(format!("{text:?} is longer than {}", Self::max_text()));
+        }
         Ok(Self(d))
+    }
+}
+
+impl<const MAX_SECS: u64> HumanDuration<MAX_SECS> {
+    /// The maximum as a duration the file could hold ("1h", "24h", "3650d").
+    fn max_text() -> String {
+        const HOUR: u64 = 60 * 60;
+        match MAX_SECS {
+            s if s > 24 * HOUR && s % (24 * HOUR) == 0 => format!("{}d", s / (24 * HOUR)),
+            s if s % HOUR == 0 => format!("{}h", s / HOUR),
+            s => format!("{s}s"),
+        }
     }
 }
 
 impl TryFrom<String> for TokenTtl {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        let HumanDuration(d) = HumanDuration::try_from(text)?;
-        if d.subsec_nanos() != 0 || d.as_secs() > 21600 {
-            return Err("must be whole seconds from 1s to 21600s (6h), as IMDSv2 requires".into());
+        const WHOLE_SECONDS: &str =
+            "must be whole seconds from 1s to 21600s (6h), as IMDSv2 requires";
+        let HumanDuration::<21600>(d) =
+            HumanDuration::try_from(text).map_err(|_| WHOLE_SECONDS.to_string())?;
+        if d.subsec_nanos() != 0 {
+            return Err(WHOLE_SECONDS.into());
         }
         Ok(Self(d))
     }
@@ -159,9 +189,15 @@ impl TryFrom<String> for RoleName {
 
 impl TryFrom<String> for ServerName {
     type Error = String;
+    /// Only a DNS name or an IPv4 address: requests are sent to `https://<name>:<port>` and
+    /// the name is resolved to `address`, so anything a URL reads otherwise (`x@localhost` is
+    /// user info and the host localhost) would send them somewhere else.
     fn try_from(name: String) -> Result<Self, String> {
-        if name.is_empty() || name.contains(['/', ':', ' ']) {
-            return Err(format!("{name:?} is not a host name"));
+        let plain = formats::is_host_name(&name) || formats::is_ipv4(&name);
+        if !plain || rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            return Err(format!(
+                "{name:?} is not a host name (letters, digits, hyphens and dots) or an IPv4 address"
+            ));
         }
         Ok(Self(name))
     }
@@ -179,9 +215,21 @@ impl TryFrom<String> for Namespace {
 
 impl TryFrom<String> for ProxyUrl {
     type Error = String;
+    /// `http://[user:password@]host[:port]`: the proxies the HTTP client is built for. SOCKS
+    /// is not built in (its code would cost binary size), so `socks5://` is refused here rather
+    /// than at every run. The URL is never quoted: it may hold the proxy's password.
     fn try_from(proxy: String) -> Result<Self, String> {
-        if !(proxy.starts_with("http://") || proxy.starts_with("socks5://")) {
-            return Err("must be an http:// or socks5:// URL".into());
+        let Some(rest) = proxy.strip_prefix("http://") else {
+            return Err("must be an http:// URL (SOCKS proxies are not supported)".into());
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let host_port = rest
+            .rsplit_once('@')
+            .map_or(rest, |(_, host_port)| host_port);
+        let plain = url_host(&format!("http://{host_port}"), "http").is_some()
+            && ureq::Proxy::new(&proxy).is_ok();
+        if !plain {
+            return Err("must be http://[user:password@]host[:port], without a path".into());
         }
         Ok(Self(proxy))
     }
@@ -222,16 +270,55 @@ impl TryFrom<String> for StsRegion {
 
 impl TryFrom<String> for ImdsEndpoint {
     type Error = String;
+    /// Plain HTTP has no server authentication: whoever answers chooses the signed document and
+    /// the role credentials vaultboot logs in with. So only addresses nobody off the instance
+    /// can answer on: EC2's link-local IMDS addresses, and loopback (a local proxy, the tests'
+    /// and the demo's simulators). IP literals only: a name would be resolved, by DNS perhaps.
     fn try_from(text: String) -> Result<Self, String> {
         let endpoint = text.trim_end_matches('/');
-        let host = endpoint
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{endpoint:?} must be an http:// URL (IMDS has no TLS)"))?;
-        if host.is_empty() || host.contains(['/', '?', '@']) {
-            return Err("must be http://host[:port] with no path".into());
+        if !endpoint.starts_with("http://") {
+            return Err(format!(
+                "{endpoint:?} must be an http:// URL (IMDS has no TLS)"
+            ));
         }
-        Ok(Self(endpoint.to_string()))
+        let host = url_host(endpoint, "http")
+            .ok_or_else(|| format!("{endpoint:?} must be http://host[:port] with no path"))?;
+        let ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+            None => host.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+        };
+        match ip {
+            Some(ip) if is_imds_address(ip) => Ok(Self(endpoint.to_string())),
+            _ => Err(format!(
+                "{endpoint:?} is not IMDS: only http://169.254.169.254, http://[fd00:ec2::254] \
+                 or a loopback address (127.0.0.1, [::1]) are accepted, with an optional port"
+            )),
+        }
     }
+}
+
+/// The host of `scheme://host[:port]`, read as the HTTP client reads it, when the URL is just
+/// that: no user info, path, query or fragment, and a port (if any) from 1 to 65535.
+pub fn url_host(url: &str, scheme: &str) -> Option<String> {
+    let authority = url.strip_prefix(scheme)?.strip_prefix("://")?;
+    let uri: Uri = url.parse().ok()?;
+    let host = uri.host().filter(|h| !h.is_empty())?;
+    // The text starts with the host the parser found: nothing (user info) comes before it.
+    let port = authority.strip_prefix(host)?;
+    let port_ok = match port.strip_prefix(':') {
+        None => port.is_empty(),
+        Some(digits) => {
+            digits.bytes().all(|b| b.is_ascii_digit()) && uri.port_u16().is_some_and(|p| p != 0)
+        }
+    };
+    (port_ok && uri.path() == "/" && uri.query().is_none()).then(|| host.to_string())
+}
+
+/// EC2's IMDS addresses (IPv4 link-local, and IPv6 on Nitro), or loopback.
+fn is_imds_address(ip: IpAddr) -> bool {
+    const IMDS_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+    const IMDS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    ip == IpAddr::V4(IMDS_V4) || ip == IpAddr::V6(IMDS_V6) || ip.is_loopback()
 }
 
 impl TryFrom<PathBuf> for StateDir {
