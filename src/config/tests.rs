@@ -151,7 +151,9 @@ fn refuses_what_a_run_could_not_handle() {
         "a/b",
         "",
         "a..b",
-        "vault.internal.",
+        "::1",
+        "[::1]",
+        "-x.example",
         "1.2.3.4:1",
     ] {
         let line = format!("tls_server_name = {name:?}");

@@ -189,12 +189,13 @@ impl TryFrom<String> for RoleName {
 
 impl TryFrom<String> for ServerName {
     type Error = String;
-    /// Only a DNS name or an IPv4 address: requests are sent to `https://<name>:<port>` and
-    /// the name is resolved to `address`, so anything a URL reads otherwise (`x@localhost` is
-    /// user info and the host localhost) would send them somewhere else.
+    /// A name TLS can verify that is, as it is, the host of `https://<name>:<port>`: requests
+    /// are sent to that URL and the name resolved to `address`, so a name that a URL reads
+    /// otherwise (`x@localhost` is user info and the host localhost) would send them elsewhere.
     fn try_from(name: String) -> Result<Self, String> {
-        let plain = formats::is_host_name(&name) || formats::is_ipv4(&name);
-        if !plain || rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+        let tls_name = rustls::pki_types::ServerName::try_from(name.as_str()).is_ok();
+        let url_host = url_host(&format!("https://{name}:443"), "https");
+        if !tls_name || url_host.as_deref() != Some(name.as_str()) {
             return Err(format!(
                 "{name:?} is not a host name (letters, digits, hyphens and dots) or an IPv4 address"
             ));
