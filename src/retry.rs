@@ -304,6 +304,14 @@ mod tests {
     }
 
     #[test]
+    fn no_budget_or_retry_after_overflows() {
+        let policy = Policy::starting(Instant::now(), Duration::MAX, Duration::from_secs(20));
+        assert_eq!(policy.remaining(), Duration::ZERO, "no time rather than a panic");
+        let after = Duration::MAX - Duration::from_secs(1);
+        assert!(policy.delay(3, Some(after)) >= after);
+    }
+
+    #[test]
     fn deadline_ends_the_retries() {
         let (policy, slept) =
             Policy::manual(Duration::from_millis(1500), Duration::from_millis(300));
