@@ -145,6 +145,11 @@ fn refuses_what_a_run_could_not_handle() {
     let e = parse_str(&vault("proxy = \"http://u:s3cr3t@proxy:99999\"")).unwrap_err();
     assert!(!e.to_string().contains("s3cr3t"), "{e}");
     assert!(parse_str(&vault("proxy = \"http://u:s3cr3t@proxy:3128\"")).is_ok());
+    // User info the client cannot decode (not UTF-8 once percent-decoded).
+    refused(
+        &vault("proxy = \"http://%ff:x@proxy:3128\""),
+        &["[vault]", "proxy"],
+    );
     for name in [
         "x@localhost",
         "localhost:8200",

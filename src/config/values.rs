@@ -304,7 +304,8 @@ pub fn url_host(url: &str, scheme: &str) -> Option<String> {
     let authority = url.strip_prefix(scheme)?.strip_prefix("://")?;
     let uri: Uri = url.parse().ok()?;
     let host = uri.host().filter(|h| !h.is_empty())?;
-    // The text starts with the host the parser found: nothing (user info) comes before it.
+    // The text is the host the parser found, then at most a port: no user info before it, no
+    // path, query or fragment after it.
     let port = authority.strip_prefix(host)?;
     let port_ok = match port.strip_prefix(':') {
         None => port.is_empty(),
@@ -312,7 +313,7 @@ pub fn url_host(url: &str, scheme: &str) -> Option<String> {
             digits.bytes().all(|b| b.is_ascii_digit()) && uri.port_u16().is_some_and(|p| p != 0)
         }
     };
-    (port_ok && uri.path() == "/" && uri.query().is_none()).then(|| host.to_string())
+    port_ok.then(|| host.to_string())
 }
 
 /// EC2's IMDS addresses (IPv4 link-local, and IPv6 on Nitro), or loopback.
