@@ -5,7 +5,6 @@
 //! every key of its kind.
 
 use super::{AuthMethod, Format, Signature};
-use crate::formats;
 use crate::template::Template;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Component, Path, PathBuf};
