@@ -182,6 +182,14 @@ fn refuses_what_a_run_could_not_handle() {
         let text = GOOD.replace("https://vault.internal:8200", address);
         refused(&text, &["[vault]", "address", "scheme://host[:port]"]);
     }
+    for (section, key, path) in [
+        ("state", "dir", "/var/lib/a\\u0000b"),
+        ("state", "dir", "/var/lib/../tmp"),
+        ("status", "file", "/run/a\\u0000b/status.json"),
+    ] {
+        let text = format!("{GOOD}\n[{section}]\n{key} = \"{path}\"\n");
+        refused(&text, &[&format!("[{section}]"), key, "NUL byte"]);
+    }
     for key in ["owner", "group"] {
         let text = GOOD.replace("mode = \"0644\"", &format!("{key} = \"4294967295\""));
         refused(&text, &["\"tls\"", "server.crt", key, "\"no change\""]);

@@ -325,11 +325,17 @@ fn is_imds_address(ip: IpAddr) -> bool {
 impl TryFrom<PathBuf> for StateDir {
     type Error = String;
     fn try_from(dir: PathBuf) -> Result<Self, String> {
-        if !dir.is_absolute() {
-            return Err("must be an absolute path".into());
+        if !dir.is_absolute() || has_nul_or_parent(&dir) {
+            return Err("must be an absolute path, without \"..\" or a NUL byte".into());
         }
         Ok(Self(dir))
     }
+}
+
+/// A NUL byte (no system call takes the path) or a `..` part (the path is not what it reads).
+fn has_nul_or_parent(path: &Path) -> bool {
+    path.as_os_str().as_encoded_bytes().contains(&0)
+        || path.components().any(|c| matches!(c, Component::ParentDir))
 }
 
 impl TryFrom<PathBuf> for StatusFile {
@@ -338,11 +344,9 @@ impl TryFrom<PathBuf> for StatusFile {
         let plain = path.is_absolute()
             && path.file_name().is_some()
             && !path.as_os_str().to_string_lossy().ends_with('/')
-            && path
-                .components()
-                .all(|c| !matches!(c, std::path::Component::ParentDir));
+            && !has_nul_or_parent(&path);
         if !plain {
-            return Err("must be an absolute path to a file, without \"..\"".into());
+            return Err("must be an absolute path to a file, without \"..\" or a NUL byte".into());
         }
         Ok(Self(path))
     }
