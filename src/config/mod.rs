@@ -198,7 +198,7 @@ impl Config {
             out.push(format!(
                 "{}: [vault] insecure_http = true: the Vault token, the login and every secret \
                  travel in clear text to {} (for test servers only)",
-                self.source.display(),
+                untrusted::escaped(&self.source.display().to_string()),
                 self.vault.address
             ));
         }

@@ -20,8 +20,9 @@ pub struct HumanDuration<const MAX_SECS: u64>(pub Duration);
 pub type ShortDuration = HumanDuration<{ 60 * 60 }>;
 /// `retry.deadline`: at most a day.
 pub type RunDuration = HumanDuration<{ 24 * 60 * 60 }>;
-/// `renew_before`: at most 3650 days (about ten years, a long-lived certificate's lifetime).
-pub type RenewDuration = HumanDuration<{ 3650 * 24 * 60 * 60 }>;
+/// `renew_before`: at most 36500 days (about a century: longer than any certificate lives, so
+/// that the maximum still means "renew on every run").
+pub type RenewDuration = HumanDuration<{ 36500 * 24 * 60 * 60 }>;
 
 /// The IMDSv2 token's lifetime: whole seconds from 1 to 21600, as IMDS requires.
 pub struct TokenTtl(pub Duration);
@@ -82,7 +83,7 @@ impl<const MAX_SECS: u64> TryFrom<String> for HumanDuration<MAX_SECS> {
 }
 
 impl<const MAX_SECS: u64> HumanDuration<MAX_SECS> {
-    /// The maximum as a duration the file could hold ("1h", "24h", "3650d").
+    /// The maximum as a duration the file could hold ("1h", "24h", "36500d").
     fn max_text() -> String {
         const HOUR: u64 = 60 * 60;
         match MAX_SECS {
