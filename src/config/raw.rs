@@ -1,14 +1,16 @@
 //! The shapes of the TOML file, as serde reads them: unknown keys, wrong types and missing keys
 //! are serde's errors; each value is read through its type in `values`.
 
+use super::values::Maximum;
 use super::values::{
-    Argv, IamServerId, ImdsEndpoint, Mode, MountPath, Namespace, ProxyUrl, RenewDuration, RoleName,
-    RunDuration, SecretPath, ServerName, ShortDuration, StateDir, StatusFile, StsRegion, TokenTtl,
+    Argv, HumanDuration, IamServerId, ImdsEndpoint, Mode, MountPath, Namespace, ProxyUrl, RoleName,
+    SecretPath, ServerName, StateDir, StatusFile, StsRegion, TokenTtl,
 };
 use super::{err, AuthMethod, Error, Format, Signature};
 use serde::{Deserialize, Deserializer};
 use std::marker::PhantomData;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A value read by serde as `S` (a wrong type is serde's error), then checked by `T`'s
 /// `TryFrom<S>`. A failed check is kept, not raised: serde's own errors for the whole table
@@ -33,6 +35,22 @@ impl<T, S> Checked<T, S> {
     }
 }
 
+/// An optional duration, checked and at most `max`; `None` when the file omits it.
+pub fn duration(
+    value: Option<Checked<HumanDuration>>,
+    max: Maximum,
+    place: &str,
+    key: &str,
+) -> Result<Option<Duration>, Error> {
+    let value = optional(value, place, key)?;
+    value
+        .map(|d| {
+            d.at_most(max)
+                .map_err(|m| err(place, format!("{key}: {m}")))
+        })
+        .transpose()
+}
+
 /// An optional key's value, checked; `None` when the file omits it.
 pub fn optional<T, S>(
     value: Option<Checked<T, S>>,
@@ -50,7 +68,7 @@ pub struct RawVault {
     pub ca_cert: Option<PathBuf>,
     pub tls_server_name: Option<Checked<ServerName>>,
     pub namespace: Option<Checked<Namespace>>,
-    pub request_timeout: Option<Checked<ShortDuration>>,
+    pub request_timeout: Option<Checked<HumanDuration>>,
     pub insecure_http: Option<bool>,
     pub proxy: Option<Checked<ProxyUrl>>,
 }
@@ -83,8 +101,8 @@ pub struct RawState {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetry {
-    pub deadline: Option<Checked<RunDuration>>,
-    pub max_delay: Option<Checked<ShortDuration>>,
+    pub deadline: Option<Checked<HumanDuration>>,
+    pub max_delay: Option<Checked<HumanDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -101,7 +119,7 @@ pub struct RawSecret {
     pub name: String,
     pub path: Checked<SecretPath>,
     pub data: Option<toml::Table>,
-    pub renew_before: Option<Checked<RenewDuration>>,
+    pub renew_before: Option<Checked<HumanDuration>>,
     pub boot_only: Option<bool>,
     /// Tables, each read on its own so that its errors name it (`file #2`).
     #[serde(default)]

@@ -11,18 +11,20 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 use ureq::http::Uri;
 
-/// A duration written like "30s" or "5m"; longer than zero and at most `MAX_SECS` seconds, so
-/// that no arithmetic on it (a deadline from now, a timeout) can overflow, and a typo of a few
-/// digits too many is an error rather than a run that never ends.
-pub struct HumanDuration<const MAX_SECS: u64>(pub Duration);
+/// A duration written like "30s" or "5m"; longer than zero. Each key has its maximum as well
+/// (`at_most`), so that no arithmetic on it (a deadline from now, a timeout) can overflow, and
+/// a typo of a few digits too many is an error rather than a run that never ends.
+pub struct HumanDuration(pub Duration);
 
-/// `request_timeout`, `max_delay`: at most an hour.
-pub type ShortDuration = HumanDuration<{ 60 * 60 }>;
-/// `retry.deadline`: at most a day.
-pub type RunDuration = HumanDuration<{ 24 * 60 * 60 }>;
-/// `renew_before`: at most 36500 days (about a century: longer than any certificate lives, so
-/// that the maximum still means "renew on every run").
-pub type RenewDuration = HumanDuration<{ 36500 * 24 * 60 * 60 }>;
+/// A key's longest duration, and how the file would write it.
+pub type Maximum = (Duration, &'static str);
+/// `request_timeout`, `max_delay`.
+pub const AN_HOUR: Maximum = (Duration::from_secs(60 * 60), "1h");
+/// `retry.deadline`.
+pub const A_DAY: Maximum = (Duration::from_secs(24 * 60 * 60), "24h");
+/// `renew_before`: longer than any certificate lives, so that the maximum still means "renew
+/// on every run".
+pub const A_CENTURY: Maximum = (Duration::from_secs(36500 * 24 * 60 * 60), "36500d");
 
 /// The IMDSv2 token's lifetime: whole seconds from 1 to 21600, as IMDS requires.
 pub struct TokenTtl(pub Duration);
@@ -66,7 +68,7 @@ pub struct Mode(pub u32);
 /// The command run when a file changed.
 pub struct Argv(pub Vec<String>);
 
-impl<const MAX_SECS: u64> TryFrom<String> for HumanDuration<MAX_SECS> {
+impl TryFrom<String> for HumanDuration {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
         let d = humantime::parse_duration(&text).map_err(|e| {
@@ -75,34 +77,26 @@ impl<const MAX_SECS: u64> TryFrom<String> for HumanDuration<MAX_SECS> {
         if d.is_zero() {
             return Err("must be longer than zero".into());
         }
-        if d > Duration::from_secs(MAX_SECS) {
-            return Err(format!("{text:?} is longer than {}", Self::max_text()));
-        }
         Ok(Self(d))
     }
 }
 
-impl<const MAX_SECS: u64> HumanDuration<MAX_SECS> {
-    /// The maximum as a duration the file could hold ("1h", "24h", "36500d").
-    fn max_text() -> String {
-        const HOUR: u64 = 60 * 60;
-        match MAX_SECS {
-            s if s > 24 * HOUR && s % (24 * HOUR) == 0 => format!("{}d", s / (24 * HOUR)),
-            s if s % HOUR == 0 => format!("{}h", s / HOUR),
-            s => format!("{s}s"),
+impl HumanDuration {
+    /// The duration, if it is at most `max`.
+    pub fn at_most(self, (max, written): Maximum) -> Result<Duration, String> {
+        if self.0 > max {
+            return Err(format!("is longer than {written}, the longest allowed"));
         }
+        Ok(self.0)
     }
 }
 
 impl TryFrom<String> for TokenTtl {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        const WHOLE_SECONDS: &str =
-            "must be whole seconds from 1s to 21600s (6h), as IMDSv2 requires";
-        let HumanDuration::<21600>(d) =
-            HumanDuration::try_from(text).map_err(|_| WHOLE_SECONDS.to_string())?;
-        if d.subsec_nanos() != 0 {
-            return Err(WHOLE_SECONDS.into());
+        let d = HumanDuration::try_from(text)?.0;
+        if d.subsec_nanos() != 0 || d.as_secs() > 21600 {
+            return Err("must be whole seconds from 1s to 21600s (6h), as IMDSv2 requires".into());
         }
         Ok(Self(d))
     }
