@@ -23,7 +23,21 @@ pub fn group_id(name: &str) -> Result<u32, String> {
     resolve(name, Path::new(GROUP), "group")
 }
 
+/// `(uid_t)-1` and `(gid_t)-1`: chown(2) reads them as "leave unchanged", so a file "owned"
+/// by this id would keep whatever owner it had (and never look current).
+const NO_CHANGE: u32 = u32::MAX;
+
 fn resolve(name: &str, file: &Path, what: &str) -> Result<u32, String> {
+    let id = lookup(name, file, what)?;
+    if id == NO_CHANGE {
+        return Err(format!(
+            "{name:?} is id {NO_CHANGE}, which chown(2) takes as \"no change\": not a {what}"
+        ));
+    }
+    Ok(id)
+}
+
+fn lookup(name: &str, file: &Path, what: &str) -> Result<u32, String> {
     if let Ok(id) = name.parse::<u32>() {
         return Ok(id);
     }
@@ -105,6 +119,18 @@ mod tests {
         assert_eq!(resolve("4242", missing, "user"), Ok(4242));
         let e = resolve("svc-web", missing, "user").unwrap_err();
         assert!(e.contains("cannot read /nonexistent/passwd"), "{e}");
+    }
+
+    #[test]
+    fn the_no_change_id_is_refused_as_a_number_or_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("passwd");
+        std::fs::write(&file, "odd:x:4294967295:1::/:/bin/sh\n").unwrap();
+        for name in ["4294967295", "odd"] {
+            let e = resolve(name, &file, "user").unwrap_err();
+            assert!(e.contains("\"no change\""), "{e}");
+        }
+        assert_eq!(resolve("4294967294", &file, "user"), Ok(4294967294));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html>
 
 use crate::config::{ImdsConfig, Signature};
+use crate::formats;
 use crate::http::{self, Client};
 use crate::kind::Kind;
 use crate::retry::{Failure, Policy, Verdict};
@@ -164,8 +165,13 @@ impl<'p> Imds<'p> {
         let text = std::str::from_utf8(body.expose())
             .map_err(|_| malformed(&path, "not text"))?
             .trim();
-        if text.is_empty() || text.len() > 255 || text.contains(char::is_control) {
+        if text.is_empty() || text.len() > 255 {
             return Err(malformed(&path, "not a single short line"));
+        }
+        let (valid, what) = metadata_format(name);
+        if !valid(text) {
+            let why = format!("{name} {} is not {what}", formats::shown(text));
+            return Err(malformed(&path, &why));
         }
         Ok(text.to_string())
     }
@@ -178,8 +184,8 @@ impl<'p> Imds<'p> {
             .ok()
             .and_then(|t| t.lines().next())
             .map(str::trim)
-            .filter(|r| !r.is_empty() && !r.contains('/'))
-            .ok_or_else(|| malformed(list_path, "no role name"))?
+            .filter(|r| formats::is_role_name(r))
+            .ok_or_else(|| malformed(list_path, "no IAM role name on its first line"))?
             .to_string();
         let path = format!("{list_path}{role}");
         let body = self.get(&path)?;
@@ -296,22 +302,66 @@ pub fn parse_signed_document(body: &[u8]) -> Result<String, &'static str> {
     Ok(doc)
 }
 
-/// The identity document: a JSON object (serde would take an array as the fields in order);
-/// `instanceId` must be "i-" and 1 to 62 ASCII letters or digits: it ends up in log lines and
-/// in the operator's reset hint.
+/// The identity document: a JSON object (serde would take an array as the fields in order)
+/// whose every field vaultboot uses has its AWS format: they end up in log lines, templated
+/// output paths and Vault request bodies, and the instance id in the operator's reset hint.
 pub fn parse_identity(body: &[u8]) -> Result<Identity, String> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err("not a JSON object".into());
     }
     let id: Identity = serde_json::from_slice(body)
         .map_err(|e| format!("not an identity document: {}", untrusted::json_problem(&e)))?;
-    let plain = id.instance_id.strip_prefix("i-").is_some_and(|rest| {
-        !rest.is_empty() && rest.len() <= 62 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
-    });
-    if !plain {
-        return Err("instanceId is not an instance id".into());
+    let checks = [
+        (
+            "instanceId",
+            formats::is_instance_id(&id.instance_id),
+            &id.instance_id,
+            "an instance id",
+        ),
+        (
+            "region",
+            formats::is_region(&id.region),
+            &id.region,
+            "a region",
+        ),
+        (
+            "accountId",
+            formats::is_account_id(&id.account_id),
+            &id.account_id,
+            "a 12-digit account id",
+        ),
+        (
+            "availabilityZone",
+            formats::is_availability_zone(&id.availability_zone, &id.region),
+            &id.availability_zone,
+            "an availability zone of the region",
+        ),
+        (
+            "imageId",
+            formats::is_image_id(&id.image_id),
+            &id.image_id,
+            "an AMI id",
+        ),
+        (
+            "privateIp",
+            formats::is_ipv4(&id.private_ip),
+            &id.private_ip,
+            "an IPv4 address",
+        ),
+    ];
+    if let Some((field, _, value, what)) = checks.into_iter().find(|(_, ok, _, _)| !ok) {
+        return Err(format!("{field} {} is not {what}", formats::shown(value)));
     }
     Ok(id)
+}
+
+/// The format a metadata item must have, and its name in messages.
+fn metadata_format(name: &str) -> (fn(&str) -> bool, &'static str) {
+    match name {
+        "local-hostname" => (formats::is_host_name, "a host name"),
+        "local-ipv4" => (formats::is_ipv4, "an IPv4 address"),
+        _ => (|text| !text.contains(char::is_control), "a single line"),
+    }
 }
 
 fn verdict(attempt: &Attempt) -> Verdict {
@@ -351,5 +401,63 @@ fn malformed(path: &str, detail: &str) -> Error {
     Error::Malformed {
         what: path.to_string(),
         detail: detail.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOCUMENT: &str = r#"{"accountId":"123456789012","availabilityZone":"us-east-1a",
+        "imageId":"ami-0123456789abcdef0","instanceId":"i-0123456789abcdef0",
+        "privateIp":"10.0.1.23","region":"us-east-1","version":"2017-09-30"}"#;
+
+    fn with(field: &str, value: &str) -> Vec<u8> {
+        let mut doc: serde_json::Value = serde_json::from_str(DOCUMENT).unwrap();
+        doc[field] = value.into();
+        doc.to_string().into_bytes()
+    }
+
+    #[test]
+    fn a_plain_document_is_read() {
+        let id = parse_identity(DOCUMENT.as_bytes()).unwrap();
+        assert_eq!(
+            (id.region.as_str(), id.private_ip.as_str()),
+            ("us-east-1", "10.0.1.23")
+        );
+    }
+
+    #[test]
+    fn each_field_out_of_format_is_named_with_its_value() {
+        for (field, value) in [
+            ("instanceId", "i-0123/.."),
+            ("region", "us-east-1\n<3>vaultboot: error: FORGED"),
+            ("accountId", "12345678901"),
+            ("availabilityZone", "us-east-1a/.."),
+            ("imageId", "ami-nothex00"),
+            ("privateIp", "10.0.1"),
+        ] {
+            let e = parse_identity(&with(field, value)).unwrap_err();
+            let named = format!("{field} \"{value}\" is not ");
+            assert!(e.starts_with(&named), "{e}");
+            assert_eq!(
+                e,
+                format!(
+                    "{field} \"{value}\" is not {}",
+                    e.rsplit(" is not ").next().unwrap()
+                )
+            );
+        }
+        // The zone must be one of the document's region.
+        let e = parse_identity(&with("availabilityZone", "eu-west-1a")).unwrap_err();
+        assert!(e.starts_with("availabilityZone \"eu-west-1a\""), "{e}");
+    }
+
+    #[test]
+    fn metadata_items_have_their_formats() {
+        let (host, _) = metadata_format("local-hostname");
+        assert!(host("ip-10-0-1-23.ec2.internal") && !host("a/b") && !host(".."));
+        let (ip, _) = metadata_format("local-ipv4");
+        assert!(ip("10.0.1.23") && !ip("10.0.1.23\n"));
     }
 }

@@ -15,6 +15,7 @@ mod cli;
 mod config;
 mod fanout;
 mod files;
+mod formats;
 mod hardening;
 mod http;
 mod imds;

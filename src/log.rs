@@ -1,7 +1,11 @@
 //! One line per step, with its duration, to syslog (facility daemon, ident vaultboot) and stderr.
 //!
 //! Callers pass only names, paths, counts and durations: nothing secret reaches this module.
+//! Every line is one line, whatever a caller passes: the logger escapes control characters
+//! itself (a value from IMDS, Vault or a file may hold a newline and a forged `<3>` priority),
+//! so no call site can forget to.
 
+use crate::untrusted;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -76,28 +80,21 @@ impl Log {
     }
 
     pub fn line(&self, level: Level, line: &str) {
-        let tag = match level {
-            Level::Info => "",
-            Level::Warning => "warning: ",
-            Level::Error => "error: ",
-        };
-        // syslog(3) priorities: LOG_ERR 3, LOG_WARNING 4, LOG_INFO 6.
-        let priority = match (self.priority_prefix, level) {
-            (false, _) => "",
-            (true, Level::Info) => "<6>",
-            (true, Level::Warning) => "<4>",
-            (true, Level::Error) => "<3>",
-        };
-        let _ = writeln!(std::io::stderr().lock(), "{priority}vaultboot: {tag}{line}");
+        let line = untrusted::escaped(line);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}",
+            stderr_line(self.priority_prefix, level, &line)
+        );
         if let Some(sys) = &self.syslog {
             if self.syslog_failed.load(Ordering::Relaxed) {
                 return;
             }
             let mut sys = sys.lock().unwrap_or_else(|p| p.into_inner());
             let sent = match level {
-                Level::Info => sys.info(line),
-                Level::Warning => sys.warning(line),
-                Level::Error => sys.err(line),
+                Level::Info => sys.info(&line),
+                Level::Warning => sys.warning(&line),
+                Level::Error => sys.err(&line),
             };
             if sent.is_err() {
                 self.syslog_failed.store(true, Ordering::Relaxed);
@@ -109,6 +106,23 @@ impl Log {
             }
         }
     }
+}
+
+/// `line` (already escaped) as stderr shows it: with its priority on the journal.
+fn stderr_line(priority_prefix: bool, level: Level, line: &str) -> String {
+    let tag = match level {
+        Level::Info => "",
+        Level::Warning => "warning: ",
+        Level::Error => "error: ",
+    };
+    // syslog(3) priorities: LOG_ERR 3, LOG_WARNING 4, LOG_INFO 6.
+    let priority = match (priority_prefix, level) {
+        (false, _) => "",
+        (true, Level::Info) => "<6>",
+        (true, Level::Warning) => "<4>",
+        (true, Level::Error) => "<3>",
+    };
+    format!("{priority}vaultboot: {tag}{line}")
 }
 
 /// systemd sets JOURNAL_STREAM to the device and inode of the journal stream it connected.

@@ -42,6 +42,9 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match vaultboot::load_config(path) {
         Ok(c) => {
+            for warning in c.warnings() {
+                eprintln!("vaultboot: warning: {warning}");
+            }
             let files: usize = c.secrets.iter().map(|s| s.files.len()).sum();
             println!(
                 "vaultboot: {} is valid: vault {}, role {:?}, {} secret(s), {} file(s)",
@@ -77,6 +80,9 @@ fn open(
         log.error(&format!("failed: configuration error (exit {EX_CONFIG})"));
         ExitCode::from(EX_CONFIG)
     });
+    for warning in config.iter().flat_map(Config::warnings) {
+        log.warn(&warning);
+    }
     (log, config)
 }
 

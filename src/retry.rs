@@ -101,6 +101,12 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// A budget of `budget` from `start`. Durations are capped when the configuration is read,
+    /// so the sum always fits; were it ever not to, the run gets no time rather than a panic.
+    pub fn starting(start: Instant, budget: Duration, max_delay: Duration) -> Self {
+        Policy::new(start.checked_add(budget).unwrap_or(start), max_delay)
+    }
+
     pub fn new(deadline: Instant, max_delay: Duration) -> Self {
         Policy {
             deadline,
@@ -163,7 +169,7 @@ impl Policy {
         let jitter = random_below(cap);
         match retry_after {
             None => jitter,
-            Some(after) => (after + jitter).min(after.max(self.max_delay)),
+            Some(after) => after.saturating_add(jitter).min(after.max(self.max_delay)),
         }
     }
 
@@ -309,6 +315,17 @@ mod tests {
         );
         assert!(matches!(result, Err(Failure::Fatal("403"))));
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn no_budget_or_retry_after_overflows() {
+        let policy = Policy::starting(Instant::now(), Duration::MAX, Duration::from_secs(20));
+        assert_eq!(
+            policy.remaining(),
+            Duration::ZERO,
+            "no time rather than a panic"
+        );
+        assert_eq!(policy.delay(8, Some(Duration::MAX)), Duration::MAX);
     }
 
     #[test]

@@ -20,18 +20,25 @@ pub fn one_line(text: &str, max: usize) -> String {
     line
 }
 
-/// `text` with every control character shown escaped (`\n`, `\u{1b}`): for our own messages
-/// that quote a file (a configuration error names the offending key, which may hold a newline).
+/// `text` with every control character shown escaped (`\n`, `\u{1b}`), and the Unicode
+/// line separators and bidirectional overrides too (they break or reorder a line on a
+/// terminal): what the log does to every line (see `log`), and our own messages that quote a
+/// file (a configuration error names the offending key, which may hold a newline).
 pub fn escaped(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() {
+        if is_unprintable(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// serde_json's messages can quote the input; say only what kind of problem it is, and where.

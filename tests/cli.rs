@@ -89,6 +89,48 @@ fn every_bad_configuration_exits_78_and_names_the_place() {
             "[vault\naddress = 1".to_string(),
             vec!["config.toml", "line 1"],
         ),
+        // What `check` used to accept and `run` could not handle, or handled otherwise.
+        (
+            vault_key(&good, "proxy = \"socks5://127.0.0.1:1080\""),
+            vec!["[vault]", "proxy", "SOCKS proxies are not supported"],
+        ),
+        (
+            vault_key(&good, "tls_server_name = \"x@localhost\""),
+            vec![
+                "[vault]",
+                "tls_server_name",
+                "\"x@localhost\" is not a host name",
+            ],
+        ),
+        (
+            good.replace(
+                "fields = [\"private_key\"]",
+                "fields = [\"private_key\"]\nowner = \"4294967295\"",
+            ),
+            vec!["\"tls\"", "server.key", "owner", "\"no change\""],
+        ),
+        (
+            good.replace(
+                "fields = [\"private_key\"]",
+                "fields = [\"private_key\"]\ngroup = \"4294967295\"",
+            ),
+            vec!["\"tls\"", "server.key", "group", "\"no change\""],
+        ),
+        (
+            good.replace("deadline = \"20s\"", "deadline = \"300000000000y\""),
+            vec!["[retry]", "deadline", "longer than 24h"],
+        ),
+        (
+            good.replace(
+                "request_timeout = \"3s\"",
+                "request_timeout = \"18446744073709551615s\"",
+            ),
+            vec!["[vault]", "request_timeout", "longer than 1h"],
+        ),
+        (
+            good.replace(&env.imds.url(), "http://192.0.2.1"),
+            vec!["[imds]", "endpoint", "\"http://192.0.2.1\" is not IMDS"],
+        ),
     ];
     for (text, needles) in cases {
         let cfg = env.write_config(&text);
@@ -112,7 +154,56 @@ fn every_bad_configuration_exits_78_and_names_the_place() {
         env.vault.control().requests().is_empty(),
         "no run reached Vault"
     );
+    assert!(
+        env.imds.control().requests().is_empty(),
+        "no run reached IMDS"
+    );
     let missing = env.run_args(&["check", "--config", "/nonexistent/vaultboot.toml"]);
     assert_eq!(missing.status, 78);
     assert!(missing.stderr.contains("/nonexistent/vaultboot.toml"));
+}
+
+/// `good` with `line` added to its [vault] section.
+fn vault_key(good: &str, line: &str) -> String {
+    good.replacen(
+        "request_timeout = ",
+        &format!("{line}\nrequest_timeout = "),
+        1,
+    )
+}
+
+/// `insecure_http = true` is for test servers: every run (and `check`) says so, on stderr and
+/// syslog alike, so that an image built with it does not go unnoticed.
+#[test]
+fn insecure_http_is_warned_on_every_run() {
+    let env = Env::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let text = env
+        .full_config()
+        .replace(&env.vault.url(), &format!("http://127.0.0.1:{port}"))
+        .replace("[auth]", "insecure_http = true\n\n[auth]")
+        .replace("deadline = \"20s\"", "deadline = \"1s\"");
+    let cfg = env.write_config(&text);
+    let says = "warning: ";
+    let what = "[vault] insecure_http = true: the Vault token, the login and every secret travel in clear text";
+    for _ in 0..2 {
+        let out = env.run(&cfg);
+        assert_eq!(out.status, 69, "{}", out.log());
+        let line = out.stderr.lines().find(|l| l.contains(what));
+        assert!(
+            line.is_some_and(|l| l.starts_with(&format!("vaultboot: {says}"))),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.syslog.iter().any(|m| m.contains(what)),
+            "{:?}",
+            out.syslog
+        );
+    }
+    let out = env.run_args(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(out.stderr.contains(what), "{}", out.stderr);
 }

@@ -23,6 +23,10 @@ const TOKEN: &str = "/latest/api/token";
 const LOGIN: &str = "/v1/auth/aws/login";
 const API: &str = "/v1/secret/data/app/api";
 const AD_JOIN: &str = "/v1/secret/data/ad/join";
+const HOSTNAME: &str = "/latest/meta-data/local-hostname";
+const LOCAL_IPV4: &str = "/latest/meta-data/local-ipv4";
+/// A value that, logged as it is, would be a line of its own at error priority on the journal.
+const FORGED_LINE: &str = "us-east-1\n<3>vaultboot: error: FORGED by a metadata value";
 
 /// Short budgets so that the cases that run into the deadline end quickly.
 fn config(env: &Env) -> String {
@@ -70,6 +74,17 @@ fn raw(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Fault {
 
 fn identity_document() -> String {
     vaultboot_sim::Identity::sample(INSTANCE).document("2024-01-01T00:00:00Z")
+}
+
+/// The identity document with one field changed (and the availability zone, if given).
+fn document_with(field: &str, value: &str, zone: Option<&str>) -> String {
+    let mut doc: serde_json::Value = serde_json::from_str(&identity_document()).unwrap();
+    assert!(doc.get(field).is_some(), "no {field} in the document");
+    doc[field] = value.into();
+    if let Some(zone) = zone {
+        doc["availabilityZone"] = zone.into();
+    }
+    doc.to_string()
 }
 
 /// A listener nobody may connect to: it proves where a token did NOT go.
@@ -616,6 +631,45 @@ table! {
         vault: Some(Expect { at: &[("GET", AD_JOIN)], says: &["\"password\""], ..MALFORMED }),
     };
 
+    // Values used in log lines, templated output paths and request bodies, each out of its
+    // AWS format: a forged log line, path segments, the wrong length or alphabet.
+    metadata_values_out_of_their_aws_format_are_malformed: Row {
+        hostile: |_, ep, path| {
+            let values: Vec<String> = match path {
+                DOCUMENT => [
+                    ("region", FORGED_LINE),
+                    ("region", "us-east-1/../../etc"),
+                    ("availabilityZone", "us-east-1a/../../etc"),
+                    ("availabilityZone", "us-east-1a\u{1b}[2J"),
+                    ("accountId", "12345678901"),
+                    ("accountId", "1234567890123"),
+                    ("imageId", "ami-xyz"),
+                    ("imageId", "ami-0123456789abcdef0/.."),
+                    ("privateIp", "10.0.1.23\n10.0.1.24"),
+                    ("privateIp", "fe80::1"),
+                    ("instanceId", "i-0123/../x"),
+                ]
+                .map(|(field, value)| {
+                    // A region refused on its own, not only by the zone's cross-check.
+                    let zone = (field == "region").then(|| format!("{value}a"));
+                    document_with(field, value, zone.as_deref())
+                })
+                .into(),
+                HOSTNAME => ["ip-10-0-1-23/../../etc", "ip-10-0-1-23\u{7}", "..", "a..b"]
+                    .map(String::from)
+                    .into(),
+                _ => ["10.0.1", "10.0.1.23/8", "ip-10-0-1-23", "010.0.1.23"].map(String::from).into(),
+            };
+            answers(values.iter().map(|v| labelled(ep, v.as_bytes())))
+        },
+        imds: Some(Expect {
+            at: &[("GET", DOCUMENT), ("GET", HOSTNAME), ("GET", LOCAL_IPV4)],
+            check: names_the_field_and_forges_no_line,
+            ..MALFORMED
+        }),
+        vault: None,
+    };
+
     // `data` (Vault) or the document (IMDS) is not an object.
     answers_that_are_not_objects_are_malformed: Row {
         hostile: |_, ep, _| {
@@ -850,6 +904,36 @@ fn nothing_but_logins_was_sent(ctx: &Ctx, _: &Outcome) {
         .map(|r| r.path.clone())
         .collect();
     assert!(after.iter().all(|p| p == LOGIN), "{after:?}");
+}
+
+/// The error names the field (or metadata item) and the value, escaped; no line anywhere was
+/// forged: stderr's lines are all vaultboot's own, syslog's messages one line each.
+fn names_the_field_and_forges_no_line(_: &Ctx, out: &Outcome) {
+    let fields = [
+        "instanceId",
+        "region",
+        "accountId",
+        "availabilityZone",
+        "imageId",
+        "privateIp",
+        "local-hostname",
+        "local-ipv4",
+    ];
+    let named = out.stderr.lines().any(|l| {
+        l.starts_with("vaultboot: error: IMDS /latest/")
+            && fields.iter().any(|f| l.contains(&format!(": {f} \"")))
+            && l.contains("\" is not ")
+    });
+    assert!(named, "no error naming the field: {}", out.stderr);
+    assert!(
+        out.stderr.lines().all(|l| l.starts_with("vaultboot: ")),
+        "a line that is not vaultboot's: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(['\x1b', '\x07']), "{}", out.stderr);
+    for message in &out.syslog {
+        assert!(!message.contains(char::is_control), "syslog: {message:?}");
+    }
 }
 
 fn one_bounded_line_without_escapes(_: &Ctx, out: &Outcome) {

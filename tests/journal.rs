@@ -93,3 +93,37 @@ fn elsewhere_lines_are_plain() {
     assert!(!out.is_empty());
     assert!(out.lines().all(|l| l.starts_with("vaultboot: ")), "{out}");
 }
+
+/// A metadata value that holds a newline and a priority (`<3>`) is refused, and the error that
+/// quotes it stays one line: no forged line reaches the journal, with its priority or without.
+#[test]
+fn a_metadata_value_cannot_forge_a_journal_line() {
+    let env = Env::new();
+    let mut doc: serde_json::Value = serde_json::from_str(
+        &vaultboot_sim::Identity::sample(INSTANCE).document("2024-01-01T00:00:00Z"),
+    )
+    .unwrap();
+    doc["region"] = "us-east-1\n<3>vaultboot: error: FORGED\r\n<6>vaultboot: done: FORGED".into();
+    let body = doc.to_string();
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    env.imds.control().inject(
+        Some("GET"),
+        "/latest/dynamic/instance-identity/document",
+        vaultboot_sim::Fault::Raw(answer.into_bytes()),
+        1,
+    );
+    let config = env.write_config(&env.full_config());
+    let (status, out) = run_with_stderr_file(&env, &config, true);
+    assert_eq!(status, 65, "{out}");
+    assert_prioritised(&out);
+    let forged: Vec<&str> = out.lines().filter(|l| l.contains("FORGED")).collect();
+    assert_eq!(forged.len(), 1, "{out}");
+    assert!(
+        forged[0].starts_with("<3>vaultboot: error: IMDS /latest/dynamic/instance-identity/document: region \"us-east-1\\n<3>"),
+        "{out}"
+    );
+    assert!(!out.contains('\r'), "{out}");
+}

@@ -640,15 +640,25 @@ pub fn imds(data: &[u8]) {
         ] {
             assert_eq!(v[key].as_str(), Some(got.as_str()), "{key}");
         }
-        // An id that passes the check is used in log lines, the nonce file and the operator's
-        // `vault delete .../identity-accesslist/<id>` hint: a plain token, nothing else.
+        // Every field that passes its check is used in log lines, templated output paths or
+        // request bodies (the id also in the nonce file and the operator's `vault delete
+        // .../identity-accesslist/<id>` hint): a plain token, nothing else.
         assert!(id.instance_id.len() <= 64);
-        assert!(
-            !id.instance_id
-                .contains(|c: char| c.is_control() || c.is_whitespace() || c == '/'),
-            "accepted instance id {:?}",
-            id.instance_id
-        );
+        for value in [
+            &id.instance_id,
+            &id.region,
+            &id.account_id,
+            &id.availability_zone,
+            &id.image_id,
+            &id.private_ip,
+        ] {
+            assert!(
+                !value.is_empty()
+                    && !value.contains(|c: char| c.is_control() || c.is_whitespace() || c == '/')
+                    && !value.starts_with('.'),
+                "accepted {value:?}"
+            );
+        }
     }
     if let Err(e) = &current {
         assert!(!json_problem(e).contains('\n'));

@@ -69,7 +69,7 @@ pub fn run<T>(
     end: impl FnOnce(&Result<Summary, Error>) -> T,
 ) -> T {
     let start = Instant::now();
-    let policy = Policy::new(start + config.retry.deadline, config.retry.max_delay);
+    let policy = Policy::starting(start, config.retry.deadline, config.retry.max_delay);
     log_start(config, mode, "", log);
     let lock = match lock(config, &policy, log) {
         Ok(lock) => lock,

@@ -50,7 +50,7 @@ pub fn plan(config: &Config, mode: Mode, log: &Log) -> Result<Plan, Error> {
 
 fn plan_job(config: &Config, mode: Mode, log: &Log) -> Result<Plan, Error> {
     let start = Instant::now();
-    let policy = Policy::new(start + config.retry.deadline, config.retry.max_delay);
+    let policy = Policy::starting(start, config.retry.deadline, config.retry.max_delay);
     log_start(config, mode, " (plan: nothing is written)", log);
     let _lock = super::lock(config, &policy, log)?;
     let mut session = Session::open(config, mode, log, &policy)?;

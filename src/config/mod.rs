@@ -191,6 +191,21 @@ pub struct FileConfig {
 }
 
 impl Config {
+    /// What the configuration allows that a production instance should not: said on every
+    /// run (and by `check`), so that a test setting left in an image does not go unnoticed.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.vault.address.starts_with("http://") {
+            out.push(format!(
+                "{}: [vault] insecure_http = true: the Vault token, the login and every secret \
+                 travel in clear text to {} (for test servers only)",
+                untrusted::escaped(&self.source.display().to_string()),
+                self.vault.address
+            ));
+        }
+        out
+    }
+
     /// Every fact that some template needs.
     pub fn needed_facts(&self) -> BTreeSet<Fact> {
         let mut out = BTreeSet::new();

@@ -1,6 +1,7 @@
 //! The shapes of the TOML file, as serde reads them: unknown keys, wrong types and missing keys
 //! are serde's errors; each value is read through its type in `values`.
 
+use super::values::Maximum;
 use super::values::{
     Argv, HumanDuration, IamServerId, ImdsEndpoint, Mode, MountPath, Namespace, ProxyUrl, RoleName,
     SecretPath, ServerName, StateDir, StatusFile, StsRegion, TokenTtl,
@@ -9,6 +10,7 @@ use super::{err, AuthMethod, Error, Format, Signature};
 use serde::{Deserialize, Deserializer};
 use std::marker::PhantomData;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A value read by serde as `S` (a wrong type is serde's error), then checked by `T`'s
 /// `TryFrom<S>`. A failed check is kept, not raised: serde's own errors for the whole table
@@ -31,6 +33,22 @@ impl<T, S> Checked<T, S> {
     pub fn at(self, place: &str, key: &str) -> Result<T, Error> {
         self.0.map_err(|m| err(place, format!("{key}: {m}")))
     }
+}
+
+/// An optional duration, checked and at most `max`; `None` when the file omits it.
+pub fn duration(
+    value: Option<Checked<HumanDuration>>,
+    max: Maximum,
+    place: &str,
+    key: &str,
+) -> Result<Option<Duration>, Error> {
+    let value = optional(value, place, key)?;
+    value
+        .map(|d| {
+            d.at_most(max)
+                .map_err(|m| err(place, format!("{key}: {m}")))
+        })
+        .transpose()
 }
 
 /// An optional key's value, checked; `None` when the file omits it.

@@ -2,8 +2,8 @@
 //! Every message names the secret (by name, else by position) and the file (by path, else by
 //! position).
 
-use super::raw::{optional, RawFile, RawSecret};
-use super::values::{is_env_name, OutputPath};
+use super::raw::{duration, optional, RawFile, RawSecret};
+use super::values::{is_env_name, OutputPath, A_CENTURY};
 use super::{checks, defaults, err, Error};
 use super::{Field, FileConfig, Format, SecretConfig};
 use crate::template::facts_in_json;
@@ -43,7 +43,7 @@ pub fn secret(raw: toml::Value, index: usize, file: &str) -> Result<SecretConfig
         let file_place = format!("{place} file {:?}", raw.path);
         files.push(file_config(raw, &file_place)?);
     }
-    let renew_before = optional(raw.renew_before, &place, "renew_before")?.map(|d| d.0);
+    let renew_before = duration(raw.renew_before, A_CENTURY, &place, "renew_before")?;
     let secret = SecretConfig {
         name: raw.name,
         path,

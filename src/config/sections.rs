@@ -2,8 +2,9 @@
 //! to their checked form: defaults filled in, each value's check reported in a fixed order,
 //! and the few rules that tie two keys together.
 
-use super::raw::{optional, RawAuth, RawImds, RawRetry, RawState, RawStatus, RawVault};
-use super::{checks, defaults, err, Error};
+use super::raw::{duration, optional, RawAuth, RawImds, RawRetry, RawState, RawStatus, RawVault};
+use super::values::{AN_HOUR, A_DAY};
+use super::{checks, defaults, err, values, Error};
 use super::{AuthConfig, AuthMethod, ImdsConfig, RetryConfig, StatusConfig, VaultConfig};
 use std::path::PathBuf;
 
@@ -16,13 +17,13 @@ pub fn vault(raw: RawVault, place: &str) -> Result<VaultConfig, Error> {
     let tls_server_name = optional(raw.tls_server_name, place, "tls_server_name")?;
     let namespace = optional(raw.namespace, place, "namespace")?;
     let proxy = optional(raw.proxy, place, "proxy")?;
-    let request_timeout = optional(raw.request_timeout, place, "request_timeout")?;
+    let request_timeout = duration(raw.request_timeout, AN_HOUR, place, "request_timeout")?;
     Ok(VaultConfig {
         address,
         ca_cert: raw.ca_cert,
         tls_server_name: tls_server_name.map(|n| n.0),
         namespace: namespace.map(|n| n.0),
-        request_timeout: request_timeout.map_or(defaults::REQUEST_TIMEOUT, |d| d.0),
+        request_timeout: request_timeout.unwrap_or(defaults::REQUEST_TIMEOUT),
         proxy: proxy.map(|p| p.0),
     })
 }
@@ -44,8 +45,7 @@ fn vault_address(text: &str, insecure_http: bool) -> Result<String, String> {
         }
         other => return Err(format!("unsupported scheme {other:?}")),
     }
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace)
-    {
+    if rest.is_empty() || values::url_host(address, scheme).is_none() {
         return Err("must be scheme://host[:port] with no path, query or credentials".into());
     }
     Ok(address.to_string())
@@ -98,11 +98,11 @@ pub fn state_dir(raw: RawState, place: &str) -> Result<PathBuf, Error> {
 }
 
 pub fn retry(raw: RawRetry, place: &str) -> Result<RetryConfig, Error> {
-    let deadline = optional(raw.deadline, place, "deadline")?;
-    let max_delay = optional(raw.max_delay, place, "max_delay")?;
+    let deadline = duration(raw.deadline, A_DAY, place, "deadline")?;
+    let max_delay = duration(raw.max_delay, AN_HOUR, place, "max_delay")?;
     Ok(RetryConfig {
-        deadline: deadline.map_or(defaults::DEADLINE, |d| d.0),
-        max_delay: max_delay.map_or(defaults::MAX_DELAY, |d| d.0),
+        deadline: deadline.unwrap_or(defaults::DEADLINE),
+        max_delay: max_delay.unwrap_or(defaults::MAX_DELAY),
     })
 }
 

@@ -130,6 +130,157 @@ fn refuses_what_the_contract_refuses() {
     );
 }
 
+/// What `check` accepted but a run could not handle, or handled otherwise than it reads.
+#[test]
+fn refuses_what_a_run_could_not_handle() {
+    let vault = |extra: &str| GOOD.replace("[auth]", &format!("{extra}\n[auth]"));
+    refused(
+        &vault("proxy = \"socks5://127.0.0.1:1080\""),
+        &["[vault]", "proxy", "SOCKS"],
+    );
+    refused(
+        &vault("proxy = \"http://proxy:3128/x\""),
+        &["[vault]", "proxy", "without a path"],
+    );
+    let e = parse_str(&vault("proxy = \"http://u:s3cr3t@proxy:99999\"")).unwrap_err();
+    assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    assert!(parse_str(&vault("proxy = \"http://u:s3cr3t@proxy:3128\"")).is_ok());
+    // User info the client cannot decode (not UTF-8 once percent-decoded).
+    refused(
+        &vault("proxy = \"http://%ff:x@proxy:3128\""),
+        &["[vault]", "proxy"],
+    );
+    for name in [
+        "x@localhost",
+        "localhost:8200",
+        "a/b",
+        "",
+        "a..b",
+        "::1",
+        "[::1]",
+        "-x.example",
+        "1.2.3.4:1",
+    ] {
+        let line = format!("tls_server_name = {name:?}");
+        refused(
+            &vault(&line),
+            &["[vault]", "tls_server_name", "not a host name"],
+        );
+    }
+    for name in ["vault.internal", "localhost", "10.0.0.1"] {
+        assert!(
+            parse_str(&vault(&format!("tls_server_name = {name:?}"))).is_ok(),
+            "{name}"
+        );
+    }
+    for address in [
+        "https://vault:99999",
+        "https://vault:0",
+        "https://vault\\u001b:8200",
+        "https://vault:",
+    ] {
+        let text = GOOD.replace("https://vault.internal:8200", address);
+        refused(&text, &["[vault]", "address", "scheme://host[:port]"]);
+    }
+    for (section, key, path) in [
+        ("state", "dir", "/var/lib/a\\u0000b"),
+        ("state", "dir", "/var/lib/../tmp"),
+        ("status", "file", "/run/a\\u0000b/status.json"),
+    ] {
+        let text = format!("{GOOD}\n[{section}]\n{key} = \"{path}\"\n");
+        refused(&text, &[&format!("[{section}]"), key, "NUL byte"]);
+    }
+    for key in ["owner", "group"] {
+        let text = GOOD.replace("mode = \"0644\"", &format!("{key} = \"4294967295\""));
+        refused(&text, &["\"tls\"", "server.crt", key, "\"no change\""]);
+    }
+}
+
+#[test]
+fn durations_are_capped() {
+    let with = |section: &str, line: &str| format!("{GOOD}\n[{section}]\n{line}\n");
+    for (section, key, max, over) in [
+        ("retry", "deadline", "24h", "300000000000y"),
+        ("retry", "deadline", "24h", "86401s"),
+        ("retry", "max_delay", "1h", "61m"),
+        ("vault", "request_timeout", "1h", "3601s"),
+        ("imds", "token_ttl", "6h", "21601s"),
+    ] {
+        let place = format!("[{section}]");
+        let vault = |line: &str| GOOD.replace("[auth]", &format!("{line}\n[auth]"));
+        let text = |v: &str| match section {
+            "vault" => vault(&format!("{key} = {v:?}")),
+            _ => with(section, &format!("{key} = {v:?}")),
+        };
+        assert!(parse_str(&text(max)).is_ok(), "{key} = {max}");
+        refused(&text(over), &[&place, key]);
+    }
+    let renew = |v: &str| {
+        GOOD.replace(
+            "ttl = \"72h\" }",
+            &format!("ttl = \"72h\" }}\nrenew_before = {v:?}"),
+        )
+    };
+    assert!(parse_str(&renew("36500d")).is_ok());
+    refused(
+        &renew("36501d"),
+        &["\"tls\"", "renew_before", "longer than 36500d"],
+    );
+    refused(
+        &with("retry", "deadline = \"300000000000y\""),
+        &["deadline", "longer than 24h"],
+    );
+}
+
+#[test]
+fn imds_endpoint_is_imds_or_loopback() {
+    let with = |endpoint: &str| format!("{GOOD}\n[imds]\nendpoint = {endpoint:?}\n");
+    for ok in [
+        "http://169.254.169.254",
+        "http://169.254.169.254:80/",
+        "http://[fd00:ec2::254]",
+        "http://127.0.0.1:8080",
+        "http://127.9.9.9",
+        "http://[::1]:1234",
+    ] {
+        assert_eq!(
+            parse_str(&with(ok)).unwrap().imds.endpoint,
+            ok.trim_end_matches('/')
+        );
+    }
+    for bad in [
+        "http://imds.example",
+        "http://localhost",
+        "http://10.0.0.1",
+        "http://169.254.169.253",
+        "http://127.1",
+        "http://[fd00:ec2::253]",
+        "http://0.0.0.0",
+    ] {
+        refused(&with(bad), &["[imds]", "endpoint", "not IMDS"]);
+    }
+    for bad in [
+        "http://u@169.254.169.254",
+        "http://169.254.169.254:99999",
+        "http://169.254.169.254/latest",
+        "http://169.254.169.254?x",
+    ] {
+        refused(&with(bad), &["[imds]", "endpoint", "no path"]);
+    }
+}
+
+#[test]
+fn insecure_http_is_a_warning() {
+    assert!(parse_str(GOOD).unwrap().warnings().is_empty());
+    let text = GOOD.replace(
+        "address = \"https://vault.internal:8200\"",
+        "address = \"http://vault.internal:8200\"\ninsecure_http = true",
+    );
+    let warnings = parse_str(&text).unwrap().warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("insecure_http = true") && warnings[0].contains("clear text"));
+}
+
 #[test]
 fn refuses_bad_files() {
     refused(

@@ -6,11 +6,25 @@
 
 use super::{AuthMethod, Format, Signature};
 use crate::template::Template;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
+use ureq::http::Uri;
 
-/// A duration written like "30s" or "5m"; longer than zero.
+/// A duration written like "30s" or "5m"; longer than zero. Each key has its maximum as well
+/// (`at_most`), so that no arithmetic on it (a deadline from now, a timeout) can overflow, and
+/// a typo of a few digits too many is an error rather than a run that never ends.
 pub struct HumanDuration(pub Duration);
+
+/// A key's longest duration, and how the file would write it.
+pub type Maximum = (Duration, &'static str);
+/// `request_timeout`, `max_delay`.
+pub const AN_HOUR: Maximum = (Duration::from_secs(60 * 60), "1h");
+/// `retry.deadline`.
+pub const A_DAY: Maximum = (Duration::from_secs(24 * 60 * 60), "24h");
+/// `renew_before`: longer than any certificate lives, so that the maximum still means "renew
+/// on every run".
+pub const A_CENTURY: Maximum = (Duration::from_secs(36500 * 24 * 60 * 60), "36500d");
 
 /// The IMDSv2 token's lifetime: whole seconds from 1 to 21600, as IMDS requires.
 pub struct TokenTtl(pub Duration);
@@ -67,10 +81,20 @@ impl TryFrom<String> for HumanDuration {
     }
 }
 
+impl HumanDuration {
+    /// The duration, if it is at most `max`.
+    pub fn at_most(self, (max, written): Maximum) -> Result<Duration, String> {
+        if self.0 > max {
+            return Err(format!("is longer than {written}, the longest allowed"));
+        }
+        Ok(self.0)
+    }
+}
+
 impl TryFrom<String> for TokenTtl {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        let HumanDuration(d) = HumanDuration::try_from(text)?;
+        let d = HumanDuration::try_from(text)?.0;
         if d.subsec_nanos() != 0 || d.as_secs() > 21600 {
             return Err("must be whole seconds from 1s to 21600s (6h), as IMDSv2 requires".into());
         }
@@ -159,9 +183,16 @@ impl TryFrom<String> for RoleName {
 
 impl TryFrom<String> for ServerName {
     type Error = String;
+    /// A name TLS can verify that is, as it is, the host of `https://<name>:<port>`: requests
+    /// are sent to that URL and the name resolved to `address`, so a name that a URL reads
+    /// otherwise (`x@localhost` is user info and the host localhost) would send them elsewhere.
     fn try_from(name: String) -> Result<Self, String> {
-        if name.is_empty() || name.contains(['/', ':', ' ']) {
-            return Err(format!("{name:?} is not a host name"));
+        let tls_name = rustls::pki_types::ServerName::try_from(name.as_str()).is_ok();
+        let url_host = url_host(&format!("https://{name}:443"), "https");
+        if !tls_name || url_host.as_deref() != Some(name.as_str()) {
+            return Err(format!(
+                "{name:?} is not a host name (letters, digits, hyphens and dots) or an IPv4 address"
+            ));
         }
         Ok(Self(name))
     }
@@ -179,9 +210,21 @@ impl TryFrom<String> for Namespace {
 
 impl TryFrom<String> for ProxyUrl {
     type Error = String;
+    /// `http://[user:password@]host[:port]`: the proxies the HTTP client is built for. SOCKS
+    /// is not built in (its code would cost binary size), so `socks5://` is refused here rather
+    /// than at every run. The URL is never quoted: it may hold the proxy's password.
     fn try_from(proxy: String) -> Result<Self, String> {
-        if !(proxy.starts_with("http://") || proxy.starts_with("socks5://")) {
-            return Err("must be an http:// or socks5:// URL".into());
+        let Some(rest) = proxy.strip_prefix("http://") else {
+            return Err("must be an http:// URL (SOCKS proxies are not supported)".into());
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let host_port = rest
+            .rsplit_once('@')
+            .map_or(rest, |(_, host_port)| host_port);
+        let plain = url_host(&format!("http://{host_port}"), "http").is_some()
+            && ureq::Proxy::new(&proxy).is_ok();
+        if !plain {
+            return Err("must be http://[user:password@]host[:port], without a path".into());
         }
         Ok(Self(proxy))
     }
@@ -222,26 +265,72 @@ impl TryFrom<String> for StsRegion {
 
 impl TryFrom<String> for ImdsEndpoint {
     type Error = String;
+    /// Plain HTTP has no server authentication: whoever answers chooses the signed document and
+    /// the role credentials vaultboot logs in with. So only addresses nobody off the instance
+    /// can answer on: EC2's link-local IMDS addresses, and loopback (a local proxy, the tests'
+    /// and the demo's simulators). IP literals only: a name would be resolved, by DNS perhaps.
     fn try_from(text: String) -> Result<Self, String> {
         let endpoint = text.trim_end_matches('/');
-        let host = endpoint
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{endpoint:?} must be an http:// URL (IMDS has no TLS)"))?;
-        if host.is_empty() || host.contains(['/', '?', '@']) {
-            return Err("must be http://host[:port] with no path".into());
+        if !endpoint.starts_with("http://") {
+            return Err(format!(
+                "{endpoint:?} must be an http:// URL (IMDS has no TLS)"
+            ));
         }
-        Ok(Self(endpoint.to_string()))
+        let host = url_host(endpoint, "http")
+            .ok_or_else(|| format!("{endpoint:?} must be http://host[:port] with no path"))?;
+        let ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+            None => host.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+        };
+        match ip {
+            Some(ip) if is_imds_address(ip) => Ok(Self(endpoint.to_string())),
+            _ => Err(format!(
+                "{endpoint:?} is not IMDS: only http://169.254.169.254, http://[fd00:ec2::254] \
+                 or a loopback address (127.0.0.1, [::1]) are accepted, with an optional port"
+            )),
+        }
     }
+}
+
+/// The host of `scheme://host[:port]`, read as the HTTP client reads it, when the URL is just
+/// that: no user info, path, query or fragment, and a port (if any) from 1 to 65535.
+pub fn url_host(url: &str, scheme: &str) -> Option<String> {
+    let authority = url.strip_prefix(scheme)?.strip_prefix("://")?;
+    let uri: Uri = url.parse().ok()?;
+    let host = uri.host().filter(|h| !h.is_empty())?;
+    // The text is the host the parser found, then at most a port: no user info before it, no
+    // path, query or fragment after it.
+    let port = authority.strip_prefix(host)?;
+    let port_ok = match port.strip_prefix(':') {
+        None => port.is_empty(),
+        Some(digits) => {
+            digits.bytes().all(|b| b.is_ascii_digit()) && uri.port_u16().is_some_and(|p| p != 0)
+        }
+    };
+    port_ok.then(|| host.to_string())
+}
+
+/// EC2's IMDS addresses (IPv4 link-local, and IPv6 on Nitro), or loopback.
+fn is_imds_address(ip: IpAddr) -> bool {
+    const IMDS_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+    const IMDS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    ip == IpAddr::V4(IMDS_V4) || ip == IpAddr::V6(IMDS_V6) || ip.is_loopback()
 }
 
 impl TryFrom<PathBuf> for StateDir {
     type Error = String;
     fn try_from(dir: PathBuf) -> Result<Self, String> {
-        if !dir.is_absolute() {
-            return Err("must be an absolute path".into());
+        if !dir.is_absolute() || has_nul_or_parent(&dir) {
+            return Err("must be an absolute path, without \"..\" or a NUL byte".into());
         }
         Ok(Self(dir))
     }
+}
+
+/// A NUL byte (no system call takes the path) or a `..` part (the path is not what it reads).
+fn has_nul_or_parent(path: &Path) -> bool {
+    path.as_os_str().as_encoded_bytes().contains(&0)
+        || path.components().any(|c| matches!(c, Component::ParentDir))
 }
 
 impl TryFrom<PathBuf> for StatusFile {
@@ -250,11 +339,9 @@ impl TryFrom<PathBuf> for StatusFile {
         let plain = path.is_absolute()
             && path.file_name().is_some()
             && !path.as_os_str().to_string_lossy().ends_with('/')
-            && path
-                .components()
-                .all(|c| !matches!(c, std::path::Component::ParentDir));
+            && !has_nul_or_parent(&path);
         if !plain {
-            return Err("must be an absolute path to a file, without \"..\"".into());
+            return Err("must be an absolute path to a file, without \"..\" or a NUL byte".into());
         }
         Ok(Self(path))
     }
