@@ -16,6 +16,7 @@ mod files;
 mod hardening;
 mod http;
 mod imds;
+mod issued;
 mod kind;
 mod log;
 mod nonce;

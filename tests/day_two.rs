@@ -5,9 +5,11 @@ mod common;
 
 use common::*;
 use std::fs;
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use vaultboot_sim::Fault;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vaultboot_sim::{Fault, Leaf};
 
 /// The demo configuration reduced to its PKI secret.
 fn pki_only(env: &Env, extra: &str) -> String {
@@ -107,6 +109,80 @@ fn a_valid_certificate_is_left_alone_without_a_single_vault_request() {
         "{}",
         out.stderr
     );
+}
+
+const ISSUE: &str = "POST /v1/pki_int/issue/web";
+
+fn refresh(env: &Env, cfg: &Path) -> Outcome {
+    let out = env.run_args(&["run", "--refresh", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status, 0, "{}", out.log());
+    out
+}
+
+/// The output's owner (nginx's user, say, which must read the key) replaces the certificate
+/// and the key with a pair of its own for the same names, valid until 2100. It is not the
+/// certificate Vault issued: the next refresh issues a new one and says why, in the log and
+/// in the status; Vault's new certificate is then kept as usual.
+#[test]
+fn a_certificate_vault_did_not_issue_is_renewed_and_the_reason_said() {
+    let env = Env::new();
+    let cfg = env.write_config(&pki_only(&env, ""));
+    assert_eq!(env.run(&cfg).status, 0);
+    let (crt, key) = (
+        env.path("out/tls/server.crt"),
+        env.path("out/tls/server.key"),
+    );
+    let id = env.imds.identity();
+    let ip: IpAddr = id.local_ipv4.parse().unwrap();
+    let forged = Leaf {
+        common_name: &id.local_hostname,
+        dns_names: &[&id.local_hostname],
+        ips: &[ip],
+        not_before: SystemTime::now() - Duration::from_secs(3600),
+        not_after: UNIX_EPOCH + Duration::from_secs(4_129_401_600), // 2100-11-09
+    }
+    .self_signed();
+    // Written in place: the files keep their owner and mode.
+    fs::write(&crt, &forged.cert_pem).unwrap();
+    fs::write(&key, &forged.key_pem).unwrap();
+
+    env.vault.control().clear_requests();
+    let out = refresh(&env, &cfg);
+    assert!(
+        vault_requests(&env).contains(&ISSUE.to_string()),
+        "{}",
+        out.stderr
+    );
+    let why = format!(
+        "the certificate in {} was not issued by pki_int/issue/web",
+        crt.display()
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "secret \"tls\": a new certificate is issued: {why}"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_ne!(fs::read_to_string(&crt).unwrap(), forged.cert_pem);
+    let s = status(&env);
+    for output in s["outputs"].as_array().unwrap() {
+        assert_eq!(output["state"], "written", "{s}");
+        assert!(
+            output["reason"].as_str().unwrap_or("").contains(&why),
+            "{s}"
+        );
+    }
+    let not_after = s["certificates"][0]["not_after"].as_u64().unwrap();
+    assert!(not_after < forged.not_after - 365 * 86_400, "{s}");
+
+    // Vault's certificate is recognised: kept, without a request.
+    env.vault.control().clear_requests();
+    let out = refresh(&env, &cfg);
+    assert!(vault_requests(&env).is_empty(), "{}", out.stderr);
+    assert!(out
+        .stderr
+        .contains("secret \"tls\" skipped: certificate valid until"));
 }
 
 #[test]

@@ -30,6 +30,8 @@ pub enum Error {
     RenderingFiles(secrets::Error),
     /// Reading or recording the on_change commands owed by an earlier run.
     RecordingOnChange(state::Error),
+    /// Reading or recording which certificates Vault issued (`issued`).
+    RecordingIssued(state::Error),
     /// Writing the new files beside the old ones.
     StagingFiles(files::Error),
     /// Renaming the staged files into place (or syncing their directories) part-way.
@@ -43,9 +45,10 @@ impl Error {
             | Error::PreparingVaultClient(_)
             | Error::FindingInstanceProfile(_) => Kind::Config,
             Error::ReadingInstance(e) => e.kind(),
-            Error::LoadingNonce(e) | Error::RecordingOnChange(e) | Error::LockingState(e) => {
-                e.kind()
-            }
+            Error::LoadingNonce(e)
+            | Error::RecordingOnChange(e)
+            | Error::RecordingIssued(e)
+            | Error::LockingState(e) => e.kind(),
             Error::WaitingForAnotherRun(_) => Kind::Unavailable,
             Error::LoggingIn(e) => e.kind(),
             Error::ReadingSecret(e) | Error::RenderingFiles(e) => e.kind(),
@@ -113,6 +116,7 @@ impl fmt::Display for Error {
             Error::LoggingIn(e) => e.fmt(f),
             Error::ReadingSecret(e) | Error::RenderingFiles(e) => e.fmt(f),
             Error::RecordingOnChange(e) => write!(f, "pending on_change commands: {e}"),
+            Error::RecordingIssued(e) => write!(f, "record of issued certificates: {e}"),
             Error::StagingFiles(e) => write!(f, "writing files: {e}"),
             Error::CommittingFiles(e) => write!(f, "writing files: {e}"),
         }

@@ -17,6 +17,7 @@ use session::Session;
 
 use crate::config::{AuthMethod, Config};
 use crate::files;
+use crate::issued;
 use crate::log::Log;
 use crate::pending;
 use crate::retry::Policy;
@@ -57,10 +58,12 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
     let _lock = lock(config, &policy, log)?;
     let mut session = Session::open(config, mode, log, &policy)?;
     let earlier = pending::load(&config.state_dir).map_err(Error::RecordingOnChange)?;
-    for repair in &earlier.repairs {
-        log.warn(repair);
+    let issued = issued::load(&config.state_dir).map_err(Error::RecordingIssued)?;
+    for warning in earlier.repairs.iter().chain(&issued.warnings) {
+        log.warn(warning);
     }
-    let (to_fetch, skipped) = session.choose(config, mode, &earlier.found, log);
+    let chosen = session.choose(config, mode, (&earlier.found, &issued.issued), log);
+    let (to_fetch, skipped) = (chosen.to_fetch, chosen.skipped);
     // What a killed earlier run staged next to them goes, as it would for a fetched output.
     for output in &skipped {
         files::remove_stale_stages_of(&output.path);
@@ -86,7 +89,11 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
                 answers,
                 started: step,
             };
-            outputs::write_outputs(config, log, fetched, facts, earlier)
+            let state = outputs::State {
+                pending: earlier,
+                issued: &issued.issued,
+            };
+            outputs::write_outputs(config, log, fetched, facts, state)
         });
     // After the files, as the contract orders it (also when a step failed). Its round trip
     // delays the end of the run, not the files.
@@ -96,6 +103,11 @@ pub fn run(config: &Config, mode: Mode, log: &Log) -> Result<Summary, Error> {
     summary.logged_in = true;
     summary.revoked = revoked;
     summary.skipped = skipped.len();
+    for output in &mut summary.outputs {
+        if let Some((_, why)) = chosen.renewing.iter().find(|(s, _)| *s == output.secret) {
+            output.reason = Some(why.clone());
+        }
+    }
     summary.outputs.extend(skipped);
     summary.took = start.elapsed();
     Ok(summary)

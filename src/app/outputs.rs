@@ -4,6 +4,7 @@
 use super::{Error, Summary};
 use crate::config::{Config, SecretConfig};
 use crate::files::{self, Outcome, Output};
+use crate::issued::{self, Issued};
 use crate::log::{took, Log};
 use crate::pending;
 use crate::secrets;
@@ -18,14 +19,21 @@ pub(super) struct Fetched<'a> {
     pub started: Instant,
 }
 
+/// The state an earlier run left: the on_change commands it owes, the certificates Vault
+/// issued.
+pub(super) struct State<'a> {
+    pub pending: pending::Pending,
+    pub issued: &'a Issued,
+}
+
 /// Logs what was fetched, writes every file (all or nothing) and runs the on_change commands
-/// (those of the files this run changed, and those `earlier` runs still owe).
+/// (those of the files this run changed, and those earlier runs still owe).
 pub(super) fn write_outputs(
     config: &Config,
     log: &Log,
     fetched: Fetched<'_>,
     facts: &Facts,
-    earlier: pending::Pending,
+    earlier: State<'_>,
 ) -> Result<Summary, Error> {
     for f in &fetched.answers {
         log.info(&format!("secret {:?} fetched ({})", f.name, took(f.took)));
@@ -40,7 +48,7 @@ pub(super) fn write_outputs(
     drop(fetched.answers);
 
     let step = Instant::now();
-    let committed = commit(config, log, &outputs, &earlier.found)?;
+    let committed = commit(config, log, (&outputs, facts), &earlier)?;
     let mut summary = Summary {
         secrets: fetched.secrets.len(),
         ..Summary::default()
@@ -61,14 +69,16 @@ struct Committed<'a> {
     recorded: bool,
 }
 
-/// Stages every output, records the on_change commands the commit will owe (before the first
-/// rename: a kill from there on leaves them owed on disk), and commits.
+/// Stages every output, records the on_change commands the commit will owe and the
+/// certificates it puts in place (before the first rename: a kill from there on leaves them
+/// owed on disk, and a certificate not recognised at worst), and commits.
 fn commit<'a>(
     config: &Config,
     log: &Log,
-    outputs: &'a [Output],
-    earlier: &pending::Found,
+    (outputs, facts): (&'a [Output], &Facts),
+    state: &State<'_>,
 ) -> Result<Committed<'a>, Error> {
+    let earlier = &state.pending.found;
     let staged = stage(outputs).map_err(Error::StagingFiles)?;
     let (owed, dropped) = pending::owed(outputs, &staged, earlier);
     for path in dropped {
@@ -83,6 +93,7 @@ fn commit<'a>(
     for warning in &recorded.warnings {
         log.warn(warning);
     }
+    record_issued(config, log, (outputs, facts), state.issued)?;
     match staged.commit() {
         Ok(done) => Ok(Committed {
             done,
@@ -100,6 +111,30 @@ fn commit<'a>(
             Err(Error::CommittingFiles(e))
         }
     }
+}
+
+/// Records the certificates of this commit as the ones Vault issued (durably, unless the
+/// record already says so), and keeps only certificate outputs of the configuration.
+fn record_issued(
+    config: &Config,
+    log: &Log,
+    (outputs, facts): (&[Output], &Facts),
+    before: &Issued,
+) -> Result<(), Error> {
+    let current = super::select::certificate_outputs(config, facts);
+    let committed = outputs
+        .iter()
+        .filter(|o| current.contains(&o.path))
+        .map(|o| {
+            let facts = crate::certificate::first_in_pem(o.content.expose());
+            (o.path.as_path(), facts.ok().map(|f| f.sha256))
+        });
+    let next = before.after_commit(|p| current.contains(p), committed);
+    let repairs = issued::save(&config.state_dir, before, &next).map_err(Error::RecordingIssued)?;
+    for repair in &repairs {
+        log.warn(repair);
+    }
+    Ok(())
 }
 
 fn report(log: &Log, summary: &mut Summary, output: &Output, outcome: Outcome, owed: &[&Output]) {

@@ -50,7 +50,9 @@ pub fn plan(config: &Config, mode: Mode, log: &Log) -> Result<Plan, Error> {
     let _lock = super::lock(config, &policy, log)?;
     let mut session = Session::open(config, mode, log, &policy)?;
     let owed = pending::peek(&config.state_dir);
-    let (to_fetch, skipped) = session.choose(config, mode, &owed, log);
+    let issued = crate::issued::peek(&config.state_dir);
+    let chosen = session.choose(config, mode, (&owed, &issued), log);
+    let (to_fetch, skipped) = (chosen.to_fetch, chosen.skipped);
     let mut plan = Plan::default();
     let (issues, reads): (Vec<&SecretConfig>, Vec<&SecretConfig>) =
         to_fetch.iter().partition(|s| s.is_pki_issue());
@@ -65,7 +67,9 @@ pub fn plan(config: &Config, mode: Mode, log: &Log) -> Result<Plan, Error> {
     for secret in &config.secrets {
         let mine = |e: &&Entry| e.secret == secret.name;
         if issues.iter().any(|s| std::ptr::eq(*s, secret)) {
-            plan.entries.extend(issue_entries(secret, &session));
+            let why = chosen.renewing.iter().find(|(s, _)| *s == secret.name);
+            let why = why.map(|(_, why)| why.as_str());
+            plan.entries.extend(issue_entries(secret, &session, why));
         } else {
             plan.entries
                 .extend(read_entries.iter().filter(mine).cloned());
@@ -125,7 +129,11 @@ fn preview_reads(
 }
 
 /// The files of a certificate that would be issued: replaced, or created where missing.
-fn issue_entries(secret: &SecretConfig, session: &Session<'_>) -> Vec<Entry> {
+fn issue_entries(secret: &SecretConfig, session: &Session<'_>, why: Option<&str>) -> Vec<Entry> {
+    let note = match why {
+        Some(why) => format!("a new certificate would be issued: {why}"),
+        None => "a new certificate would be issued".into(),
+    };
     secret
         .files
         .iter()
@@ -140,7 +148,7 @@ fn issue_entries(secret: &SecretConfig, session: &Session<'_>) -> Vec<Entry> {
                 },
                 path,
                 secret: secret.name.clone(),
-                note: Some("a new certificate would be issued".into()),
+                note: Some(note.clone()),
                 on_change: file.on_change.clone(),
             }
         })
