@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use vaultboot_sim::{Fault, Leaf};
+use vaultboot_sim::{Fault, Leaf, LeafKey};
 
 /// The demo configuration reduced to its PKI secret.
 fn pki_only(env: &Env, extra: &str) -> String {
@@ -183,6 +183,81 @@ fn a_certificate_vault_did_not_issue_is_renewed_and_the_reason_said() {
     assert!(out
         .stderr
         .contains("secret \"tls\" skipped: certificate valid until"));
+}
+
+/// `renew_before` shorter than the time left: kept until then (a 72 h certificate, 24 h).
+#[test]
+fn renew_before_shorter_than_the_time_left_keeps_the_certificate() {
+    let env = Env::new();
+    let text = pki_only(&env, "").replace(
+        "path = \"pki_int/issue/web\"\n",
+        "path = \"pki_int/issue/web\"\nrenew_before = \"24h\"\n",
+    );
+    let cfg = env.write_config(&text);
+    assert_eq!(env.run(&cfg).status, 0);
+    env.vault.control().clear_requests();
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert!(vault_requests(&env).is_empty(), "{}", out.stderr);
+    // "renewed from" is 24 h before the end, not the default 48 h after the start.
+    let not_after = status(&env)["certificates"][0]["not_after"]
+        .as_u64()
+        .unwrap();
+    let renew_from =
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(not_after - 24 * 3600));
+    assert!(
+        out.stderr.contains(&format!("renewed from {renew_from}")),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A PKI role with `key_type = "rsa"`: the RSA key (PKCS#1, as Vault returns it) and its
+/// certificate are kept while valid, and another RSA key beside the certificate renews it.
+#[test]
+fn rsa_certificates_are_kept_and_renewed_like_ec_ones() {
+    let env = Env::new();
+    env.vault.set_pki_rsa(true);
+    let cfg = env.write_config(&pki_only(&env, ""));
+    assert_eq!(env.run(&cfg).status, 0);
+    let key = env.path("out/tls/server.key");
+    let written = fs::read_to_string(&key).unwrap();
+    assert!(written.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+
+    env.vault.control().clear_requests();
+    let out = refresh(&env, &cfg);
+    assert!(vault_requests(&env).is_empty(), "{}", out.stderr);
+
+    // The other RSA test key beside the certificate.
+    let ca = vaultboot_sim::TestCa::new("other");
+    let leaf = Leaf {
+        common_name: "x",
+        dns_names: &[],
+        ips: &[],
+        not_before: SystemTime::now(),
+        not_after: SystemTime::now() + Duration::from_secs(3600),
+    };
+    let other = [LeafKey::Rsa(0), LeafKey::Rsa(1)]
+        .map(|k| ca.issue_leaf(&leaf, k, true).key_pem)
+        .into_iter()
+        .find(|k| k.trim_end() != written.trim_end())
+        .unwrap();
+    fs::write(&key, other).unwrap();
+    env.vault.control().clear_requests();
+    let out = refresh(&env, &cfg);
+    assert!(
+        vault_requests(&env).contains(&ISSUE.to_string()),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "the key in {} is not the certificate's",
+            key.display()
+        )),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
