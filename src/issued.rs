@@ -11,39 +11,31 @@
 //! certificate outputs of the current configuration, so the record does not grow.
 
 use crate::files;
+use crate::secret::SecretJson;
 use crate::state::{self, fail, Error, Unusable};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use serde_json::{Map, Value};
+use std::path::Path;
 
 pub const FILE_NAME: &str = "issued_certificates.json";
 /// Far more than any configuration needs (an entry is ~100 bytes).
 const MAX_BYTES: u64 = 1024 * 1024;
 const MAX_PATH_BYTES: usize = 4096;
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Record {
-    version: u32,
-    certificates: Vec<Entry>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Entry {
-    path: String,
-    /// SHA-256 of the certificate's DER, lower-case hex (`certificate::Facts::sha256`).
-    sha256: String,
-}
-
-/// Output path → SHA-256 of the certificate Vault issued for it.
+/// Output path → SHA-256 of the certificate Vault issued for it (lower-case hex, as
+/// `certificate::Facts::sha256`). A few entries at most: a list, searched. (Strings, the same
+/// types as the rest of the run's bookkeeping: a map of paths would cost the static binary
+/// kilobytes of code of its own. Output paths are UTF-8: they come from the TOML file.)
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Issued(BTreeMap<PathBuf, String>);
+pub struct Issued(Vec<(String, String)>);
 
 impl Issued {
     /// The fingerprint of the certificate vaultboot last put at `path`.
     pub fn at(&self, path: &Path) -> Option<&str> {
-        self.0.get(path).map(String::as_str)
+        let path = path.to_str()?;
+        self.0
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, h)| h.as_str())
     }
 
     /// The record after a commit: the certificates it puts in place (`committed`: path and
@@ -54,17 +46,19 @@ impl Issued {
         current: impl Fn(&Path) -> bool,
         committed: impl IntoIterator<Item = (&'a Path, Option<String>)>,
     ) -> Issued {
-        let mut next = Issued::default();
-        for (path, sha256) in &self.0 {
-            if current(path) {
-                next.0.insert(path.clone(), sha256.clone());
-            }
-        }
+        let mut next = self.clone();
+        next.0.retain(|(p, _)| current(Path::new(p)));
         for (path, sha256) in committed {
-            match sha256 {
-                Some(sha256) if current(path) => next.0.insert(path.to_path_buf(), sha256),
-                _ => next.0.remove(path),
+            let Some(text) = path.to_str() else {
+                continue;
             };
+            let at = next.0.iter().position(|(p, _)| p == text);
+            match (sha256.filter(|_| current(path)), at) {
+                (Some(sha256), Some(i)) => next.0[i].1 = sha256,
+                (Some(sha256), None) => next.0.push((text.to_string(), sha256)),
+                (None, Some(i)) => drop(next.0.remove(i)),
+                (None, None) => {}
+            }
         }
         next
     }
@@ -138,57 +132,68 @@ pub fn peek(dir: &Path) -> Issued {
     }
 }
 
+/// `{"version": 1, "certificates": [{"path": "/…", "sha256": "<64 hex>"}, …]}`, nothing else.
 fn parse(bytes: &[u8]) -> Result<Issued, String> {
-    let record: Record = serde_json::from_slice(bytes).map_err(|e| {
-        format!(
-            "not vaultboot state ({})",
-            crate::untrusted::json_problem(&e)
-        )
-    })?;
-    if record.version != 1 {
-        return Err(format!("not vaultboot state (version {})", record.version));
+    let not_ours = |what: &str| format!("not vaultboot state ({what})");
+    let json =
+        SecretJson::parse(bytes).map_err(|e| not_ours(&crate::untrusted::json_problem(&e)))?;
+    let record = json
+        .0
+        .as_object()
+        .ok_or_else(|| not_ours("not an object"))?;
+    if record.get("version").and_then(Value::as_u64) != Some(1) || record.len() != 2 {
+        return Err(not_ours("another version or shape"));
     }
+    let entries = record.get("certificates").and_then(Value::as_array);
+    let entries = entries.ok_or_else(|| not_ours("no list of certificates"))?;
     let mut issued = Issued::default();
-    for entry in record.certificates {
-        let path_ok = entry.path.starts_with('/')
-            && entry.path.len() <= MAX_PATH_BYTES
-            && !entry.path.contains('\0');
-        let hash_ok = entry.sha256.len() == 64
-            && entry
-                .sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !path_ok || !hash_ok {
-            return Err("not vaultboot state (a path or a SHA-256 of another form)".into());
-        }
-        issued.0.insert(PathBuf::from(entry.path), entry.sha256);
+    for entry in entries {
+        let (path, sha256) = entry_of(entry).ok_or_else(|| {
+            not_ours("an entry that is not an absolute path and a SHA-256 in lower-case hex")
+        })?;
+        issued.0.push((path.to_string(), sha256.to_string()));
     }
     Ok(issued)
 }
 
+fn entry_of(entry: &Value) -> Option<(&str, &str)> {
+    let entry = entry.as_object().filter(|e| e.len() == 2)?;
+    let path = entry.get("path")?.as_str()?;
+    let sha256 = entry.get("sha256")?.as_str()?;
+    let path_ok = path.starts_with('/') && path.len() <= MAX_PATH_BYTES && !path.contains('\0');
+    let hash_ok = sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (path_ok && hash_ok).then_some((path, sha256))
+}
+
 /// Replaces the record with `next` (durably: file and directory synced) unless it already says
-/// that. Returns repairs made to the state directory's permissions.
-pub fn save(dir: &Path, before: &Issued, next: &Issued) -> Result<Vec<String>, Error> {
-    let mut repairs = Vec::new();
+/// that. (The state directory's permissions were repaired, and said, when the run took its
+/// lock: they are only checked again here.)
+pub fn save(dir: &Path, before: &Issued, next: &Issued) -> Result<(), Error> {
     if next == before {
-        return Ok(repairs);
+        return Ok(());
     }
-    state::prepare_dir(dir, &mut repairs)?;
-    let record = Record {
-        version: 1,
-        certificates: next
-            .0
-            .iter()
-            .map(|(path, sha256)| Entry {
-                path: path.to_string_lossy().into_owned(),
-                sha256: sha256.clone(),
-            })
-            .collect(),
+    state::prepare_dir(dir, &mut Vec::new())?;
+    // Built as a Value by hand: serde_json's `json!` and derives would each add code of
+    // their own to the static binary; a Value is already written for every PKI request.
+    let text = |s: &String| Value::String(s.clone());
+    let entry = |(path, sha256): &(String, String)| {
+        let mut entry = Map::new();
+        entry.insert("path".into(), text(path));
+        entry.insert("sha256".into(), text(sha256));
+        Value::Object(entry)
     };
-    let path = dir.join(FILE_NAME);
-    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| fail(&path, e.to_string()))?;
-    state::write(dir, FILE_NAME, &bytes)?;
-    Ok(repairs)
+    let mut record = Map::new();
+    record.insert("version".into(), Value::Number(1.into()));
+    record.insert(
+        "certificates".into(),
+        Value::Array(next.0.iter().map(entry).collect()),
+    );
+    let bytes = serde_json::to_vec(&Value::Object(record))
+        .map_err(|e| fail(&dir.join(FILE_NAME), e.to_string()))?;
+    state::write(dir, FILE_NAME, &bytes)
 }
 
 #[cfg(test)]
@@ -196,6 +201,7 @@ mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::PathBuf;
 
     fn state_dir() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
@@ -209,11 +215,12 @@ mod tests {
     }
 
     fn issued(entries: &[(&str, char)]) -> Issued {
-        let mut issued = Issued::default();
-        for (path, c) in entries {
-            issued.0.insert(PathBuf::from(path), sha(*c));
-        }
-        issued
+        Issued(
+            entries
+                .iter()
+                .map(|(p, c)| (p.to_string(), sha(*c)))
+                .collect(),
+        )
     }
 
     fn aside(dir: &Path, kind: &str) -> Vec<PathBuf> {

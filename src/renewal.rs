@@ -170,18 +170,16 @@ fn check(
 /// write the file (its owner, say nginx's user, which must read the key) could otherwise keep
 /// a pair of their own there for good: names, key and dates can all be made to fit.
 fn not_issued(cert: &Target, facts: &certificate::Facts, recorded: Recorded<'_>) -> Option<String> {
-    let shown = cert.path.display();
-    match recorded.sha256 {
-        Some(sha256) if sha256 == facts.sha256 => None,
-        Some(_) => Some(format!(
-            "the certificate in {shown} was not issued by {} (it is not the one vaultboot put              there)",
-            recorded.by
-        )),
-        None => Some(format!(
-            "no record that {} issued the certificate in {shown} (written by an earlier              version, or the record was lost)",
-            recorded.by
-        )),
-    }
+    let why = match recorded.sha256 {
+        Some(sha256) if sha256 == facts.sha256 => return None,
+        Some(_) => "it is not the one vaultboot put there",
+        None => "no record of it: written by an earlier version, or the record was lost",
+    };
+    Some(format!(
+        "the certificate in {} was not issued by {} ({why})",
+        cert.path.display(),
+        recorded.by
+    ))
 }
 
 /// The file's content, if it is a regular file with the configured owner and mode.
@@ -396,7 +394,7 @@ mod tests {
         // No record of it (written by an earlier version, or the record was lost).
         let verdict = decide(&cert, &key, &wanted, None, recorded(None), now);
         assert!(
-            matches!(&verdict, Verdict::Renew(why) if why.contains(&format!("no record that {BY} issued"))),
+            matches!(&verdict, Verdict::Renew(why) if why.contains(&format!("{} was not issued by {BY} (no record of it", cert.path.display()))),
             "{verdict:?}"
         );
         // The same pair, recorded as the one Vault issued: kept (only the record differs).

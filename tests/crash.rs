@@ -15,7 +15,8 @@
 //!
 //! Every output but the certificate and key has an on_change command; after every kill, each
 //! command has run at least once (in the killed run or the recovery), and whenever a target
-//! was renamed while commands were still owed, the pending record is on disk.
+//! was renamed while commands were still owed, the pending record is on disk. A new
+//! certificate in place is always the one `issued_certificates.json` records.
 //!
 //! 243 kills in all; the five tests take about 50 s together on two cores (two run at a time;
 //! each kill is followed by a complete run).

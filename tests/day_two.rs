@@ -158,9 +158,8 @@ fn a_certificate_vault_did_not_issue_is_renewed_and_the_reason_said() {
         crt.display()
     );
     assert!(
-        out.stderr.contains(&format!(
-            "secret \"tls\": a new certificate is issued: {why}"
-        )),
+        out.stderr
+            .contains(&format!("secret \"tls\" needs a new certificate: {why}")),
         "{}",
         out.stderr
     );

@@ -93,7 +93,7 @@ fn commit<'a>(
     for warning in &recorded.warnings {
         log.warn(warning);
     }
-    record_issued(config, log, (outputs, facts), state.issued)?;
+    record_issued(config, (outputs, facts), state.issued)?;
     match staged.commit() {
         Ok(done) => Ok(Committed {
             done,
@@ -117,7 +117,6 @@ fn commit<'a>(
 /// record already says so), and keeps only certificate outputs of the configuration.
 fn record_issued(
     config: &Config,
-    log: &Log,
     (outputs, facts): (&[Output], &Facts),
     before: &Issued,
 ) -> Result<(), Error> {
@@ -130,11 +129,7 @@ fn record_issued(
             (o.path.as_path(), facts.ok().map(|f| f.sha256))
         });
     let next = before.after_commit(|p| current.contains(p), committed);
-    let repairs = issued::save(&config.state_dir, before, &next).map_err(Error::RecordingIssued)?;
-    for repair in &repairs {
-        log.warn(repair);
-    }
-    Ok(())
+    issued::save(&config.state_dir, before, &next).map_err(Error::RecordingIssued)
 }
 
 fn report(log: &Log, summary: &mut Summary, output: &Output, outcome: Outcome, owed: &[&Output]) {

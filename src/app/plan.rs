@@ -67,9 +67,7 @@ pub fn plan(config: &Config, mode: Mode, log: &Log) -> Result<Plan, Error> {
     for secret in &config.secrets {
         let mine = |e: &&Entry| e.secret == secret.name;
         if issues.iter().any(|s| std::ptr::eq(*s, secret)) {
-            let why = chosen.renewing.iter().find(|(s, _)| *s == secret.name);
-            let why = why.map(|(_, why)| why.as_str());
-            plan.entries.extend(issue_entries(secret, &session, why));
+            plan.entries.extend(issue_entries(secret, &session));
         } else {
             plan.entries
                 .extend(read_entries.iter().filter(mine).cloned());
@@ -129,11 +127,7 @@ fn preview_reads(
 }
 
 /// The files of a certificate that would be issued: replaced, or created where missing.
-fn issue_entries(secret: &SecretConfig, session: &Session<'_>, why: Option<&str>) -> Vec<Entry> {
-    let note = match why {
-        Some(why) => format!("a new certificate would be issued: {why}"),
-        None => "a new certificate would be issued".into(),
-    };
+fn issue_entries(secret: &SecretConfig, session: &Session<'_>) -> Vec<Entry> {
     secret
         .files
         .iter()
@@ -148,7 +142,7 @@ fn issue_entries(secret: &SecretConfig, session: &Session<'_>, why: Option<&str>
                 },
                 path,
                 secret: secret.name.clone(),
-                note: Some(note.clone()),
+                note: Some("a new certificate would be issued".into()),
                 on_change: file.on_change.clone(),
             }
         })

@@ -90,7 +90,7 @@ impl<'p> Session<'p> {
                 Choice::Fetch => chosen.to_fetch.push(secret),
                 Choice::Renew(why) => {
                     log.info(&format!(
-                        "secret {:?}: a new certificate is issued: {why}",
+                        "secret {:?} needs a new certificate: {why}",
                         secret.name
                     ));
                     chosen.to_fetch.push(secret);
