@@ -1,5 +1,5 @@
 //! What the agent needs to know of a certificate: when it expires, which names it was issued
-//! for, and whether a private key belongs to it. The certificate is read with the `der` crate
+//! for, which one it is (its SHA-256), and whether a private key belongs to it. The certificate is read with the `der` crate
 //! (RustCrypto's DER reader), only as far as these fields; PEM blocks and the key check are
 //! rustls's own (`pki-types`, `CertifiedKey`). (x509-cert, which decodes every field, added
 //! 90 KB to the static binary; this reads four.)
@@ -26,6 +26,8 @@ pub struct Facts {
     /// DNS names of the subject alternative names, lower case.
     pub dns_names: BTreeSet<String>,
     pub ip_addresses: BTreeSet<IpAddr>,
+    /// SHA-256 of the certificate's DER, lower-case hex: which certificate this is.
+    pub sha256: String,
 }
 
 impl Facts {
@@ -46,7 +48,21 @@ pub fn first_in_pem(pem: &[u8]) -> Result<Facts, String> {
 }
 
 fn parse_der(der: &[u8]) -> Result<Facts, String> {
-    parse_tbs(der).map_err(|e| format!("not an X.509 certificate: {e}"))
+    let mut facts = parse_tbs(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    facts.sha256 = sha256_hex(der);
+    Ok(facts)
+}
+
+/// SHA-256, lower-case hex. ring's, which rustls already brings into the binary.
+fn sha256_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest.as_ref() {
+        out.push(DIGITS[usize::from(b >> 4)].into());
+        out.push(DIGITS[usize::from(b & 15)].into());
+    }
+    out
 }
 
 /// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }, and in the TBS:
@@ -68,6 +84,7 @@ fn parse_tbs(der: &[u8]) -> der::Result<Facts> {
         common_name: common_name(subject.value())?,
         dns_names: BTreeSet::new(),
         ip_addresses: BTreeSet::new(),
+        sha256: String::new(),
     };
     while let Ok(item) = next() {
         if item.tag() == context(3) {
@@ -212,6 +229,21 @@ mod tests {
         assert!(key_matches(cert.as_bytes(), key.as_bytes()).unwrap());
         let (_, other_key) = issue("web.example.com", &[], &[]);
         assert!(!key_matches(cert.as_bytes(), other_key.as_bytes()).unwrap());
+    }
+
+    #[test]
+    fn a_certificate_is_known_by_the_sha256_of_its_der() {
+        let ca = vaultboot_sim::TestCa::new("test CA");
+        let digest = ring::digest::digest(&ring::digest::SHA256, &ca.cert_der());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let pem = ca.cert_pem();
+        assert_eq!(first_in_pem(pem.as_bytes()).unwrap().sha256, hex);
+        // The first certificate's, whatever follows it.
+        let (leaf, _) = ca.issue_server_cert(&["a.example.com"], &[]);
+        let leaf_facts = first_in_pem(leaf.as_bytes()).unwrap();
+        let chained = first_in_pem(format!("{leaf}{pem}").as_bytes()).unwrap();
+        assert_eq!(chained.sha256, leaf_facts.sha256);
+        assert_ne!(leaf_facts.sha256, hex);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod formats;
 mod hardening;
 mod http;
 mod imds;
+mod issued;
 mod kind;
 mod log;
 mod nonce;

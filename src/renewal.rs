@@ -1,6 +1,7 @@
 //! Whether a certificate already in place can stay: it is there with the configured owner and
-//! mode, parses, matches the private key beside it, was issued for the names the configuration
-//! asks for now, and has more than `renew_before` of its lifetime left. Vault Agent's pkiCert
+//! mode, parses, is the one Vault issued when vaultboot last put it there (`issued`), matches
+//! the private key beside it, was issued for the names the configuration asks for now, and has
+//! more than `renew_before` of its lifetime left. Vault Agent's pkiCert
 //! and step-ca's renewer ask the same question before they call the CA.
 
 use crate::certificate;
@@ -77,6 +78,15 @@ impl Names {
     }
 }
 
+/// Who issued the certificate that belongs at a path, as vaultboot recorded it.
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded<'a> {
+    /// The PKI issue path, e.g. `pki_int/issue/web`.
+    pub by: &'a str,
+    /// SHA-256 of the certificate it issued for this path (`certificate::Facts::sha256`).
+    pub sha256: Option<&'a str>,
+}
+
 /// Keep the certificate in place, or renew it and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -94,9 +104,10 @@ pub fn decide(
     key: &Target,
     wanted: &Names,
     renew_before: Option<Duration>,
+    recorded: Recorded<'_>,
     now: SystemTime,
 ) -> Verdict {
-    match check(cert, key, wanted, renew_before, now) {
+    match check(cert, key, wanted, renew_before, recorded, now) {
         Ok(verdict) => verdict,
         Err(why) => Verdict::Renew(why),
     }
@@ -107,12 +118,16 @@ fn check(
     key: &Target,
     wanted: &Names,
     renew_before: Option<Duration>,
+    recorded: Recorded<'_>,
     now: SystemTime,
 ) -> Result<Verdict, String> {
     let cert_pem = read_as_configured(cert)?;
     let key_pem = read_as_configured(key)?;
     let facts = certificate::first_in_pem(&cert_pem)
         .map_err(|e| format!("{}: {e}", cert.path.display()))?;
+    if let Some(why) = not_issued(cert, &facts, recorded) {
+        return Ok(Verdict::Renew(why));
+    }
     if !certificate::key_matches(&cert_pem, &key_pem)
         .map_err(|e| format!("{}: {e}", key.path.display()))?
     {
@@ -131,7 +146,14 @@ fn check(
         .not_after
         .checked_sub(before)
         .unwrap_or(facts.not_before);
-    if now >= renew_at || now < facts.not_before {
+    if now < facts.not_before {
+        // Issued while a clock was ahead, or not Vault's: its lifetime has not begun.
+        return Ok(Verdict::Renew(format!(
+            "the certificate is not valid before {}",
+            humantime::format_rfc3339_seconds(facts.not_before)
+        )));
+    }
+    if now >= renew_at {
         return Ok(Verdict::Renew(format!(
             "the certificate expires {} (renew_before {})",
             humantime::format_rfc3339_seconds(facts.not_after),
@@ -144,10 +166,33 @@ fn check(
     })
 }
 
+/// Why the certificate in place is not the one Vault issued for it, if it is not. Whoever can
+/// write the file (its owner, say nginx's user, which must read the key) could otherwise keep
+/// a pair of their own there for good: names, key and dates can all be made to fit.
+fn not_issued(cert: &Target, facts: &certificate::Facts, recorded: Recorded<'_>) -> Option<String> {
+    let why = match recorded.sha256 {
+        Some(sha256) if sha256 == facts.sha256 => return None,
+        Some(_) => "it is not the one vaultboot put there",
+        None => "no record of it: written by an earlier version, or the record was lost",
+    };
+    Some(format!(
+        "the certificate in {} was not issued by {} ({why})",
+        cert.path.display(),
+        recorded.by
+    ))
+}
+
 /// The file's content, if it is a regular file with the configured owner and mode.
 fn read_as_configured(target: &Target) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
     let shown = target.path.display();
-    let file = crate::files::open_to_read(&target.path).map_err(|e| format!("{shown}: {e}"))?;
+    // (Either way the certificate is renewed: the lookup only words the reason.)
+    let file = crate::files::open_to_read(&target.path).map_err(|e| {
+        if std::fs::symlink_metadata(&target.path).is_err() {
+            format!("{shown} is not there")
+        } else {
+            e.to_string()
+        }
+    })?;
     let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("{shown} is not a regular file"));
@@ -162,11 +207,14 @@ fn read_as_configured(target: &Target) -> Result<zeroize::Zeroizing<Vec<u8>>, St
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use vaultboot_sim::{Leaf, LeafKey};
 
     struct Fixture {
         dir: tempfile::TempDir,
         ca: vaultboot_sim::TestCa,
     }
+
+    const BY: &str = "pki/issue/web";
 
     impl Fixture {
         fn new() -> Fixture {
@@ -178,32 +226,71 @@ mod tests {
 
         /// Issues a certificate valid from `age` ago for `lifetime`, and writes it and its key.
         fn issue(&self, cn: &str, dns: &[&str], age: u64, lifetime: u64) -> (Target, Target) {
-            let now = SystemTime::now();
-            let start = now - Duration::from_secs(age);
-            let issued = self.ca.issue(
-                cn,
-                dns,
-                &[],
-                start,
-                start + Duration::from_secs(lifetime),
-                true,
-            );
-            let target = |name: &str, text: &str| {
-                let path = self.dir.path().join(name);
-                std::fs::write(&path, text).unwrap();
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-                Target {
-                    path,
-                    mode: 0o600,
-                    uid: nix::unistd::geteuid().as_raw(),
-                    gid: nix::unistd::getegid().as_raw(),
-                }
+            let start = SystemTime::now() - Duration::from_secs(age);
+            self.issue_at(cn, dns, start, lifetime, LeafKey::EcP256)
+        }
+
+        /// Issues a certificate valid from `start` for `lifetime` with a key of this kind, and
+        /// writes it and its key.
+        fn issue_at(
+            &self,
+            cn: &str,
+            dns: &[&str],
+            start: SystemTime,
+            lifetime: u64,
+            key: LeafKey,
+        ) -> (Target, Target) {
+            let leaf = Leaf {
+                common_name: cn,
+                dns_names: dns,
+                ips: &[],
+                not_before: start,
+                not_after: start + Duration::from_secs(lifetime),
             };
+            let issued = self.ca.issue_leaf(&leaf, key, true);
             (
-                target("web.crt", &issued.cert_pem),
-                target("web.key", &issued.key_pem),
+                self.write("web.crt", &issued.cert_pem),
+                self.write("web.key", &issued.key_pem),
             )
         }
+
+        fn write(&self, name: &str, text: &str) -> Target {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            Target {
+                path,
+                mode: 0o600,
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+            }
+        }
+    }
+
+    /// The fingerprint of the certificate in `cert` now: as vaultboot records it when it
+    /// writes the certificate.
+    fn sha256_of(cert: &Target) -> String {
+        let pem = std::fs::read(&cert.path).unwrap();
+        certificate::first_in_pem(&pem).unwrap().sha256
+    }
+
+    /// `decide`, with the certificate in place recorded as the one Vault issued.
+    fn decide_issued(
+        cert: &Target,
+        key: &Target,
+        wanted: &Names,
+        renew_before: Option<Duration>,
+        now: SystemTime,
+    ) -> Verdict {
+        let sha256 = std::fs::read(&cert.path)
+            .ok()
+            .and_then(|pem| certificate::first_in_pem(&pem).ok())
+            .map(|f| f.sha256);
+        let recorded = Recorded {
+            by: BY,
+            sha256: sha256.as_deref(),
+        };
+        decide(cert, key, wanted, renew_before, recorded, now)
     }
 
     fn names(cn: &str, alt: &str) -> Names {
@@ -226,24 +313,122 @@ mod tests {
         let Verdict::Keep {
             not_after,
             renew_at,
-        } = decide(&cert, &key, &wanted, None, now)
+        } = decide_issued(&cert, &key, &wanted, None, now)
         else {
-            panic!("renewed: {:?}", decide(&cert, &key, &wanted, None, now));
+            panic!(
+                "renewed: {:?}",
+                decide_issued(&cert, &key, &wanted, None, now)
+            );
         };
+        // Renewed from day 20, give or take the certificate's second-granular dates.
         let after_day_20 = not_after - Duration::from_secs(10 * DAY);
-        assert!(renew_at.duration_since(after_day_20).unwrap_or_default() < Duration::from_secs(5));
+        let off = renew_at
+            .duration_since(after_day_20)
+            .or_else(|e| Ok::<_, ()>(e.duration()))
+            .unwrap();
+        assert!(off < Duration::from_secs(5), "renewed {off:?} off day 20");
         // Past two thirds of its life: renewed.
         let (cert, key) = f.issue("web.example.com", &["www.example.com"], 21 * DAY, 30 * DAY);
         assert!(
-            matches!(decide(&cert, &key, &wanted, None, now), Verdict::Renew(why) if why.contains("expires"))
+            matches!(decide_issued(&cert, &key, &wanted, None, now), Verdict::Renew(why) if why.contains("expires"))
         );
         // renew_before set: a 30-day certificate with 29 days left and renew_before 30 days.
         let (cert, key) = f.issue("web.example.com", &["www.example.com"], DAY, 30 * DAY);
         let month = Some(Duration::from_secs(30 * DAY));
         assert!(matches!(
-            decide(&cert, &key, &wanted, month, now),
+            decide_issued(&cert, &key, &wanted, month, now),
             Verdict::Renew(_)
         ));
+        // ... and renew_before shorter than what is left: kept, renewed from then on.
+        let week = Duration::from_secs(7 * DAY);
+        let Verdict::Keep {
+            not_after,
+            renew_at,
+        } = decide_issued(&cert, &key, &wanted, Some(week), now)
+        else {
+            panic!("renewed with a week to go of 29 days");
+        };
+        assert_eq!(not_after.duration_since(renew_at).unwrap(), week);
+    }
+
+    #[test]
+    fn a_certificate_not_yet_valid_is_renewed() {
+        // Issued while the clock was ahead, or planted: its lifetime has not begun.
+        let f = Fixture::new();
+        let tomorrow = SystemTime::now() + Duration::from_secs(DAY);
+        let (cert, key) = f.issue_at("web.example.com", &[], tomorrow, 30 * DAY, LeafKey::EcP256);
+        let verdict = decide_issued(
+            &cert,
+            &key,
+            &names("web.example.com", ""),
+            None,
+            SystemTime::now(),
+        );
+        assert!(
+            matches!(&verdict, Verdict::Renew(why) if why.contains("not valid before")),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_vault_did_not_issue_is_renewed_whatever_it_says() {
+        let f = Fixture::new();
+        let wanted = names("web.example.com", "");
+        let now = SystemTime::now();
+        let (cert, key) = f.issue("web.example.com", &["web.example.com"], DAY, 30 * DAY);
+        let vaults = sha256_of(&cert);
+        // The output's owner puts a pair of its own there: same names, its key, valid for a
+        // century.
+        let forged = Leaf {
+            common_name: "web.example.com",
+            dns_names: &["web.example.com"],
+            ips: &[],
+            not_before: now - Duration::from_secs(DAY),
+            not_after: now + Duration::from_secs(36_500 * DAY),
+        }
+        .self_signed();
+        std::fs::write(&cert.path, &forged.cert_pem).unwrap();
+        std::fs::write(&key.path, &forged.key_pem).unwrap();
+        let recorded = |sha256| Recorded { by: BY, sha256 };
+        let verdict = decide(&cert, &key, &wanted, None, recorded(Some(&vaults)), now);
+        assert!(
+            matches!(&verdict, Verdict::Renew(why) if why.contains(&format!("{} was not issued by {BY}", cert.path.display()))),
+            "{verdict:?}"
+        );
+        // No record of it (written by an earlier version, or the record was lost).
+        let verdict = decide(&cert, &key, &wanted, None, recorded(None), now);
+        assert!(
+            matches!(&verdict, Verdict::Renew(why) if why.contains(&format!("{} was not issued by {BY} (no record of it", cert.path.display()))),
+            "{verdict:?}"
+        );
+        // The same pair, recorded as the one Vault issued: kept (only the record differs).
+        let verdict = decide_issued(&cert, &key, &wanted, None, now);
+        assert!(matches!(verdict, Verdict::Keep { .. }), "{verdict:?}");
+    }
+
+    #[test]
+    fn rsa_certificates_and_keys_are_kept_and_compared() {
+        let f = Fixture::new();
+        let wanted = names("web.example.com", "");
+        let now = SystemTime::now();
+        let start = now - Duration::from_secs(DAY);
+        // The key as Vault's PKI returns an RSA key (PKCS#1), then as PKCS#8.
+        let (cert, key) = f.issue_at("web.example.com", &[], start, 30 * DAY, LeafKey::Rsa(0));
+        assert!(std::fs::read_to_string(&key.path)
+            .unwrap()
+            .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        let verdict = decide_issued(&cert, &key, &wanted, None, now);
+        assert!(matches!(verdict, Verdict::Keep { .. }), "{verdict:?}");
+        // The other RSA key beside it: renewed.
+        let (_, other) = f.issue_at("x", &[], start, DAY, LeafKey::Rsa(1));
+        let other = std::fs::read_to_string(&other.path).unwrap();
+        let (cert, key) = f.issue_at("web.example.com", &[], start, 30 * DAY, LeafKey::Rsa(0));
+        std::fs::write(&key.path, other).unwrap();
+        let verdict = decide_issued(&cert, &key, &wanted, None, now);
+        assert!(
+            matches!(&verdict, Verdict::Renew(why) if why.contains("is not the certificate's")),
+            "{verdict:?}"
+        );
     }
 
     #[test]
@@ -252,7 +437,10 @@ mod tests {
         let (cert, key) = f.issue("web.example.com", &["www.example.com"], DAY, 30 * DAY);
         let now = SystemTime::now();
         let renewed = |wanted: &Names, cert: &Target, key: &Target| {
-            matches!(decide(cert, key, wanted, None, now), Verdict::Renew(_))
+            matches!(
+                decide_issued(cert, key, wanted, None, now),
+                Verdict::Renew(_)
+            )
         };
         assert!(!renewed(
             &names("web.example.com", "www.example.com"),

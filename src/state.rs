@@ -75,7 +75,42 @@ pub struct Contents {
 /// `Ok(None)` when there is no such file; `Err` when it is there but unusable. Never follows a
 /// symlink, never blocks on a FIFO, reads at most `max_bytes`.
 pub fn read(path: &Path, max_bytes: u64) -> Result<Option<Contents>, Unusable> {
-    let mut file = match fs::OpenOptions::new()
+    let Some((file, meta)) = open_regular(path)? else {
+        return Ok(None);
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if let Some(why) = untrusted_because(&meta) {
+        // Kept as evidence, but ours and private from now on (a nonce file may hold the
+        // bound nonce).
+        let _ = std::os::unix::fs::fchown(&file, Some(me), Some(nix::unistd::getegid().as_raw()));
+        let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
+        return Err(Unusable::Untrusted(why));
+    }
+    let mut was_mode = None;
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot make private: {e}"))?;
+        was_mode = Some(meta.mode() & 0o7777);
+    }
+    let bytes = read_all(file, max_bytes)?;
+    Ok(Some(Contents { bytes, was_mode }))
+}
+
+/// Like `read`, but changes nothing, not even a mode (for `vaultboot plan`).
+pub fn peek(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, Unusable> {
+    let Some((file, meta)) = open_regular(path)? else {
+        return Ok(None);
+    };
+    if let Some(why) = untrusted_because(&meta) {
+        return Err(Unusable::Untrusted(why));
+    }
+    Ok(Some(read_all(file, max_bytes)?.to_vec()))
+}
+
+/// The regular file at `path` (never through a symlink, never blocking on a FIFO), or `None`
+/// when there is nothing there.
+fn open_regular(path: &Path) -> Result<Option<(fs::File, fs::Metadata)>, Unusable> {
+    let file = match fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
         .open(path)
@@ -90,8 +125,13 @@ pub fn read(path: &Path, max_bytes: u64) -> Result<Option<Contents>, Unusable> {
     if !meta.is_file() {
         return Err("not a regular file".into());
     }
+    Ok(Some((file, meta)))
+}
+
+/// Why someone else may have written this file (another owner, writable by others).
+fn untrusted_because(meta: &fs::Metadata) -> Option<String> {
     let me = nix::unistd::geteuid().as_raw();
-    let untrusted = if meta.uid() != me {
+    if meta.uid() != me {
         Some(format!("owned by uid {}, not by us", meta.uid()))
     } else if meta.mode() & 0o022 != 0 {
         Some(format!(
@@ -100,25 +140,15 @@ pub fn read(path: &Path, max_bytes: u64) -> Result<Option<Contents>, Unusable> {
         ))
     } else {
         None
-    };
-    if let Some(why) = untrusted {
-        // Kept as evidence, but ours and private from now on (a nonce file may hold the
-        // bound nonce).
-        let _ = std::os::unix::fs::fchown(&file, Some(me), Some(nix::unistd::getegid().as_raw()));
-        let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
-        return Err(Unusable::Untrusted(why));
     }
-    let mut was_mode = None;
-    if meta.mode() & 0o077 != 0 {
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("cannot make private: {e}"))?;
-        was_mode = Some(meta.mode() & 0o7777);
-    }
+}
+
+fn read_all(mut file: fs::File, max_bytes: u64) -> Result<zeroize::Zeroizing<Vec<u8>>, Unusable> {
     let bytes = untrusted::read_capped(&mut file, max_bytes).map_err(|e| e.to_string())?;
     if bytes.is_empty() {
         return Err("empty".into());
     }
-    Ok(Some(Contents { bytes, was_mode }))
+    Ok(bytes)
 }
 
 /// Write-ahead: `dir/name` holds `bytes` (0600, ours), file and directory synced, or the old
@@ -171,6 +201,16 @@ pub fn sync_dir(dir: &Path) -> Result<(), Error> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| fail(dir, format!("cannot sync: {e}")))
+}
+
+/// Moves an unusable `dir/name` (whatever it is) aside to `aside_path`, where it stays as
+/// evidence and is never read again.
+pub fn set_aside(dir: &Path, name: &str, kind: &str) -> Result<PathBuf, Error> {
+    let path = dir.join(name);
+    let aside = aside_path(dir, name, kind);
+    fs::rename(&path, &aside)
+        .map_err(|e| fail(&path, format!("{kind} and cannot be set aside: {e}")))?;
+    Ok(aside)
 }
 
 /// The name an unusable state file is moved aside to: `<name>.<kind>-<seconds>`.

@@ -31,7 +31,9 @@ pub struct OutputStatus {
     pub path: PathBuf,
     pub secret: String,
     pub state: OutputState,
-    /// Why it was skipped, e.g. `certificate valid until 2026-12-31T00:00:00Z`.
+    /// Why it was skipped, e.g. `certificate valid until 2026-12-31T00:00:00Z`, or why a new
+    /// certificate was issued for it, e.g. `the certificate in … was not issued by
+    /// pki_int/issue/web (…)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Its expiry goes into `certificates`.

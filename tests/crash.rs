@@ -16,7 +16,8 @@
 //!
 //! Every output but the certificate and key has an on_change command; after every kill, each
 //! command has run at least once (in the killed run or the recovery), and whenever a target
-//! was renamed while commands were still owed, the pending record is on disk.
+//! was renamed while commands were still owed, the pending record is on disk. A new
+//! certificate in place is always the one `issued_certificates.json` records.
 //!
 //! 243 kills in all; the five tests take about 50 s together on two cores (two run at a time;
 //! each kill is followed by a complete run).
@@ -279,6 +280,17 @@ impl Crash {
     }
 
     /// Every label the on_change commands wrote, in order.
+    /// What `<state>/issued_certificates.json` says Vault issued for `path`.
+    fn recorded_fingerprint(&self, path: &std::path::Path) -> Option<String> {
+        let record = fs::read(self.env.state_dir().join("issued_certificates.json")).ok()?;
+        let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+        record["certificates"]
+            .as_array()?
+            .iter()
+            .find(|c| c["path"] == path.to_str().unwrap())
+            .map(|c| c["sha256"].as_str().unwrap().to_string())
+    }
+
     fn hook_lines(&self) -> Vec<String> {
         fs::read_to_string(&self.hook_log)
             .unwrap_or_default()
@@ -491,6 +503,12 @@ impl Crash {
                         "{context}: partial certificate file"
                     );
                     assert!(text.ends_with("-----END CERTIFICATE-----"), "{context}");
+                    // Write-ahead: a certificate Vault issued is never in place unrecorded.
+                    assert_eq!(
+                        self.recorded_fingerprint(&t.path).as_deref(),
+                        Some(fingerprint(&text).as_str()),
+                        "{context}: the new certificate in place is not the one recorded"
+                    );
                 }
                 kind => assert!(
                     Some(content) == self.expected(kind),
@@ -676,6 +694,22 @@ impl Crash {
 enum When<'a> {
     After(Duration),
     Seen(Box<dyn FnMut(&Crash) -> bool + 'a>),
+}
+
+/// SHA-256 (hex) of the DER of the first certificate in `pem`, as vaultboot records it.
+fn fingerprint(pem: &str) -> String {
+    use base64::Engine;
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END CERTIFICATE-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn set_latency(c: &Crash, d: Duration) {

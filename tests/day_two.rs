@@ -5,9 +5,11 @@ mod common;
 
 use common::*;
 use std::fs;
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use vaultboot_sim::Fault;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vaultboot_sim::{Fault, Leaf, LeafKey};
 
 /// The demo configuration reduced to its PKI secret.
 fn pki_only(env: &Env, extra: &str) -> String {
@@ -104,6 +106,154 @@ fn a_valid_certificate_is_left_alone_without_a_single_vault_request() {
         vault_requests(&env)
             .iter()
             .any(|r| r == "POST /v1/pki_int/issue/web"),
+        "{}",
+        out.stderr
+    );
+}
+
+const ISSUE: &str = "POST /v1/pki_int/issue/web";
+
+fn refresh(env: &Env, cfg: &Path) -> Outcome {
+    let out = env.run_args(&["run", "--refresh", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status, 0, "{}", out.log());
+    out
+}
+
+/// The output's owner (nginx's user, say, which must read the key) replaces the certificate
+/// and the key with a pair of its own for the same names, valid until 2100. It is not the
+/// certificate Vault issued: the next refresh issues a new one and says why, in the log and
+/// in the status; Vault's new certificate is then kept as usual.
+#[test]
+fn a_certificate_vault_did_not_issue_is_renewed_and_the_reason_said() {
+    let env = Env::new();
+    let cfg = env.write_config(&pki_only(&env, ""));
+    assert_eq!(env.run(&cfg).status, 0);
+    let (crt, key) = (
+        env.path("out/tls/server.crt"),
+        env.path("out/tls/server.key"),
+    );
+    let id = env.imds.identity();
+    let ip: IpAddr = id.local_ipv4.parse().unwrap();
+    let forged = Leaf {
+        common_name: &id.local_hostname,
+        dns_names: &[&id.local_hostname],
+        ips: &[ip],
+        not_before: SystemTime::now() - Duration::from_secs(3600),
+        not_after: UNIX_EPOCH + Duration::from_secs(4_129_401_600), // 2100-11-09
+    }
+    .self_signed();
+    // Written in place: the files keep their owner and mode.
+    fs::write(&crt, &forged.cert_pem).unwrap();
+    fs::write(&key, &forged.key_pem).unwrap();
+
+    env.vault.control().clear_requests();
+    let out = refresh(&env, &cfg);
+    assert!(
+        vault_requests(&env).contains(&ISSUE.to_string()),
+        "{}",
+        out.stderr
+    );
+    let why = format!(
+        "the certificate in {} was not issued by pki_int/issue/web",
+        crt.display()
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("secret \"tls\" needs a new certificate: {why}")),
+        "{}",
+        out.stderr
+    );
+    assert_ne!(fs::read_to_string(&crt).unwrap(), forged.cert_pem);
+    let s = status(&env);
+    for output in s["outputs"].as_array().unwrap() {
+        assert_eq!(output["state"], "written", "{s}");
+        assert!(
+            output["reason"].as_str().unwrap_or("").contains(&why),
+            "{s}"
+        );
+    }
+    let not_after = s["certificates"][0]["not_after"].as_u64().unwrap();
+    assert!(not_after < forged.not_after - 365 * 86_400, "{s}");
+
+    // Vault's certificate is recognised: kept, without a request.
+    env.vault.control().clear_requests();
+    let out = refresh(&env, &cfg);
+    assert!(vault_requests(&env).is_empty(), "{}", out.stderr);
+    assert!(out
+        .stderr
+        .contains("secret \"tls\" skipped: certificate valid until"));
+}
+
+/// `renew_before` shorter than the time left: kept until then (a 72 h certificate, 24 h).
+#[test]
+fn renew_before_shorter_than_the_time_left_keeps_the_certificate() {
+    let env = Env::new();
+    let text = pki_only(&env, "").replace(
+        "path = \"pki_int/issue/web\"\n",
+        "path = \"pki_int/issue/web\"\nrenew_before = \"24h\"\n",
+    );
+    let cfg = env.write_config(&text);
+    assert_eq!(env.run(&cfg).status, 0);
+    env.vault.control().clear_requests();
+    let out = env.run(&cfg);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert!(vault_requests(&env).is_empty(), "{}", out.stderr);
+    // "renewed from" is 24 h before the end, not the default 48 h after the start.
+    let not_after = status(&env)["certificates"][0]["not_after"]
+        .as_u64()
+        .unwrap();
+    let renew_from =
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(not_after - 24 * 3600));
+    assert!(
+        out.stderr.contains(&format!("renewed from {renew_from}")),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A PKI role with `key_type = "rsa"`: the RSA key (PKCS#1, as Vault returns it) and its
+/// certificate are kept while valid, and another RSA key beside the certificate renews it.
+#[test]
+fn rsa_certificates_are_kept_and_renewed_like_ec_ones() {
+    let env = Env::new();
+    env.vault.set_pki_rsa(true);
+    let cfg = env.write_config(&pki_only(&env, ""));
+    assert_eq!(env.run(&cfg).status, 0);
+    let key = env.path("out/tls/server.key");
+    let written = fs::read_to_string(&key).unwrap();
+    assert!(written.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+
+    env.vault.control().clear_requests();
+    let out = refresh(&env, &cfg);
+    assert!(vault_requests(&env).is_empty(), "{}", out.stderr);
+
+    // The other RSA test key beside the certificate.
+    let ca = vaultboot_sim::TestCa::new("other");
+    let leaf = Leaf {
+        common_name: "x",
+        dns_names: &[],
+        ips: &[],
+        not_before: SystemTime::now(),
+        not_after: SystemTime::now() + Duration::from_secs(3600),
+    };
+    let other = [LeafKey::Rsa(0), LeafKey::Rsa(1)]
+        .map(|k| ca.issue_leaf(&leaf, k, true).key_pem)
+        .into_iter()
+        .find(|k| k.trim_end() != written.trim_end())
+        .unwrap();
+    fs::write(&key, other).unwrap();
+    env.vault.control().clear_requests();
+    let out = refresh(&env, &cfg);
+    assert!(
+        vault_requests(&env).contains(&ISSUE.to_string()),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "the key in {} is not the certificate's",
+            key.display()
+        )),
         "{}",
         out.stderr
     );

@@ -1,4 +1,6 @@
 //! A throw-away certificate authority (rcgen, ECDSA P-256) for test TLS servers and the PKI sim.
+//! Its leaf certificates carry a new P-256 key, or one of two fixed RSA 2048 test keys (ring,
+//! which rcgen uses here, cannot generate RSA keys; `src/fixtures/`, TEST ONLY).
 
 use std::io;
 use std::net::IpAddr;
@@ -8,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_RSA_SHA256,
 };
 use time::OffsetDateTime;
 
@@ -24,10 +26,53 @@ pub struct TestCa {
     inner: Arc<CaInner>,
 }
 
+/// The key of a leaf certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LeafKey {
+    /// A new EC P-256 key.
+    #[default]
+    EcP256,
+    /// Fixed RSA 2048 test key number 0 or 1 (any other number is taken modulo 2).
+    Rsa(usize),
+}
+
+/// The fixed RSA test keys: PKCS#8 (what ring signs with) and PKCS#1 (what Vault's PKI returns
+/// for an RSA key), the same key in both.
+const RSA_KEYS: [(&str, &str); 2] = [
+    (
+        include_str!("fixtures/rsa2048-1.pk8.pem"),
+        include_str!("fixtures/rsa2048-1.pkcs1.pem"),
+    ),
+    (
+        include_str!("fixtures/rsa2048-2.pk8.pem"),
+        include_str!("fixtures/rsa2048-2.pkcs1.pem"),
+    ),
+];
+
+impl LeafKey {
+    /// The key pair, and its PEM as Vault hands it out.
+    fn make(self) -> (KeyPair, String) {
+        match self {
+            LeafKey::EcP256 => {
+                let key = KeyPair::generate().expect("generate leaf key");
+                let pem = key.serialize_pem();
+                (key, pem)
+            }
+            LeafKey::Rsa(n) => {
+                let (pkcs8, pkcs1) = RSA_KEYS[n % RSA_KEYS.len()];
+                let key =
+                    KeyPair::from_pem_and_sign_algo(pkcs8, &PKCS_RSA_SHA256).expect("RSA test key");
+                (key, pkcs1.to_string())
+            }
+        }
+    }
+}
+
 /// A leaf certificate issued by a [`TestCa`].
 pub struct IssuedCert {
     pub cert_pem: String,
-    /// PKCS#8 PEM ("-----BEGIN PRIVATE KEY-----"), EC P-256.
+    /// EC P-256: PKCS#8 PEM ("-----BEGIN PRIVATE KEY-----"); RSA: PKCS#1 PEM ("-----BEGIN RSA
+    /// PRIVATE KEY-----"), as Vault's PKI returns them.
     pub key_pem: String,
     /// Serial number as Vault writes it: lowercase hex pairs joined by ':'.
     pub serial: String,
@@ -147,17 +192,57 @@ impl TestCa {
         not_after: SystemTime,
         server_auth: bool,
     ) -> IssuedCert {
-        let key = KeyPair::generate().expect("generate leaf key");
+        let leaf = Leaf {
+            common_name,
+            dns_names,
+            ips,
+            not_before,
+            not_after,
+        };
+        self.issue_leaf(&leaf, LeafKey::EcP256, server_auth)
+    }
+
+    /// A server certificate for `leaf` with a key of this kind.
+    pub fn issue_leaf(&self, leaf: &Leaf<'_>, key: LeafKey, server_auth: bool) -> IssuedCert {
+        let (key, key_pem) = key.make();
+        let (params, serial) = leaf.params(server_auth);
+        let cert = params
+            .signed_by(&key, &self.inner.cert, &self.inner.key)
+            .expect("sign leaf");
+        leaf.issued(cert.pem(), key_pem, serial)
+    }
+}
+
+/// What a leaf certificate says.
+pub struct Leaf<'a> {
+    pub common_name: &'a str,
+    pub dns_names: &'a [&'a str],
+    pub ips: &'a [IpAddr],
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+impl Leaf<'_> {
+    /// A self-signed certificate with a new P-256 key: what someone who can write a
+    /// certificate output could put there instead of the one Vault issued.
+    pub fn self_signed(&self) -> IssuedCert {
+        let (key, key_pem) = LeafKey::EcP256.make();
+        let (params, serial) = self.params(true);
+        let cert = params.self_signed(&key).expect("self-sign leaf");
+        self.issued(cert.pem(), key_pem, serial)
+    }
+
+    fn params(&self, server_auth: bool) -> (CertificateParams, String) {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, common_name);
+        dn.push(DnType::CommonName, self.common_name);
         params.distinguished_name = dn;
-        for n in dns_names {
+        for n in self.dns_names {
             if let Ok(ia5) = (*n).to_string().try_into() {
                 params.subject_alt_names.push(SanType::DnsName(ia5));
             }
         }
-        for ip in ips {
+        for ip in self.ips {
             params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
         params.is_ca = IsCa::ExplicitNoCa;
@@ -175,18 +260,20 @@ impl TestCa {
             vec![ExtendedKeyUsagePurpose::ClientAuth]
         };
         params.use_authority_key_identifier_extension = true;
-        params.not_before = odt(not_before);
-        params.not_after = odt(not_after);
+        params.not_before = odt(self.not_before);
+        params.not_after = odt(self.not_after);
         let (serial, serial_str) = random_serial();
         params.serial_number = Some(serial);
-        let cert = params
-            .signed_by(&key, &self.inner.cert, &self.inner.key)
-            .expect("sign leaf");
+        (params, serial_str)
+    }
+
+    fn issued(&self, cert_pem: String, key_pem: String, serial: String) -> IssuedCert {
         IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            serial: serial_str,
-            not_after: not_after
+            cert_pem,
+            key_pem,
+            serial,
+            not_after: self
+                .not_after
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),

@@ -12,7 +12,7 @@ mod util;
 mod vault;
 mod world;
 
-pub use ca::{IssuedCert, TestCa};
+pub use ca::{IssuedCert, Leaf, LeafKey, TestCa};
 pub use http::{Control, Fault, RecordedRequest, MAX_BODY, MAX_HEAD};
 pub use identity::{Identity, SignatureKind, Signer, VerifyError};
 pub use imds::ImdsSim;

@@ -129,6 +129,10 @@ struct VaultState {
     kv2: HashMap<(String, String), Vec<(Value, SystemTime)>>,
     pki: HashMap<String, HashSet<String>>,
     omit_ca_chain: bool,
+    /// PKI issues with an RSA key (Vault's `key_type = "rsa"` role) instead of EC P-256.
+    pki_rsa: bool,
+    /// Certificates issued so far.
+    pki_issued: usize,
     namespace: Option<String>,
     access_list: HashMap<(String, String), String>,
     tokens: HashMap<String, TokenInfo>,
@@ -209,6 +213,8 @@ impl VaultSim {
                 kv2: HashMap::new(),
                 pki: HashMap::new(),
                 omit_ca_chain: false,
+                pki_rsa: false,
+                pki_issued: 0,
                 namespace: None,
                 access_list: HashMap::new(),
                 tokens: HashMap::new(),
@@ -363,6 +369,13 @@ impl VaultSim {
     /// Leave `ca_chain` out of PKI answers (Vault before 1.11 with a root CA).
     pub fn set_pki_omit_ca_chain(&self, omit: bool) {
         self.shared.state.lock().unwrap().omit_ca_chain = omit;
+    }
+
+    /// Issue certificates with RSA keys (PKCS#1 PEM, `private_key_type` "rsa", as a Vault role
+    /// with `key_type = "rsa"` does) instead of EC P-256 ones. The keys are two fixed test keys,
+    /// used in turn.
+    pub fn set_pki_rsa(&self, rsa: bool) {
+        self.shared.state.lock().unwrap().pki_rsa = rsa;
     }
 
     /// The CA (PEM) that signs PKI-issued certificates (not the TLS CA).

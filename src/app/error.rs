@@ -31,6 +31,8 @@ pub enum Error {
     RenderingFiles(secrets::Error),
     /// Reading or recording the on_change commands owed by an earlier run.
     RecordingOnChange(state::Error),
+    /// Reading or recording which certificates Vault issued (`issued`).
+    RecordingIssued(state::Error),
     /// Writing the new files beside the old ones.
     StagingFiles(files::Error),
     /// Starting the threads of a parallel step (IMDS reads, staging files).
@@ -52,9 +54,10 @@ impl Error {
             | Error::PreparingVaultClient(_)
             | Error::FindingInstanceProfile(_) => Kind::Config,
             Error::ReadingInstance(e) => e.kind(),
-            Error::LoadingNonce(e) | Error::RecordingOnChange(e) | Error::LockingState(e) => {
-                e.kind()
-            }
+            Error::LoadingNonce(e)
+            | Error::RecordingOnChange(e)
+            | Error::RecordingIssued(e)
+            | Error::LockingState(e) => e.kind(),
             Error::WaitingForAnotherRun(_) | Error::StartingThreads(_) => Kind::Unavailable,
             Error::LoggingIn(e) => e.kind(),
             Error::ReadingSecret(e) | Error::RenderingFiles(e) => e.kind(),
@@ -142,6 +145,7 @@ impl fmt::Display for Error {
             Error::LoggingIn(e) => e.fmt(f),
             Error::ReadingSecret(e) | Error::RenderingFiles(e) => e.fmt(f),
             Error::RecordingOnChange(e) => write!(f, "pending on_change commands: {e}"),
+            Error::RecordingIssued(e) => write!(f, "record of issued certificates: {e}"),
             Error::StagingFiles(e) => write!(f, "writing files: {e}"),
             Error::CommittingFiles(e) => write!(f, "writing files: {e}"),
             Error::Stopped { signal, .. } => write!(f, "stopped by {signal}"),

@@ -19,6 +19,7 @@ use session::Session;
 
 use crate::config::{AuthMethod, Config};
 use crate::files;
+use crate::issued;
 use crate::log::Log;
 use crate::pending;
 use crate::retry::Policy;
@@ -90,10 +91,12 @@ fn run_locked(
 ) -> Result<Summary, Error> {
     let mut session = Session::open(config, mode, log, policy)?;
     let earlier = pending::load(&config.state_dir).map_err(Error::RecordingOnChange)?;
-    for repair in &earlier.repairs {
-        log.warn(repair);
+    let issued = issued::load(&config.state_dir).map_err(Error::RecordingIssued)?;
+    for warning in earlier.repairs.iter().chain(&issued.warnings) {
+        log.warn(warning);
     }
-    let (to_fetch, skipped) = session.choose(config, mode, &earlier.found, log);
+    let chosen = session.choose(config, mode, (&earlier.found, &issued.issued), log);
+    let (to_fetch, skipped) = (chosen.to_fetch, chosen.skipped);
     // What a killed earlier run staged next to them goes, as it would for a fetched output.
     for output in &skipped {
         files::remove_stale_stages_of(&output.path);
@@ -131,7 +134,11 @@ fn run_locked(
         let revoking = std::thread::Builder::new()
             .name("revoke".into())
             .spawn_scoped(scope, || login::revoke(config, log, policy));
-        let written = outputs::write_files(config, log, fetched, facts, &earlier.found);
+        let state = outputs::State {
+            pending: &earlier.found,
+            issued: &issued.issued,
+        };
+        let written = outputs::write_files(config, log, fetched, facts, &state);
         let revoked = match revoking {
             Ok(handle) => handle.join().unwrap_or(false),
             // No thread: revoked here, after the files.
@@ -148,6 +155,11 @@ fn run_locked(
     summary.logged_in = true;
     summary.revoked = revoked;
     summary.skipped = skipped.len();
+    for output in &mut summary.outputs {
+        if let Some((_, why)) = chosen.renewing.iter().find(|(s, _)| *s == output.secret) {
+            output.reason = Some(why.clone());
+        }
+    }
     summary.outputs.extend(skipped);
     summary.took = start.elapsed();
     Ok(written.summary)

@@ -5,6 +5,7 @@ use super::{Error, Summary};
 use crate::config::{Config, SecretConfig};
 use crate::fanout::Fanout;
 use crate::files::{self, Outcome, Output};
+use crate::issued::{self, Issued};
 use crate::log::{took, Log};
 use crate::pending;
 use crate::secrets;
@@ -17,6 +18,13 @@ pub(super) struct Fetched<'a> {
     pub secrets: &'a [&'a SecretConfig],
     pub answers: Vec<secrets::Fetched>,
     pub started: Instant,
+}
+
+/// The state an earlier run left: the on_change commands it owes, the certificates Vault
+/// issued.
+pub(super) struct State<'a> {
+    pub pending: &'a pending::Found,
+    pub issued: &'a Issued,
 }
 
 /// What a complete commit did, and the on_change commands it owes (each argv once).
@@ -34,7 +42,7 @@ pub(super) fn write_files(
     log: &Log,
     fetched: Fetched<'_>,
     facts: &Facts,
-    earlier: &pending::Found,
+    state: &State<'_>,
 ) -> Result<Written, Error> {
     for f in &fetched.answers {
         log.info(&format!("secret {:?} fetched ({})", f.name, took(f.took)));
@@ -49,7 +57,7 @@ pub(super) fn write_files(
     drop(fetched.answers);
 
     let step = Instant::now();
-    let committed = commit(config, log, &outputs, earlier)?;
+    let committed = commit(config, log, (&outputs, facts), state)?;
     let mut summary = Summary {
         secrets: fetched.secrets.len(),
         ..Summary::default()
@@ -72,15 +80,17 @@ struct Committed<'a> {
     recorded: bool,
 }
 
-/// Stages every output, records the on_change commands the commit will owe (before the first
-/// rename: a kill from there on leaves them owed on disk), and commits. A stop signal ends it
-/// before the record at the latest: once the renames begin, they all happen (a complete set).
+/// Stages every output, records the on_change commands the commit will owe and the
+/// certificates it puts in place (before the first rename: a kill from there on leaves them
+/// owed on disk, and a certificate not recognised at worst), and commits. A stop signal ends
+/// it before the records at the latest: once the renames begin, they all happen.
 fn commit<'a>(
     config: &Config,
     log: &Log,
-    outputs: &'a [Output],
-    earlier: &pending::Found,
+    (outputs, facts): (&'a [Output], &Facts),
+    state: &State<'_>,
 ) -> Result<Committed<'a>, Error> {
+    let earlier = state.pending;
     // A process ending on a stop waits for this section (it holds no network wait).
     let _files = crate::stop::files();
     let staged = stage(outputs)?;
@@ -104,6 +114,7 @@ fn commit<'a>(
     for warning in &recorded.warnings {
         log.warn(warning);
     }
+    record_issued(config, (outputs, facts), state.issued)?;
     match staged.commit() {
         Ok(done) => Ok(Committed {
             done,
@@ -121,6 +132,25 @@ fn commit<'a>(
             Err(Error::CommittingFiles(e))
         }
     }
+}
+
+/// Records the certificates of this commit as the ones Vault issued (durably, unless the
+/// record already says so), and keeps only certificate outputs of the configuration.
+fn record_issued(
+    config: &Config,
+    (outputs, facts): (&[Output], &Facts),
+    before: &Issued,
+) -> Result<(), Error> {
+    let current = super::select::certificate_outputs(config, facts);
+    let committed = outputs
+        .iter()
+        .filter(|o| current.contains(&o.path))
+        .map(|o| {
+            let facts = crate::certificate::first_in_pem(o.content.expose());
+            (o.path.as_path(), facts.ok().map(|f| f.sha256))
+        });
+    let next = before.after_commit(|p| current.contains(p), committed);
+    issued::save(&config.state_dir, before, &next).map_err(Error::RecordingIssued)
 }
 
 fn report(log: &Log, summary: &mut Summary, output: &Output, outcome: Outcome, owed: &[&Output]) {

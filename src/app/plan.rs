@@ -55,7 +55,9 @@ fn plan_job(config: &Config, mode: Mode, log: &Log) -> Result<Plan, Error> {
     let _lock = super::lock(config, &policy, log)?;
     let mut session = Session::open(config, mode, log, &policy)?;
     let owed = pending::peek(&config.state_dir);
-    let (to_fetch, skipped) = session.choose(config, mode, &owed, log);
+    let issued = crate::issued::peek(&config.state_dir);
+    let chosen = session.choose(config, mode, (&owed, &issued), log);
+    let (to_fetch, skipped) = (chosen.to_fetch, chosen.skipped);
     let mut plan = Plan::default();
     let (issues, reads): (Vec<&SecretConfig>, Vec<&SecretConfig>) =
         to_fetch.iter().partition(|s| s.is_pki_issue());

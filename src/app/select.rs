@@ -1,14 +1,16 @@
 //! Which secrets a run fetches: every one, except a boot-only secret on a refresh, and a PKI
-//! issue whose certificate in place can stay (`renewal`). A run that fetches nothing makes no
-//! Vault request at all.
+//! issue whose certificate in place can stay (`renewal`, which asks `issued` whether Vault
+//! issued it). A run that fetches nothing makes no Vault request at all.
 
 use super::Mode;
 use crate::config::{Config, FileConfig, Format, SecretConfig};
+use crate::issued::Issued;
 use crate::pending::Found;
-use crate::renewal::{self, Names, Target, Verdict};
+use crate::renewal::{self, Names, Recorded, Target, Verdict};
 use crate::secrets;
 use crate::status::{OutputState, OutputStatus};
 use crate::template::Facts;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -16,13 +18,22 @@ use std::time::SystemTime;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Choice {
     Fetch,
+    /// A PKI issue whose certificate in place cannot stay, and why (for the log and the
+    /// status).
+    Renew(String),
     /// Left alone, and why (for the log and the status).
     Skip(String),
 }
 
 /// One choice per `[[secret]]`, in configuration order. A secret whose output owes an
 /// on_change from an earlier run is fetched: its command then runs the usual way.
-pub fn choose(config: &Config, mode: Mode, facts: &Facts, owed: &Found) -> Vec<Choice> {
+pub fn choose(
+    config: &Config,
+    mode: Mode,
+    facts: &Facts,
+    owed: &Found,
+    issued: &Issued,
+) -> Vec<Choice> {
     let now = SystemTime::now();
     config
         .secrets
@@ -37,12 +48,26 @@ pub fn choose(config: &Config, mode: Mode, facts: &Facts, owed: &Found) -> Vec<C
             if !secret.is_pki_issue() {
                 return Choice::Fetch;
             }
-            match certificate_in_place(secret, facts, now) {
-                Some(reason) => Choice::Skip(reason),
-                None => Choice::Fetch,
-            }
+            certificate_in_place(secret, facts, issued, now).unwrap_or(Choice::Fetch)
         })
         .collect()
+}
+
+/// The certificate outputs of the PKI issues of the configuration: what `issued` records.
+pub fn certificate_outputs(config: &Config, facts: &Facts) -> BTreeSet<PathBuf> {
+    let mut paths = BTreeSet::new();
+    for secret in config.secrets.iter().filter(|s| s.is_pki_issue()) {
+        for file in secret
+            .files
+            .iter()
+            .filter(|f| secrets::holds_certificate(f))
+        {
+            if let Ok(path) = secrets::output_path(secret, file, facts) {
+                paths.insert(path);
+            }
+        }
+    }
+    paths
 }
 
 /// Whether any secret may need fetching, known before IMDS is read (a template's facts are
@@ -82,8 +107,14 @@ pub fn skipped_outputs(config: &Config, choices: &[Choice], facts: &Facts) -> Ve
     out
 }
 
-/// Why the certificate in place can stay, or `None` when it must be issued again.
-fn certificate_in_place(secret: &SecretConfig, facts: &Facts, now: SystemTime) -> Option<String> {
+/// Skip when the certificate in place can stay, Renew when it cannot; `None` when there is
+/// nothing to decide on (no certificate and key files, or names that cannot be known).
+fn certificate_in_place(
+    secret: &SecretConfig,
+    facts: &Facts,
+    issued: &Issued,
+    now: SystemTime,
+) -> Option<Choice> {
     let (cert_file, key_file) = cert_and_key(secret)?;
     let target = |file: &FileConfig| -> Option<Target> {
         Some(Target {
@@ -96,17 +127,23 @@ fn certificate_in_place(secret: &SecretConfig, facts: &Facts, now: SystemTime) -
     let (cert, key) = (target(cert_file)?, target(key_file)?);
     let body = secrets::request_body(secret, facts).ok()??;
     let wanted = Names::from_request(&body.0)?;
-    match renewal::decide(&cert, &key, &wanted, secret.renew_before, now) {
-        Verdict::Keep {
-            not_after,
-            renew_at,
-        } => Some(format!(
-            "certificate valid until {}, renewed from {}",
-            humantime::format_rfc3339_seconds(not_after),
-            humantime::format_rfc3339_seconds(renew_at)
-        )),
-        Verdict::Renew(_) => None,
-    }
+    let recorded = Recorded {
+        by: &secret.path,
+        sha256: issued.at(&cert.path),
+    };
+    Some(
+        match renewal::decide(&cert, &key, &wanted, secret.renew_before, recorded, now) {
+            Verdict::Keep {
+                not_after,
+                renew_at,
+            } => Choice::Skip(format!(
+                "certificate valid until {}, renewed from {}",
+                humantime::format_rfc3339_seconds(not_after),
+                humantime::format_rfc3339_seconds(renew_at)
+            )),
+            Verdict::Renew(why) => Choice::Renew(why),
+        },
+    )
 }
 
 /// The raw files holding the certificate and the private key (possibly the same file).

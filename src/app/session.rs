@@ -6,12 +6,23 @@ use super::{instance, login, Error, Mode};
 use crate::auth::{iam, Token};
 use crate::config::{AuthMethod, Config, SecretConfig};
 use crate::imds::{self, Imds};
+use crate::issued::Issued;
 use crate::log::Log;
 use crate::pending::Found;
 use crate::retry::Policy;
 use crate::status::OutputStatus;
 use crate::template::Facts;
 use crate::vault::Vault;
+
+/// What a run fetches, and what it leaves.
+pub(super) struct Chosen<'c> {
+    /// In configuration order.
+    pub to_fetch: Vec<&'c SecretConfig>,
+    /// PKI issues whose certificate in place cannot stay: secret name, why.
+    pub renewing: Vec<(String, String)>,
+    /// The outputs of the secrets left alone.
+    pub skipped: Vec<OutputStatus>,
+}
 
 pub(super) struct Session<'p> {
     pub vault: Vault,
@@ -59,27 +70,36 @@ impl<'p> Session<'p> {
         })
     }
 
-    /// Which secrets to fetch (in configuration order) and the outputs of those skipped; the
-    /// skipped ones are logged with the reason.
+    /// Which secrets to fetch (in configuration order), why certificates are issued again, and
+    /// the outputs of the secrets skipped; renewals and skips are logged with the reason.
     pub fn choose<'c>(
         &self,
         config: &'c Config,
         mode: Mode,
-        owed: &Found,
+        state: (&Found, &Issued),
         log: &Log,
-    ) -> (Vec<&'c SecretConfig>, Vec<OutputStatus>) {
-        let choices = select::choose(config, mode, &self.facts, owed);
-        let mut to_fetch = Vec::new();
-        for (secret, choice) in config.secrets.iter().zip(&choices) {
+    ) -> Chosen<'c> {
+        let choices = select::choose(config, mode, &self.facts, state.0, state.1);
+        let mut chosen = Chosen {
+            to_fetch: Vec::new(),
+            renewing: Vec::new(),
+            skipped: select::skipped_outputs(config, &choices, &self.facts),
+        };
+        for (secret, choice) in config.secrets.iter().zip(choices) {
             match choice {
-                Choice::Fetch => to_fetch.push(secret),
+                Choice::Fetch => chosen.to_fetch.push(secret),
+                Choice::Renew(why) => {
+                    log.info(&format!(
+                        "secret {:?} needs a new certificate: {why}",
+                        secret.name
+                    ));
+                    chosen.to_fetch.push(secret);
+                    chosen.renewing.push((secret.name.clone(), why));
+                }
                 Choice::Skip(why) => log.info(&format!("secret {:?} skipped: {why}", secret.name)),
             }
         }
-        (
-            to_fetch,
-            select::skipped_outputs(config, &choices, &self.facts),
-        )
+        chosen
     }
 
     /// Logs in with the method configured; the credentials or signed document are used once.

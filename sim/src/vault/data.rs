@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use super::{envelope, not_found, VaultShared, VaultState, DEFAULT_TOKEN_TTL};
+use crate::ca::{Leaf, LeafKey};
 use crate::http::{error_json, Request, Response};
 use crate::util;
 
@@ -135,14 +136,21 @@ pub(super) fn pki_issue(shared: &VaultShared, st: &mut VaultState, req: &Request
     }
     let dns_refs: Vec<&str> = dns.iter().map(|s| s.as_str()).collect();
     let now = SystemTime::now();
-    let c = shared.pki_ca.issue(
-        &cn,
-        &dns_refs,
-        &ips,
-        now - Duration::from_secs(30),
-        now + Duration::from_secs(ttl),
-        true,
-    );
+    let leaf = Leaf {
+        common_name: &cn,
+        dns_names: &dns_refs,
+        ips: &ips,
+        not_before: now - Duration::from_secs(30),
+        not_after: now + Duration::from_secs(ttl),
+    };
+    // RSA: the two fixed test keys in turn, so that each issue changes the key.
+    let (key, key_type) = if st.pki_rsa {
+        (LeafKey::Rsa(st.pki_issued), "rsa")
+    } else {
+        (LeafKey::EcP256, "ec")
+    };
+    st.pki_issued += 1;
+    let c = shared.pki_ca.issue_leaf(&leaf, key, true);
     st.issued.push(c.key_pem.clone());
     let issuing = shared.pki_ca.cert_pem().trim_end().to_string();
     let mut data = json!({
@@ -150,7 +158,7 @@ pub(super) fn pki_issue(shared: &VaultShared, st: &mut VaultState, req: &Request
         "issuing_ca": issuing,
         "ca_chain": [issuing],
         "private_key": c.key_pem.trim_end(),
-        "private_key_type": "ec",
+        "private_key_type": key_type,
         "serial_number": c.serial,
         "expiration": c.not_after,
     });
