@@ -125,7 +125,10 @@ build() { # build ARCH: the static binary, path printed
     local tvar=${triple//-/_}
     local rustflags cflags
     rustflags=$(prefix_maps --remap-path-prefix | tr '\n' '\037')
-    rustflags=${rustflags%$'\037'}
+    # No .eh_frame_hdr (33 KB on x86_64): it only indexes the unwind tables for an unwinder,
+    # and with panic = "abort" and stripped symbols nothing unwinds (a panic prints its message
+    # and aborts; a RUST_BACKTRACE backtrace has no frames to show).
+    rustflags=${rustflags%$'\037'}$'\037''-Clink-arg=-Wl,--no-eh-frame-hdr'
     cflags=$(prefix_maps -ffile-prefix-map | tr '\n' ' ')
     local env=(
         "CARGO_ENCODED_RUSTFLAGS=$rustflags"
