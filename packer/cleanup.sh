@@ -8,8 +8,16 @@
 #   - vaultboot's state (/var/lib/vaultboot/*, e.g. nonce.json: a baked nonce
 #     would be shared by every instance; vaultboot also ignores a state file
 #     whose instance id is not its own, this is the second line of defence)
-#   - every output file named in /etc/vaultboot/config.toml ([[secret.file]]
-#     path = "/...") and /run/vaultboot/*, in case vaultboot ran during the build
+#   - every output file of /etc/vaultboot/config.toml, as the binary lists them
+#     (`vaultboot check --print-outputs`: however the TOML spells a path; a
+#     templated part as a glob of its AWS format, e.g. i-* for instance-id), the
+#     staged `.NAME.vaultboot.*` files beside each, and /run/vaultboot/* and
+#     /run/vaultboot-status/*, in case vaultboot ran during the build. With
+#     DESTDIR the image's own binary lists them in a chroot (root needed), so
+#     that owner names and the CA path resolve in the image. A config with no
+#     setting (the packages' commented-out one) names no output; a config the
+#     binary refuses stops the cleanup: an output it cannot list could be
+#     baked.
 #   - cloud-init's per-instance state and logs (what `cloud-init clean --logs`
 #     removes), so the first boot of each instance is a first boot
 #   - /etc/machine-id (emptied: systemd makes a new one at first boot; an
@@ -34,32 +42,71 @@ if [ -z "$root" ] && [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- vaultboot ----------------------------------------------------------------
+die() {
+    printf '%s: error: %s\n' "$prog" "$*" >&2
+    exit 1
+}
+
+# outputs: `vaultboot check --print-outputs` of the image's config, run by the image's binary
+# (in a chroot of DESTDIR), one path or glob per line.
+outputs() {
+    bin=
+    for b in /usr/sbin/vaultboot /usr/local/sbin/vaultboot; do
+        if [ -x "$root$b" ]; then
+            bin=$b
+            break
+        fi
+    done
+    [ -n "$bin" ] || die "no vaultboot binary in the image to list the outputs of /etc/vaultboot/config.toml"
+    if [ -n "$root" ]; then
+        [ "$(id -u)" -eq 0 ] ||
+            die "listing the outputs of $root/etc/vaultboot/config.toml needs a chroot: run as root"
+        chroot "$root" "$bin" check --print-outputs --config /etc/vaultboot/config.toml
+    else
+        "$bin" check --print-outputs --config /etc/vaultboot/config.toml
+    fi
+}
+
+# scrub GLOB: removes what GLOB matches in the image, and the staged files beside it.
+# IFS is empty: no word splitting of the paths; the globs are expanded.
+scrub() {
+    dir=${1%/*}
+    name=${1##*/}
+    old_ifs=$IFS
+    IFS=
+    # shellcheck disable=SC2086,SC2231 # the globs must expand (IFS is empty: no splitting)
+    for f in "$root"$1 "$root"$dir/.$name.vaultboot.*; do
+        if [ -e "$f" ] || [ -L "$f" ]; then
+            rm -f -- "$f"
+            say "removed ${f#"$root"}"
+        fi
+    done
+    IFS=$old_ifs
+}
+
 config="$root/etc/vaultboot/config.toml"
-if [ -f "$config" ]; then
-    # Output paths are the only absolute `path = "/..."` values in the config
-    # (a secret's own path is relative to /v1/). Templated paths
-    # ({{ instance-id }}, ...) are per instance and cannot exist on the
-    # build machine's image under a guessable name: they are reported only.
-    sed -n 's/^[[:space:]]*path[[:space:]]*=[[:space:]]*"\(\/[^"]*\)".*$/\1/p' "$config" |
-        while IFS= read -r out; do
-            case $out in
-                *'{{'*) say "templated output path left alone: $out" ;;
-                *)
-                    if [ -e "$root$out" ] || [ -L "$root$out" ]; then
-                        rm -f "$root$out"
-                        say "removed output $out"
-                    fi
-                    ;;
-            esac
-        done
+if [ -f "$config" ] && grep -Eqv '^[[:space:]]*(#|$)' "$config"; then
+    list=$(outputs) || die "vaultboot refused $config (above): cannot tell which outputs to remove"
+    # Read from a here-document, not a pipe: a die inside the loop must end the script.
+    while IFS= read -r out; do
+        case $out in
+            /*) scrub "$out" ;;
+            "") ;;
+            *) die "vaultboot listed an output that is not an absolute path: $out" ;;
+        esac
+    done <<EOF
+$list
+EOF
 fi
 if [ -d "$root/var/lib/vaultboot" ]; then
     find "$root/var/lib/vaultboot" -mindepth 1 -delete
     chmod 0700 "$root/var/lib/vaultboot"
 fi
-if [ -d "$root/run/vaultboot" ]; then
-    find "$root/run/vaultboot" -mindepth 1 -delete
-fi
+for d in "$root/run/vaultboot" "$root/run/vaultboot-status"; do
+    if [ -d "$d" ]; then
+        find "$d" -mindepth 1 -delete
+    fi
+done
 say "vaultboot state cleared"
 
 # --- cloud-init -------------------------------------------------------------------

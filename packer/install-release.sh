@@ -119,7 +119,9 @@ case $name in
 esac
 
 # --- configuration and the Vault CA ----------------------------------------------------------
-install -d -m 0700 /etc/vaultboot
+# No step here changes the mode of a directory that exists: `install -d -m MODE` would (it
+# once turned the package's 0700 /etc/vaultboot into 0755). New directories only.
+[ -d /etc/vaultboot ] || install -d -m 0700 /etc/vaultboot
 install -m 0600 "$config" /etc/vaultboot/config.toml
 say "baked /etc/vaultboot/config.toml"
 
@@ -137,7 +139,9 @@ if [ -n "$ca" ]; then
     [ -n "$ca_path" ] ||
         die "a Vault CA was given (vault_ca_cert) but the config sets no vault.ca_cert: set ca_cert = \"/etc/vaultboot/vault-ca.pem\" in [vault]"
     case $ca_path in /*) ;; *) die "vault.ca_cert must be an absolute path: $ca_path" ;; esac
-    install -d -m 0755 "$(dirname "$ca_path")"
+    # A missing directory is made 0755 (umask 022), like its missing parents; an existing one
+    # (/etc/vaultboot, 0700) keeps its mode. The CA is public: 0644.
+    mkdir -p "$(dirname "$ca_path")"
     install -m 0644 "$ca" "$ca_path"
     say "installed the Vault CA as $ca_path"
 elif [ -n "$ca_path" ] && [ ! -f "$ca_path" ]; then

@@ -77,12 +77,21 @@ put() {
 }
 put_mode() { put "$2" "$3" "$1"; }
 
-# own_dir MODE PATH: create PATH (parents 0755) and enforce its owner and mode;
-# for vaultboot's own directories only. System directories get plain mkdir -p.
+# own_dir MODE PATH: create PATH (parents 0755) with its owner and mode; for
+# vaultboot's own directories only. System directories get plain mkdir -p.
+# A directory that exists keeps its mode and owner: installing never changes
+# them (a warning says when it is looser than MODE or not root's).
 own_dir() {
-    mkdir -p "$2"
+    if [ -d "$2" ]; then
+        _have=$(stat -c '%a %u' "$2")
+        if [ $((0${_have% *} & ~0$1)) -ne 0 ] || { [ "$as_root" -eq 1 ] && [ "${_have#* }" != 0 ]; }; then
+            say "warning: ${2#"$root"} exists with mode ${_have% *}, owner uid ${_have#* }: left as it is (vaultboot expects $1, root)"
+        fi
+        return 0
+    fi
+    mkdir -p "$(dirname "$2")"
+    mkdir -m "$1" "$2"
     if [ "$as_root" -eq 1 ]; then chown 0:0 "$2"; fi
-    chmod "$1" "$2"
 }
 
 # --- binary ---------------------------------------------------------------

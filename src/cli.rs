@@ -1,9 +1,10 @@
-//! The command line: `vaultboot run|plan [--refresh]|check [--config PATH]`, `--help`, `--version`.
+//! The command line: `vaultboot run|plan [--refresh]|check [--print-outputs] [--config PATH]`,
+//! `--help`, `--version`.
 
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
-usage: vaultboot <command> [--config PATH] [--refresh]
+usage: vaultboot <command> [--config PATH] [--refresh] [--print-outputs]
 
 Fetches secrets from HashiCorp Vault at boot, logging in with the instance's AWS identity,
 and writes them to root-only files, all or nothing.
@@ -12,12 +13,16 @@ commands:
   run      do the boot job: IMDSv2 -> Vault login -> secrets -> files -> revoke token
   plan     log in, fetch, and print what run would do to every file and which on_change
            commands would run; writes nothing but the nonce state, shows no secret
-  check    validate the configuration offline (no network); for image builds and CI
+  check    validate the configuration offline (no network); for image builds and CI;
+           warns about an output whose directory others can search
 
 options:
   -c, --config PATH   configuration file (default /etc/vaultboot/config.toml)
       --refresh       run, plan: a refresh (the timer's run), not the boot run: secrets
                       marked boot_only = true are skipped
+      --print-outputs check: print every output path, one per line, and nothing else on
+                      stdout; a {{ name }} part is printed as a shell glob of its AWS
+                      format (i-* for instance-id)
   -h, --help          show this help
   -V, --version       show the version
 
@@ -26,9 +31,18 @@ exit status: 0 done, 64 usage, 65 malformed answer, 69 IMDS or Vault unavailable
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Run { config: PathBuf, refresh: bool },
-    Plan { config: PathBuf, refresh: bool },
-    Check { config: PathBuf },
+    Run {
+        config: PathBuf,
+        refresh: bool,
+    },
+    Plan {
+        config: PathBuf,
+        refresh: bool,
+    },
+    Check {
+        config: PathBuf,
+        print_outputs: bool,
+    },
     Help,
     Version,
 }
@@ -40,6 +54,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
     let mut config = None;
     let mut command: Option<String> = None;
     let mut refresh = false;
+    let mut print_outputs = false;
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
@@ -49,6 +64,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
                 config = Some(PathBuf::from(value));
             }
             Long("refresh") => refresh = true,
+            Long("print-outputs") => print_outputs = true,
             Value(v) if command.is_none() => {
                 command = Some(
                     v.into_string()
@@ -59,11 +75,17 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
         }
     }
     let config = config.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+    if print_outputs && command.as_deref() != Some("check") {
+        return Err("--print-outputs is an option of check".into());
+    }
     match command.as_deref() {
         Some("run") => Ok(Command::Run { config, refresh }),
         Some("plan") => Ok(Command::Plan { config, refresh }),
         Some("check") if refresh => Err("--refresh is an option of run and plan".into()),
-        Some("check") => Ok(Command::Check { config }),
+        Some("check") => Ok(Command::Check {
+            config,
+            print_outputs,
+        }),
         Some(other) => Err(format!("unknown command {other:?} (run, plan, check)")),
         None => Err("a command is required (run, plan, check)".into()),
     }
@@ -104,9 +126,18 @@ mod tests {
         assert_eq!(
             p(&["check", "--config", "/x.toml"]).unwrap(),
             Command::Check {
-                config: "/x.toml".into()
+                config: "/x.toml".into(),
+                print_outputs: false,
             }
         );
+        assert_eq!(
+            p(&["check", "--print-outputs"]).unwrap(),
+            Command::Check {
+                config: "/etc/vaultboot/config.toml".into(),
+                print_outputs: true,
+            }
+        );
+        assert!(p(&["run", "--print-outputs"]).is_err());
         assert_eq!(
             p(&["--config=/y", "run"]).unwrap(),
             Command::Run {

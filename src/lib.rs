@@ -11,6 +11,7 @@ mod accounts;
 mod app;
 mod auth;
 mod certificate;
+mod check;
 mod cli;
 mod config;
 mod fanout;
@@ -38,6 +39,7 @@ mod vault;
 pub use app::{
     plan, run, stop_run, write_status, Action, Ended, Entry, Error as RunError, Mode, Plan, Summary,
 };
+pub use check::{output_globs, warnings as check_warnings};
 pub use cli::{parse as parse_command_line, Command, USAGE};
 pub use config::{load as load_config, Config, Error as ConfigError};
 pub use hardening::harden;

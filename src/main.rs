@@ -33,34 +33,53 @@ fn main() -> ExitCode {
             println!("vaultboot {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config } => check(&config),
+        Command::Check {
+            config,
+            print_outputs,
+        } => check(&config, print_outputs),
         Command::Run { config, refresh } => run(&config, refresh, &hardening_problems),
         Command::Plan { config, refresh } => plan(&config, refresh, &hardening_problems),
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match vaultboot::load_config(path) {
-        Ok(c) => {
-            for warning in c.warnings() {
-                eprintln!("vaultboot: warning: {warning}");
-            }
-            let files: usize = c.secrets.iter().map(|s| s.files.len()).sum();
-            println!(
-                "vaultboot: {} is valid: vault {}, role {:?}, {} secret(s), {} file(s)",
-                path.display(),
-                c.vault.address,
-                c.auth.role,
-                c.secrets.len(),
-                files
-            );
-            ExitCode::SUCCESS
-        }
+/// `check`: the configuration is valid (exit 0, warnings on stderr) or not (78). With
+/// `print_outputs`, stdout has the output paths alone, for scripts.
+fn check(path: &std::path::Path, print_outputs: bool) -> ExitCode {
+    let c = match vaultboot::load_config(path) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("vaultboot: error: configuration: {e}");
-            ExitCode::from(EX_CONFIG)
+            return ExitCode::from(EX_CONFIG);
         }
+    };
+    for warning in c.warnings() {
+        eprintln!("vaultboot: warning: {warning}");
     }
+    for w in vaultboot::check_warnings(&c) {
+        eprintln!("vaultboot: warning: {}: {w}", path.display());
+    }
+    if print_outputs {
+        return match vaultboot::output_globs(&c) {
+            Ok(paths) => {
+                paths.iter().for_each(|p| println!("{p}"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vaultboot: error: configuration: {}: {e}", path.display());
+                ExitCode::from(EX_CONFIG)
+            }
+        };
+    }
+    let files: usize = c.secrets.iter().map(|s| s.files.len()).sum();
+    println!(
+        "vaultboot: {} is valid: vault {}, role {:?}, {} secret(s), {} file(s)",
+        path.display(),
+        c.vault.address,
+        c.auth.role,
+        c.secrets.len(),
+        files
+    );
+    ExitCode::SUCCESS
 }
 
 /// The log (stop signals handled from here on), and the configuration or the exit status of

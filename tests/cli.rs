@@ -207,3 +207,103 @@ fn insecure_http_is_warned_on_every_run() {
     assert_eq!(out.status, 0, "{}", out.stderr);
     assert!(out.stderr.contains(what), "{}", out.stderr);
 }
+
+/// `check` warns (exit 0 all the same) about each output whose existing directory others can
+/// search, and about no other: a 0700 or 0710 directory, or one that does not exist yet (run
+/// creates it 0700), is quiet.
+#[test]
+fn check_warns_about_an_output_directory_others_can_search() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let cfg = env.write_config(&env.full_config());
+    let cfg = cfg.to_str().unwrap();
+    let run_dir = env.path("out/run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let quiet = |mode: u32| {
+        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = env.run_args(&["check", "--config", cfg]);
+        assert_eq!(out.status, 0, "{}", out.stderr);
+        assert!(out.stdout.contains("is valid"), "{}", out.stdout);
+        out.stderr
+    };
+    for mode in [0o700, 0o710, 0o750] {
+        let stderr = quiet(mode);
+        assert!(!stderr.contains("warning"), "{mode:o}: {stderr}");
+    }
+    let stderr = quiet(0o751);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    for (line, name) in warnings.iter().zip(["ad-join.env", "ad-join.password"]) {
+        assert!(line.starts_with("vaultboot: warning: "), "{line}");
+        for needle in [
+            "\"ad-join\"",
+            name,
+            &format!("{} (mode 0751)", run_dir.display()),
+            "searched by others",
+        ] {
+            assert!(line.contains(needle), "{line:?} should name {needle:?}");
+        }
+    }
+    // tls/ and app/ do not exist: run would create them 0700, nothing to warn about.
+    assert!(!env.path("out/tls").exists() && !env.path("out/app").exists());
+}
+
+/// `check --print-outputs` prints every output path and nothing else on stdout, however the
+/// TOML spells it (basic or literal strings, inline tables), a templated part as a shell glob;
+/// a path that cannot be printed as a glob is a configuration error naming it.
+#[test]
+fn check_prints_every_output_path() {
+    let env = Env::new();
+    let out_dir = env.path("out");
+    let extra = format!(
+        r#"
+[[secret]]
+name = "literal"
+path = "secret/data/app/api"
+file = [
+  {{ path = '{o}/lit/"quoted".env', fields = ["api_key"] }},
+  {{ path = "{o}/inline/{{{{ availability-zone }}}}.key", fields = ["api_key"] }},
+]
+"#,
+        o = out_dir.display()
+    );
+    let cfg = env.write_config(&format!("{}{extra}", env.full_config()));
+    let out = env.run_args(&[
+        "check",
+        "--print-outputs",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let o = out_dir.display();
+    let expected = [
+        format!("{o}/tls/server.crt"),
+        format!("{o}/tls/server.key"),
+        format!("{o}/run/ad-join.env"),
+        format!("{o}/run/ad-join.password"),
+        format!("{o}/app/i-*.json"),
+        format!("{o}/lit/\"quoted\".env"),
+        format!("{o}/inline/[a-z][a-z]-*-[0-9]*[a-z].key"),
+    ];
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), expected);
+
+    let bad = env
+        .full_config()
+        .replace("/run/ad-join.env", "/run/ad-join[1].env");
+    let cfg = env.write_config(&bad);
+    let out = env.run_args(&[
+        "check",
+        "--print-outputs",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status, 78, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    for needle in ["\"ad-join\"", "ad-join[1].env", "shell glob"] {
+        assert!(
+            out.stderr.contains(needle),
+            "{:?} should name {needle}",
+            out.stderr
+        );
+    }
+}

@@ -26,8 +26,9 @@ pub const SIGNATURE: Signature = Signature::Rsa2048;
 pub const STATE_DIR: &str = "/var/lib/vaultboot";
 
 // [status]
-/// Where each run's status is written for monitoring (readable by all: it holds no secret).
-pub const STATUS_FILE: &str = "/run/vaultboot/status.json";
+/// Where each run's status is written for monitoring (readable by all: it holds no secret). A
+/// directory of its own: /run/vaultboot holds secrets and is 0700.
+pub const STATUS_FILE: &str = "/run/vaultboot-status/status.json";
 
 // [retry]
 /// Wall-clock budget for the whole run.

@@ -571,8 +571,15 @@ R_() { grep -E -- "$1" "$report" >/dev/null 2>&1; } # the report has a line matc
 expect() { # expect LABEL ERE DESCRIPTION
     if R_ "$2"; then ok "$1: $3"; else bad "$1: $3" "no line /$2/ in the guest's report"; fi
 }
-refuse() { # refuse LABEL ERE DESCRIPTION
-    if R_ "$2"; then bad "$1: $3" "$(grep -E -- "$2" "$report" | head -n 5)"; else ok "$1: $3"; fi
+refuse() { # refuse LABEL ERE DESCRIPTION: fails on a missing or empty report too (no line
+    # proves nothing when the guest said nothing)
+    if [ ! -s "$report" ]; then
+        bad "$1: $3" "no report from the guest ($report missing or empty)"
+    elif R_ "$2"; then
+        bad "$1: $3" "$(grep -E -- "$2" "$report" | head -n 5)"
+    else
+        ok "$1: $3"
+    fi
 }
 prop() { # prop UNIT NAME: a unit property from the report
     sed -n "s/^prop $1 $2=//p" "$report" | head -n 1
@@ -698,7 +705,8 @@ file_checks() { # file_checks LABEL
         "api.json 0600 www-data (owner/group set: CAP_CHOWN, CAP_FOWNER in the sandbox)"
     expect "$label" '^file /etc/app/svc-web.env 640 svc-web svc-web regular file$' \
         "svc-web.env 0640 owned by svc-web, a user the same user-data created"
-    expect "$label" '^file /run/vaultboot 755 root root directory$' "/run/vaultboot 0755 root (status.json for monitoring; the files in it keep their own modes)"
+    expect "$label" '^file /run/vaultboot 700 root root directory$' "/run/vaultboot 0700 root (secrets: nobody else can even see what is there)"
+    expect "$label" '^file /run/vaultboot-status 755 root root directory$' "/run/vaultboot-status 0755 root (the status for monitoring, no secret)"
     expect "$label" '^staged-leftovers 0$' "no staged temp files left behind"
 }
 
@@ -753,8 +761,10 @@ expect $label '^realm argv-has-password: no$' "password not in realm's argv"
 expect $label '^realm env-has-password: no$' "password not in realm's environment"
 expect $label '^realm journal-has-password: no$' "password not in the journal"
 expect $label '^file /run/vaultboot/ad-join.env absent$' "ad-join.env removed after the join"
-expect $label '^runfiles 0$' "nothing but status.json left in /run/vaultboot"
-expect $label '^status-file 644 root root dir 755$' "/run/vaultboot/status.json 0644 root, its directory 0755"
+expect $label '^runfiles 0$' "nothing left in /run/vaultboot after the join"
+expect $label '^status-file 644 root root dir 755$' "/run/vaultboot-status/status.json 0644 root, its directory 0755"
+expect $label '^check-warnings 0$' "vaultboot check: no output in a directory others can search"
+expect $label '^check-outputs 6$' "vaultboot check --print-outputs: the 6 outputs"
 expect $label '^status-readable-by nobody$' "the status is readable by an unprivileged user (monitoring)"
 expect $label '^status-json "mode":"boot" "outcome":"success" "exit_status":0 "not_after":[0-9]+ $' \
     "status.json: boot run, success, exit 0, the certificate's not_after"

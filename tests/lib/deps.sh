@@ -13,7 +13,8 @@
 # configured source offers (it came from another suite), is aligned to the version of the suite
 # that the new packages come from: with qemu that is a downgrade of qemu-utils, said out loud.
 # apt never removes a package here (--no-remove); a conflict it cannot solve ends in one line
-# naming it. Everything installed or changed is printed.
+# naming it. Everything installed or changed is printed. VAULTBOOT_DEPS_DRY_RUN=1 stops after
+# printing the plan (ensure_required then returns 1): for timing the set-up on a new machine.
 
 _deps_pkgs=()
 _deps_cmds=()
@@ -43,49 +44,68 @@ _deps_simulate() {
     LC_ALL=C apt-get -s -q -o DPkg::Lock::Timeout=300 install --no-install-recommends --allow-downgrades "$@" 2>&1
 }
 
-# _deps_source PACKAGE: the source package the candidate of PACKAGE is built from.
-_deps_source() {
-    LC_ALL=C apt-cache show --no-all-versions "$1" 2>/dev/null |
-        awk -v p="$1" '/^Source:/ { print $2; found = 1; exit } /^$/ { exit } END { if (!found) print p }'
-}
+# The three questions below are asked of apt once for all packages (one apt-cache call each),
+# not once per package: with some 200 packages to install on a new machine, a call per package
+# took about 5 minutes before anything was installed.
 
-# _deps_suite PACKAGE: the archive (suite codename) that PACKAGE's candidate comes from.
-_deps_suite() {
-    LC_ALL=C apt-cache policy "$1" 2>/dev/null | awk '
-        /^  Candidate:/ { cand = $2 }
+# _deps_candidates PACKAGE...: "package source suite" per PACKAGE: the source package its
+# candidate is built from (itself when apt names none) and the archive (suite codename) the
+# candidate comes from (one apt-cache show, one apt-cache policy).
+_deps_candidates() {
+    local -A src=()
+    local p s
+    while read -r p s; do src[$p]=$s; done < <(LC_ALL=C apt-cache show --no-all-versions "$@" 2>/dev/null | awk '
+        /^Package:/ { p = $2; s = $2 } /^Source:/ { s = $2 }
+        /^$/ { if (p != "") print p, s; p = "" } END { if (p != "") print p, s }')
+    while read -r p s; do
+        printf '%s %s %s\n' "$p" "${src[$p]:-$p}" "$s"
+    done < <(LC_ALL=C apt-cache policy "$@" 2>/dev/null | awk '
+        /^[^ ].*:$/ { name = substr($0, 1, length($0) - 1); cand = ""; found = 0; next }
+        /^  Candidate:/ { cand = $2; next }
         cand != "" && !found && ($1 == cand || ($1 == "***" && $2 == cand)) { found = 1; next }
-        found == 1 && $1 ~ /^[0-9]+$/ && $2 ~ /:\/\// { split($3, s, "/"); print s[1]; exit }'
+        found == 1 && $1 ~ /^[0-9]+$/ && $2 ~ /:\/\// { split($3, s, "/"); print name, s[1]; found = 2 }')
 }
 
-# _deps_offered PACKAGE VERSION: does any configured apt source offer this version?
+# _deps_offered PACKAGE...: "package version" for every version any configured apt source
+# offers of each PACKAGE (one apt-cache madison).
 _deps_offered() {
-    LC_ALL=C apt-cache madison "$1" 2>/dev/null | awk -F'|' -v v="$2" '
-        { gsub(/ /, "", $2) } $2 == v { found = 1 } END { exit !found }'
+    LC_ALL=C apt-cache madison "$@" 2>/dev/null | awk -F'|' '{ gsub(/ /, "", $1); gsub(/ /, "", $2); print $1, $2 }'
 }
 
-# _deps_foreign_siblings NEW_PACKAGE...: "pkg/suite" for each installed package that shares a
-# source with one of NEW_PACKAGE, is not itself among them, and whose installed version no
-# configured source offers. Also prints a line per package on fd 3 for the announcement.
+# _deps_foreign_siblings NEW_PACKAGE...: "pkg/suite version new_pkg source" for each installed
+# package that shares a source with one of NEW_PACKAGE, is not itself among them, and whose
+# installed version no configured source offers.
 _deps_foreign_siblings() {
-    local -A source_suite=()
+    local -A cand_src=() cand_suite=() source_suite=() installing=() offered=()
     local p src suite
+    while read -r p src suite; do
+        cand_src[$p]=$src
+        cand_suite[$p]=$suite
+    done < <(_deps_candidates "$@")
+    # The first NEW_PACKAGE of a source (in argument order) names its suite.
     for p in "$@"; do
-        src=$(_deps_source "$p")
+        installing[$p]=1
+        src=${cand_src[$p]:-$p}
+        suite=${cand_suite[$p]:-}
         [ -n "${source_suite[$src]:-}" ] && continue
-        suite=$(_deps_suite "$p")
         [ -n "$suite" ] && source_suite[$src]="$suite|$p"
     done
-    local -A installing=()
-    for p in "$@"; do installing[$p]=1; done
-    local name src_name version status
+    local name src_name version status siblings=()
     while IFS=' ' read -r name src_name version status; do
         [ "$status" = installed ] || continue
         [ -n "${source_suite[$src_name]:-}" ] || continue
         [ -z "${installing[$name]:-}" ] || continue
-        _deps_offered "$name" "$version" && continue
+        siblings+=("$name $src_name $version")
+    done < <(dpkg-query -W -f='${Package} ${source:Package} ${Version} ${db:Status-Status}\n' 2>/dev/null)
+    ((${#siblings[@]})) || return 0
+    local e
+    while read -r name version; do offered["$name $version"]=1; done < <(_deps_offered "${siblings[@]%% *}")
+    for e in "${siblings[@]}"; do
+        read -r name src_name version <<<"$e"
+        [ -z "${offered[$name $version]:-}" ] || continue
         suite=${source_suite[$src_name]%%|*}
         printf '%s/%s %s %s %s\n' "$name" "$suite" "$version" "${source_suite[$src_name]#*|}" "$src_name"
-    done < <(dpkg-query -W -f='${Package} ${source:Package} ${Version} ${db:Status-Status}\n' 2>/dev/null)
+    done
 }
 
 # ensure_required WHAT: install what the requirements need; 0 when every command then runs.
@@ -148,6 +168,10 @@ ensure_required() {
         $1 == "Inst" { installs = installs " " $2 "=" substr($3, 2); n++ }
         END { if (n) printf "deps: install %d new packages:%s\n", n, installs }'
 
+    if [ "${VAULTBOOT_DEPS_DRY_RUN:-}" = 1 ]; then
+        _deps_say "$what: dry run (VAULTBOOT_DEPS_DRY_RUN=1): the plan above, nothing installed"
+        return 1
+    fi
     local log
     log=$(mktemp)
     if ! DEBIAN_FRONTEND=noninteractive LC_ALL=C apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends \

@@ -178,12 +178,50 @@ else
     ok "install-release.sh refuses a config whose ca_cert is not on the image: $(printf '%s\n' "$o" | tail -n 1)"
 fi
 in_root dpkg -P vaultboot >/dev/null 2>&1
+# An admin's drop-in directory that exists with its own mode: installing must keep it.
+mkdir -p "$R/etc/systemd/system/nginx.service.d" && chmod 0750 "$R/etc/systemd/system/nginx.service.d"
+dir_modes() { # every directory of the tree: "path mode owner"
+    (cd "$R" && find . -xdev -type d ! -path './proc/*' ! -path './tmp/*' -printf '%p %m %u:%g\n' | sort)
+}
+dirs_before=$(dir_modes)
 if o=$(release "$sum" /tmp/ca.pem) && cmp -s "$R/tmp/ca.pem" "$R/etc/vaultboot/vault-ca.pem" &&
     cmp -s "$R/tmp/config.toml" "$R/etc/vaultboot/config.toml" &&
     [ -f "$R/etc/systemd/system/nginx.service.d/10-vaultboot.conf" ]; then
     ok "install-release.sh: .deb installed, config baked, Vault CA at the config's ca_cert, nginx gated"
 else
     bad "install-release.sh installs the release" "$o"
+fi
+# Every path install-release.sh made or wrote, with its mode and owner (the CA sits in the
+# documented place, /etc/vaultboot: installing it must not loosen that directory).
+wrong=""
+while read -r path want; do
+    got=$(stat -c '%a %U:%G' "$R$path" 2>&1)
+    [ "$got" = "$want" ] || wrong+="$path: want $want, got $got"$'\n'
+done <<'EOF'
+/usr/sbin/vaultboot 755 root:root
+/etc/vaultboot 700 root:root
+/etc/vaultboot/config.toml 600 root:root
+/etc/vaultboot/vault-ca.pem 644 root:root
+/var/lib/vaultboot 700 root:root
+/lib/systemd/system/vaultboot.service 644 root:root
+/lib/systemd/system/vaultboot-refresh.service 644 root:root
+/lib/systemd/system/vaultboot-refresh.timer 644 root:root
+/etc/systemd/system/nginx.service.d 750 root:root
+/etc/systemd/system/nginx.service.d/10-vaultboot.conf 644 root:root
+/etc/systemd/system/vaultboot.service.d 755 root:root
+/etc/systemd/system/vaultboot.service.d/10-nginx.conf 644 root:root
+EOF
+if [ -z "$wrong" ]; then
+    ok "install-release.sh: every path it made or wrote has its mode and owner (/etc/vaultboot still 0700)"
+else
+    bad "install-release.sh: modes and owners of what it made or wrote" "$wrong"
+fi
+# No directory that existed before install-release.sh changed its mode or owner.
+changed=$(comm -23 <(printf '%s\n' "$dirs_before") <(dir_modes))
+if [ -n "$dirs_before" ] && [ -z "$changed" ]; then
+    ok "install-release.sh: none of the $(printf '%s\n' "$dirs_before" | wc -l) directories that existed changed mode or owner"
+else
+    bad "install-release.sh: no existing directory changed mode or owner" "before (now different or gone): $changed"
 fi
 
 finish

@@ -12,7 +12,9 @@
 # non-zero on any failure.
 #
 # Debian packages it needs: systemd cloud-init python3-pytest packer shellcheck
-# (python3-yaml, python3-jsonschema come with cloud-init).
+# (python3-yaml, python3-jsonschema come with cloud-init). packer/cleanup.sh's
+# tests (as root) run the real static binary in a chroot: VAULTBOOT_STATIC_BIN,
+# default target/x86_64-unknown-linux-musl/release/vaultboot (the release's).
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)

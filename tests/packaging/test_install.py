@@ -35,6 +35,46 @@ path = "pki_int/issue/web"
   fields = ["private_key"]
 """
 IS_ROOT = os.geteuid() == 0
+# The real static binary: cleanup.sh asks it for the outputs, in a chroot of the test's root.
+# tests/packaging/run.sh sets VAULTBOOT_STATIC_BIN (the release stage's build, or its own).
+STATIC_BIN = os.environ.get("VAULTBOOT_STATIC_BIN") or os.path.join(
+    REPO, "target", "x86_64-unknown-linux-musl", "release", "vaultboot"
+)
+
+# Outputs spelled every way TOML allows (basic and literal strings, an inline table, a
+# template); what a grep for `path = "/..."` lines missed.
+CLEANUP_CONFIG = """\
+[vault]
+address = "https://vault.internal:8200"
+
+[auth]
+role = "web"
+
+[[secret]]
+name = "tls"
+path = "pki_int/issue/web"
+
+  [[secret.file]]
+  path = "/etc/nginx/tls/server.crt"
+  fields = ["certificate"]
+
+  [[secret.file]]
+  path = '/etc/nginx/tls/server.key'
+  fields = ["private_key"]
+
+[[secret]]
+name = "api"
+path = "secret/data/app/api"
+file = [
+  { path = "/etc/app/api.env", format = "env", fields = ["api_key"] },
+  { path = '/etc/app/{{ instance-id }}.json', fields = ["api_key"] },
+]
+
+[[secret]]
+name = "ad-join"
+path = "secret/data/ad/join"
+file = [{ path = "/run/vaultboot/ad-join.env", format = "env", fields = ["password"] }]
+"""
 
 
 class Root(unittest.TestCase):
@@ -180,7 +220,21 @@ class TestInstall(Root):
         self.assertNotEqual(proc.returncode, 0)
 
 
+@unittest.skipUnless(IS_ROOT, "cleanup.sh lists the outputs in a chroot of DESTDIR: needs root")
 class TestCleanup(Root):
+    def setUp(self):
+        super().setUp()
+        self.assertTrue(
+            os.access(STATIC_BIN, os.X_OK),
+            "no static vaultboot at %s: set VAULTBOOT_STATIC_BIN (tests/packaging/run.sh does)" % STATIC_BIN,
+        )
+        self.binary = STATIC_BIN
+        with open(self.config, "w") as f:
+            f.write(CLEANUP_CONFIG)
+        # The image's account database: the binary resolves owner names in the chroot.
+        self.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644)
+        self.write("/etc/group", "root:x:0:\n", 0o644)
+
     def write(self, path, text="x", mode=0o600):
         full = self.p(path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -193,7 +247,14 @@ class TestCleanup(Root):
         leftovers = [
             "/var/lib/vaultboot/nonce.json",
             "/etc/nginx/tls/server.crt",
+            "/etc/nginx/tls/server.key",  # a literal string
+            "/etc/nginx/tls/.server.key.vaultboot.Xy12ab",  # staged by a killed run
+            "/etc/nginx/tls/.server.crt.vaultboot.0",
+            "/etc/app/api.env",  # an inline table
+            "/etc/app/i-0123456789abcdef0.json",  # a templated output of the build instance
+            "/etc/app/.i-0123456789abcdef0.json.vaultboot.Qq",
             "/run/vaultboot/ad-join.env",
+            "/run/vaultboot-status/status.json",
             "/var/lib/cloud/instances/i-0123/sem/config_vaultboot",
             "/var/lib/cloud/data/instance-id",
             "/var/log/cloud-init.log",
@@ -204,26 +265,48 @@ class TestCleanup(Root):
         ]
         for path in leftovers:
             self.write(path)
+        # Neighbours that are no output and match no output's glob stay.
+        kept = ["/etc/app/defaults.json", "/etc/nginx/tls/dhparam.pem", "/etc/nginx/tls/.keep"]
+        for path in kept:
+            self.write(path)
         os.symlink("/var/lib/cloud/instances/i-0123", self.p("/var/lib/cloud/instance"))
         self.write("/var/lib/cloud/seed/nocloud/user-data", "#cloud-config\n")
         self.write("/etc/machine-id", "0123456789abcdef0123456789abcdef\n", 0o444)
         self.write("/usr/bin/cloud-init", "#!/bin/sh\n", 0o755)
         self.write("/etc/ssh/sshd_config", "# kept\n", 0o644)
-        self.write("/etc/nginx/tls/i-0123.key")  # a templated output's instance file
 
         proc = self.run_sh(CLEANUP)
 
         for path in leftovers + ["/var/lib/cloud/instance"]:
             with self.subTest(path=path):
-                self.assertFalse(os.path.lexists(self.p(path)))
-        self.assertIn("templated output path left alone: /etc/nginx/tls/{{ instance-id }}.key", proc.stdout)
-        self.assertTrue(os.path.exists(self.p("/var/lib/cloud/seed/nocloud/user-data")))
+                self.assertFalse(os.path.lexists(self.p(path)), proc.stdout)
+        self.assertIn("removed /etc/app/i-0123456789abcdef0.json", proc.stdout)
+        self.assertIn("removed /etc/nginx/tls/.server.key.vaultboot.Xy12ab", proc.stdout)
+        for path in kept + ["/var/lib/cloud/seed/nocloud/user-data", "/etc/ssh/sshd_config"]:
+            self.assertTrue(os.path.exists(self.p(path)), path)
         self.assertEqual(os.path.getsize(self.p("/etc/machine-id")), 0)
-        self.assertTrue(os.path.exists(self.p("/etc/ssh/sshd_config")))
         self.assertEqual(self.mode("/var/lib/vaultboot")[0], 0o700)
         self.assertEqual(os.listdir(self.p("/var/lib/vaultboot")), [])
         for kept in ("/etc/vaultboot/config.toml", "/usr/local/sbin/vaultboot", "/etc/systemd/system/vaultboot.service"):
             self.assertTrue(os.path.exists(self.p(kept)), kept)
+
+    def test_the_packages_commented_out_config_names_no_output(self):
+        self.install()
+        self.write("/etc/vaultboot/config.toml", "# [vault]\n#address = \"https://x\"\n\n", 0o600)
+        self.write("/etc/nginx/tls/server.key")
+        proc = self.run_sh(CLEANUP)
+        self.assertTrue(os.path.exists(self.p("/etc/nginx/tls/server.key")), proc.stdout)
+
+    def test_a_config_the_binary_refuses_stops_the_cleanup(self):
+        self.install()
+        self.write("/etc/vaultboot/config.toml", "[vault]\naddress = 42\n", 0o600)
+        self.write("/var/lib/vaultboot/nonce.json")
+        proc = self.run_sh(CLEANUP, check=False)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("config.toml", proc.stderr)
+        self.assertIn("cannot tell which outputs to remove", proc.stderr)
+        # It stops before anything is removed: the build fails with the image as it was.
+        self.assertTrue(os.path.exists(self.p("/var/lib/vaultboot/nonce.json")))
 
     def test_keeps_host_keys_without_cloud_init(self):
         self.write("/etc/ssh/ssh_host_rsa_key")

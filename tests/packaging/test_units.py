@@ -88,6 +88,10 @@ class TestVaultbootService(unittest.TestCase):
         self.assertEqual(rw, ["/etc", "/run"])
         self.assertEqual(s["StateDirectory"], ["vaultboot"])
         self.assertEqual(s["StateDirectoryMode"], ["0700"])
+        # /run/vaultboot holds secrets (ad-join.env): nobody else may even search it. The
+        # status for monitoring is elsewhere (/run/vaultboot-status, made by vaultboot).
+        self.assertEqual(s["RuntimeDirectory"], ["vaultboot"])
+        self.assertEqual(s["RuntimeDirectoryMode"], ["0700"])
 
     def test_retried_only_for_what_time_can_fix(self):
         s = self.u["Service"]
@@ -110,6 +114,38 @@ class TestVaultbootService(unittest.TestCase):
                 continue
             self.assertEqual(r.get(key), values, key)
         self.assertNotIn("Restart", r)
+
+
+class TestReadWritePaths(unittest.TestCase):
+    """Every ReadWritePaths= the project ships or tells users to write: a path that an image
+    may lack carries systemd's "-" prefix, or the unit fails at namespace setup (226/NAMESPACE)
+    and every service gated on it stays down. /etc and /run exist on every system."""
+
+    ALWAYS_THERE = {"/etc", "/run"}
+
+    def places(self):
+        docs = [os.path.join(REPO, "README.md")]
+        for top in ("docs", "dist", "packer", "cloud-init", "examples"):
+            for dirpath, _, files in os.walk(os.path.join(REPO, top)):
+                docs += [os.path.join(dirpath, f) for f in files]
+        found = []
+        for path in docs:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for n, line in enumerate(f, 1):
+                    for m in re.finditer(r"ReadWritePaths=([^`\n]*)", line):
+                        found.append(("%s:%d" % (os.path.relpath(path, REPO), n), m.group(1)))
+        return found
+
+    def test_every_optional_path_has_the_dash_prefix(self):
+        found = self.places()
+        self.assertGreaterEqual(len(found), 3, found)  # both units, README's textfile drop-in
+        for place, value in found:
+            for p in value.split():
+                p = p.rstrip(".,;)")
+                if not p.startswith(("/", "-")):
+                    continue  # prose: "ReadWritePaths= in a drop-in"
+                with self.subTest(place=place, path=p):
+                    self.assertTrue(p in self.ALWAYS_THERE or p.startswith("-/"), "%s: %s" % (place, p))
 
 
 class TestRefresh(unittest.TestCase):
