@@ -188,19 +188,22 @@ for arch in x86_64 arm64; do
     fi
 
     # .deb: lintian's exit status (0; 2: an error tag, its --fail-on default; 1: lintian itself
-    # failed) and its output both count. --show-overrides prints the overrides the package ships
-    # that matched (O: lines): the static binary's always does, which proves lintian examined
-    # this package (an empty output could not pass).
-    lint_all=$(lintian --pedantic --show-overrides "$deb" 2>&1)
+    # failed) and its output both count. The status is taken from a run without
+    # --show-overrides: with it, lintian 2.116 exits 2 for an overridden error tag (the arm64
+    # binary's statically-linked-binary). A second run with --show-overrides prints the
+    # overrides the package ships that matched (O: lines): the maintainer scripts' and the
+    # root-only directories' always do, which proves lintian examined this package (an empty
+    # output could not pass).
+    lint_all=$(lintian --pedantic "$deb" 2>&1)
     lint_rc=$?
+    lint_overrides=$(lintian --pedantic --show-overrides "$deb" 2>&1 | grep -c '^O: vaultboot: ')
     lint=$(printf '%s\n' "$lint_all" | grep -E '^[EWIPX]: ')
-    if { [ "$lint_rc" -ne 0 ] && [ "$lint_rc" -ne 2 ]; } ||
-        ! printf '%s\n' "$lint_all" | grep -q '^O: vaultboot: statically-linked-binary'; then
-        bad "$debarch .deb: lintian ran on the package" "exit $lint_rc: $lint_all"
+    if { [ "$lint_rc" -ne 0 ] && [ "$lint_rc" -ne 2 ]; } || [ "$lint_overrides" -lt 3 ]; then
+        bad "$debarch .deb: lintian ran on the package" "exit $lint_rc, $lint_overrides overrides matched: $lint_all"
     elif [ "$lint_rc" -ne 0 ] || printf '%s\n' "$lint" | grep -q '^E: '; then
         bad "$debarch .deb: lintian without errors" "exit $lint_rc: $lint"
     else
-        ok "$debarch .deb: lintian without errors${lint:+ ($(printf '%s\n' "$lint" | grep -c '^[WIP]:') other tags: $(printf '%s\n' "$lint" | cut -d' ' -f1,3 | tr '\n' ' '))}"
+        ok "$debarch .deb: lintian without errors, $lint_overrides overrides matched${lint:+ ($(printf '%s\n' "$lint" | grep -c '^[WIP]:') other tags: $(printf '%s\n' "$lint" | cut -d' ' -f1,3 | tr '\n' ' '))}"
     fi
     check "$debarch .deb: Architecture $debarch, Version $version" \
         test "$(dpkg-deb -f "$deb" Architecture Version | tr '\n' ' ')" = "Architecture: $debarch Version: $version "
