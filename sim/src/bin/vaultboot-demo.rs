@@ -73,7 +73,7 @@ endpoint = "{imds_url}"
 dir = "{root}/var/lib/vaultboot"
 
 [status]
-file = "{root}/run/vaultboot/status.json"
+file = "{root}/run/vaultboot-status/status.json"
 
 [retry]
 deadline = "30s"
