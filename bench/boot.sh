@@ -32,7 +32,9 @@ if command -v rustup >/dev/null 2>&1 &&
 fi
 
 echo "bench/boot.sh: building the release static vaultboot and the benchmark harness" >&2
-cargo build --quiet --release --target x86_64-unknown-linux-musl --bin vaultboot
+# Linked as dist/release.sh links it (no .eh_frame_hdr), so that the size is the release's.
+RUSTFLAGS="-Clink-arg=-Wl,--no-eh-frame-hdr" \
+    cargo build --quiet --release --target x86_64-unknown-linux-musl --bin vaultboot
 cargo build --quiet --release --manifest-path bench/harness/Cargo.toml --target-dir "$target_dir"
 
 # What the recipe needs on disk: bash, curl, jq and the shared libraries they load.
