@@ -540,21 +540,6 @@ fn one_run_at_a_time_on_a_state_directory() {
     assert!(vault_requests(&env).is_empty());
 }
 
-/// Starts `vaultboot ARGS… --config <cfg>` in the background, its output to `log`.
-fn start(env: &Env, args: &[&str], cfg: &Path, log: &Path) -> std::process::Child {
-    let file = fs::File::create(log).unwrap();
-    vaultboot_command()
-        .args(args)
-        .args(["--config", cfg.to_str().unwrap()])
-        .env("VAULTBOOT_SYSLOG_SOCKET", env.path("no-syslog-here.sock"))
-        .env_remove("JOURNAL_STREAM")
-        .stdin(std::process::Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap()
-}
-
 /// The lock proven by concurrency: on a first boot (empty state directory) the boot run and a
 /// refresh start at the same moment, with 150 ms of login latency in Vault. Without the lock
 /// each would create a nonce and Vault binds only one (a mismatch, 77), or one removes the
@@ -574,8 +559,8 @@ fn a_boot_run_and_a_refresh_started_together_on_a_first_boot_take_turns() {
             seen.lock().unwrap().push((entered, Instant::now()));
         }));
         let (boot_log, refresh_log) = (env.path("boot.log"), env.path("refresh.log"));
-        let mut boot = start(&env, &["run"], &cfg, &boot_log);
-        let mut refresh = start(&env, &["run", "--refresh"], &cfg, &refresh_log);
+        let mut boot = env.spawn_args(&["run"], &cfg, &boot_log);
+        let mut refresh = env.spawn_args(&["run", "--refresh"], &cfg, &refresh_log);
         let boot_status = boot.wait().unwrap().code();
         let refresh_status = refresh.wait().unwrap().code();
         let said = format!(

@@ -637,9 +637,15 @@ impl Env {
     /// Starts `vaultboot run --config <config>` with stdout and stderr going to `log` (a file,
     /// not a pipe: a killed agent's children may hold a pipe open) and syslog off.
     pub fn spawn(&self, config: &Path, log: &Path) -> std::process::Child {
+        self.spawn_args(&["run"], config, log)
+    }
+
+    /// `spawn` with other arguments before `--config <config>` (`["run", "--refresh"]`).
+    pub fn spawn_args(&self, args: &[&str], config: &Path, log: &Path) -> std::process::Child {
         let file = fs::File::create(log).unwrap();
         vaultboot_command()
-            .args(["run", "--config", config.to_str().unwrap()])
+            .args(args)
+            .args(["--config", config.to_str().unwrap()])
             .env("VAULTBOOT_SYSLOG_SOCKET", self.path("no-syslog-here.sock"))
             .env_remove("JOURNAL_STREAM")
             .stdin(std::process::Stdio::null())
