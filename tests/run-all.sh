@@ -34,6 +34,10 @@ require rpm rpmbuild --version
 require lintian lintian --version
 require rpmlint rpmlint --version
 require minisign minisign -v
+# The man pages: made by dist/man.sh (lowdown), checked with man --warnings and lexgrog.
+require lowdown lowdown -Tman /dev/null
+require man-db man --version
+require man-db lexgrog --version
 require zstd zstd --version
 require debootstrap debootstrap --version
 

@@ -7,11 +7,12 @@
 #     the one that can import cloudinit (python3-cloudinit 22.4)
 #   - packer fmt -check, and packer validate with Debian's packer 1.6.6 on
 #     what that version can read
+#   - the man pages made from docs/ (tests/packaging/man-pages.sh)
 #   - shellcheck on the shell scripts
 # Prints one line per check and closes with "N passed, M failed"; exits
 # non-zero on any failure.
 #
-# Debian packages it needs: systemd cloud-init python3-pytest packer shellcheck
+# Debian packages it needs: systemd cloud-init python3-pytest packer shellcheck lowdown man-db
 # (python3-yaml, python3-jsonschema come with cloud-init). packer/cleanup.sh's
 # tests (as root) run the real static binary in a chroot: VAULTBOOT_STATIC_BIN,
 # default target/x86_64-unknown-linux-musl/release/vaultboot (the release's).
@@ -231,6 +232,13 @@ if need packer packer; then
     done
 fi
 
+# --- man pages -----------------------------------------------------------------------
+# Made from docs/ by dist/man.sh as a release makes them; every key of docs/configuration.md
+# must be in vaultboot.toml(5), and both must render without a warning.
+if need lowdown lowdown && need lexgrog man-db; then
+    check "man pages (tests/packaging/man-pages.sh)" bash tests/packaging/man-pages.sh
+fi
+
 # --- shell -------------------------------------------------------------------------
 if need shellcheck shellcheck; then
     for f in packer/install.sh packer/cleanup.sh packer/install-release.sh tests/packaging/run.sh \
@@ -240,8 +248,8 @@ if need shellcheck shellcheck; then
     # bash: the boot test, its in-guest report, the test runner and its install library,
     # the release script and its checks
     for f in tests/boot/run.sh tests/boot/guest/boottest-report tests/run-all.sh tests/lib/deps.sh \
-        dist/release.sh tests/packaging/check-release.sh tests/packaging/reproducible.sh \
-        tests/packaging/deb-lifecycle.sh tests/lib/checks.sh; do
+        dist/release.sh dist/man.sh tests/packaging/check-release.sh tests/packaging/reproducible.sh \
+        tests/packaging/deb-lifecycle.sh tests/packaging/man-pages.sh tests/lib/checks.sh; do
         check "shellcheck $f" shellcheck -x "$f"
     done
 fi
