@@ -34,7 +34,8 @@
 # Needs (Debian 12): rustup targets x86_64-unknown-linux-musl and
 # aarch64-unknown-linux-musl, musl-tools, gcc-aarch64-linux-gnu, dpkg-dev's
 # dpkg-deb (dpkg), rpm (rpmbuild), qemu-user-static (to run the arm64 binary
-# once on an x86_64 host), minisign (to sign). tests/run-all.sh installs them.
+# once on an x86_64 host), lowdown (the man pages: dist/man.sh), minisign (to
+# sign). tests/run-all.sh installs them.
 set -euo pipefail
 umask 022
 export LC_ALL=C TZ=UTC
@@ -93,6 +94,7 @@ need dpkg-deb dpkg
 need rpmbuild rpm
 need sha256sum coreutils
 need gzip gzip
+need lowdown lowdown
 tar --sort=name --version >/dev/null 2>&1 || die "GNU tar >= 1.28 needed (--sort=name)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vaultboot-release.XXXXXX")
@@ -193,13 +195,25 @@ stage_common() {
     install -m 0644 README.md "$root$docdir/README.md"
     install -m 0644 dist/README.md "$root$docdir/README.systemd.md"
     install -m 0644 cloud-init/README.md "$root$docdir/README.cloud-init.md"
+    install -D -m 0644 "$work/man/vaultboot.8.gz" "$root/usr/share/man/man8/vaultboot.8.gz"
+    install -D -m 0644 "$work/man/vaultboot.toml.5.gz" "$root/usr/share/man/man5/vaultboot.toml.5.gz"
+}
+
+# make_man: the man pages, once for every architecture, from the docs (dist/man.sh), compressed
+# without a name or a time in the gzip header (reproducible; Debian's gzip -9n).
+make_man() {
+    install -d -m 0755 "$work/man"
+    dist/man.sh "$version" "$work/man" || die "dist/man.sh could not make the man pages"
+    gzip -9n "$work/man/vaultboot.8" "$work/man/vaultboot.toml.5"
+    say "man pages: vaultboot(8), vaultboot.toml(5)"
 }
 
 make_tarball() { # make_tarball ARCH BINARY
     local arch=$1 bin=$2 name="vaultboot-$version-$1-linux"
     local d="$work/tar-$arch/$name"
     install -d -m 0755 "$d/dist/systemd/examples/nginx.service.d" "$d/dist/systemd/examples/vaultboot.service.d" \
-        "$d/cloud-init/examples" "$d/examples"
+        "$d/cloud-init/examples" "$d/examples" "$d/dist/man"
+    install -m 0644 "$work/man/vaultboot.8.gz" "$work/man/vaultboot.toml.5.gz" "$d/dist/man/"
     install -m 0755 "$bin" "$d/vaultboot"
     install -m 0755 packer/install.sh "$d/install.sh"
     install -m 0644 README.md LICENSE "$d/"
@@ -343,6 +357,7 @@ make_rpm() { # make_rpm ARCH BINARY
 }
 
 say "vaultboot $version for: $arches (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH, $(date -u -d "@$SOURCE_DATE_EPOCH" +%FT%TZ))"
+make_man
 for arch in $arches; do
     [ -n "$(triple_of "$arch")" ] || die "unknown architecture '$arch' (x86_64, arm64)"
     bin=$(build "$arch")

@@ -32,6 +32,8 @@
 #   /etc/vaultboot/                                0700, config.toml 0600
 #   /var/lib/vaultboot/                            0700 (vaultboot's state)
 #   /usr/local/share/doc/vaultboot/examples/       the example units, 0644
+#   /usr/local/share/man/man8/vaultboot.8.gz       the man pages, 0644, when DIST_DIR/man
+#   /usr/local/share/man/man5/vaultboot.toml.5.gz  has them (a release tarball does)
 # cloud-init is left as the distribution ships it: instances get their config from plain
 # write_files user-data (cloud-init/README.md says why there is no vaultboot module).
 set -eu
@@ -143,6 +145,22 @@ mkdir -p "$docdir/nginx.service.d" "$docdir/vaultboot.service.d"
 put_mode 0644 "$dist/systemd/examples/vaultboot-ad-join.service" "$docdir/vaultboot-ad-join.service"
 put_mode 0644 "$dist/systemd/examples/nginx.service.d/10-vaultboot.conf" "$docdir/nginx.service.d/10-vaultboot.conf"
 put_mode 0644 "$dist/systemd/examples/vaultboot.service.d/10-nginx.conf" "$docdir/vaultboot.service.d/10-nginx.conf"
+
+# --- man pages -------------------------------------------------------------
+# dist/release.sh generates them from docs/ into the tarball's dist/man/; a checkout's dist/
+# has none.
+if [ -f "$dist/man/vaultboot.8.gz" ] || [ -f "$dist/man/vaultboot.toml.5.gz" ]; then
+    for page in vaultboot.8.gz vaultboot.toml.5.gz; do
+        [ -f "$dist/man/$page" ] || die "missing man page: $dist/man/$page"
+    done
+    mandir="$root/usr/local/share/man"
+    mkdir -p "$mandir/man8" "$mandir/man5"
+    put_mode 0644 "$dist/man/vaultboot.8.gz" "$mandir/man8/vaultboot.8.gz"
+    put_mode 0644 "$dist/man/vaultboot.toml.5.gz" "$mandir/man5/vaultboot.toml.5.gz"
+    say "installed the man pages vaultboot(8), vaultboot.toml(5) under /usr/local/share/man"
+else
+    say "no man pages in $dist/man (dist/release.sh makes them): none installed"
+fi
 
 # --- configuration and state ----------------------------------------------
 own_dir 0700 "$root/etc/vaultboot"
