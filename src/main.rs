@@ -289,7 +289,7 @@ fn done_line(s: &vaultboot::Summary) -> String {
     line
 }
 
-/// The exit status of each kind of failure (sysexits(3), as README's table says).
+/// The exit status of each kind of failure (sysexits(3), as docs/command-line.md's table says).
 fn exit_status(kind: Kind) -> u8 {
     match kind {
         Kind::Malformed => EX_DATAERR,
