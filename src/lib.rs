@@ -14,6 +14,7 @@ mod certificate;
 mod check;
 mod cli;
 mod config;
+mod decide;
 mod fanout;
 mod files;
 mod formats;

@@ -1,7 +1,8 @@
 //! A failed run, named for the step that failed. The step's own error says what kind of failure
 //! it was ([`Kind`]); `main` turns the kind into an exit status.
 
-use crate::auth::{self, verdict};
+use crate::auth;
+use crate::decide;
 use crate::fanout::SpawnError;
 use crate::files::{self, CommitError};
 use crate::kind::Kind;
@@ -86,7 +87,7 @@ impl Error {
             Error::LoggingIn(e) => e.advice(),
             // (A secret read's errors say nothing about AWS: only a redirect has advice.)
             Error::ReadingSecret(secrets::Error::Unavailable { last, .. }) => {
-                verdict::redirect_advice(last)
+                decide::redirect_advice(last)
             }
             _ => None,
         }

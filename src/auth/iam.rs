@@ -4,8 +4,8 @@
 //! base64 of the URL, of the body, and of the JSON object header name → [values]).
 //! <https://developer.hashicorp.com/vault/docs/auth/aws#iam-auth-method>
 
-use super::verdict::LoginJudge;
 use super::{login_failure, token_from, Error, Token};
+use crate::decide::{Judge, Source};
 use crate::retry::Policy;
 use crate::secret::Secret;
 use crate::vault::Vault;
@@ -206,7 +206,7 @@ pub fn login(vault: &Vault, policy: &Policy, req: &IamLogin<'_>) -> Result<Token
     )
     .map_err(Error::Signing)?;
     drop(data);
-    let mut judge = LoginJudge::default();
+    let mut judge = Judge::new(Source::Login);
     let result = policy.run(
         |left| {
             let data = login_data(
@@ -223,7 +223,7 @@ pub fn login(vault: &Vault, policy: &Policy, req: &IamLogin<'_>) -> Result<Token
             .unwrap_or_default();
             vault.request(Method::POST, &path, None, Some(&body), left)
         },
-        |e| judge.verdict(e),
+        |e| judge.vault(e),
     );
     match result {
         Ok(answer) => token_from(&answer, &vault.shown_url(&path)).map_err(Error::Malformed),

@@ -2,8 +2,8 @@
 
 pub mod ec2;
 pub mod iam;
-pub mod verdict;
 
+use crate::decide::{self, Judge, Source};
 use crate::kind::Kind;
 use crate::retry::{Failure, Policy, Verdict};
 use crate::secret::{Secret, SecretJson};
@@ -61,7 +61,7 @@ impl fmt::Display for Error {
             ),
             Error::Denied(e) => {
                 write!(f, "login refused: {e}")?;
-                match verdict::judge(e) {
+                match decide::login_row(e) {
                     Some(row) => write!(f, "; {}", row.hint),
                     None => Ok(()),
                 }
@@ -91,7 +91,7 @@ impl Error {
     /// or failing behind Vault, a standby's redirects): what it was and what to do.
     pub fn advice(&self) -> Option<String> {
         match self {
-            Error::Unavailable(last) => verdict::advice(last),
+            Error::Unavailable(last) => decide::advice(last),
             _ => None,
         }
     }
@@ -135,6 +135,7 @@ pub(crate) fn token_from(answer: &SecretJson, url: &str) -> Result<Token, vault:
 
 /// `POST auth/token/revoke-self`, retried briefly: the job is done whatever this says.
 pub fn revoke(vault: &Vault, token: &Token, policy: &Policy) -> Result<(), vault::Error> {
+    let mut judge = Judge::new(Source::Vault);
     let result = policy.run(
         |left| {
             vault.request(
@@ -145,8 +146,8 @@ pub fn revoke(vault: &Vault, token: &Token, policy: &Policy) -> Result<(), vault
                 left,
             )
         },
-        |e| match e.verdict() {
-            Verdict::Transient { .. } if policy.remaining() > Duration::from_secs(1) => e.verdict(),
+        |e| match judge.vault(e) {
+            v @ Verdict::Transient { .. } if policy.remaining() > Duration::from_secs(1) => v,
             _ => Verdict::Fatal,
         },
     );
@@ -164,10 +165,10 @@ pub(crate) fn login_failure(f: Failure<vault::Error>) -> Error {
     match f {
         Failure::Cancelled => Error::Cancelled,
         Failure::Exhausted { last, .. } => Error::Unavailable(last),
-        Failure::Fatal(e @ vault::Error::Status { .. }) => Error::Denied(e),
-        Failure::Fatal(vault::Error::Http(h)) if !h.is_malformed() => {
-            Error::Unavailable(vault::Error::Http(h))
-        }
-        Failure::Fatal(e) => Error::Malformed(e),
+        Failure::Fatal(e) => match decide::kind(Source::Login, &e.answer()) {
+            Kind::Refused => Error::Denied(e),
+            Kind::Unavailable => Error::Unavailable(e),
+            _ => Error::Malformed(e),
+        },
     }
 }

@@ -2,6 +2,7 @@
 //! contents (`raw`, `env` or `json`).
 
 use crate::config::{FileConfig, Format, SecretConfig};
+use crate::decide::{Judge, Source};
 use crate::fanout::{Fanout, SpawnError};
 use crate::files::Output;
 use crate::kind::Kind;
@@ -198,6 +199,7 @@ fn fetch_one(
     } else {
         Method::GET
     };
+    let mut judge = Judge::new(Source::Vault);
     let result = policy.run(
         |left| {
             vault.request(
@@ -208,7 +210,7 @@ fn fetch_one(
                 left,
             )
         },
-        |e| e.verdict(),
+        |e| judge.vault(e),
     );
     match result {
         Ok(answer) => Ok(Fetched {
