@@ -92,7 +92,14 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Http(e) => Some(e),
+            Error::Status { .. } | Error::Malformed { .. } => None,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Vault {

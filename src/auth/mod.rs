@@ -36,7 +36,7 @@ pub enum Error {
     /// The login answer is not what Vault sends.
     Malformed(vault::Error),
     /// The iam request could not be signed with these credentials.
-    Signing(String),
+    Signing(iam::SignError),
     Cancelled,
 }
 
@@ -76,7 +76,41 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Denied(e) | Error::Unavailable(e) | Error::Malformed(e) => Some(e),
+            Error::Signing(e) => Some(e),
+            Error::NonceMismatch { .. } | Error::Cancelled => None,
+        }
+    }
+}
+
+/// Why the token was not revoked.
+#[derive(Debug)]
+pub enum RevokeError {
+    Vault(vault::Error),
+    /// The run was cancelled before Vault answered.
+    Cancelled,
+}
+
+impl fmt::Display for RevokeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RevokeError::Vault(e) => e.fmt(f),
+            RevokeError::Cancelled => f.write_str("revoke-self: cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for RevokeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RevokeError::Vault(e) => Some(e),
+            RevokeError::Cancelled => None,
+        }
+    }
+}
 
 impl Error {
     pub fn kind(&self) -> Kind {
@@ -134,7 +168,7 @@ pub(crate) fn token_from(answer: &SecretJson, url: &str) -> Result<Token, vault:
 }
 
 /// `POST auth/token/revoke-self`, retried briefly: the job is done whatever this says.
-pub fn revoke(vault: &Vault, token: &Token, policy: &Policy) -> Result<(), vault::Error> {
+pub fn revoke(vault: &Vault, token: &Token, policy: &Policy) -> Result<(), RevokeError> {
     let mut judge = Judge::new(Source::Vault);
     let result = policy.run(
         |left| {
@@ -153,10 +187,9 @@ pub fn revoke(vault: &Vault, token: &Token, policy: &Policy) -> Result<(), vault
     );
     match result {
         Ok(_) => Ok(()),
-        Err(f) => Err(f.into_error().unwrap_or(vault::Error::Malformed {
-            url: vault.shown_url("auth/token/revoke-self"),
-            detail: "cancelled".into(),
-        })),
+        Err(f) => Err(f
+            .into_error()
+            .map_or(RevokeError::Cancelled, RevokeError::Vault)),
     }
 }
 

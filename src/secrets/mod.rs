@@ -115,7 +115,15 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Read { source: e, .. } | Error::Unavailable { last: e, .. } => Some(e),
+            Error::Threads(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl Error {
     pub fn kind(&self) -> Kind {
