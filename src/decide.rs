@@ -37,7 +37,7 @@ pub enum Source {
 
 /// A failed answer, as the table reads it.
 #[derive(Clone, Copy, Debug)]
-pub enum Answer<'a> {
+pub enum Problem<'a> {
     /// No complete HTTP answer (or a redirect, which is never followed).
     Transport(&'a http::Error),
     /// A status that is not a success, with Vault's `errors` (none from IMDS).
@@ -72,16 +72,16 @@ pub enum Pattern {
 
 /// What is done after an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum Retries {
     /// Retried with full-jitter back-off until the deadline, after Retry-After if sent.
-    Retry,
+    UntilDeadline,
     /// Retried `times` times, at least `pause` apart; then final.
-    RetryFew { times: u32, pause: Duration },
-    /// Retrying cannot help.
-    Final,
+    Few { times: u32, pause: Duration },
+    /// None: retrying cannot help.
+    No,
 }
 
-/// What a login text row means, beyond its action (the advice at the deadline, the nonce).
+/// What a login text row means, beyond its retries (the advice at the deadline, the nonce).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Meaning {
     /// Nothing more than the row's status or transport class says.
@@ -106,7 +106,7 @@ pub enum Meaning {
 pub struct Row {
     pub from: &'static [Source],
     pub answer: Pattern,
-    pub action: Action,
+    pub retries: Retries,
     /// The failure's kind when this row ends the run: when final, or retried to the deadline.
     pub kind: Kind,
     pub meaning: Meaning,
@@ -117,7 +117,7 @@ pub struct Row {
 /// "InvalidInstanceID.NotFound" is retried this many times, this far apart at least.
 pub const NOT_YET_KNOWN_RETRIES: u32 = 5;
 pub const NOT_YET_KNOWN_PAUSE: Duration = Duration::from_secs(2);
-const NOT_YET_KNOWN: Action = Action::RetryFew {
+const NOT_YET_KNOWN: Retries = Retries::Few {
     times: NOT_YET_KNOWN_RETRIES,
     pause: NOT_YET_KNOWN_PAUSE,
 };
@@ -133,7 +133,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: LOGIN,
         answer: Pattern::Text(&["client nonce mismatch"]),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Refused,
         meaning: Meaning::NonceMismatch,
         hint: "this instance's identity is bound to another nonce in Vault's access list; an \
@@ -142,7 +142,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: LOGIN,
         answer: Pattern::Text(&["reauthentication is disabled"]),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Refused,
         meaning: Meaning::Refused,
         hint: "this instance's access-list entry forbids another login (disallow_reauthentication \
@@ -152,7 +152,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: LOGIN,
         answer: Pattern::Text(&["UnauthorizedOperation"]),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Refused,
         meaning: Meaning::Refused,
         hint: "Vault's own AWS credentials may not call ec2:DescribeInstances: allow it for the \
@@ -162,7 +162,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: LOGIN,
         answer: Pattern::Text(&["AccessDenied"]),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Refused,
         meaning: Meaning::Refused,
         hint:
@@ -176,7 +176,7 @@ pub static TABLE: &[Row] = &[
             "NoCredentialProviders",
             "could not compile valid credential",
         ]),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Refused,
         meaning: Meaning::Refused,
         hint: "Vault has no AWS credentials to check instances with: write them to \
@@ -185,7 +185,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: LOGIN,
         answer: Pattern::Text(&["unable to fetch client for account ID"]),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Refused,
         meaning: Meaning::Refused,
         hint: "this instance's AWS account is not Vault's: give Vault a role to assume there \
@@ -194,7 +194,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: LOGIN,
         answer: Pattern::Text(&["not in 'running' state"]),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Refused,
         meaning: Meaning::Refused,
         hint: "EC2 reports this instance as not running (stopping, stopped or terminated): \
@@ -208,7 +208,7 @@ pub static TABLE: &[Row] = &[
             "not allowed for role",
             "entry for role",
         ]),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Refused,
         meaning: Meaning::Refused,
         hint: "this instance does not match the Vault role: compare `vault read \
@@ -219,7 +219,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: LOGIN,
         answer: Pattern::Text(&["InvalidInstanceID.NotFound", "instance not found"]),
-        action: NOT_YET_KNOWN,
+        retries: NOT_YET_KNOWN,
         kind: Kind::Refused,
         meaning: Meaning::NotYetKnown,
         hint: "EC2 still does not list this instance as Vault's credentials see it: check that \
@@ -239,7 +239,7 @@ pub static TABLE: &[Row] = &[
             "Rate exceeded",
             "upstream rate limited",
         ]),
-        action: Action::Retry,
+        retries: Retries::UntilDeadline,
         kind: Kind::Unavailable,
         meaning: Meaning::Throttled,
         hint: "AWS throttled the calls Vault makes for each login (EC2 DescribeInstances, STS): \
@@ -267,7 +267,7 @@ pub static TABLE: &[Row] = &[
             "context deadline exceeded",
             "no such host",
         ]),
-        action: Action::Retry,
+        retries: Retries::UntilDeadline,
         kind: Kind::Unavailable,
         meaning: Meaning::AwsFailing,
         hint: "AWS failed (5xx) or could not be reached from Vault for the login's check: \
@@ -276,7 +276,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: LOGIN,
         answer: Pattern::Text(&["as a valid EC2 instance"]),
-        action: Action::Retry,
+        retries: Retries::UntilDeadline,
         kind: Kind::Unavailable,
         meaning: Meaning::Unexplained,
         hint: "Vault could not check the instance with EC2 and does not say why (throttling, \
@@ -286,7 +286,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: ALL,
         answer: Pattern::Transport(Transport::Broken),
-        action: Action::Retry,
+        retries: Retries::UntilDeadline,
         kind: Kind::Unavailable,
         meaning: Meaning::Plain,
         hint: "",
@@ -295,7 +295,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: ALL,
         answer: Pattern::Transport(Transport::Untrusted),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Unavailable,
         meaning: Meaning::Plain,
         hint: "",
@@ -304,7 +304,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: ALL,
         answer: Pattern::Transport(Transport::Garbled),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Malformed,
         meaning: Meaning::Plain,
         hint: "",
@@ -315,7 +315,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: VAULT,
         answer: Pattern::Transport(Transport::Redirect),
-        action: Action::Retry,
+        retries: Retries::UntilDeadline,
         kind: Kind::Unavailable,
         meaning: Meaning::Plain,
         hint: "",
@@ -324,7 +324,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: IMDS,
         answer: Pattern::Transport(Transport::Redirect),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Malformed,
         meaning: Meaning::Plain,
         hint: "",
@@ -332,7 +332,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: ALL,
         answer: Pattern::Status(429, 429),
-        action: Action::Retry,
+        retries: Retries::UntilDeadline,
         kind: Kind::Unavailable,
         meaning: Meaning::Plain,
         hint: "",
@@ -340,7 +340,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: ALL,
         answer: Pattern::Status(500, 599),
-        action: Action::Retry,
+        retries: Retries::UntilDeadline,
         kind: Kind::Unavailable,
         meaning: Meaning::Plain,
         hint: "",
@@ -349,7 +349,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: VAULT,
         answer: Pattern::Status(412, 412),
-        action: Action::Retry,
+        retries: Retries::UntilDeadline,
         kind: Kind::Unavailable,
         meaning: Meaning::Plain,
         hint: "",
@@ -358,7 +358,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: IMDS,
         answer: Pattern::Status(401, 401),
-        action: Action::RetryFew {
+        retries: Retries::Few {
             times: 1,
             pause: Duration::ZERO,
         },
@@ -370,7 +370,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: IMDS,
         answer: Pattern::Status(0, u16::MAX),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Unavailable,
         meaning: Meaning::Plain,
         hint: "",
@@ -378,7 +378,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: VAULT,
         answer: Pattern::Status(0, u16::MAX),
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Refused,
         meaning: Meaning::Plain,
         hint: "",
@@ -386,7 +386,7 @@ pub static TABLE: &[Row] = &[
     Row {
         from: ALL,
         answer: Pattern::Unusable,
-        action: Action::Final,
+        retries: Retries::No,
         kind: Kind::Malformed,
         meaning: Meaning::Plain,
         hint: "",
@@ -394,19 +394,19 @@ pub static TABLE: &[Row] = &[
 ];
 
 impl Row {
-    fn matches(&self, source: Source, answer: &Answer<'_>) -> bool {
+    fn matches(&self, source: Source, answer: &Problem<'_>) -> bool {
         if !self.from.contains(&source) {
             return false;
         }
         match (&self.answer, answer) {
-            (Pattern::Text(needles), Answer::Status { messages, .. }) => messages
+            (Pattern::Text(needles), Problem::Status { messages, .. }) => messages
                 .iter()
                 .any(|m| needles.iter().any(|n| m.contains(n))),
-            (Pattern::Transport(class), Answer::Transport(e)) => transport(e) == *class,
-            (Pattern::Status(low, high), Answer::Status { status, .. }) => {
+            (Pattern::Transport(class), Problem::Transport(e)) => transport(e) == *class,
+            (Pattern::Status(low, high), Problem::Status { status, .. }) => {
                 (*low..=*high).contains(status)
             }
-            (Pattern::Unusable, Answer::Unusable) => true,
+            (Pattern::Unusable, Problem::Unusable) => true,
             _ => false,
         }
     }
@@ -423,7 +423,7 @@ fn transport(e: &http::Error) -> Transport {
 }
 
 /// The row that decides this answer. Every answer has one: the last rows match all.
-pub fn row(source: Source, answer: &Answer<'_>) -> &'static Row {
+pub fn row(source: Source, answer: &Problem<'_>) -> &'static Row {
     TABLE
         .iter()
         .find(|row| row.matches(source, answer))
@@ -434,19 +434,19 @@ pub fn row(source: Source, answer: &Answer<'_>) -> &'static Row {
 static FALLBACK: Row = Row {
     from: ALL,
     answer: Pattern::Unusable,
-    action: Action::Final,
+    retries: Retries::No,
     kind: Kind::Malformed,
     meaning: Meaning::Plain,
     hint: "",
 };
 
 /// The kind of failure this answer is when it ends the run.
-pub fn kind(source: Source, answer: &Answer<'_>) -> Kind {
+pub fn kind(source: Source, answer: &Problem<'_>) -> Kind {
     row(source, answer).kind
 }
 
 /// The retry verdicts of one operation's attempts: it counts the few retries of
-/// [`Action::RetryFew`] rows.
+/// [`Retries::Few`] rows.
 pub struct Judge {
     source: Source,
     retried_few: u32,
@@ -460,15 +460,15 @@ impl Judge {
         }
     }
 
-    pub fn verdict(&mut self, answer: &Answer<'_>, retry_after: Option<Duration>) -> Verdict {
+    pub fn verdict(&mut self, answer: &Problem<'_>, retry_after: Option<Duration>) -> Verdict {
         let row = row(self.source, answer);
-        match row.action {
+        match row.retries {
             // AWS's failures behind a login carry no Retry-After: the back-off grows.
-            Action::Retry if matches!(row.answer, Pattern::Text(_)) => {
+            Retries::UntilDeadline if matches!(row.answer, Pattern::Text(_)) => {
                 Verdict::Transient { retry_after: None }
             }
-            Action::Retry => Verdict::Transient { retry_after },
-            Action::RetryFew { times, pause } if self.retried_few < times => {
+            Retries::UntilDeadline => Verdict::Transient { retry_after },
+            Retries::Few { times, pause } if self.retried_few < times => {
                 self.retried_few += 1;
                 Verdict::Transient {
                     retry_after: Some(pause),
@@ -494,7 +494,7 @@ pub fn advice(last: &vault::Error) -> Option<String> {
     if let Some(advice) = redirect_advice(last) {
         return Some(advice);
     }
-    let row = login_row(last).filter(|r| r.action == Action::Retry)?;
+    let row = login_row(last).filter(|r| r.retries == Retries::UntilDeadline)?;
     let what = match row.meaning {
         Meaning::Throttled => "it was AWS throttling behind Vault",
         Meaning::AwsFailing => "it was AWS failing (or unreachable) behind Vault",
@@ -619,9 +619,9 @@ mod tests {
     #[test]
     fn every_row_of_statuses_and_transport_decides_as_written() {
         use Source::*;
-        let retry = Action::Retry;
-        let last = Action::Final;
-        let once = Action::RetryFew {
+        let retry = Retries::UntilDeadline;
+        let last = Retries::No;
+        let once = Retries::Few {
             times: 1,
             pause: Duration::ZERO,
         };
@@ -631,22 +631,22 @@ mod tests {
         let nonce = ["client nonce mismatch".to_string()];
         let quota = ["request path \"auth/aws/login\": rate limit quota exceeded".to_string()];
         let none: &[String] = &[];
-        let status = |status, messages| Answer::Status { status, messages };
+        let status = |status, messages| Problem::Status { status, messages };
         let (broken, tls) = (http(Transport::Broken), http(Transport::Untrusted));
         let (large, redirect) = (http(Transport::Garbled), http(Transport::Redirect));
         let garbage = http::Error::Protocol {
             url: "u".into(),
             detail: "SSH-2.0".into(),
         };
-        let cases: Vec<(Source, Answer<'_>, Action, Kind)> = vec![
-            (Imds, Answer::Transport(&broken), retry, gone),
-            (Login, Answer::Transport(&broken), retry, gone),
-            (Vault, Answer::Transport(&tls), last, gone),
-            (Imds, Answer::Transport(&large), last, malformed),
-            (Vault, Answer::Transport(&garbage), last, malformed),
-            (Vault, Answer::Transport(&redirect), retry, gone),
-            (Login, Answer::Transport(&redirect), retry, gone),
-            (Imds, Answer::Transport(&redirect), last, malformed),
+        let cases: Vec<(Source, Problem<'_>, Retries, Kind)> = vec![
+            (Imds, Problem::Transport(&broken), retry, gone),
+            (Login, Problem::Transport(&broken), retry, gone),
+            (Vault, Problem::Transport(&tls), last, gone),
+            (Imds, Problem::Transport(&large), last, malformed),
+            (Vault, Problem::Transport(&garbage), last, malformed),
+            (Vault, Problem::Transport(&redirect), retry, gone),
+            (Login, Problem::Transport(&redirect), retry, gone),
+            (Imds, Problem::Transport(&redirect), last, malformed),
             (Imds, status(429, none), retry, gone),
             (Login, status(429, &quota), retry, gone),
             (Vault, status(503, &seal), retry, gone),
@@ -662,13 +662,13 @@ mod tests {
             (Vault, status(403, none), last, refused),
             (Vault, status(400, &nonce), last, refused),
             (Login, status(404, none), last, refused),
-            (Imds, Answer::Unusable, last, malformed),
-            (Login, Answer::Unusable, last, malformed),
+            (Imds, Problem::Unusable, last, malformed),
+            (Login, Problem::Unusable, last, malformed),
         ];
         for (source, answer, action, kind) in &cases {
             let row = row(*source, answer);
             assert_eq!(
-                (row.action, row.kind),
+                (row.retries, row.kind),
                 (*action, *kind),
                 "{source:?} {answer:?}"
             );
@@ -689,7 +689,7 @@ mod tests {
     #[test]
     fn a_few_retries_are_counted_and_retry_after_is_honoured() {
         let mut judge = Judge::new(Source::Imds);
-        let expired = Answer::Status {
+        let expired = Problem::Status {
             status: 401,
             messages: &[],
         };
@@ -699,7 +699,7 @@ mod tests {
             Verdict::Transient { retry_after: zero }
         );
         assert_eq!(judge.verdict(&expired, None), Verdict::Fatal);
-        let limited = Answer::Status {
+        let limited = Problem::Status {
             status: 429,
             messages: &[],
         };

@@ -78,7 +78,7 @@ impl Error {
             Error::Malformed { .. } => Kind::Malformed,
             Error::Refused { status, .. } => decide::kind(
                 Source::Imds,
-                &decide::Answer::Status {
+                &decide::Problem::Status {
                     status: *status,
                     messages: &[],
                 },
@@ -105,14 +105,14 @@ impl Attempt {
         }
     }
 
-    fn answer(&self) -> decide::Answer<'_> {
+    fn answer(&self) -> decide::Problem<'_> {
         match self {
-            Attempt::Http(e) => decide::Answer::Transport(e),
-            Attempt::Status(status, _) => decide::Answer::Status {
+            Attempt::Http(e) => decide::Problem::Transport(e),
+            Attempt::Status(status, _) => decide::Problem::Status {
                 status: *status,
                 messages: &[],
             },
-            Attempt::NotAToken => decide::Answer::Unusable,
+            Attempt::NotAToken => decide::Problem::Unusable,
         }
     }
 

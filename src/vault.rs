@@ -35,16 +35,16 @@ pub enum Error {
 
 impl Error {
     /// The answer as the decision table reads it.
-    pub fn answer(&self) -> decide::Answer<'_> {
+    pub fn answer(&self) -> decide::Problem<'_> {
         match self {
-            Error::Http(e) => decide::Answer::Transport(e),
+            Error::Http(e) => decide::Problem::Transport(e),
             Error::Status {
                 status, messages, ..
-            } => decide::Answer::Status {
+            } => decide::Problem::Status {
                 status: *status,
                 messages,
             },
-            Error::Malformed { .. } => decide::Answer::Unusable,
+            Error::Malformed { .. } => decide::Problem::Unusable,
         }
     }
 

@@ -260,7 +260,7 @@ pub struct IamLogin<'a> {
 }
 
 /// One login attempt's failure: the request could not be signed, or Vault's answer.
-enum Attempt {
+enum LoginAttempt {
     Signing(SignError),
     Vault(vault::Error),
 }
@@ -277,19 +277,19 @@ pub fn login(vault: &Vault, policy: &Policy, req: &IamLogin<'_>) -> Result<Token
                 req.server_id,
                 SystemTime::now(),
             )
-            .map_err(Attempt::Signing)?;
+            .map_err(LoginAttempt::Signing)?;
             let body = crate::secret::to_json(&LoginBody {
                 role: req.role,
                 data: &data,
             })
-            .map_err(|e| Attempt::Signing(SignError::Encoding(e)))?;
+            .map_err(|e| LoginAttempt::Signing(SignError::Encoding(e)))?;
             vault
                 .request(Method::POST, &path, None, Some(&body), left)
-                .map_err(Attempt::Vault)
+                .map_err(LoginAttempt::Vault)
         },
         |attempt| match attempt {
-            Attempt::Vault(e) => judge.vault(e),
-            Attempt::Signing(_) => Verdict::Fatal,
+            LoginAttempt::Vault(e) => judge.vault(e),
+            LoginAttempt::Signing(_) => Verdict::Fatal,
         },
     );
     match result {
@@ -298,15 +298,15 @@ pub fn login(vault: &Vault, policy: &Policy, req: &IamLogin<'_>) -> Result<Token
     }
 }
 
-fn failure(f: Failure<Attempt>) -> Error {
+fn failure(f: Failure<LoginAttempt>) -> Error {
     match f {
-        Failure::Fatal(Attempt::Signing(e))
+        Failure::Fatal(LoginAttempt::Signing(e))
         | Failure::Exhausted {
-            last: Attempt::Signing(e),
+            last: LoginAttempt::Signing(e),
         } => Error::Signing(e),
-        Failure::Fatal(Attempt::Vault(e)) => login_failure(Failure::Fatal(e)),
+        Failure::Fatal(LoginAttempt::Vault(e)) => login_failure(Failure::Fatal(e)),
         Failure::Exhausted {
-            last: Attempt::Vault(last),
+            last: LoginAttempt::Vault(last),
         } => login_failure(Failure::Exhausted { last }),
         Failure::Cancelled => Error::Cancelled,
     }
