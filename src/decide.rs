@@ -9,8 +9,8 @@
 //! DescribeInstances" with the same 400 as "this AMI is not bound". So a login's answer is read
 //! for its texts first, refusals before transient failures.
 //!
-//! Where the login texts come from (Vault's builtin/credential/aws): `validateInstance` wraps the AWS
-//! SDK's error as `failed to verify instance ID: error fetching description for instance ID
+//! Where the login texts come from (Vault's builtin/credential/aws): `validateInstance` wraps
+//! the AWS SDK's error as `failed to verify instance ID: error fetching description for instance ID
 //! "i-…": <Code>: <Message>\n\tstatus code: <N>, request id: <R>` after the SDK's own retries
 //! (`max_retries` in `auth/<mount>/config/client`); the client set-up (client.go) adds `unable to
 //! fetch current caller: …`, `unable to fetch client for account ID …` and the credential
