@@ -19,7 +19,7 @@ const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
 
 /// The facts of one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Facts {
+pub struct Details {
     pub not_before: SystemTime,
     pub not_after: SystemTime,
     pub common_name: Option<String>,
@@ -30,7 +30,7 @@ pub struct Facts {
     pub sha256: String,
 }
 
-impl Facts {
+impl Details {
     pub fn lifetime(&self) -> Duration {
         self.not_after
             .duration_since(self.not_before)
@@ -39,7 +39,7 @@ impl Facts {
 }
 
 /// The first certificate in `pem` (a leaf followed by its chain, as PKI writes it).
-pub fn first_in_pem(pem: &[u8]) -> Result<Facts, String> {
+pub fn first_in_pem(pem: &[u8]) -> Result<Details, String> {
     let der = CertificateDer::pem_slice_iter(pem)
         .next()
         .ok_or("no certificate in it")?
@@ -47,7 +47,7 @@ pub fn first_in_pem(pem: &[u8]) -> Result<Facts, String> {
     parse_der(&der)
 }
 
-fn parse_der(der: &[u8]) -> Result<Facts, String> {
+fn parse_der(der: &[u8]) -> Result<Details, String> {
     let mut facts = parse_tbs(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
     facts.sha256 = sha256_hex(der);
     Ok(facts)
@@ -68,7 +68,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }, and in the TBS:
 /// [0] version, serial, signature, issuer, validity, subject, subjectPublicKeyInfo, ...,
 /// [3] extensions.
-fn parse_tbs(der: &[u8]) -> der::Result<Facts> {
+fn parse_tbs(der: &[u8]) -> der::Result<Details> {
     let certificate = one(der, Tag::Sequence)?;
     let mut tbs = SliceReader::new(one_of_many(certificate, Tag::Sequence)?)?;
     let mut next = || AnyRef::decode(&mut tbs);
@@ -78,7 +78,7 @@ fn parse_tbs(der: &[u8]) -> der::Result<Facts> {
     }
     let (_signature, _issuer, validity, subject) = (next()?, next()?, next()?, next()?);
     let mut times = SliceReader::new(validity.value())?;
-    let mut facts = Facts {
+    let mut facts = Details {
         not_before: time(AnyRef::decode(&mut times)?)?,
         not_after: time(AnyRef::decode(&mut times)?)?,
         common_name: common_name(subject.value())?,
@@ -152,7 +152,7 @@ fn common_name(name: &[u8]) -> der::Result<Option<String>> {
 
 /// Extensions ::= SEQUENCE OF SEQUENCE { OID, critical BOOLEAN DEFAULT FALSE, OCTET STRING };
 /// the subject alternative names' DNS names ([2]) and IP addresses ([7]).
-fn alt_names(extensions: &[u8], facts: &mut Facts) -> der::Result<()> {
+fn alt_names(extensions: &[u8], facts: &mut Details) -> der::Result<()> {
     let mut list = SliceReader::new(extensions)?;
     while !list.is_finished() {
         let extension = AnyRef::decode(&mut list)?;

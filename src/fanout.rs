@@ -34,7 +34,11 @@ impl std::fmt::Display for SpawnError {
     }
 }
 
-impl std::error::Error for SpawnError {}
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
 
 /// A fan-out of at most `max_threads` threads named `name` (shown in /proc and by debuggers).
 pub struct Fanout {

@@ -4,10 +4,11 @@
 //! <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html>
 
 use crate::config::{ImdsConfig, Signature};
+use crate::decide::{self, Judge, Source};
 use crate::formats;
 use crate::http::{self, Client};
 use crate::kind::Kind;
-use crate::retry::{Failure, Policy, Verdict};
+use crate::retry::{Failure, Policy};
 use crate::secret::Secret;
 use crate::untrusted;
 use serde::Deserialize;
@@ -75,9 +76,14 @@ impl Error {
     pub fn kind(&self) -> Kind {
         match self {
             Error::Malformed { .. } => Kind::Malformed,
-            Error::Unavailable { .. } | Error::Refused { .. } | Error::Cancelled => {
-                Kind::Unavailable
-            }
+            Error::Refused { status, .. } => decide::kind(
+                Source::Imds,
+                &decide::Problem::Status {
+                    status: *status,
+                    messages: &[],
+                },
+            ),
+            Error::Unavailable { .. } | Error::Cancelled => Kind::Unavailable,
         }
     }
 }
@@ -86,7 +92,8 @@ impl Error {
 enum Attempt {
     Http(http::Error),
     Status(u16, Option<Duration>),
-    Unauthorized,
+    /// The session token IMDS gave is not a token (empty, too long, not printable ASCII).
+    NotAToken,
 }
 
 impl Attempt {
@@ -94,8 +101,27 @@ impl Attempt {
         match self {
             Attempt::Http(e) => e.to_string(),
             Attempt::Status(s, _) => format!("HTTP {s}"),
-            Attempt::Unauthorized => "HTTP 401".into(),
+            Attempt::NotAToken => "the session token is not a token".into(),
         }
+    }
+
+    fn answer(&self) -> decide::Problem<'_> {
+        match self {
+            Attempt::Http(e) => decide::Problem::Transport(e),
+            Attempt::Status(status, _) => decide::Problem::Status {
+                status: *status,
+                messages: &[],
+            },
+            Attempt::NotAToken => decide::Problem::Unusable,
+        }
+    }
+
+    fn verdict(&self, judge: &mut Judge) -> crate::retry::Verdict {
+        let retry_after = match self {
+            Attempt::Status(_, after) => *after,
+            _ => None,
+        };
+        judge.verdict(&self.answer(), retry_after)
     }
 }
 
@@ -138,8 +164,12 @@ impl<'p> Imds<'p> {
     /// Gets the session token now (with the usual retries), so that reads made in parallel
     /// afterwards share it instead of each asking for one.
     pub fn open_session(&self) -> Result<(), Error> {
+        let mut judge = Judge::new(Source::Imds);
         self.policy
-            .run(|left| self.session_token(left).map(drop), verdict)
+            .run(
+                |left| self.session_token(left).map(drop),
+                |a| a.verdict(&mut judge),
+            )
             .map_err(|f| failure(TOKEN_PATH, f))
     }
 
@@ -217,9 +247,9 @@ impl<'p> Imds<'p> {
         })
     }
 
-    /// GET with the session token; a 401 gets one fresh token, then the usual retries.
+    /// GET with the session token; a 401 drops it, and the table allows one fresh one.
     fn get(&self, path: &str) -> Result<Secret, Error> {
-        let mut refreshed = false;
+        let mut judge = Judge::new(Source::Imds);
         let result = self.policy.run(
             |left| {
                 let token = self.session_token(left)?;
@@ -234,24 +264,15 @@ impl<'p> Imds<'p> {
                         left,
                     )
                     .map_err(Attempt::Http)?;
+                if answer.status == 401 {
+                    *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
                 match answer.status {
                     200 => Ok(answer.body),
-                    401 => {
-                        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                        Err(Attempt::Unauthorized)
-                    }
                     s => Err(Attempt::Status(s, answer.retry_after)),
                 }
             },
-            |attempt| match attempt {
-                Attempt::Unauthorized if !refreshed => {
-                    refreshed = true;
-                    Verdict::Transient {
-                        retry_after: Some(Duration::ZERO),
-                    }
-                }
-                other => verdict(other),
-            },
+            |attempt| attempt.verdict(&mut judge),
         );
         result.map_err(|f| failure(path, f))
     }
@@ -280,7 +301,7 @@ impl<'p> Imds<'p> {
             && token.len() <= 512
             && token.expose().iter().all(|b| b.is_ascii_graphic());
         if !valid {
-            return Err(Attempt::Status(0, None));
+            return Err(Attempt::NotAToken);
         }
         *slot = Some(token.clone());
         Ok(token)
@@ -364,14 +385,6 @@ fn metadata_format(name: &str) -> (fn(&str) -> bool, &'static str) {
     }
 }
 
-fn verdict(attempt: &Attempt) -> Verdict {
-    match attempt {
-        Attempt::Http(e) => e.verdict(),
-        Attempt::Status(s, retry_after) => Verdict::for_status(*s, *retry_after, false),
-        Attempt::Unauthorized => Verdict::Fatal,
-    }
-}
-
 fn failure(path: &str, f: Failure<Attempt>) -> Error {
     let what = path.to_string();
     match f {
@@ -380,20 +393,21 @@ fn failure(path: &str, f: Failure<Attempt>) -> Error {
             what,
             last: last.describe(),
         },
-        Failure::Fatal(Attempt::Http(e)) if e.is_malformed() => Error::Malformed {
-            what,
-            detail: e.to_string(),
-        },
-        Failure::Fatal(Attempt::Http(e)) => Error::Unavailable {
-            what,
-            last: e.to_string(),
-        },
-        Failure::Fatal(Attempt::Status(0, _)) => Error::Malformed {
-            what: TOKEN_PATH.into(),
-            detail: "the session token is not a token".into(),
-        },
         Failure::Fatal(Attempt::Status(status, _)) => Error::Refused { what, status },
-        Failure::Fatal(Attempt::Unauthorized) => Error::Refused { what, status: 401 },
+        Failure::Fatal(Attempt::NotAToken) => Error::Malformed {
+            what: TOKEN_PATH.into(),
+            detail: Attempt::NotAToken.describe(),
+        },
+        Failure::Fatal(a @ Attempt::Http(_)) => match decide::kind(Source::Imds, &a.answer()) {
+            Kind::Malformed => Error::Malformed {
+                what,
+                detail: a.describe(),
+            },
+            _ => Error::Unavailable {
+                what,
+                last: a.describe(),
+            },
+        },
     }
 }
 

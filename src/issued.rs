@@ -21,7 +21,7 @@ const MAX_BYTES: u64 = 1024 * 1024;
 const MAX_PATH_BYTES: usize = 4096;
 
 /// Output path → SHA-256 of the certificate Vault issued for it (lower-case hex, as
-/// `certificate::Facts::sha256`). A few entries at most: a list, searched. (Strings, the same
+/// `certificate::Details::sha256`). A few entries at most: a list, searched. (Strings, the same
 /// types as the rest of the run's bookkeeping: a map of paths would cost the static binary
 /// kilobytes of code of its own. Output paths are UTF-8: they come from the TOML file.)
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

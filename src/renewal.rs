@@ -63,7 +63,7 @@ impl Names {
 
     /// Vault puts the common name among the DNS SANs too (unless the role excludes it), so
     /// the two sets are compared with the common name added to both.
-    fn issued_as(&self, cert: &certificate::Facts) -> bool {
+    fn issued_as(&self, cert: &certificate::Details) -> bool {
         let cn = self.common_name.to_ascii_lowercase();
         let with_cn = |set: &BTreeSet<String>| {
             let mut s = set.clone();
@@ -83,13 +83,13 @@ impl Names {
 pub struct Recorded<'a> {
     /// The PKI issue path, e.g. `pki_int/issue/web`.
     pub by: &'a str,
-    /// SHA-256 of the certificate it issued for this path (`certificate::Facts::sha256`).
+    /// SHA-256 of the certificate it issued for this path (`certificate::Details::sha256`).
     pub sha256: Option<&'a str>,
 }
 
 /// Keep the certificate in place, or renew it and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Renewal {
     Keep {
         not_after: SystemTime,
         renew_at: SystemTime,
@@ -106,10 +106,10 @@ pub fn decide(
     renew_before: Option<Duration>,
     recorded: Recorded<'_>,
     now: SystemTime,
-) -> Verdict {
+) -> Renewal {
     match check(cert, key, wanted, renew_before, recorded, now) {
         Ok(verdict) => verdict,
-        Err(why) => Verdict::Renew(why),
+        Err(why) => Renewal::Renew(why),
     }
 }
 
@@ -120,24 +120,24 @@ fn check(
     renew_before: Option<Duration>,
     recorded: Recorded<'_>,
     now: SystemTime,
-) -> Result<Verdict, String> {
+) -> Result<Renewal, String> {
     let cert_pem = read_as_configured(cert)?;
     let key_pem = read_as_configured(key)?;
     let facts = certificate::first_in_pem(&cert_pem)
         .map_err(|e| format!("{}: {e}", cert.path.display()))?;
     if let Some(why) = not_issued(cert, &facts, recorded) {
-        return Ok(Verdict::Renew(why));
+        return Ok(Renewal::Renew(why));
     }
     if !certificate::key_matches(&cert_pem, &key_pem)
         .map_err(|e| format!("{}: {e}", key.path.display()))?
     {
-        return Ok(Verdict::Renew(format!(
+        return Ok(Renewal::Renew(format!(
             "the key in {} is not the certificate's",
             key.path.display()
         )));
     }
     if !wanted.issued_as(&facts) {
-        return Ok(Verdict::Renew(
+        return Ok(Renewal::Renew(
             "the certificate was issued for other names than the configuration asks".into(),
         ));
     }
@@ -148,19 +148,19 @@ fn check(
         .unwrap_or(facts.not_before);
     if now < facts.not_before {
         // Issued while a clock was ahead, or not Vault's: its lifetime has not begun.
-        return Ok(Verdict::Renew(format!(
+        return Ok(Renewal::Renew(format!(
             "the certificate is not valid before {}",
             humantime::format_rfc3339_seconds(facts.not_before)
         )));
     }
     if now >= renew_at {
-        return Ok(Verdict::Renew(format!(
+        return Ok(Renewal::Renew(format!(
             "the certificate expires {} (renew_before {})",
             humantime::format_rfc3339_seconds(facts.not_after),
             humantime::format_duration(before)
         )));
     }
-    Ok(Verdict::Keep {
+    Ok(Renewal::Keep {
         not_after: facts.not_after,
         renew_at,
     })
@@ -169,7 +169,11 @@ fn check(
 /// Why the certificate in place is not the one Vault issued for it, if it is not. Whoever can
 /// write the file (its owner, say nginx's user, which must read the key) could otherwise keep
 /// a pair of their own there for good: names, key and dates can all be made to fit.
-fn not_issued(cert: &Target, facts: &certificate::Facts, recorded: Recorded<'_>) -> Option<String> {
+fn not_issued(
+    cert: &Target,
+    facts: &certificate::Details,
+    recorded: Recorded<'_>,
+) -> Option<String> {
     let why = match recorded.sha256 {
         Some(sha256) if sha256 == facts.sha256 => return None,
         Some(_) => "it is not the one vaultboot put there",
@@ -281,7 +285,7 @@ mod tests {
         wanted: &Names,
         renew_before: Option<Duration>,
         now: SystemTime,
-    ) -> Verdict {
+    ) -> Renewal {
         let sha256 = std::fs::read(&cert.path)
             .ok()
             .and_then(|pem| certificate::first_in_pem(&pem).ok())
@@ -310,7 +314,7 @@ mod tests {
         );
         let wanted = names("web.example.com", "www.example.com");
         let now = SystemTime::now();
-        let Verdict::Keep {
+        let Renewal::Keep {
             not_after,
             renew_at,
         } = decide_issued(&cert, &key, &wanted, None, now)
@@ -330,18 +334,18 @@ mod tests {
         // Past two thirds of its life: renewed.
         let (cert, key) = f.issue("web.example.com", &["www.example.com"], 21 * DAY, 30 * DAY);
         assert!(
-            matches!(decide_issued(&cert, &key, &wanted, None, now), Verdict::Renew(why) if why.contains("expires"))
+            matches!(decide_issued(&cert, &key, &wanted, None, now), Renewal::Renew(why) if why.contains("expires"))
         );
         // renew_before set: a 30-day certificate with 29 days left and renew_before 30 days.
         let (cert, key) = f.issue("web.example.com", &["www.example.com"], DAY, 30 * DAY);
         let month = Some(Duration::from_secs(30 * DAY));
         assert!(matches!(
             decide_issued(&cert, &key, &wanted, month, now),
-            Verdict::Renew(_)
+            Renewal::Renew(_)
         ));
         // ... and renew_before shorter than what is left: kept, renewed from then on.
         let week = Duration::from_secs(7 * DAY);
-        let Verdict::Keep {
+        let Renewal::Keep {
             not_after,
             renew_at,
         } = decide_issued(&cert, &key, &wanted, Some(week), now)
@@ -365,7 +369,7 @@ mod tests {
             SystemTime::now(),
         );
         assert!(
-            matches!(&verdict, Verdict::Renew(why) if why.contains("not valid before")),
+            matches!(&verdict, Renewal::Renew(why) if why.contains("not valid before")),
             "{verdict:?}"
         );
     }
@@ -392,18 +396,18 @@ mod tests {
         let recorded = |sha256| Recorded { by: BY, sha256 };
         let verdict = decide(&cert, &key, &wanted, None, recorded(Some(&vaults)), now);
         assert!(
-            matches!(&verdict, Verdict::Renew(why) if why.contains(&format!("{} was not issued by {BY}", cert.path.display()))),
+            matches!(&verdict, Renewal::Renew(why) if why.contains(&format!("{} was not issued by {BY}", cert.path.display()))),
             "{verdict:?}"
         );
         // No record of it (written by an earlier version, or the record was lost).
         let verdict = decide(&cert, &key, &wanted, None, recorded(None), now);
         assert!(
-            matches!(&verdict, Verdict::Renew(why) if why.contains(&format!("{} was not issued by {BY} (no record of it", cert.path.display()))),
+            matches!(&verdict, Renewal::Renew(why) if why.contains(&format!("{} was not issued by {BY} (no record of it", cert.path.display()))),
             "{verdict:?}"
         );
         // The same pair, recorded as the one Vault issued: kept (only the record differs).
         let verdict = decide_issued(&cert, &key, &wanted, None, now);
-        assert!(matches!(verdict, Verdict::Keep { .. }), "{verdict:?}");
+        assert!(matches!(verdict, Renewal::Keep { .. }), "{verdict:?}");
     }
 
     #[test]
@@ -418,7 +422,7 @@ mod tests {
             .unwrap()
             .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
         let verdict = decide_issued(&cert, &key, &wanted, None, now);
-        assert!(matches!(verdict, Verdict::Keep { .. }), "{verdict:?}");
+        assert!(matches!(verdict, Renewal::Keep { .. }), "{verdict:?}");
         // The other RSA key beside it: renewed.
         let (_, other) = f.issue_at("x", &[], start, DAY, LeafKey::Rsa(1));
         let other = std::fs::read_to_string(&other.path).unwrap();
@@ -426,7 +430,7 @@ mod tests {
         std::fs::write(&key.path, other).unwrap();
         let verdict = decide_issued(&cert, &key, &wanted, None, now);
         assert!(
-            matches!(&verdict, Verdict::Renew(why) if why.contains("is not the certificate's")),
+            matches!(&verdict, Renewal::Renew(why) if why.contains("is not the certificate's")),
             "{verdict:?}"
         );
     }
@@ -439,7 +443,7 @@ mod tests {
         let renewed = |wanted: &Names, cert: &Target, key: &Target| {
             matches!(
                 decide_issued(cert, key, wanted, None, now),
-                Verdict::Renew(_)
+                Renewal::Renew(_)
             )
         };
         assert!(!renewed(

@@ -56,19 +56,6 @@ pub enum Verdict {
     Transient { retry_after: Option<Duration> },
 }
 
-impl Verdict {
-    /// An HTTP status that is not a success: 429 and 5xx are worth retrying (after
-    /// `retry_after` when the server said so), and 412 when the caller says it is (Vault's
-    /// answer while a performance standby catches up); the rest is final.
-    pub fn for_status(status: u16, retry_after: Option<Duration>, retry_412: bool) -> Verdict {
-        match status {
-            429 | 500..=599 => Verdict::Transient { retry_after },
-            412 if retry_412 => Verdict::Transient { retry_after },
-            _ => Verdict::Fatal,
-        }
-    }
-}
-
 /// Why a retried operation did not succeed.
 #[derive(Debug)]
 pub enum Failure<E> {

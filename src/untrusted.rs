@@ -75,6 +75,15 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Io(e) => Some(e),
+            ReadError::TooLarge { .. } => None,
+        }
+    }
+}
+
 /// Everything `from` holds, if it is at most `limit` bytes; a larger input is refused after
 /// reading one byte past the cap, never read whole. The bytes are wiped when dropped, and so is
 /// every smaller buffer they outgrew on the way.

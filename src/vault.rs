@@ -3,9 +3,9 @@
 //! <https://developer.hashicorp.com/vault/api-docs>
 
 use crate::config::VaultConfig;
+use crate::decide;
 use crate::http::{self, Answer, Client, Tls};
 use crate::kind::Kind;
-use crate::retry::Verdict;
 use crate::secret::{Secret, SecretJson};
 use crate::untrusted;
 use std::fmt;
@@ -34,31 +34,31 @@ pub enum Error {
 }
 
 impl Error {
-    /// Connection failures, 3xx, 5xx, 429 and 412 are worth retrying; the rest is not.
-    ///
-    /// A 3xx comes from a standby whose active node is gone (during a cluster's election every
-    /// request is redirected to the dead node): it is retried against the configured address,
-    /// never followed, so no token or nonce goes to a host nobody configured.
-    pub fn verdict(&self) -> Verdict {
+    /// The answer as the decision table reads it.
+    pub fn answer(&self) -> decide::Problem<'_> {
         match self {
-            Error::Http(http::Error::Redirect { .. }) => Verdict::Transient { retry_after: None },
-            Error::Http(e) => e.verdict(),
+            Error::Http(e) => decide::Problem::Transport(e),
             Error::Status {
-                status,
-                retry_after,
-                ..
-            } => Verdict::for_status(*status, *retry_after, true),
-            Error::Malformed { .. } => Verdict::Fatal,
+                status, messages, ..
+            } => decide::Problem::Status {
+                status: *status,
+                messages,
+            },
+            Error::Malformed { .. } => decide::Problem::Unusable,
+        }
+    }
+
+    /// The Retry-After Vault sent with a status.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Status { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 
     /// Vault's refusal, an unreachable Vault, or an answer Vault would not send.
     pub fn kind(&self) -> Kind {
-        match self {
-            Error::Status { .. } => Kind::Refused,
-            Error::Http(h) if !h.is_malformed() => Kind::Unavailable,
-            Error::Http(_) | Error::Malformed { .. } => Kind::Malformed,
-        }
+        decide::kind(decide::Source::Vault, &self.answer())
     }
 
     /// The host a 3xx pointed at.
@@ -92,7 +92,14 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Http(e) => Some(e),
+            Error::Status { .. } | Error::Malformed { .. } => None,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Vault {

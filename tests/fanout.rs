@@ -137,6 +137,7 @@ fn root_a_thread_that_cannot_be_started_is_an_error_and_the_token_is_still_revok
         .gid(uid);
     // SAFETY: setrlimit is async-signal-safe. The agent's user then has its one task (the
     // agent) and may start no other: every thread it tries to start is refused (EAGAIN).
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(|| {
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NPROC, 1, 1)

@@ -1,4 +1,4 @@
-//! AWS behind Vault (issue #11, point 1): every row of the login table in `src/auth/verdict.rs`,
+//! AWS behind Vault (issue #11, point 1): every login text row of the table in `src/decide.rs`,
 //! for both methods, against the real binary and the Vault simulator over TLS. A transient
 //! row is retried and the run then succeeds (or, when the deadline ends on it, exits 69 with
 //! a last line that names the cause and the fixes); a refusal exits 77 after one attempt,

@@ -1,7 +1,8 @@
 //! A failed run, named for the step that failed. The step's own error says what kind of failure
 //! it was ([`Kind`]); `main` turns the kind into an exit status.
 
-use crate::auth::{self, verdict};
+use crate::auth::{self, iam};
+use crate::decide;
 use crate::fanout::SpawnError;
 use crate::files::{self, CommitError};
 use crate::kind::Kind;
@@ -11,7 +12,7 @@ use std::fmt;
 #[derive(Debug)]
 pub enum Error {
     /// Checking the AWS_* variables iam would sign with (half-set is an error).
-    CheckingEnvironment(String),
+    CheckingEnvironment(iam::EnvError),
     /// Setting up the Vault client (CA bundle, proxy).
     PreparingVaultClient(String),
     /// Reading the instance from IMDS: session, identity, signed document, metadata, role
@@ -86,7 +87,7 @@ impl Error {
             Error::LoggingIn(e) => e.advice(),
             // (A secret read's errors say nothing about AWS: only a redirect has advice.)
             Error::ReadingSecret(secrets::Error::Unavailable { last, .. }) => {
-                verdict::redirect_advice(last)
+                decide::redirect_advice(last)
             }
             _ => None,
         }
@@ -154,4 +155,52 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::CheckingEnvironment(e) => Some(e),
+            Error::ReadingInstance(e) => Some(e),
+            Error::LockingState(e)
+            | Error::LoadingNonce(e)
+            | Error::RecordingOnChange(e)
+            | Error::RecordingIssued(e)
+            | Error::StagingFiles(e) => Some(e),
+            Error::LoggingIn(e) => Some(e),
+            Error::ReadingSecret(e) | Error::RenderingFiles(e) => Some(e),
+            Error::StartingThreads(e) => Some(e),
+            Error::CommittingFiles(e) => Some(e),
+            Error::PreparingVaultClient(_)
+            | Error::FindingInstanceProfile(_)
+            | Error::WaitingForAnotherRun(_)
+            | Error::Stopped { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// The chain from the step down to the HTTP exchange that failed.
+    #[test]
+    fn every_wrapper_gives_its_source() {
+        let timeout = crate::http::Error::Timeout {
+            url: "https://vault.example:8200/v1/auth/aws/login".into(),
+        };
+        let e = Error::LoggingIn(auth::Error::Unavailable(crate::vault::Error::Http(timeout)));
+        let mut chain = Vec::new();
+        let mut next: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(e) = next {
+            chain.push(e.to_string());
+            next = e.source();
+        }
+        assert_eq!(chain.len(), 4, "{chain:?}");
+        assert_eq!(
+            chain[3],
+            "https://vault.example:8200/v1/auth/aws/login: no answer in time"
+        );
+        let missing = Error::CheckingEnvironment(iam::EnvError::IdWithoutSecret);
+        assert!(missing.source().is_some());
+    }
+}

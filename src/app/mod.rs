@@ -123,7 +123,7 @@ fn run_locked(
         .inspect_err(|_| {
             login::revoke(config, log, policy);
         })?;
-    let fetched = outputs::Fetched {
+    let fetched = outputs::Received {
         secrets: &to_fetch,
         answers,
         started: step,

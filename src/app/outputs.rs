@@ -14,7 +14,7 @@ use crate::template::Facts;
 use std::time::Instant;
 
 /// The secrets this run fetched and Vault's answers, in the same order.
-pub(super) struct Fetched<'a> {
+pub(super) struct Received<'a> {
     pub secrets: &'a [&'a SecretConfig],
     pub answers: Vec<secrets::Fetched>,
     pub started: Instant,
@@ -40,7 +40,7 @@ pub(super) struct Written {
 pub(super) fn write_files(
     config: &Config,
     log: &Log,
-    fetched: Fetched<'_>,
+    fetched: Received<'_>,
     facts: &Facts,
     state: &State<'_>,
 ) -> Result<Written, Error> {

@@ -6,7 +6,7 @@ use super::Mode;
 use crate::config::{Config, FileConfig, Format, SecretConfig};
 use crate::issued::Issued;
 use crate::pending::Found;
-use crate::renewal::{self, Names, Recorded, Target, Verdict};
+use crate::renewal::{self, Names, Recorded, Renewal, Target};
 use crate::secrets;
 use crate::status::{OutputState, OutputStatus};
 use crate::template::Facts;
@@ -133,7 +133,7 @@ fn certificate_in_place(
     };
     Some(
         match renewal::decide(&cert, &key, &wanted, secret.renew_before, recorded, now) {
-            Verdict::Keep {
+            Renewal::Keep {
                 not_after,
                 renew_at,
             } => Choice::Skip(format!(
@@ -141,7 +141,7 @@ fn certificate_in_place(
                 humantime::format_rfc3339_seconds(not_after),
                 humantime::format_rfc3339_seconds(renew_at)
             )),
-            Verdict::Renew(why) => Choice::Renew(why),
+            Renewal::Renew(why) => Choice::Renew(why),
         },
     )
 }

@@ -2,8 +2,8 @@
 //!
 //! <https://developer.hashicorp.com/vault/api-docs/auth/aws#login>
 
-use super::verdict::{self, LoginJudge, Meaning};
 use super::{login_failure, token_from, Error, Token};
+use crate::decide::{self, Judge, Meaning, Source};
 use crate::retry::{Failure, Policy};
 use crate::secret::Secret;
 use crate::vault::Vault;
@@ -33,15 +33,15 @@ pub fn login(vault: &Vault, policy: &Policy, req: &Ec2Login<'_>) -> Result<Token
     };
     let bytes = crate::secret::to_json(&body).unwrap_or_default();
     let path = format!("auth/{}/login", req.mount);
-    let mut judge = LoginJudge::default();
+    let mut judge = Judge::new(Source::Login);
     let result = policy.run(
         |left| vault.request(Method::POST, &path, None, Some(&bytes), left),
-        |e| judge.verdict(e),
+        |e| judge.vault(e),
     );
     match result {
         Ok(answer) => token_from(&answer, &vault.shown_url(&path)).map_err(Error::Malformed),
         Err(Failure::Fatal(e))
-            if verdict::judge(&e).is_some_and(|r| r.meaning == Meaning::NonceMismatch) =>
+            if decide::login_row(&e).is_some_and(|r| r.meaning == Meaning::NonceMismatch) =>
         {
             Err(Error::NonceMismatch {
                 mount: req.mount.to_string(),

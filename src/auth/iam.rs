@@ -4,17 +4,18 @@
 //! base64 of the URL, of the body, and of the JSON object header name → [values]).
 //! <https://developer.hashicorp.com/vault/docs/auth/aws#iam-auth-method>
 
-use super::verdict::LoginJudge;
 use super::{login_failure, token_from, Error, Token};
-use crate::retry::Policy;
+use crate::decide::{Judge, Source};
+use crate::retry::{Failure, Policy, Verdict};
 use crate::secret::Secret;
-use crate::vault::Vault;
+use crate::vault::{self, Vault};
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::SystemTime;
 use ureq::http::Method;
 use zeroize::Zeroize;
@@ -23,6 +24,69 @@ pub const STS_BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
 pub const STS_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
 /// The header Vault compares with the role's `iam_server_id_header_value`, against replay.
 pub const SERVER_ID_HEADER: &str = "x-vault-aws-iam-server-id";
+
+/// AWS_* variables that are set by halves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvError {
+    TokenWithoutKeys,
+    IdWithoutSecret,
+    SecretWithoutId,
+}
+
+impl fmt::Display for EnvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EnvError::TokenWithoutKeys => {
+                "AWS_SESSION_TOKEN is set without AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            }
+            EnvError::IdWithoutSecret => "AWS_ACCESS_KEY_ID is set without AWS_SECRET_ACCESS_KEY",
+            EnvError::SecretWithoutId => "AWS_SECRET_ACCESS_KEY is set without AWS_ACCESS_KEY_ID",
+        })
+    }
+}
+
+impl std::error::Error for EnvError {}
+
+/// Why `sts:GetCallerIdentity` could not be signed.
+#[derive(Debug)]
+pub enum SignError {
+    /// This credential is not text.
+    NotText(&'static str),
+    /// aws-sigv4 refused this step.
+    Sigv4 {
+        step: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The signed headers could not be written as JSON.
+    Encoding(serde_json::Error),
+}
+
+impl fmt::Display for SignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignError::NotText(what) => write!(f, "{what} is not text"),
+            SignError::Sigv4 { step, source } => write!(f, "{step}: {source}"),
+            SignError::Encoding(e) => write!(f, "headers as JSON: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SignError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SignError::NotText(_) => None,
+            SignError::Sigv4 { source, .. } => Some(source.as_ref()),
+            SignError::Encoding(e) => Some(e),
+        }
+    }
+}
+
+fn sigv4(step: &'static str) -> impl FnOnce(aws_sigv4::http_request::SigningError) -> SignError {
+    move |e| SignError::Sigv4 {
+        step,
+        source: Box::new(e),
+    }
+}
 
 /// AWS credentials, wiped on drop.
 pub struct Credentials {
@@ -40,11 +104,11 @@ impl Credentials {
     /// Like [`Credentials::from_env`], but a half-set environment (one key without the other,
     /// or a session token without keys) is an error naming the variables, rather than a
     /// silent fall-back to IMDS, which off EC2 would only time out.
-    pub fn from_env_checked() -> Result<Option<Credentials>, String> {
+    pub fn from_env_checked() -> Result<Option<Credentials>, EnvError> {
         Credentials::from_vars(|name| std::env::var(name).ok())
     }
 
-    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Credentials>, String> {
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Credentials>, EnvError> {
         let get = |name: &str| var(name).filter(|v| !v.is_empty()).map(Secret::from_string);
         let session_token = get("AWS_SESSION_TOKEN");
         match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
@@ -54,12 +118,9 @@ impl Credentials {
                 session_token,
             })),
             (None, None) if session_token.is_none() => Ok(None),
-            (None, None) => Err(
-                "AWS_SESSION_TOKEN is set without AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                    .into(),
-            ),
-            (Some(_), None) => Err("AWS_ACCESS_KEY_ID is set without AWS_SECRET_ACCESS_KEY".into()),
-            (None, Some(_)) => Err("AWS_SECRET_ACCESS_KEY is set without AWS_ACCESS_KEY_ID".into()),
+            (None, None) => Err(EnvError::TokenWithoutKeys),
+            (Some(_), None) => Err(EnvError::IdWithoutSecret),
+            (None, Some(_)) => Err(EnvError::SecretWithoutId),
         }
     }
 }
@@ -98,7 +159,7 @@ pub fn login_data(
     region: &str,
     server_id: Option<&str>,
     time: SystemTime,
-) -> Result<LoginData, String> {
+) -> Result<LoginData, SignError> {
     let url = sts_url(region);
     let mut headers: Vec<(&str, &str)> = vec![("content-type", STS_CONTENT_TYPE)];
     if let Some(id) = server_id {
@@ -112,7 +173,10 @@ pub fn login_data(
         .time(time)
         .settings(SigningSettings::default())
         .build()
-        .map_err(|e| format!("signing parameters: {e}"))?
+        .map_err(|e| SignError::Sigv4 {
+            step: "signing parameters",
+            source: Box::new(e),
+        })?
         .into();
     let signable = SignableRequest::new(
         "POST",
@@ -120,9 +184,9 @@ pub fn login_data(
         headers.iter().copied(),
         SignableBody::Bytes(STS_BODY.as_bytes()),
     )
-    .map_err(|e| format!("cannot sign: {e}"))?;
+    .map_err(sigv4("the request"))?;
     let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| format!("cannot sign: {e}"))?
+        .map_err(sigv4("signing"))?
         .into_parts();
 
     // Go's http.Header: canonical names, each with a list of values. Host is not a header
@@ -133,7 +197,7 @@ pub fn login_data(
             .or_default()
             .push(value.to_string());
     }
-    let json = crate::secret::to_json(&all).map_err(|e| e.to_string())?;
+    let json = crate::secret::to_json(&all).map_err(SignError::Encoding)?;
     all.values_mut().flatten().for_each(|v| v.zeroize());
     Ok(LoginData {
         iam_http_request_method: "POST",
@@ -144,16 +208,16 @@ pub fn login_data(
 }
 
 /// The credentials in the form aws-sigv4 signs with.
-fn signing_identity(creds: &Credentials) -> Result<aws_credential_types::Credentials, String> {
+fn signing_identity(creds: &Credentials) -> Result<aws_credential_types::Credentials, SignError> {
     Ok(aws_credential_types::Credentials::new(
         creds
             .access_key_id
             .expose_str()
-            .ok_or("access key id is not text")?,
+            .ok_or(SignError::NotText("the access key id"))?,
         creds
             .secret_access_key
             .expose_str()
-            .ok_or("secret access key is not text")?,
+            .ok_or(SignError::NotText("the secret access key"))?,
         creds
             .session_token
             .as_ref()
@@ -195,18 +259,16 @@ pub struct IamLogin<'a> {
     pub credentials: &'a Credentials,
 }
 
+/// One login attempt's failure: the request could not be signed, or Vault's answer.
+enum LoginAttempt {
+    Signing(SignError),
+    Vault(vault::Error),
+}
+
 /// Logs in, signing afresh for every attempt (a signature is only valid for 15 minutes).
 pub fn login(vault: &Vault, policy: &Policy, req: &IamLogin<'_>) -> Result<Token, Error> {
     let path = format!("auth/{}/login", req.mount);
-    let data = login_data(
-        req.credentials,
-        req.region,
-        req.server_id,
-        SystemTime::now(),
-    )
-    .map_err(Error::Signing)?;
-    drop(data);
-    let mut judge = LoginJudge::default();
+    let mut judge = Judge::new(Source::Login);
     let result = policy.run(
         |left| {
             let data = login_data(
@@ -215,19 +277,38 @@ pub fn login(vault: &Vault, policy: &Policy, req: &IamLogin<'_>) -> Result<Token
                 req.server_id,
                 SystemTime::now(),
             )
-            .expect("signed once already with the same inputs");
+            .map_err(LoginAttempt::Signing)?;
             let body = crate::secret::to_json(&LoginBody {
                 role: req.role,
                 data: &data,
             })
-            .unwrap_or_default();
-            vault.request(Method::POST, &path, None, Some(&body), left)
+            .map_err(|e| LoginAttempt::Signing(SignError::Encoding(e)))?;
+            vault
+                .request(Method::POST, &path, None, Some(&body), left)
+                .map_err(LoginAttempt::Vault)
         },
-        |e| judge.verdict(e),
+        |attempt| match attempt {
+            LoginAttempt::Vault(e) => judge.vault(e),
+            LoginAttempt::Signing(_) => Verdict::Fatal,
+        },
     );
     match result {
         Ok(answer) => token_from(&answer, &vault.shown_url(&path)).map_err(Error::Malformed),
-        Err(f) => Err(login_failure(f)),
+        Err(f) => Err(failure(f)),
+    }
+}
+
+fn failure(f: Failure<LoginAttempt>) -> Error {
+    match f {
+        Failure::Fatal(LoginAttempt::Signing(e))
+        | Failure::Exhausted {
+            last: LoginAttempt::Signing(e),
+        } => Error::Signing(e),
+        Failure::Fatal(LoginAttempt::Vault(e)) => login_failure(Failure::Fatal(e)),
+        Failure::Exhausted {
+            last: LoginAttempt::Vault(last),
+        } => login_failure(Failure::Exhausted { last }),
+        Failure::Cancelled => Error::Cancelled,
     }
 }
 
@@ -346,10 +427,51 @@ mod tests {
             &[("AWS_SECRET_ACCESS_KEY", "s3cr3t")][..],
             &[("AWS_SESSION_TOKEN", "tok")][..],
         ] {
-            let e = from(half).err().expect("refused");
+            let e = from(half).err().expect("refused").to_string();
             assert!(e.contains("is set without"), "{e}");
             assert!(!e.contains("s3cr3t") && !e.contains("tok\""), "{e}");
         }
+    }
+
+    /// Credentials that cannot be signed with end the login with the signing error: no panic,
+    /// no request to Vault.
+    #[test]
+    fn credentials_that_cannot_sign_are_an_error_before_any_request() {
+        let signer = vaultboot_sim::Signer::new();
+        let sim =
+            vaultboot_sim::VaultSim::start(vaultboot_sim::VaultOptions::new(&signer)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, sim.ca_pem()).unwrap();
+        let vault = Vault::new(&crate::config::VaultConfig {
+            address: sim.url(),
+            ca_cert: Some(ca),
+            tls_server_name: None,
+            namespace: None,
+            request_timeout: std::time::Duration::from_secs(5),
+            proxy: None,
+        })
+        .unwrap();
+        let mut credentials = creds(None);
+        credentials.access_key_id = Secret::new(vec![0xff, 0xfe]);
+        let policy = Policy::new(
+            std::time::Instant::now() + std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(100),
+        );
+        let req = IamLogin {
+            mount: "aws",
+            role: "app",
+            region: "us-east-1",
+            server_id: None,
+            credentials: &credentials,
+        };
+        let e = login(&vault, &policy, &req).err().expect("refused");
+        assert!(matches!(e, Error::Signing(SignError::NotText(_))), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "login: signing sts:GetCallerIdentity: the access key id is not text"
+        );
+        assert!(sim.control().requests().is_empty());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 pub mod ec2;
 pub mod iam;
-pub mod verdict;
 
+use crate::decide::{self, Judge, Source};
 use crate::kind::Kind;
 use crate::retry::{Failure, Policy, Verdict};
 use crate::secret::{Secret, SecretJson};
@@ -36,7 +36,7 @@ pub enum Error {
     /// The login answer is not what Vault sends.
     Malformed(vault::Error),
     /// The iam request could not be signed with these credentials.
-    Signing(String),
+    Signing(iam::SignError),
     Cancelled,
 }
 
@@ -61,7 +61,7 @@ impl fmt::Display for Error {
             ),
             Error::Denied(e) => {
                 write!(f, "login refused: {e}")?;
-                match verdict::judge(e) {
+                match decide::login_row(e) {
                     Some(row) => write!(f, "; {}", row.hint),
                     None => Ok(()),
                 }
@@ -76,7 +76,41 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Denied(e) | Error::Unavailable(e) | Error::Malformed(e) => Some(e),
+            Error::Signing(e) => Some(e),
+            Error::NonceMismatch { .. } | Error::Cancelled => None,
+        }
+    }
+}
+
+/// Why the token was not revoked.
+#[derive(Debug)]
+pub enum RevokeError {
+    Vault(vault::Error),
+    /// The run was cancelled before Vault answered.
+    Cancelled,
+}
+
+impl fmt::Display for RevokeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RevokeError::Vault(e) => e.fmt(f),
+            RevokeError::Cancelled => f.write_str("revoke-self: cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for RevokeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RevokeError::Vault(e) => Some(e),
+            RevokeError::Cancelled => None,
+        }
+    }
+}
 
 impl Error {
     pub fn kind(&self) -> Kind {
@@ -91,7 +125,7 @@ impl Error {
     /// or failing behind Vault, a standby's redirects): what it was and what to do.
     pub fn advice(&self) -> Option<String> {
         match self {
-            Error::Unavailable(last) => verdict::advice(last),
+            Error::Unavailable(last) => decide::advice(last),
             _ => None,
         }
     }
@@ -134,7 +168,8 @@ pub(crate) fn token_from(answer: &SecretJson, url: &str) -> Result<Token, vault:
 }
 
 /// `POST auth/token/revoke-self`, retried briefly: the job is done whatever this says.
-pub fn revoke(vault: &Vault, token: &Token, policy: &Policy) -> Result<(), vault::Error> {
+pub fn revoke(vault: &Vault, token: &Token, policy: &Policy) -> Result<(), RevokeError> {
+    let mut judge = Judge::new(Source::Vault);
     let result = policy.run(
         |left| {
             vault.request(
@@ -145,17 +180,16 @@ pub fn revoke(vault: &Vault, token: &Token, policy: &Policy) -> Result<(), vault
                 left,
             )
         },
-        |e| match e.verdict() {
-            Verdict::Transient { .. } if policy.remaining() > Duration::from_secs(1) => e.verdict(),
+        |e| match judge.vault(e) {
+            v @ Verdict::Transient { .. } if policy.remaining() > Duration::from_secs(1) => v,
             _ => Verdict::Fatal,
         },
     );
     match result {
         Ok(_) => Ok(()),
-        Err(f) => Err(f.into_error().unwrap_or(vault::Error::Malformed {
-            url: vault.shown_url("auth/token/revoke-self"),
-            detail: "cancelled".into(),
-        })),
+        Err(f) => Err(f
+            .into_error()
+            .map_or(RevokeError::Cancelled, RevokeError::Vault)),
     }
 }
 
@@ -164,10 +198,10 @@ pub(crate) fn login_failure(f: Failure<vault::Error>) -> Error {
     match f {
         Failure::Cancelled => Error::Cancelled,
         Failure::Exhausted { last, .. } => Error::Unavailable(last),
-        Failure::Fatal(e @ vault::Error::Status { .. }) => Error::Denied(e),
-        Failure::Fatal(vault::Error::Http(h)) if !h.is_malformed() => {
-            Error::Unavailable(vault::Error::Http(h))
-        }
-        Failure::Fatal(e) => Error::Malformed(e),
+        Failure::Fatal(e) => match decide::kind(Source::Login, &e.answer()) {
+            Kind::Refused => Error::Denied(e),
+            Kind::Unavailable => Error::Unavailable(e),
+            _ => Error::Malformed(e),
+        },
     }
 }

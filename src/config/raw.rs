@@ -3,8 +3,8 @@
 
 use super::values::Maximum;
 use super::values::{
-    Argv, HumanDuration, IamServerId, ImdsEndpoint, Mode, MountPath, Namespace, ProxyUrl, RoleName,
-    SecretPath, ServerName, StateDir, StatusFile, StsRegion, TokenTtl,
+    Argv, FileMode, HumanDuration, IamServerId, ImdsEndpoint, MountPath, Namespace, ProxyUrl,
+    RoleName, SecretPath, ServerName, StateDir, StatusFile, StsRegion, TokenTtl,
 };
 use super::{err, AuthMethod, Error, Format, Signature};
 use serde::{Deserialize, Deserializer};
@@ -135,7 +135,7 @@ pub struct RawFile {
     pub fields: Vec<String>,
     pub format: Option<Checked<Format>>,
     /// Any TOML value: a number gets its own message ("write the mode as an octal string").
-    pub mode: Option<Checked<Mode, toml::Value>>,
+    pub mode: Option<Checked<FileMode, toml::Value>>,
     pub owner: Option<String>,
     pub group: Option<String>,
     pub on_change: Option<Checked<Argv, Vec<String>>>,

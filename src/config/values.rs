@@ -63,7 +63,7 @@ pub struct StateDir(pub PathBuf);
 pub struct StatusFile(pub PathBuf);
 
 /// Permission bits of a secret file, written as an octal string ("0640").
-pub struct Mode(pub u32);
+pub struct FileMode(pub u32);
 
 /// The command run when a file changed.
 pub struct Argv(pub Vec<String>);
@@ -347,7 +347,7 @@ impl TryFrom<PathBuf> for StatusFile {
     }
 }
 
-impl TryFrom<toml::Value> for Mode {
+impl TryFrom<toml::Value> for FileMode {
     type Error = String;
     fn try_from(value: toml::Value) -> Result<Self, String> {
         let toml::Value::String(text) = value else {

@@ -1,6 +1,5 @@
 //! What can go wrong with one HTTP exchange, and how ureq's errors map to it.
 
-use crate::retry::Verdict;
 use crate::untrusted;
 use std::fmt;
 
@@ -24,25 +23,6 @@ pub enum Error {
     },
     /// The server does not speak HTTP as expected.
     Protocol { url: String, detail: String },
-}
-
-impl Error {
-    pub fn verdict(&self) -> Verdict {
-        match self {
-            Error::Connect { .. } | Error::Timeout { .. } => {
-                Verdict::Transient { retry_after: None }
-            }
-            _ => Verdict::Fatal,
-        }
-    }
-
-    /// The answer itself is unusable (exit 65), rather than the server being unreachable.
-    pub fn is_malformed(&self) -> bool {
-        matches!(
-            self,
-            Error::TooLarge { .. } | Error::Redirect { .. } | Error::Protocol { .. }
-        )
-    }
 }
 
 impl fmt::Display for Error {

@@ -2,6 +2,7 @@
 //! contents (`raw`, `env` or `json`).
 
 use crate::config::{FileConfig, Format, SecretConfig};
+use crate::decide::{Judge, Source};
 use crate::fanout::{Fanout, SpawnError};
 use crate::files::Output;
 use crate::kind::Kind;
@@ -114,7 +115,15 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Read { source: e, .. } | Error::Unavailable { last: e, .. } => Some(e),
+            Error::Threads(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl Error {
     pub fn kind(&self) -> Kind {
@@ -198,6 +207,7 @@ fn fetch_one(
     } else {
         Method::GET
     };
+    let mut judge = Judge::new(Source::Vault);
     let result = policy.run(
         |left| {
             vault.request(
@@ -208,7 +218,7 @@ fn fetch_one(
                 left,
             )
         },
-        |e| e.verdict(),
+        |e| judge.vault(e),
     );
     match result {
         Ok(answer) => Ok(Fetched {
