@@ -13,6 +13,7 @@ mod auth;
 mod certificate;
 mod check;
 mod cli;
+mod command;
 mod config;
 mod fanout;
 mod files;
@@ -36,16 +37,11 @@ mod template;
 mod untrusted;
 mod vault;
 
-pub use app::{
-    plan, run, stop_run, write_status, Action, Ended, Entry, Error as RunError, Mode, Plan, Summary,
-};
-pub use check::{output_globs, warnings as check_warnings};
+pub use app::Mode;
 pub use cli::{parse as parse_command_line, Command, USAGE};
-pub use config::{load as load_config, Config, Error as ConfigError};
+pub use command::{check, plan, run, ExitStatuses};
 pub use hardening::harden;
 pub use kind::Kind;
-pub use log::{took, Log};
-pub use stop::{finished as run_finished, listen as listen_for_stop};
 
 /// The pure functions and types the fuzz targets (`fuzz/`) and the integration tests drive
 /// directly. Not an API: it changes with the code behind it.
