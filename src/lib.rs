@@ -48,7 +48,10 @@ pub use kind::Kind;
 #[doc(hidden)]
 pub mod fuzzing {
     pub mod config {
-        pub use crate::config::{check_output_path, parse, Config, Field, FileConfig, Format};
+        pub use crate::config::{
+            check_output_path, on_this_machine, parse, Config, Field, FileConfig, Format, Ids,
+            Names,
+        };
     }
     pub mod iam {
         pub use crate::auth::iam::{login_data, Credentials, STS_BODY};
