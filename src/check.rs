@@ -11,7 +11,7 @@ use std::path::Path;
 /// (`o+x`): anyone can then `stat` the secret file (its size, its times) even though its own
 /// mode keeps them from reading it. A directory that does not exist yet is created 0700 by
 /// `run`; a directory with a template in it is known only at run time.
-pub fn warnings(config: &Config) -> Vec<String> {
+pub fn warnings<A>(config: &Config<A>) -> Vec<String> {
     let mut out = Vec::new();
     for (secret, file) in outputs(config) {
         let Some(dir) = Path::new(&file.path_text).parent() else {
@@ -44,7 +44,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
 /// is printed as a shell glob of what AWS gives for it (see `fact_glob`), so that a script can
 /// find the files a run wrote on this machine. A path whose own text holds a glob character
 /// or a control character cannot be printed unambiguously: the error names it.
-pub fn output_globs(config: &Config) -> Result<Vec<String>, String> {
+pub fn output_globs<A>(config: &Config<A>) -> Result<Vec<String>, String> {
     let mut globs = Facts::default();
     let mut empty = Facts::default();
     for fact in Fact::ALL {
@@ -85,7 +85,7 @@ fn fact_glob(fact: Fact) -> &'static str {
     }
 }
 
-fn outputs(config: &Config) -> impl Iterator<Item = (&SecretConfig, &FileConfig)> {
+fn outputs<A>(config: &Config<A>) -> impl Iterator<Item = (&SecretConfig<A>, &FileConfig<A>)> {
     config
         .secrets
         .iter()
@@ -96,7 +96,7 @@ fn outputs(config: &Config) -> impl Iterator<Item = (&SecretConfig, &FileConfig)
 mod tests {
     use super::*;
 
-    fn config(paths: &[&str]) -> Config {
+    fn config(paths: &[&str]) -> Config<crate::config::Names> {
         let mut text = String::from(
             "[vault]\naddress = \"https://v:8200\"\n[auth]\nrole = \"r\"\n\
              [[secret]]\nname = \"s\"\npath = \"kv/s\"\n",

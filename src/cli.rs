@@ -1,6 +1,7 @@
 //! The command line: `vaultboot run|plan [--refresh]|check [--print-outputs] [--config PATH]`,
 //! `--help`, `--version`.
 
+use crate::app::Mode;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
@@ -33,11 +34,11 @@ exit status: 0 done, 64 usage, 65 malformed answer, 69 IMDS or Vault unavailable
 pub enum Command {
     Run {
         config: PathBuf,
-        refresh: bool,
+        mode: Mode,
     },
     Plan {
         config: PathBuf,
-        refresh: bool,
+        mode: Mode,
     },
     Check {
         config: PathBuf,
@@ -78,9 +79,10 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
     if print_outputs && command.as_deref() != Some("check") {
         return Err("--print-outputs is an option of check".into());
     }
+    let mode = if refresh { Mode::Refresh } else { Mode::Boot };
     match command.as_deref() {
-        Some("run") => Ok(Command::Run { config, refresh }),
-        Some("plan") => Ok(Command::Plan { config, refresh }),
+        Some("run") => Ok(Command::Run { config, mode }),
+        Some("plan") => Ok(Command::Plan { config, mode }),
         Some("check") if refresh => Err("--refresh is an option of run and plan".into()),
         Some("check") => Ok(Command::Check {
             config,
@@ -105,14 +107,14 @@ mod tests {
             p(&["run"]).unwrap(),
             Command::Run {
                 config: "/etc/vaultboot/config.toml".into(),
-                refresh: false,
+                mode: Mode::Boot,
             }
         );
         assert_eq!(
             p(&["run", "--refresh"]).unwrap(),
             Command::Run {
                 config: "/etc/vaultboot/config.toml".into(),
-                refresh: true,
+                mode: Mode::Refresh,
             }
         );
         assert!(p(&["check", "--refresh"]).is_err());
@@ -120,7 +122,7 @@ mod tests {
             p(&["plan", "--refresh", "-c", "/z"]).unwrap(),
             Command::Plan {
                 config: "/z".into(),
-                refresh: true,
+                mode: Mode::Refresh,
             }
         );
         assert_eq!(
@@ -142,7 +144,7 @@ mod tests {
             p(&["--config=/y", "run"]).unwrap(),
             Command::Run {
                 config: "/y".into(),
-                refresh: false,
+                mode: Mode::Boot,
             }
         );
         assert_eq!(p(&["--help"]).unwrap(), Command::Help);

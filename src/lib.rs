@@ -13,6 +13,7 @@ mod auth;
 mod certificate;
 mod check;
 mod cli;
+mod command;
 mod config;
 mod decide;
 mod fanout;
@@ -37,23 +38,21 @@ mod template;
 mod untrusted;
 mod vault;
 
-pub use app::{
-    plan, run, stop_run, write_status, Action, Ended, Entry, Error as RunError, Mode, Plan, Summary,
-};
-pub use check::{output_globs, warnings as check_warnings};
+pub use app::Mode;
 pub use cli::{parse as parse_command_line, Command, USAGE};
-pub use config::{load as load_config, Config, Error as ConfigError};
+pub use command::{check, plan, run, ExitStatuses};
 pub use hardening::harden;
 pub use kind::Kind;
-pub use log::{took, Log};
-pub use stop::{finished as run_finished, listen as listen_for_stop};
 
 /// The pure functions and types the fuzz targets (`fuzz/`) and the integration tests drive
 /// directly. Not an API: it changes with the code behind it.
 #[doc(hidden)]
 pub mod fuzzing {
     pub mod config {
-        pub use crate::config::{check_output_path, parse, Config, Field, FileConfig, Format};
+        pub use crate::config::{
+            check_output_path, on_this_machine, parse, Config, Field, FileConfig, Format, Ids,
+            Names,
+        };
     }
     pub mod iam {
         pub use crate::auth::iam::{login_data, Credentials, STS_BODY};

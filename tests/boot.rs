@@ -7,7 +7,12 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use vaultboot_sim::Fault;
+use vaultboot_sim::{Control, Fault, RecordedRequest};
+
+/// The requests a simulator saw that `keep` selects, in order.
+fn seen(control: &Control, keep: impl Fn(&RecordedRequest) -> bool) -> Vec<RecordedRequest> {
+    control.requests().into_iter().filter(|r| keep(r)).collect()
+}
 
 fn stored_nonce(env: &Env) -> String {
     let text = fs::read_to_string(env.state_dir().join("nonce.json")).unwrap();
@@ -209,13 +214,10 @@ fn second_boot_reuses_the_nonce_and_leaves_unchanged_files_alone() {
         "{}",
         out.stderr
     );
-    let issues = env
-        .vault
-        .control()
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("pki_int/issue/web"))
-        .count();
+    let issues = seen(env.vault.control(), |r| {
+        r.path.contains("pki_int/issue/web")
+    })
+    .len();
     assert_eq!(issues, 1, "one certificate over two boots");
 }
 
@@ -304,23 +306,14 @@ fn vault_503_twice_then_fine() {
     );
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "{}", out.log());
-    let logins = env
-        .vault
-        .control()
-        .requests()
-        .iter()
-        .filter(|r| r.path == "/v1/auth/aws/login")
-        .count();
+    let logins = seen(env.vault.control(), |r| r.path == "/v1/auth/aws/login").len();
     assert_eq!(logins, 3);
 }
 
 #[test]
 fn status_429_honours_retry_after() {
     let env = Env::new();
-    let cfg = env.write_config(
-        &env.full_config()
-            .replace("max_delay = \"1s\"", "max_delay = \"5s\""),
-    );
+    let cfg = env.write(&env.config().set("retry", "max_delay", "5s"));
     env.vault.control().inject(
         Some("GET"),
         "/v1/secret/data/app/api",
@@ -333,13 +326,7 @@ fn status_429_honours_retry_after() {
     );
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "{}", out.log());
-    let reads: Vec<_> = env
-        .vault
-        .control()
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == "/v1/secret/data/app/api")
-        .collect();
+    let reads = seen(env.vault.control(), |r| r.path == "/v1/secret/data/app/api");
     assert_eq!(reads.len(), 2);
     let gap = reads[1].at.duration_since(reads[0].at);
     assert!(
@@ -359,10 +346,10 @@ fn vault_unreachable_until_the_deadline_keeps_old_files() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let cfg = env.write_config(
-        &env.full_config()
-            .replace(&env.vault.url(), &format!("https://localhost:{port}"))
-            .replace("deadline = \"20s\"", "deadline = \"3s\""),
+    let cfg = env.write(
+        &env.config()
+            .set("vault", "address", format!("https://localhost:{port}"))
+            .set("retry", "deadline", "3s"),
     );
     let out = env.run(&cfg);
     assert_eq!(out.status, 69, "{}", out.log());
@@ -384,10 +371,7 @@ fn vault_unreachable_until_the_deadline_keeps_old_files() {
 #[test]
 fn a_missing_field_names_the_secret_and_the_field() {
     let env = Env::new();
-    let cfg = env.write_config(
-        &env.full_config()
-            .replace("fields = [\"api_key\"]", "fields = [\"api_secret\"]"),
-    );
+    let cfg = env.write(&env.config().file(".json", "fields", ["api_secret"]));
     let out = env.run(&cfg);
     assert_eq!(out.status, 65, "{}", out.log());
     assert!(
@@ -469,7 +453,7 @@ fn imds_not_up_yet_is_waited_for() {
         &signer,
     )
     .unwrap();
-    let cfg = env.write_config(&env.full_config().replace(&env.imds.url(), &late.url()));
+    let cfg = env.write(&env.config().set("imds", "endpoint", late.url()));
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "{}", out.log());
     assert!(
@@ -495,13 +479,7 @@ fn an_expired_imds_token_is_renewed_once() {
     );
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "{}", out.log());
-    let puts = env
-        .imds
-        .control()
-        .requests()
-        .iter()
-        .filter(|r| r.method == "PUT")
-        .count();
+    let puts = seen(env.imds.control(), |r| r.method == "PUT").len();
     assert_eq!(puts, 2);
 }
 
@@ -518,10 +496,7 @@ fn instance_not_found_right_after_launch_is_retried() {
 #[test]
 fn a_hanging_vault_is_cut_by_the_request_timeout() {
     let env = Env::new();
-    let cfg = env.write_config(
-        &env.full_config()
-            .replace("request_timeout = \"3s\"", "request_timeout = \"1s\""),
-    );
+    let cfg = env.write(&env.config().set("vault", "request_timeout", "1s"));
     env.vault
         .control()
         .inject(Some("GET"), "/v1/secret/data/ad/join", Fault::Hang, 1);
@@ -538,25 +513,22 @@ fn a_hanging_vault_is_cut_by_the_request_timeout() {
 fn tls_server_name_and_namespace_are_used() {
     let env = Env::new();
     env.vault.require_namespace(Some("team-a"));
-    let cfg = env.write_config(
-        &env.full_config()
-            .replace(
-                "request_timeout = \"3s\"",
-                "request_timeout = \"3s\"\nnamespace = \"team-a\"\ntls_server_name = \"localhost\"",
-            )
-            .replace(
-                &env.vault.url(),
-                &format!("https://127.0.0.1:{}", env.vault.addr().port()),
+    let cfg = env.write(
+        &env.config()
+            .set("vault", "namespace", "team-a")
+            .set("vault", "tls_server_name", "localhost")
+            .set(
+                "vault",
+                "address",
+                format!("https://127.0.0.1:{}", env.vault.addr().port()),
             ),
     );
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "{}", out.log());
-    assert!(env
-        .vault
-        .control()
-        .requests()
-        .iter()
-        .all(|r| r.header("x-vault-namespace") == Some("team-a")));
+    let elsewhere = seen(env.vault.control(), |r| {
+        r.header("x-vault-namespace") != Some("team-a")
+    });
+    assert!(elsewhere.is_empty());
 }
 
 /// In a namespace, the command the operator is told to run names it: without
@@ -565,10 +537,7 @@ fn tls_server_name_and_namespace_are_used() {
 fn a_nonce_mismatch_in_a_namespace_names_it_in_the_hint() {
     let env = Env::new();
     env.vault.require_namespace(Some("team-a"));
-    let cfg = env.write_config(&env.full_config().replace(
-        "request_timeout = \"3s\"",
-        "request_timeout = \"3s\"\nnamespace = \"team-a\"",
-    ));
+    let cfg = env.write(&env.config().set("vault", "namespace", "team-a"));
     assert_eq!(env.run(&cfg).status, 0);
     fs::remove_file(env.state_dir().join("nonce.json")).unwrap();
     let out = env.run(&cfg);
@@ -587,10 +556,10 @@ fn a_certificate_from_another_ca_is_refused() {
     let env = Env::new();
     let other = vaultboot_sim::TestCa::new("someone else");
     other.write_cert_pem(&env.path("other-ca.pem")).unwrap();
-    let cfg = env.write_config(&env.full_config().replace(
-        &env.path("vault-ca.pem").display().to_string(),
-        &env.path("other-ca.pem").display().to_string(),
-    ));
+    let cfg = env.write(
+        &env.config()
+            .set("vault", "ca_cert", &env.path("other-ca.pem")),
+    );
     let out = env.run(&cfg);
     assert_eq!(out.status, 69, "{}", out.log());
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
@@ -605,23 +574,21 @@ fn a_certificate_from_another_ca_is_refused() {
 #[test]
 fn kv1_and_pkcs7_signature_work() {
     let env = Env::new();
-    let cfg = env.write_config(&format!(
-        "{}\n[[secret]]\nname = \"legacy\"\npath = \"kv1/legacy\"\n  [[secret.file]]\n  path = \"{}\"\n  fields = [\"token\"]\n",
-        env.base_config().replace("[state]", "signature = \"pkcs7\"\n\n[state]"),
-        env.path("out/legacy").display()
-    ));
+    let cfg = env.write(
+        &env.base()
+            .set("imds", "signature", "pkcs7")
+            .add_secret("legacy", "kv1/legacy")
+            .add_file(env.path("out/legacy").to_str().unwrap(), &["token"]),
+    );
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "{}", out.log());
     assert_eq!(
         fs::read_to_string(env.path("out/legacy")).unwrap(),
         LEGACY_TOKEN
     );
-    assert!(env
-        .imds
-        .control()
-        .requests()
-        .iter()
-        .any(|r| r.path == "/latest/dynamic/instance-identity/pkcs7"));
+    assert!(!seen(env.imds.control(), |r| r.path
+        == "/latest/dynamic/instance-identity/pkcs7")
+    .is_empty());
 }
 
 #[test]
@@ -638,15 +605,8 @@ fn on_change_runs_only_for_changed_files_without_shell_or_environment() {
     )
     .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
-    let hook = format!(
-        "  on_change = [\"{}\", \"reload; rm -rf /\"]\n",
-        script.display()
-    );
-    let config = env.full_config().replace(
-        "  fields = [\"username\", \"password\"]\n",
-        &format!("  fields = [\"username\", \"password\"]\n{hook}"),
-    );
-    let cfg = env.write_config(&config);
+    let hook = [script.to_str().unwrap(), "reload; rm -rf /"];
+    let cfg = env.write(&env.config().file("run/ad-join.env", "on_change", hook));
     let out = common::vaultboot_command()
         .args(["run", "--config", cfg.to_str().unwrap()])
         .env("VAULTBOOT_TEST_SECRET_ENV", "must-not-reach-children")
@@ -688,11 +648,12 @@ fn on_change_runs_only_for_changed_files_without_shell_or_environment() {
 fn root_owners_and_groups_are_set() {
     assert_root();
     let env = Env::new();
-    let config = env.full_config().replace(
-        "  fields = [\"private_key\"]\n",
-        "  fields = [\"private_key\"]\n  owner = \"nobody\"\n  group = \"65534\"\n  mode = \"0440\"\n",
+    let cfg = env.write(
+        &env.config()
+            .file("server.key", "owner", "nobody")
+            .file("server.key", "group", "65534")
+            .file("server.key", "mode", "0440"),
     );
-    let cfg = env.write_config(&config);
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "{}", out.log());
     let m = fs::metadata(env.path("out/tls/server.key")).unwrap();
@@ -744,20 +705,11 @@ fn a_redirect_is_not_followed_with_the_token() {
     );
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "{}", out.log());
-    let reads: Vec<_> = env
-        .vault
-        .control()
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.starts_with("/v1/secret/data/app/api"))
-        .collect();
+    let reads = seen(env.vault.control(), |r| {
+        r.path.starts_with("/v1/secret/data/app/api")
+    });
     assert_eq!(reads.len(), 2, "retried at the configured address");
-    assert!(!env
-        .vault
-        .control()
-        .requests()
-        .iter()
-        .any(|r| r.path.contains("steal")));
+    assert!(seen(env.vault.control(), |r| r.path.contains("steal")).is_empty());
     assert_eq!(env.out_files().len(), 5);
 }
 

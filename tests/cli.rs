@@ -42,45 +42,47 @@ fn check_validates_offline() {
 #[test]
 fn every_bad_configuration_exits_78_and_names_the_place() {
     let env = Env::new();
-    let good = env.full_config();
+    let good = env.config();
+    let set = |section: &str, key: &str, value: &str| good.clone().set(section, key, value).text();
+    let file =
+        |path_end: &str, key: &str, value: &str| good.clone().file(path_end, key, value).text();
+    let out = |rel: &str| format!("{}/{rel}", env.path("out").display());
+    let tls_data = r#"{ common_name = "{{ local-hostname }}", ip_sans = "{{ public-ipv4 }}" }"#;
     let cases: Vec<(String, Vec<&str>)> = vec![
+        (set("auth", "rol", "x"), vec!["[auth]", "rol"]),
         (
-            good.replace("role = \"web\"", "role = \"web\"\nrol = \"x\""),
-            vec!["[auth]", "rol"],
+            good.clone().unset("auth", "role").text(),
+            vec!["[auth]", "role"],
         ),
-        (good.replace("role = \"web\"", ""), vec!["[auth]", "role"]),
         (
-            good.replace("[auth]\n", "[auth]\nmethod = \"kerberos\"\n"),
+            set("auth", "method", "kerberos"),
             vec!["method", "kerberos"],
         ),
         (
-            good.replace("deadline = \"20s\"", "deadline = \"soon\""),
+            set("retry", "deadline", "soon"),
             vec!["[retry]", "deadline", "soon"],
         ),
         (
-            good.replace("mode = \"0644\"", "mode = \"rw-r--r--\""),
+            file("server.crt", "mode", "rw-r--r--"),
             vec!["\"tls\"", "server.crt", "mode"],
         ),
         (
-            good.replace("{{ local-ipv4 }}", "{{ public-ipv4 }}"),
+            good.clone().secret("tls", "data", Raw(tls_data)).text(),
             vec!["\"tls\"", "public-ipv4"],
         ),
         (
-            good.replace("name = \"api\"", "name = \"tls\""),
+            good.clone().secret("api", "name", "tls").text(),
             vec!["\"tls\"", "same name"],
         ),
         (
-            good.replace("ad-join.password", "ad-join.env"),
+            file("ad-join.password", "path", &out("run/ad-join.env")),
             vec!["ad-join.env", "same path"],
         ),
         (
-            good.replace("https://", "http://"),
+            set("vault", "address", &format!("http://{}", env.vault.addr())),
             vec!["[vault]", "insecure_http"],
         ),
-        (
-            good.replace("format = \"json\"", "format = \"xml\""),
-            vec!["\"api\"", "format"],
-        ),
+        (file(".json", "format", "xml"), vec!["\"api\"", "format"]),
         (
             format!("{good}\n[unknown]\nx = 1\n"),
             vec!["unknown key `unknown`"],
@@ -91,11 +93,11 @@ fn every_bad_configuration_exits_78_and_names_the_place() {
         ),
         // What `check` used to accept and `run` could not handle, or handled otherwise.
         (
-            vault_key(&good, "proxy = \"socks5://127.0.0.1:1080\""),
+            set("vault", "proxy", "socks5://127.0.0.1:1080"),
             vec!["[vault]", "proxy", "SOCKS proxies are not supported"],
         ),
         (
-            vault_key(&good, "tls_server_name = \"x@localhost\""),
+            set("vault", "tls_server_name", "x@localhost"),
             vec![
                 "[vault]",
                 "tls_server_name",
@@ -103,32 +105,23 @@ fn every_bad_configuration_exits_78_and_names_the_place() {
             ],
         ),
         (
-            good.replace(
-                "fields = [\"private_key\"]",
-                "fields = [\"private_key\"]\nowner = \"4294967295\"",
-            ),
+            file("server.key", "owner", "4294967295"),
             vec!["\"tls\"", "server.key", "owner", "\"no change\""],
         ),
         (
-            good.replace(
-                "fields = [\"private_key\"]",
-                "fields = [\"private_key\"]\ngroup = \"4294967295\"",
-            ),
+            file("server.key", "group", "4294967295"),
             vec!["\"tls\"", "server.key", "group", "\"no change\""],
         ),
         (
-            good.replace("deadline = \"20s\"", "deadline = \"300000000000y\""),
+            set("retry", "deadline", "300000000000y"),
             vec!["[retry]", "deadline", "longer than 24h"],
         ),
         (
-            good.replace(
-                "request_timeout = \"3s\"",
-                "request_timeout = \"18446744073709551615s\"",
-            ),
+            set("vault", "request_timeout", "18446744073709551615s"),
             vec!["[vault]", "request_timeout", "longer than 1h"],
         ),
         (
-            good.replace(&env.imds.url(), "http://192.0.2.1"),
+            set("imds", "endpoint", "http://192.0.2.1"),
             vec!["[imds]", "endpoint", "\"http://192.0.2.1\" is not IMDS"],
         ),
     ];
@@ -163,15 +156,6 @@ fn every_bad_configuration_exits_78_and_names_the_place() {
     assert!(missing.stderr.contains("/nonexistent/vaultboot.toml"));
 }
 
-/// `good` with `line` added to its [vault] section.
-fn vault_key(good: &str, line: &str) -> String {
-    good.replacen(
-        "request_timeout = ",
-        &format!("{line}\nrequest_timeout = "),
-        1,
-    )
-}
-
 /// `insecure_http = true` is for test servers: every run (and `check`) says so, on stderr and
 /// syslog alike, so that an image built with it does not go unnoticed.
 #[test]
@@ -180,12 +164,12 @@ fn insecure_http_is_warned_on_every_run() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let text = env
-        .full_config()
-        .replace(&env.vault.url(), &format!("http://127.0.0.1:{port}"))
-        .replace("[auth]", "insecure_http = true\n\n[auth]")
-        .replace("deadline = \"20s\"", "deadline = \"1s\"");
-    let cfg = env.write_config(&text);
+    let cfg = env.write(
+        &env.config()
+            .set("vault", "address", format!("http://127.0.0.1:{port}"))
+            .set("vault", "insecure_http", true)
+            .set("retry", "deadline", "1s"),
+    );
     let says = "warning: ";
     let what = "[vault] insecure_http = true: the Vault token, the login and every secret travel in clear text";
     for _ in 0..2 {
@@ -287,10 +271,8 @@ file = [
     ];
     assert_eq!(out.stdout.lines().collect::<Vec<_>>(), expected);
 
-    let bad = env
-        .full_config()
-        .replace("/run/ad-join.env", "/run/ad-join[1].env");
-    let cfg = env.write_config(&bad);
+    let bad = format!("{}/run/ad-join[1].env", out_dir.display());
+    let cfg = env.write(&env.config().file("run/ad-join.env", "path", bad));
     let out = env.run_args(&[
         "check",
         "--print-outputs",

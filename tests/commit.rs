@@ -76,29 +76,20 @@ fn hooks_ran(env: &Env) -> Vec<String> {
 fn config_with_hooks(env: &Env, env_hook: &[&str], json_hook: &[&str]) -> PathBuf {
     let script = hook(env);
     let argv = |args: &[&str]| {
-        let mut all = vec![format!("{:?}", script.display().to_string())];
-        all.extend(args.iter().map(|a| format!("{a:?}")));
-        format!("  on_change = [{}]\n", all.join(", "))
+        let mut all = vec![script.display().to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
     };
     // These tests need outputs that change on each run ahead of the KV files in the commit
     // order: the certificate and its key.
-    let mut config = renew_every_run(&env.full_config());
+    let mut config = env.config().renew_every_run();
     if !env_hook.is_empty() {
-        config = config.replace(
-            "  fields = [\"username\", \"password\"]\n",
-            &format!(
-                "  fields = [\"username\", \"password\"]\n{}",
-                argv(env_hook)
-            ),
-        );
+        config = config.file("run/ad-join.env", "on_change", argv(env_hook).as_slice());
     }
     if !json_hook.is_empty() {
-        config = config.replace(
-            "  fields = [\"api_key\"]\n",
-            &format!("  fields = [\"api_key\"]\n{}", argv(json_hook)),
-        );
+        config = config.file(".json", "on_change", argv(json_hook).as_slice());
     }
-    env.write_config(&config)
+    env.write(&config)
 }
 
 fn record(env: &Env) -> PathBuf {

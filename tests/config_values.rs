@@ -13,7 +13,7 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
-use vaultboot::fuzzing::config::parse;
+use vaultboot::fuzzing::config::{on_this_machine, parse};
 
 /// (section, key): `secret` and `secret.file` are the first `[[secret]]` and its first file;
 /// `data.ttl` is a value inside the secret's `data` table.
@@ -379,10 +379,13 @@ fn seed() -> u64 {
         })
 }
 
-/// `parse` on `text`: whether it accepted it; panics (with the case) if `parse` panicked or
-/// its error is not one clean line.
+/// `parse` on `text`, then the checks on this machine (as `check` and `run` load it): whether
+/// they accepted it; panics (with the case) if either panicked or the error is not one clean
+/// line.
 fn parsed(text: &str, case: &str) -> bool {
-    let result = std::panic::catch_unwind(|| parse(text, Path::new("/x/config.toml")));
+    let result = std::panic::catch_unwind(|| {
+        parse(text, Path::new("/x/config.toml")).and_then(on_this_machine)
+    });
     match result {
         Err(_) => panic!("parse panicked on {case}"),
         Ok(Ok(_)) => true,

@@ -12,15 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vaultboot_sim::{Fault, Leaf, LeafKey};
 
 /// The demo configuration reduced to its PKI secret.
-fn pki_only(env: &Env, extra: &str) -> String {
-    let full = env.full_config();
-    let start = full
-        .find("[[secret]]\nname = \"tls\"")
-        .expect("the tls secret");
-    let end = full[start + 1..]
-        .find("[[secret]]")
-        .map_or(full.len(), |i| start + 1 + i);
-    format!("{}{}{}", env.base_config(), extra, &full[start..end])
+fn pki_only(env: &Env) -> Config {
+    env.config().only(&["tls"])
 }
 
 fn vault_requests(env: &Env) -> Vec<String> {
@@ -41,16 +34,9 @@ fn inode_and_mtime(path: &Path) -> (u64, i64, i64) {
 fn a_valid_certificate_is_left_alone_without_a_single_vault_request() {
     let env = Env::new();
     let marker = env.path("reloaded");
-    let hook = format!(
-        "  on_change = [\"/bin/sh\", \"-c\", \"echo x >> {}\"]\n",
-        marker.display()
-    );
-    let text = pki_only(&env, "").replacen(
-        "  fields = [\"certificate\", \"ca_chain?\"]\n",
-        &format!("  fields = [\"certificate\", \"ca_chain?\"]\n{hook}"),
-        1,
-    );
-    let cfg = env.write_config(&text);
+    let hook = format!("echo x >> {}", marker.display());
+    let text = pki_only(&env).file("server.crt", "on_change", ["/bin/sh", "-c", hook.as_str()]);
+    let cfg = env.write(&text);
     assert_eq!(env.run(&cfg).status, 0);
     let crt = env.path("out/tls/server.crt");
     let before = inode_and_mtime(&crt);
@@ -85,22 +71,17 @@ fn a_valid_certificate_is_left_alone_without_a_single_vault_request() {
     );
 
     // The configuration asks for other names: issued again, and its on_change runs.
-    let renamed = text.replace(
-        "ttl = \"72h\"",
-        "ttl = \"72h\", alt_names = \"www.example.com\"",
-    );
-    let out = env.run(&env.write_config(&renamed));
+    let data = r#"{ common_name = "{{ local-hostname }}", ip_sans = "{{ local-ipv4 }}", ttl = "72h", alt_names = "www.example.com" }"#;
+    let renamed = text.secret("tls", "data", Raw(data));
+    let out = env.run(&env.write(&renamed));
     assert_eq!(out.status, 0, "{}", out.log());
     assert_ne!(inode_and_mtime(&crt), before);
     assert_eq!(fs::read_to_string(&marker).unwrap().lines().count(), 2);
 
     // renew_before longer than what is left (a 72h certificate): issued again.
     env.vault.control().clear_requests();
-    let soon = renamed.replace(
-        "path = \"pki_int/issue/web\"\n",
-        "path = \"pki_int/issue/web\"\nrenew_before = \"73h\"\n",
-    );
-    let out = env.run(&env.write_config(&soon));
+    let soon = renamed.secret("tls", "renew_before", "73h");
+    let out = env.run(&env.write(&soon));
     assert_eq!(out.status, 0, "{}", out.log());
     assert!(
         vault_requests(&env)
@@ -126,7 +107,7 @@ fn refresh(env: &Env, cfg: &Path) -> Outcome {
 #[test]
 fn a_certificate_vault_did_not_issue_is_renewed_and_the_reason_said() {
     let env = Env::new();
-    let cfg = env.write_config(&pki_only(&env, ""));
+    let cfg = env.write(&pki_only(&env));
     assert_eq!(env.run(&cfg).status, 0);
     let (crt, key) = (
         env.path("out/tls/server.crt"),
@@ -188,11 +169,7 @@ fn a_certificate_vault_did_not_issue_is_renewed_and_the_reason_said() {
 #[test]
 fn renew_before_shorter_than_the_time_left_keeps_the_certificate() {
     let env = Env::new();
-    let text = pki_only(&env, "").replace(
-        "path = \"pki_int/issue/web\"\n",
-        "path = \"pki_int/issue/web\"\nrenew_before = \"24h\"\n",
-    );
-    let cfg = env.write_config(&text);
+    let cfg = env.write(&pki_only(&env).secret("tls", "renew_before", "24h"));
     assert_eq!(env.run(&cfg).status, 0);
     env.vault.control().clear_requests();
     let out = env.run(&cfg);
@@ -217,7 +194,7 @@ fn renew_before_shorter_than_the_time_left_keeps_the_certificate() {
 fn rsa_certificates_are_kept_and_renewed_like_ec_ones() {
     let env = Env::new();
     env.vault.set_pki_rsa(true);
-    let cfg = env.write_config(&pki_only(&env, ""));
+    let cfg = env.write(&pki_only(&env));
     assert_eq!(env.run(&cfg).status, 0);
     let key = env.path("out/tls/server.key");
     let written = fs::read_to_string(&key).unwrap();
@@ -262,7 +239,7 @@ fn rsa_certificates_are_kept_and_renewed_like_ec_ones() {
 #[test]
 fn a_changed_key_or_a_lost_file_gets_a_new_certificate() {
     let env = Env::new();
-    let cfg = env.write_config(&pki_only(&env, ""));
+    let cfg = env.write(&pki_only(&env));
     assert_eq!(env.run(&cfg).status, 0);
     let key = env.path("out/tls/server.key");
     // Someone put another key beside the certificate (same owner and mode).
@@ -284,11 +261,7 @@ fn a_changed_key_or_a_lost_file_gets_a_new_certificate() {
 #[test]
 fn a_refresh_leaves_boot_only_secrets_alone() {
     let env = Env::new();
-    let text = env.full_config().replace(
-        "path = \"secret/data/ad/join\"\n",
-        "path = \"secret/data/ad/join\"\nboot_only = true\n",
-    );
-    let cfg = env.write_config(&text);
+    let cfg = env.write(&env.config().secret("ad-join", "boot_only", true));
     assert_eq!(env.run(&cfg).status, 0);
     let ad = env.path("out/run/ad-join.env");
     let before = inode_and_mtime(&ad);
@@ -324,11 +297,7 @@ fn a_refresh_leaves_boot_only_secrets_alone() {
 #[test]
 fn renew_before_is_refused_where_there_is_no_certificate_to_renew() {
     let env = Env::new();
-    let text = env.full_config().replace(
-        "path = \"secret/data/ad/join\"\n",
-        "path = \"secret/data/ad/join\"\nrenew_before = \"24h\"\n",
-    );
-    let cfg = env.write_config(&text);
+    let cfg = env.write(&env.config().secret("ad-join", "renew_before", "24h"));
     let out = env.run_args(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status, 78, "{}", out.stderr);
     assert!(
@@ -349,11 +318,7 @@ fn status(env: &Env) -> serde_json::Value {
 fn every_run_leaves_a_status_and_a_textfile_for_monitoring() {
     let env = Env::new();
     let textfile = env.path("textfile/vaultboot.prom");
-    let text = env.full_config().replace(
-        "[status]\n",
-        &format!("[status]\ntextfile = \"{}\"\n", textfile.display()),
-    );
-    let cfg = env.write_config(&text);
+    let cfg = env.write(&env.config().set("status", "textfile", &textfile));
     assert_eq!(env.run(&cfg).status, 0);
     let s = status(&env);
     assert_eq!(s["outcome"], "success");
@@ -443,11 +408,10 @@ fn every_run_leaves_a_status_and_a_textfile_for_monitoring() {
 #[test]
 fn plan_says_what_run_would_do_and_writes_nothing() {
     let env = Env::new();
-    let text = env.full_config().replace(
-        "  fields = [\"api_key\"]\n",
-        "  fields = [\"api_key\"]\n  on_change = [\"/bin/true\", \"api\"]\n",
+    let cfg = env.write(
+        &env.config()
+            .file(".json", "on_change", ["/bin/true", "api"]),
     );
-    let cfg = env.write_config(&text);
     assert_eq!(env.run(&cfg).status, 0);
     env.vault.put_kv2(
         "secret",
@@ -524,10 +488,8 @@ fn one_run_at_a_time_on_a_state_directory() {
     // Held until the deadline: 69, nothing changed, no Vault request.
     let _held = hold_run_lock(&env);
     env.vault.control().clear_requests();
-    let short = env
-        .full_config()
-        .replace("deadline = \"20s\"", "deadline = \"1s\"");
-    let out = env.run(&env.write_config(&short));
+    let short = env.config().set("retry", "deadline", "1s");
+    let out = env.run(&env.write(&short));
     assert_eq!(out.status, 69, "{}", out.log());
     assert!(
         out.stderr.contains(&format!(

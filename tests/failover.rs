@@ -24,10 +24,9 @@ const PKI: &str = "/v1/pki_int/issue/web";
 const REVOKE: &str = "/v1/auth/token/revoke-self";
 
 /// Short retry settings: a test waits no longer than it must.
-fn fast(config: &str, deadline: &str) -> String {
-    config
-        .replace("deadline = \"20s\"", &format!("deadline = \"{deadline}\""))
-        .replace("max_delay = \"1s\"", "max_delay = \"300ms\"")
+fn fast(config: Config, deadline: &str) -> String {
+    let config = config.set("retry", "deadline", deadline);
+    config.set("retry", "max_delay", "300ms").text()
 }
 
 /// A listener that nobody should ever connect to: where the redirects point.
@@ -121,7 +120,7 @@ fn survives_each_answer(env: &Env, method: &str, path: &str, mut run: impl FnMut
 #[test]
 fn an_election_on_the_ec2_login_is_waited_out() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "20s"));
+    let cfg = env.write_config(&fast(env.config(), "20s"));
     survives_each_answer(&env, "POST", LOGIN, || env.run(&cfg));
 }
 
@@ -130,34 +129,28 @@ fn an_election_on_the_iam_login_is_waited_out() {
     let env = Env::new();
     let creds = AwsCreds::instance_profile();
     setup_instance_profile(&env, &creds);
-    let cfg = env.write_config(&fast(
-        &iam_config(
-            &env.full_config(),
-            &format!("iam_server_id = \"{SERVER_ID}\""),
-        ),
-        "20s",
-    ));
+    let cfg = env.write_config(&fast(iam_config(env.config(), Some(SERVER_ID)), "20s"));
     survives_each_answer(&env, "POST", LOGIN, || run(&env, &cfg, &[], &[&creds]));
 }
 
 #[test]
 fn an_election_on_a_secret_read_is_waited_out() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "20s"));
+    let cfg = env.write_config(&fast(env.config(), "20s"));
     survives_each_answer(&env, "GET", KV, || env.run(&cfg));
 }
 
 #[test]
 fn an_election_on_a_pki_issue_is_waited_out() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&renew_every_run(&env.full_config()), "20s"));
+    let cfg = env.write_config(&fast(env.config().renew_every_run(), "20s"));
     survives_each_answer(&env, "POST", PKI, || env.run(&cfg));
 }
 
 #[test]
 fn an_election_on_the_revoke_is_waited_out() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "20s"));
+    let cfg = env.write_config(&fast(env.config(), "20s"));
     survives_each_answer(&env, "POST", REVOKE, || env.run(&cfg));
     assert_eq!(env.vault.revoked_tokens(), 6);
 }
@@ -165,7 +158,7 @@ fn an_election_on_the_revoke_is_waited_out() {
 #[test]
 fn vault_redirecting_until_the_deadline_exits_69_naming_the_host() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "2s"));
+    let cfg = env.write_config(&fast(env.config(), "2s"));
     let dead = DeadNode::new();
     for path in [LOGIN, KV] {
         env.vault.control().clear_faults();
@@ -204,7 +197,7 @@ fn vault_redirecting_until_the_deadline_exits_69_naming_the_host() {
 #[test]
 fn a_token_is_not_left_behind_by_a_failover() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "20s"));
+    let cfg = env.write_config(&fast(env.config(), "20s"));
     let dead = DeadNode::new();
     env.vault
         .control()
@@ -232,7 +225,7 @@ fn a_token_is_not_left_behind_by_a_failover() {
 #[test]
 fn a_revoke_that_keeps_failing_gives_up_in_seconds_with_a_warning() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "60s"));
+    let cfg = env.write_config(&fast(env.config(), "60s"));
     env.vault
         .set_role_token_ttl("aws", "web", Duration::from_secs(600));
     env.vault.control().inject(
@@ -277,7 +270,7 @@ fn a_revoke_that_keeps_failing_gives_up_in_seconds_with_a_warning() {
 #[test]
 fn a_spent_deadline_still_revokes_the_token() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "2s"));
+    let cfg = env.write_config(&fast(env.config(), "2s"));
     env.vault.control().inject(
         Some("GET"),
         KV,

@@ -103,25 +103,16 @@ fn root_a_thread_that_cannot_be_started_is_an_error_and_the_token_is_still_revok
     fs::create_dir(h.join("state")).unwrap();
     std::os::unix::fs::chown(h.join("state"), Some(uid), Some(uid)).unwrap();
     fs::set_permissions(h.join("state"), fs::Permissions::from_mode(0o700)).unwrap();
-    let config = format!("{}{}", env.base_config(), secrets_without_templates(&env))
-        .replace(
-            &env.imds.url(),
-            &format!("http://127.0.0.1:{}", closed_port()),
+    let config = secrets_without_templates(&env)
+        .set(
+            "imds",
+            "endpoint",
+            format!("http://127.0.0.1:{}", closed_port()),
         )
-        .replace(
-            &env.path("vault-ca.pem").display().to_string(),
-            &ca.display().to_string(),
-        )
-        .replace(
-            &env.state_dir().display().to_string(),
-            &h.join("state").display().to_string(),
-        );
+        .set("vault", "ca_cert", &ca)
+        .set("state", "dir", &h.join("state"));
     let cfg = h.join("config.toml");
-    fs::write(
-        &cfg,
-        iam_config(&config, &format!("iam_server_id = \"{SERVER_ID}\"")),
-    )
-    .unwrap();
+    fs::write(&cfg, iam_config(config, Some(SERVER_ID)).text()).unwrap();
     for f in [&ca, &cfg] {
         fs::set_permissions(f, fs::Permissions::from_mode(0o644)).unwrap();
     }

@@ -252,116 +252,247 @@ fn fleet_of_100_scaling_out_through_ec2_throttling() {
 }
 
 fn run_fleet(spec: Spec) {
-    let Spec {
-        agents: agents_n,
-        rate,
-        retry_after,
-        fault_every,
-        ec2,
-        ref max_delay,
-        deadline,
-        ..
-    } = spec;
     let bin: PathBuf = std::env::var_os("FLEET_AGENT_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vaultboot")));
-
-    let root = tempfile::tempdir().unwrap();
-    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o700)).unwrap();
-    let signer = Signer::new();
-    let vault = VaultSim::start(VaultOptions::new(&signer)).unwrap();
-    let ami = Identity::sample("i-0").image_id;
-    vault.add_ec2_role("aws", "web", Some(&ami), &["secret/data/fleet/"]);
-    for i in 0..agents_n {
-        vault.put_kv2(
-            "secret",
-            &format!("fleet/agent-{i:03}"),
-            serde_json::json!({ "password": password(i) }),
+    let mut fleet = Fleet::set_up(&spec);
+    let trickle = Trickle::start(&fleet.vault, spec.fault_every);
+    let started = fleet.start_together(&bin);
+    fleet.wait(started.t0 + spec.deadline + Duration::from_secs(30));
+    trickle.stop();
+    let seen = fleet.attribute();
+    let figures = Figures::of(&fleet, &seen, started.t0, &spec);
+    let report = report(&spec, &bin, &started, &seen, &figures);
+    println!("{report}");
+    if let Some(path) = std::env::var_os("FLEET_REPORT") {
+        fs::write(path, &report).unwrap();
+    }
+    check_every_agent(&fleet, &started, &figures, &spec);
+    assert_eq!(
+        figures.logins_ok,
+        fleet.agents.len(),
+        "one successful login per agent"
+    );
+    assert_eq!(
+        seen.unattributed, 0,
+        "every Vault request belongs to an agent"
+    );
+    assert!(figures.n5xx > 0, "the 5xx trickle did not hit anything");
+    check_no_spinning(&seen.per_agent, &figures.finish, &spec);
+    if spec.ec2.0 > 0 {
+        assert!(
+            figures.describe_throttled > 0,
+            "EC2's bucket never throttled: the variant tests nothing"
         );
     }
-    fs::write(root.path().join("vault-ca.pem"), vault.ca_pem()).unwrap();
+    assert!(
+        figures.total <= figures.bound,
+        "the last agent finished after {:.2} s, more than {} x the ideal {:.2} s + {} s",
+        figures.total,
+        spec.factor,
+        figures.ideal,
+        spec.slack
+    );
+}
 
-    // One IMDS simulator per agent: a distinct identity each (an accept thread each, and a
-    // connection thread while the agent runs: a few hundred threads, nothing more).
-    let imds: Vec<ImdsSim> = (0..agents_n)
-        .map(|i| ImdsSim::start(Identity::sample(&instance_id(i)), &signer).unwrap())
-        .collect();
-    // A few percent of the agents find IMDS failing at first (500 on the token, 503 on a read).
-    for (i, sim) in imds.iter().enumerate() {
-        if i % 33 == 0 {
-            sim.control()
-                .inject(Some("PUT"), "/latest/api/token", Fault::status(500, "x"), 1);
-        } else if i % 33 == 16 {
-            sim.control()
-                .inject(Some("GET"), "/latest/dynamic/", Fault::status(503, "x"), 1);
+/// The simulators and the agents of one run.
+struct Fleet {
+    root: tempfile::TempDir,
+    signer: Signer,
+    vault: VaultSim,
+    /// One IMDS simulator per agent, in the agents' order.
+    imds: Vec<ImdsSim>,
+    agents: Vec<Agent>,
+}
+
+impl Fleet {
+    /// Vault with a secret per agent, an IMDS per agent (a few failing at first), and each
+    /// agent's directory with its configuration.
+    fn set_up(spec: &Spec) -> Fleet {
+        let root = tempfile::tempdir().unwrap();
+        fs::set_permissions(root.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let signer = Signer::new();
+        let vault = VaultSim::start(VaultOptions::new(&signer)).unwrap();
+        let ami = Identity::sample("i-0").image_id;
+        vault.add_ec2_role("aws", "web", Some(&ami), &["secret/data/fleet/"]);
+        for i in 0..spec.agents {
+            let password = serde_json::json!({ "password": password(i) });
+            vault.put_kv2("secret", &format!("fleet/agent-{i:03}"), password);
+        }
+        fs::write(root.path().join("vault-ca.pem"), vault.ca_pem()).unwrap();
+        // One IMDS simulator per agent: a distinct identity each (an accept thread each, and
+        // a connection thread while the agent runs: a few hundred threads, nothing more).
+        let imds: Vec<ImdsSim> = (0..spec.agents)
+            .map(|i| ImdsSim::start(Identity::sample(&instance_id(i)), &signer).unwrap())
+            .collect();
+        // A few percent of the agents find IMDS failing at first (500 on the token, 503 on a
+        // read).
+        for (i, sim) in imds.iter().enumerate() {
+            if i % 33 == 0 {
+                sim.control()
+                    .inject(Some("PUT"), "/latest/api/token", Fault::status(500, "x"), 1);
+            } else if i % 33 == 16 {
+                sim.control()
+                    .inject(Some("GET"), "/latest/dynamic/", Fault::status(503, "x"), 1);
+            }
+        }
+        let agents = (0..spec.agents)
+            .map(|i| Agent::set_up(root.path(), &vault, &imds[i], i, spec))
+            .collect();
+        vault.set_login_rate_limit(spec.rate, Some(spec.retry_after));
+        vault.set_describe_instances_limit(spec.ec2.0, spec.ec2.1);
+        vault.control().clear_requests();
+        Fleet {
+            root,
+            signer,
+            vault,
+            imds,
+            agents,
         }
     }
 
-    let mut agents: Vec<Agent> = (0..agents_n)
-        .map(|i| {
-            let dir = root.path().join(format!("agent-{i:03}"));
-            fs::create_dir(&dir).unwrap();
-            fs::write(
-                dir.join("config.toml"),
-                config(&dir, &vault, &imds[i], i, &spec),
-            )
-            .unwrap();
-            Agent {
-                dir,
-                child: None,
-                finished: None,
-                status: None,
-            }
-        })
-        .collect();
+    /// The starting gate: every agent is a shell blocked reading a FIFO, which then execs
+    /// vaultboot; closing the FIFO's write end releases them all at once (a fleet's instances
+    /// booting together), whatever the time it took to fork 300 processes on this machine.
+    fn start_together(&mut self, bin: &Path) -> Started {
+        let gate = self.root.path().join("gate");
+        nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for a in self.agents.iter_mut() {
+            a.spawn_behind(&gate, bin);
+        }
+        let writer = fs::OpenOptions::new().write(true).open(&gate).unwrap();
+        // Wait until every shell has the gate open (its stdin), i.e. is blocked in `read`.
+        let waiting = |a: &Agent| {
+            let pid = a.child.as_ref().unwrap().id();
+            fs::read_link(format!("/proc/{pid}/fd/0")).is_ok_and(|p| p == gate)
+        };
+        let ready_by = Instant::now() + Duration::from_secs(60);
+        while !self.agents.iter().all(waiting) {
+            assert!(
+                Instant::now() < ready_by,
+                "the shells did not reach the gate"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let t0 = Instant::now();
+        drop(writer);
+        let exec_window = self.exec_window(t0, bin);
+        Started { t0, exec_window }
+    }
 
-    vault.set_login_rate_limit(rate, Some(retry_after));
-    vault.set_describe_instances_limit(ec2.0, ec2.1);
-    vault.control().clear_requests();
-
-    // The 5xx trickle: after every `fault_every` Vault requests, the next one (any path) gets a
-    // 5xx without Retry-After. Spread over the whole boot, a fixed share of the traffic (and
-    // never a pile of faults waiting for the last, lonely agent).
-    let running = Arc::new(AtomicBool::new(true));
-    let injector = {
-        let control = vault.control().clone();
-        let running = running.clone();
-        std::thread::spawn(move || {
-            let codes = [500u16, 502, 503, 504];
-            let mut next = fault_every;
-            let mut n = 0usize;
-            while running.load(Ordering::SeqCst) {
-                let seen = control.wait_for_requests(next, Duration::from_millis(20));
-                if seen >= next {
-                    control.inject(
-                        None,
-                        "/v1/",
-                        Fault::status(codes[n % codes.len()], "injected by the fleet test"),
-                        1,
-                    );
-                    n += 1;
-                    next = seen + fault_every;
+    /// How long after `t0` the last shell had exec'd vaultboot (its /proc/<pid>/exe is the
+    /// agent's binary).
+    fn exec_window(&self, t0: Instant, bin: &Path) -> Duration {
+        let real_bin = fs::canonicalize(bin).unwrap();
+        let mut exec_seen: Vec<Option<Instant>> = vec![None; self.agents.len()];
+        while exec_seen.iter().any(Option::is_none) && t0.elapsed() < Duration::from_secs(30) {
+            for (i, a) in self.agents.iter().enumerate() {
+                if exec_seen[i].is_none() {
+                    let pid = a.child.as_ref().unwrap().id();
+                    match fs::read_link(format!("/proc/{pid}/exe")) {
+                        Ok(exe) if exe != real_bin => {}
+                        // The agent's binary, or already gone (it ran).
+                        _ => exec_seen[i] = Some(Instant::now()),
+                    }
                 }
             }
-            control.clear_faults();
-        })
-    };
+            // A breath between passes: a busy poll of 1000 /proc entries takes a core from
+            // the very agents it times.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        exec_seen.iter().flatten().max().copied().unwrap_or(t0) - t0
+    }
 
-    // The starting gate: every agent is a shell blocked reading a FIFO, which then execs
-    // vaultboot; closing the FIFO's write end releases them all at once (a fleet's instances
-    // booting together), whatever the time it took to fork 300 processes on this machine.
-    let gate = root.path().join("gate");
-    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    for a in agents.iter_mut() {
-        let log = fs::File::create(a.dir.join("agent.log")).unwrap();
-        a.child = Some(
+    /// Every agent's exit (and when), until `hard_stop`; those still running then are killed.
+    fn wait(&mut self, hard_stop: Instant) {
+        let pause = Duration::from_millis(if self.agents.len() > 300 { 10 } else { 2 });
+        while self.agents.iter().any(|a| a.finished.is_none()) && Instant::now() < hard_stop {
+            for a in self.agents.iter_mut().filter(|a| a.finished.is_none()) {
+                if let Ok(Some(st)) = a.child.as_mut().unwrap().try_wait() {
+                    a.finished = Some(Instant::now());
+                    a.status = Some(st.code().unwrap_or(-1));
+                }
+            }
+            // Finish times to 2 ms for a few hundred agents; a thousand polled that often
+            // would take a core from them.
+            std::thread::sleep(pause);
+        }
+        for a in self.agents.iter_mut().filter(|a| a.finished.is_none()) {
+            let _ = a.child.as_mut().unwrap().kill();
+            let _ = a.child.as_mut().unwrap().wait();
+        }
+    }
+
+    /// Every request the simulators saw, attributed to its agent.
+    fn attribute(&self) -> Attributed {
+        let requests = self.vault.control().requests();
+        let mut per_agent = vec![Seen::default(); self.agents.len()];
+        let mut unattributed = 0usize;
+        let mut owner = Owners::new(self, &requests);
+        for r in &requests {
+            let Some(i) = owner.of(r) else {
+                unattributed += 1;
+                continue;
+            };
+            per_agent[i].vault += 1;
+            if r.path_only() == LOGIN {
+                per_agent[i].logins.push((r.at, r.status));
+            } else {
+                if r.path_only() == REVOKE && r.status == 204 {
+                    per_agent[i].revoked += 1;
+                }
+                per_agent[i].other.push((r.at, r.status));
+            }
+        }
+        // When each agent started: its first IMDS request (the session token).
+        let mut first_request = Vec::new();
+        for (i, sim) in self.imds.iter().enumerate() {
+            let reqs = sim.control().requests();
+            per_agent[i].imds = reqs.len();
+            first_request.extend(reqs.iter().map(|r| r.at).min());
+        }
+        let n = self.agents.len();
+        assert_eq!(first_request.len(), n, "an agent never reached IMDS");
+        Attributed {
+            earliest: *first_request.iter().min().unwrap(),
+            latest: *first_request.iter().max().unwrap(),
+            requests,
+            per_agent,
+            unattributed,
+        }
+    }
+}
+
+/// When the gate opened, and how long the agents took to start behind it.
+struct Started {
+    t0: Instant,
+    exec_window: Duration,
+}
+
+impl Agent {
+    fn set_up(root: &Path, vault: &VaultSim, imds: &ImdsSim, i: usize, spec: &Spec) -> Agent {
+        let dir = root.join(format!("agent-{i:03}"));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("config.toml"), config(&dir, vault, imds, i, spec)).unwrap();
+        Agent {
+            dir,
+            child: None,
+            finished: None,
+            status: None,
+        }
+    }
+
+    /// A shell that execs the agent once `gate` can be read.
+    fn spawn_behind(&mut self, gate: &Path, bin: &Path) {
+        let log = fs::File::create(self.dir.join("agent.log")).unwrap();
+        self.child = Some(
             Command::new("sh")
                 .arg("-c")
                 .arg(r#"read _ < "$0"; exec "$1" run --config "$2""#)
-                .arg(&gate)
-                .arg(&bin)
-                .arg(a.dir.join("config.toml"))
-                .env("VAULTBOOT_SYSLOG_SOCKET", a.dir.join("no-syslog.sock"))
+                .arg(gate)
+                .arg(bin)
+                .arg(self.dir.join("config.toml"))
+                .env("VAULTBOOT_SYSLOG_SOCKET", self.dir.join("no-syslog.sock"))
                 .env_remove("JOURNAL_STREAM")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -370,163 +501,162 @@ fn run_fleet(spec: Spec) {
                 .expect("spawn sh"),
         );
     }
-    let writer = fs::OpenOptions::new().write(true).open(&gate).unwrap();
-    // Wait until every shell has the gate open (its stdin), i.e. is blocked in `read`.
-    let waiting = |a: &Agent| {
-        let pid = a.child.as_ref().unwrap().id();
-        fs::read_link(format!("/proc/{pid}/fd/0")).is_ok_and(|p| p == gate)
-    };
-    let ready_by = Instant::now() + Duration::from_secs(60);
-    while !agents.iter().all(waiting) {
-        assert!(
-            Instant::now() < ready_by,
-            "the shells did not reach the gate"
-        );
-        std::thread::sleep(Duration::from_millis(10));
+}
+
+/// The 5xx trickle: after every `fault_every` Vault requests, the next one (any path) gets a
+/// 5xx without Retry-After. Spread over the whole boot, a fixed share of the traffic (and
+/// never a pile of faults waiting for the last, lonely agent).
+struct Trickle {
+    running: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Trickle {
+    fn start(vault: &VaultSim, fault_every: usize) -> Trickle {
+        let running = Arc::new(AtomicBool::new(true));
+        let control = vault.control().clone();
+        let still = running.clone();
+        let thread = std::thread::spawn(move || {
+            let codes = [500u16, 502, 503, 504];
+            let mut next = fault_every;
+            let mut n = 0usize;
+            while still.load(Ordering::SeqCst) {
+                let seen = control.wait_for_requests(next, Duration::from_millis(20));
+                if seen >= next {
+                    let code = codes[n % codes.len()];
+                    let fault = Fault::status(code, "injected by the fleet test");
+                    control.inject(None, "/v1/", fault, 1);
+                    n += 1;
+                    next = seen + fault_every;
+                }
+            }
+            control.clear_faults();
+        });
+        Trickle { running, thread }
     }
-    let t0 = Instant::now();
-    drop(writer);
-    // Started: the shell has exec'd vaultboot (its /proc/<pid>/exe is the agent's binary).
-    let real_bin = fs::canonicalize(&bin).unwrap();
-    let mut exec_seen: Vec<Option<Instant>> = vec![None; agents_n];
-    while exec_seen.iter().any(Option::is_none) && t0.elapsed() < Duration::from_secs(30) {
-        for (i, a) in agents.iter().enumerate() {
-            if exec_seen[i].is_none() {
-                let pid = a.child.as_ref().unwrap().id();
-                match fs::read_link(format!("/proc/{pid}/exe")) {
-                    Ok(exe) if exe != real_bin => {}
-                    // The agent's binary, or already gone (it ran).
-                    _ => exec_seen[i] = Some(Instant::now()),
+
+    fn stop(self) {
+        self.running.store(false, Ordering::SeqCst);
+        self.thread.join().unwrap();
+    }
+}
+
+/// Which agent sent a Vault request. Logins carry the signed document (its instance id);
+/// secret reads name the agent in the path and carry its token; revoke-self carries the token.
+struct Owners<'a> {
+    signer: &'a Signer,
+    index_of: HashMap<String, usize>,
+    token_owner: HashMap<String, usize>,
+    /// An agent sends the same document with every attempt: each is verified once.
+    verified: HashMap<String, Option<usize>>,
+}
+
+impl<'a> Owners<'a> {
+    fn new(fleet: &'a Fleet, requests: &[RecordedRequest]) -> Owners<'a> {
+        let mut token_owner = HashMap::new();
+        for r in requests {
+            if let Some(rest) = r.path_only().strip_prefix(SECRET_PREFIX) {
+                if let (Some(i), Some(t)) = (
+                    rest.strip_prefix("agent-").and_then(|n| n.parse().ok()),
+                    r.header("x-vault-token"),
+                ) {
+                    token_owner.insert(t.to_string(), i);
                 }
             }
         }
-        // A breath between passes: a busy poll of 1000 /proc entries takes a core from the
-        // very agents it times.
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let exec_window = exec_seen.iter().flatten().max().copied().unwrap_or(t0) - t0;
-
-    let hard_stop = t0 + deadline + Duration::from_secs(30);
-    while agents.iter().any(|a| a.finished.is_none()) && Instant::now() < hard_stop {
-        for a in agents.iter_mut().filter(|a| a.finished.is_none()) {
-            if let Ok(Some(st)) = a.child.as_mut().unwrap().try_wait() {
-                a.finished = Some(Instant::now());
-                a.status = Some(st.code().unwrap_or(-1));
-            }
+        Owners {
+            signer: &fleet.signer,
+            index_of: (0..fleet.agents.len())
+                .map(|i| (instance_id(i), i))
+                .collect(),
+            token_owner,
+            verified: HashMap::new(),
         }
-        // Finish times to 2 ms for a few hundred agents; a thousand polled that often would
-        // take a core from them.
-        std::thread::sleep(Duration::from_millis(if agents_n > 300 { 10 } else { 2 }));
-    }
-    running.store(false, Ordering::SeqCst);
-    injector.join().unwrap();
-    for a in agents.iter_mut().filter(|a| a.finished.is_none()) {
-        let _ = a.child.as_mut().unwrap().kill();
-        let _ = a.child.as_mut().unwrap().wait();
     }
 
-    // ---- attribute every request to its agent ----
-    let requests = vault.control().requests();
-    let index_of: HashMap<String, usize> = (0..agents_n).map(|i| (instance_id(i), i)).collect();
-    let mut seen = vec![Seen::default(); agents_n];
-    let mut token_owner: HashMap<String, usize> = HashMap::new();
-    let mut unattributed = 0usize;
-    // Logins carry the signed document (its instance id); secret reads name the agent in the
-    // path and carry its token; revoke-self carries the token.
-    // (An agent sends the same document with every attempt: each is verified once.)
-    let mut verified: HashMap<String, Option<usize>> = HashMap::new();
-    let mut login_agent = |r: &RecordedRequest| -> Option<usize> {
+    fn of(&mut self, r: &RecordedRequest) -> Option<usize> {
+        if r.path_only() != LOGIN {
+            let token = r.header("x-vault-token")?;
+            return self.token_owner.get(token).copied();
+        }
         let blob = r.json()?.get("pkcs7")?.as_str()?.to_string();
-        *verified.entry(blob).or_insert_with_key(|blob| {
+        let (signer, index_of) = (self.signer, &self.index_of);
+        *self.verified.entry(blob).or_insert_with_key(|blob| {
             let (_, doc) = signer.verify(blob).ok()?;
             let doc: serde_json::Value = serde_json::from_str(&doc).ok()?;
             index_of.get(doc["instanceId"].as_str()?).copied()
         })
-    };
-    for r in &requests {
-        if let Some(rest) = r.path_only().strip_prefix(SECRET_PREFIX) {
-            if let (Some(i), Some(t)) = (
-                rest.strip_prefix("agent-").and_then(|n| n.parse().ok()),
-                r.header("x-vault-token"),
-            ) {
-                token_owner.insert(t.to_string(), i);
-            }
-        }
     }
-    for r in &requests {
-        let agent = if r.path_only() == LOGIN {
-            login_agent(r)
-        } else {
-            r.header("x-vault-token")
-                .and_then(|t| token_owner.get(t).copied())
-        };
-        let Some(i) = agent else {
-            unattributed += 1;
-            continue;
-        };
-        seen[i].vault += 1;
-        if r.path_only() == LOGIN {
-            seen[i].logins.push((r.at, r.status));
-        } else {
-            if r.path_only() == REVOKE && r.status == 204 {
-                seen[i].revoked += 1;
-            }
-            seen[i].other.push((r.at, r.status));
-        }
-    }
-    // When each agent started: its first IMDS request (the session token).
-    let mut first_request = Vec::new();
-    for (i, sim) in imds.iter().enumerate() {
-        let reqs = sim.control().requests();
-        seen[i].imds = reqs.len();
-        if let Some(first) = reqs.iter().map(|r| r.at).min() {
-            first_request.push(first);
-        }
-    }
-    assert_eq!(first_request.len(), agents_n, "an agent never reached IMDS");
-    let earliest = *first_request.iter().min().unwrap();
-    let latest = *first_request.iter().max().unwrap();
+}
 
-    // ---- figures ----
-    let secs = |d: Duration| d.as_secs_f64();
-    let finish: Vec<f64> = agents
-        .iter()
-        .map(|a| a.finished.map(|f| secs(f - t0)).unwrap_or(f64::INFINITY))
-        .collect();
-    let total = finish.iter().cloned().fold(0.0, f64::max);
-    let ideal = agents_n as f64 / spec.slowest_rate();
-    let bound = spec.factor * ideal + spec.slack;
-    let count = |code: fn(u16) -> bool| requests.iter().filter(|r| code(r.status)).count();
-    let n429 = count(|s| s == 429);
-    let n5xx = count(|s| (500..600).contains(&s));
-    // A login answered 400 is EC2 throttling behind Vault (nothing else answers 400 here).
-    let n_throttled = requests
-        .iter()
-        .filter(|r| r.path_only() == LOGIN && r.status == 400)
-        .count();
-    let (describe_calls, describe_throttled, _, _) = vault.aws_calls();
-    let logins_total = requests.iter().filter(|r| r.path_only() == LOGIN).count();
-    let logins_ok = requests
-        .iter()
-        .filter(|r| r.path_only() == LOGIN && r.status == 200)
-        .count();
-    let per_agent = |f: &dyn Fn(&Seen) -> usize| -> (f64, f64, f64, f64) {
-        stats(seen.iter().map(|s| f(s) as f64).collect())
-    };
-    let vault_req = per_agent(&|s| s.vault);
-    let login_req = per_agent(&|s| s.logins.len());
-    let throttled_req = per_agent(&|s| s.logins.iter().filter(|(_, st)| *st == 400).count());
-    let imds_req = per_agent(&|s| s.imds);
-    let all_req = per_agent(&|s| s.vault + s.imds);
-    let fin = stats(finish.clone());
+/// What the simulators saw, per agent.
+struct Attributed {
+    requests: Vec<RecordedRequest>,
+    per_agent: Vec<Seen>,
+    unattributed: usize,
+    /// The first and the last agent's first IMDS request.
+    earliest: Instant,
+    latest: Instant,
+}
 
-    // Login attempts (and successes) per 500 ms (wider for a long run): where the capacity went.
+/// The run in numbers.
+struct Figures {
+    /// Each agent's finish, in seconds since the gate opened (infinity: never).
+    finish: Vec<f64>,
+    total: f64,
+    ideal: f64,
+    bound: f64,
+    n429: usize,
+    n5xx: usize,
+    /// Logins answered 400: EC2 throttling behind Vault (nothing else answers 400 here).
+    n_throttled: usize,
+    logins_total: usize,
+    logins_ok: usize,
+    describe_calls: usize,
+    describe_throttled: usize,
+}
+
+impl Figures {
+    fn of(fleet: &Fleet, seen: &Attributed, t0: Instant, spec: &Spec) -> Figures {
+        let finish: Vec<f64> = fleet
+            .agents
+            .iter()
+            .map(|a| a.finished.map(|f| secs(f - t0)).unwrap_or(f64::INFINITY))
+            .collect();
+        let total = finish.iter().cloned().fold(0.0, f64::max);
+        let ideal = fleet.agents.len() as f64 / spec.slowest_rate();
+        let count = |keep: &dyn Fn(&RecordedRequest) -> bool| {
+            seen.requests.iter().filter(|r| keep(r)).count()
+        };
+        let login = |r: &RecordedRequest| r.path_only() == LOGIN;
+        let (describe_calls, describe_throttled, _, _) = fleet.vault.aws_calls();
+        Figures {
+            total,
+            ideal,
+            bound: spec.factor * ideal + spec.slack,
+            n429: count(&|r| r.status == 429),
+            n5xx: count(&|r| (500..600).contains(&r.status)),
+            n_throttled: count(&|r| login(r) && r.status == 400),
+            logins_total: count(&login),
+            logins_ok: count(&|r| login(r) && r.status == 200),
+            describe_calls: describe_calls as usize,
+            describe_throttled: describe_throttled as usize,
+            finish,
+        }
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Login attempts (and successes) per 500 ms (wider for a long run): where the capacity went.
+fn histogram(requests: &[RecordedRequest], t0: Instant, total: f64) -> String {
     let width = if total > 20.0 {
         (total / 40.0).ceil()
     } else {
         0.5
     };
-    let mut histogram = String::new();
     let buckets = (total / width).ceil() as usize + 1;
     let mut attempts = vec![0usize; buckets];
     let mut successes = vec![0usize; buckets];
@@ -539,39 +669,58 @@ fn run_fleet(spec: Spec) {
             }
         }
     }
+    let mut out = String::new();
     for b in 0..buckets {
-        histogram.push_str(&format!(
+        out.push_str(&format!(
             "| {:>5.1} | {:>4} | {:>4} |\n",
             b as f64 * width,
             attempts[b],
             successes[b]
         ));
     }
+    out
+}
 
-    // The slowest agents' requests, for the profile of the tail: time since the gate, status.
-    let mut order: Vec<usize> = (0..agents_n).collect();
+/// The slowest agents' requests, for the profile of the tail: time since the gate, status.
+fn slowest(per_agent: &[Seen], finish: &[f64], t0: Instant) -> String {
+    let mut order: Vec<usize> = (0..per_agent.len()).collect();
     order.sort_by(|a, b| finish[*b].partial_cmp(&finish[*a]).unwrap());
-    let mut slowest = String::new();
+    let mut out = String::new();
     for &i in order.iter().take(5) {
-        let mut reqs: Vec<(Instant, u16, &str)> = seen[i]
+        let s = &per_agent[i];
+        let mut reqs: Vec<(Instant, u16, &str)> = s
             .logins
             .iter()
             .map(|(at, st)| (*at, *st, "login"))
-            .chain(seen[i].other.iter().map(|(at, st)| (*at, *st, "other")))
+            .chain(s.other.iter().map(|(at, st)| (*at, *st, "other")))
             .collect();
         reqs.sort();
         let line: Vec<String> = reqs
             .iter()
             .map(|(at, st, what)| format!("{:.2} {what} {st}", secs(*at - t0)))
             .collect();
-        slowest.push_str(&format!(
+        out.push_str(&format!(
             "- agent {i:03} done {:.2} s: {}\n",
             finish[i],
             line.join(", ")
         ));
     }
+    out
+}
 
-    let report = format!(
+/// The run's report (docs/fleet.md shows one).
+fn report(spec: &Spec, bin: &Path, started: &Started, seen: &Attributed, f: &Figures) -> String {
+    let Spec {
+        agents: agents_n,
+        rate,
+        retry_after,
+        fault_every,
+        ref max_delay,
+        ..
+    } = *spec;
+    let (t0, requests) = (started.t0, &seen.requests);
+    let fin = stats(f.finish.clone());
+    format!(
         "agents {agents_n}, login rate limit {rate}/s (429 + Retry-After: {retry_after}), \
          a 5xx after every {fault_every} Vault requests, EC2 DescribeInstances bucket {}, \
          agent retry.max_delay {max_delay}, binary {}\n\
@@ -580,112 +729,121 @@ fn run_fleet(spec: Spec) {
          Vault requests: {} ({} logins, {} login successes, {} x 429, {} x 5xx = {:.1}%, \
          {} x 400 EC2 throttling behind Vault), unattributed {}\n\
          EC2 DescribeInstances calls behind the logins: {}, of which throttled {}\n\
-         requests per agent (p50 / p99 / max / mean):\n\
-         - Vault, all:   {:.0} / {:.0} / {:.0} / {:.2}\n\
-         - Vault logins: {:.0} / {:.0} / {:.0} / {:.2}\n\
-         - of which EC2-throttled: {:.0} / {:.0} / {:.0} / {:.2}\n\
-         - IMDS:         {:.0} / {:.0} / {:.0} / {:.2}\n\
-         - together:     {:.0} / {:.0} / {:.0} / {:.2}\n\
+         requests per agent (p50 / p99 / max / mean):\n{}\
          finish time since the gate opened (p50 / p99 / max / mean): \
          {:.2} s / {:.2} s / {:.2} s / {:.2} s\n\
          last agent done after {:.2} s; ideal {:.2} s ({agents_n} logins at {}/s); \
          ratio {:.2} (bound {:.2} s)\n\
-         slowest agents (s since the gate, request, status):\n{slowest}\
-         \n| t (s) | login attempts | successes |\n|---|---|---|\n{histogram}",
-        match ec2 {
+         slowest agents (s since the gate, request, status):\n{}\
+         \n| t (s) | login attempts | successes |\n|---|---|---|\n{}",
+        match spec.ec2 {
             (0, _) => "none".to_string(),
             (burst, refill) => format!("{burst} + {refill}/s"),
         },
         bin.display(),
-        secs(exec_window),
-        secs(earliest - t0),
-        secs(latest - t0),
+        secs(started.exec_window),
+        secs(seen.earliest - t0),
+        secs(seen.latest - t0),
         requests.len(),
-        logins_total,
-        logins_ok,
-        n429,
-        n5xx,
-        100.0 * n5xx as f64 / requests.len().max(1) as f64,
-        n_throttled,
-        unattributed,
-        describe_calls,
-        describe_throttled,
-        vault_req.0,
-        vault_req.1,
-        vault_req.2,
-        vault_req.3,
-        login_req.0,
-        login_req.1,
-        login_req.2,
-        login_req.3,
-        throttled_req.0,
-        throttled_req.1,
-        throttled_req.2,
-        throttled_req.3,
-        imds_req.0,
-        imds_req.1,
-        imds_req.2,
-        imds_req.3,
-        all_req.0,
-        all_req.1,
-        all_req.2,
-        all_req.3,
+        f.logins_total,
+        f.logins_ok,
+        f.n429,
+        f.n5xx,
+        100.0 * f.n5xx as f64 / requests.len().max(1) as f64,
+        f.n_throttled,
+        seen.unattributed,
+        f.describe_calls,
+        f.describe_throttled,
+        per_agent_lines(&seen.per_agent),
         fin.0,
         fin.1,
         fin.2,
         fin.3,
-        total,
-        ideal,
+        f.total,
+        f.ideal,
         spec.slowest_rate(),
-        total / ideal,
-        bound,
-    );
-    println!("{report}");
-    if let Some(path) = std::env::var_os("FLEET_REPORT") {
-        fs::write(path, &report).unwrap();
-    }
+        f.total / f.ideal,
+        f.bound,
+        slowest(&seen.per_agent, &f.finish, t0),
+        histogram(requests, t0, f.total),
+    )
+}
 
-    // ---- assertions ----
+/// How many requests of one kind an agent sent.
+type Count = dyn Fn(&Seen) -> usize;
+
+/// Requests per agent, one line per kind: p50 / p99 / max / mean.
+fn per_agent_lines(per_agent: &[Seen]) -> String {
+    let rows: [(&str, &Count); 5] = [
+        ("Vault, all:   ", &|s| s.vault),
+        ("Vault logins: ", &|s| s.logins.len()),
+        ("of which EC2-throttled: ", &|s| {
+            s.logins.iter().filter(|(_, st)| *st == 400).count()
+        }),
+        ("IMDS:         ", &|s| s.imds),
+        ("together:     ", &|s| s.vault + s.imds),
+    ];
+    let mut out = String::new();
+    for (label, count) in rows {
+        let (p50, p99, max, mean) = stats(per_agent.iter().map(|s| count(s) as f64).collect());
+        out.push_str(&format!(
+            "- {label}{p50:.0} / {p99:.0} / {max:.0} / {mean:.2}\n"
+        ));
+    }
+    out
+}
+
+/// Every agent started in time, exited 0 before its deadline and wrote its secret.
+fn check_every_agent(fleet: &Fleet, started: &Started, figures: &Figures, spec: &Spec) {
     // The machine's limit, not the agent's: on 2 cores shared with other work, 1000 exec()s
     // of the dynamically linked test build took 2.4-5.9 s, of the static musl binary 1.6 s
     // (docs/fleet.md); run with FLEET_AGENT_BIN set to the static binary.
     assert!(
-        exec_window < spec.start_window,
-        "the agents started over {exec_window:?} (limit {:?}): the machine is too loaded to \
-         start them together; see docs/fleet.md",
+        started.exec_window < spec.start_window,
+        "the agents started over {:?} (limit {:?}): the machine is too loaded to start them \
+         together; see docs/fleet.md",
+        started.exec_window,
         spec.start_window
     );
-    for (i, a) in agents.iter().enumerate() {
+    for (i, a) in fleet.agents.iter().enumerate() {
         let log = fs::read_to_string(a.dir.join("agent.log")).unwrap_or_default();
         assert_eq!(a.status, Some(0), "agent {i} failed:\n{log}");
         let written = fs::read_to_string(a.dir.join("out/app.env")).unwrap();
-        let expected = password(i)
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('$', "\\$")
-            .replace('`', "\\`");
+        let expected = env_escaped(&password(i));
         assert_eq!(written, format!("password=\"{expected}\"\n"), "agent {i}");
-        assert!(finish[i] < secs(deadline));
+        assert!(figures.finish[i] < secs(spec.deadline));
     }
-    assert_eq!(logins_ok, agents_n, "one successful login per agent");
-    assert_eq!(unattributed, 0, "every Vault request belongs to an agent");
-    assert!(n5xx > 0, "the 5xx trickle did not hit anything");
+}
 
-    // No spinning. Per agent: after a 429 the next login waits at least Retry-After (the
-    // simulator records when it read each request; 50 ms for the round trip), every failed
-    // attempt is followed by at most one retry, and the attempts fit the time the agent ran:
-    // - 429s at one per Retry-After;
-    // - blind failures (EC2 throttling, 5xx: no Retry-After) within what the growing back-off
-    //   allows. The pause after the k-th is uniform in [0, min(200 ms x 2^k, max_delay)]: the
-    //   cap reaches max_delay after `ramp` of them, and from then on each pause averages
-    //   max_delay / 2. An agent that ran T s can have had `ramp` + 3 T / (max_delay / 2) + 5
-    //   of them only if its pauses summed to less than a third of their expectation: for
-    //   T = 60 s and max_delay 20 s that is 22 uniform draws summing below 60 s, about 6 sd
-    //   under their mean 220 s (the 429s' pauses and the ramp only make it less likely).
+/// `text` as format = "env" writes it between double quotes.
+fn env_escaped(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if matches!(c, '\\' | '"' | '$' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// No spinning. Per agent: after a 429 the next login waits at least Retry-After (the
+/// simulator records when it read each request; 50 ms for the round trip), every failed
+/// attempt is followed by at most one retry, and the attempts fit the time the agent ran:
+/// - 429s at one per Retry-After;
+/// - blind failures (EC2 throttling, 5xx: no Retry-After) within what the growing back-off
+///   allows. The pause after the k-th is uniform in [0, min(200 ms x 2^k, max_delay)]: the
+///   cap reaches max_delay after `ramp` of them, and from then on each pause averages
+///   max_delay / 2. An agent that ran T s can have had `ramp` + 3 T / (max_delay / 2) + 5
+///   of them only if its pauses summed to less than a third of their expectation: for
+///   T = 60 s and max_delay 20 s that is 22 uniform draws summing below 60 s, about 6 sd
+///   under their mean 220 s (the 429s' pauses and the ramp only make it less likely).
+fn check_no_spinning(per_agent: &[Seen], finish: &[f64], spec: &Spec) {
+    let retry_after = spec.retry_after;
     let floor = Duration::from_secs(retry_after).saturating_sub(Duration::from_millis(50));
-    let max_delay_s = seconds(max_delay);
+    let max_delay_s = seconds(&spec.max_delay);
     let ramp = (max_delay_s / 0.2).log2().ceil().max(0.0) + 1.0;
-    for (i, s) in seen.iter().enumerate() {
+    for (i, s) in per_agent.iter().enumerate() {
         for pair in s.logins.windows(2) {
             let ((at, status), (next, _)) = (pair[0], pair[1]);
             assert_ne!(status, 200, "agent {i} logged in twice");
@@ -727,16 +885,4 @@ fn run_fleet(spec: Spec) {
         // IMDS: token, document, signed document (+ one retry when a fault was injected).
         assert!(s.imds <= 4, "agent {i}: {} IMDS requests", s.imds);
     }
-    if ec2.0 > 0 {
-        assert!(
-            describe_throttled > 0,
-            "EC2's bucket never throttled: the variant tests nothing"
-        );
-    }
-    assert!(
-        total <= bound,
-        "the last agent finished after {total:.2} s, more than {} x the ideal {ideal:.2} s + {} s",
-        spec.factor,
-        spec.slack
-    );
 }

@@ -81,8 +81,7 @@ fn floats_from_vault_are_written_exactly() {
         }],
         format: Format::Json,
         mode: 0o600,
-        uid: 0,
-        gid: 0,
+        owner: vaultboot::fuzzing::config::Ids { uid: 0, gid: 0 },
         on_change: None,
     };
     let exact: f64 = 2.0886163968049374e159;
@@ -173,8 +172,7 @@ fn env_file(values: &[String]) -> (Vec<String>, Vec<u8>) {
             .collect(),
         format: Format::Env,
         mode: 0o600,
-        uid: 0,
-        gid: 0,
+        owner: vaultboot::fuzzing::config::Ids { uid: 0, gid: 0 },
         on_change: None,
     };
     let out = vaultboot::fuzzing::secrets::encode("sample", &file, &fields).unwrap();

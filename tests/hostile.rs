@@ -29,15 +29,15 @@ const LOCAL_IPV4: &str = "/latest/meta-data/local-ipv4";
 const FORGED_LINE: &str = "us-east-1\n<3>vaultboot: error: FORGED by a metadata value";
 
 /// Short budgets so that the cases that run into the deadline end quickly.
-fn config(env: &Env) -> String {
-    env.full_config()
-        .replace("deadline = \"20s\"", "deadline = \"3s\"")
-        .replace("request_timeout = \"3s\"", "request_timeout = \"1s\"")
+fn config(env: &Env) -> Config {
+    env.config()
+        .set("retry", "deadline", "3s")
+        .set("vault", "request_timeout", "1s")
 }
 
 /// A good run first; returns the configuration and the snapshot of outputs and state.
 fn prepared(env: &Env) -> (PathBuf, Snapshot) {
-    let cfg = env.write_config(&config(env));
+    let cfg = env.write(&config(env));
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "the good run: {}", out.log());
     assert_eq!(env.out_files().len(), 5);
@@ -121,10 +121,11 @@ impl Endpoint {
         }
     }
 
-    fn url(self, env: &Env) -> String {
+    /// Where the configuration names this endpoint.
+    fn key(self) -> (&'static str, &'static str) {
         match self {
-            Endpoint::Imds => env.imds.url(),
-            Endpoint::Vault => env.vault.url(),
+            Endpoint::Imds => ("imds", "endpoint"),
+            Endpoint::Vault => ("vault", "address"),
         }
     }
 
@@ -280,23 +281,18 @@ fn run_case(
     let env = &ctx.env;
     let control = endpoint.control(env);
     control.clear_faults();
-    let mut text = config(env).replace(
-        "deadline = \"3s\"",
-        &format!("deadline = {:?}", expect.deadline),
-    );
+    let mut text = config(env).set("retry", "deadline", expect.deadline);
     match hostile {
         Hostile::Answer(fault) => control.inject(Some(method), path, fault, expect.times),
         Hostile::Server { url, ca, .. } => {
-            text = text.replace(&endpoint.url(env), &url);
+            let (section, key) = endpoint.key();
+            text = text.set(section, key, url);
             if let Some(ca) = ca {
-                text = text.replace(
-                    &env.path("vault-ca.pem").display().to_string(),
-                    &ca.display().to_string(),
-                );
+                text = text.set("vault", "ca_cert", &ca);
             }
         }
     }
-    let cfg = env.write_config(&text);
+    let cfg = env.write(&text);
     let out = if expect.status == 0 {
         let out = env.run(&cfg);
         assert_eq!(out.status, 0, "{case}: {}", out.log());
@@ -964,16 +960,14 @@ fn tls_refused(make: impl FnOnce(&VaultOptions) -> (String, String)) {
     let bad = VaultSim::start(opts).unwrap();
     bad.add_ec2_role("aws", "web", None, &["secret/"]);
     std::fs::write(env.path("bad-ca.pem"), bad.ca_pem()).unwrap();
-    let cfg = env.write_config(
+    let cfg = env.write(
         &config(&env)
-            .replace(
-                &env.vault.url(),
-                &format!("https://localhost:{}", bad.addr().port()),
+            .set(
+                "vault",
+                "address",
+                format!("https://localhost:{}", bad.addr().port()),
             )
-            .replace(
-                &env.path("vault-ca.pem").display().to_string(),
-                &env.path("bad-ca.pem").display().to_string(),
-            ),
+            .set("vault", "ca_cert", &env.path("bad-ca.pem")),
     );
     let out = refused(&env, &cfg, &before, 69);
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
@@ -1007,10 +1001,7 @@ fn vault_expired_certificate_is_refused() {
 fn vault_tls_server_name_that_does_not_match_is_refused() {
     let env = Env::new();
     let (_, before) = prepared(&env);
-    let cfg = env.write_config(&config(&env).replace(
-        "request_timeout = \"1s\"",
-        "request_timeout = \"1s\"\ntls_server_name = \"vault.wrong.example\"",
-    ));
+    let cfg = env.write(&config(&env).set("vault", "tls_server_name", "vault.wrong.example"));
     let out = refused(&env, &cfg, &before, 69);
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
 }

@@ -109,10 +109,7 @@ fn instance_profile_login_writes_every_file() {
     let env = Env::new();
     let creds = AwsCreds::instance_profile();
     setup_instance_profile(&env, &creds);
-    let cfg = env.write_config(&iam_config(
-        &env.full_config(),
-        &format!("iam_server_id = \"{SERVER_ID}\""),
-    ));
+    let cfg = env.write(&iam_config(env.config(), Some(SERVER_ID)));
 
     let out = run(&env, &cfg, &[], &[&creds]);
     assert_eq!(out.status, 0, "{}", out.log());
@@ -236,18 +233,9 @@ fn environment_credentials_work_without_imds() {
     let env = Env::new();
     let creds = AwsCreds::iam_user();
     setup_vault(&env, &creds);
-    let config = format!(
-        "{}{}",
-        env.base_config().replace(
-            &format!("endpoint = \"{}\"", env.imds.url()),
-            &format!("endpoint = \"http://127.0.0.1:{}\"", closed_port()),
-        ),
-        secrets_without_templates(&env)
-    );
-    let cfg = env.write_config(&iam_config(
-        &config,
-        &format!("iam_server_id = \"{SERVER_ID}\""),
-    ));
+    let imds = format!("http://127.0.0.1:{}", closed_port());
+    let config = secrets_without_templates(&env).set("imds", "endpoint", imds);
+    let cfg = env.write(&iam_config(config, Some(SERVER_ID)));
 
     let out = run(&env, &cfg, &creds.as_env(), &[&creds]);
     assert_eq!(out.status, 0, "{}", out.log());
@@ -279,10 +267,7 @@ fn tampering_on_the_way_is_refused_and_exits_77() {
     let env = Env::new();
     let creds = AwsCreds::instance_profile();
     setup_instance_profile(&env, &creds);
-    let cfg = env.write_config(&iam_config(
-        &env.full_config(),
-        &format!("iam_server_id = \"{SERVER_ID}\""),
-    ));
+    let cfg = env.write(&iam_config(env.config(), Some(SERVER_ID)));
     type Tamper = fn(&mut Value);
     let cases: [(&str, Tamper, &str); 5] = [
         (
@@ -363,7 +348,7 @@ fn server_id_missing_or_different_is_refused_with_vaults_text() {
     let creds = AwsCreds::instance_profile();
     setup_instance_profile(&env, &creds);
 
-    let cfg = env.write_config(&iam_config(&env.full_config(), ""));
+    let cfg = env.write(&iam_config(env.config(), None));
     let out = run(&env, &cfg, &[], &[&creds]);
     assert_eq!(out.status, 77, "{}", out.log());
     assert!(
@@ -375,10 +360,7 @@ fn server_id_missing_or_different_is_refused_with_vaults_text() {
     );
     assert!(!decode_headers(&iam_logins(&env)[0]).contains_key("X-Vault-Aws-Iam-Server-Id"));
 
-    let cfg = env.write_config(&iam_config(
-        &env.full_config(),
-        "iam_server_id = \"vault.staging.example.com\"",
-    ));
+    let cfg = env.write(&iam_config(env.config(), Some("vault.staging.example.com")));
     let out = run(&env, &cfg, &[], &[&creds]);
     assert_eq!(out.status, 77, "{}", out.log());
     assert!(
@@ -396,9 +378,10 @@ fn sts_region_must_match_the_servers() {
     let env = Env::new();
     let creds = AwsCreds::instance_profile();
     setup_instance_profile(&env, &creds);
-    let cfg = env.write_config(&iam_config(
-        &env.full_config(),
-        &format!("iam_server_id = \"{SERVER_ID}\"\nsts_region = \"eu-west-1\""),
+    let cfg = env.write(&iam_config(env.config(), Some(SERVER_ID)).set(
+        "auth",
+        "sts_region",
+        "eu-west-1",
     ));
     // Vault's STS endpoint is still the global one (us-east-1).
     let out = run(&env, &cfg, &[], &[&creds]);
@@ -435,10 +418,7 @@ fn a_wrong_clock_or_unknown_principal_is_refused() {
     let env = Env::new();
     let creds = AwsCreds::instance_profile();
     setup_instance_profile(&env, &creds);
-    let cfg = env.write_config(&iam_config(
-        &env.full_config(),
-        &format!("iam_server_id = \"{SERVER_ID}\""),
-    ));
+    let cfg = env.write(&iam_config(env.config(), Some(SERVER_ID)));
     // The instance's clock is 20 minutes behind STS's.
     env.vault.set_sts_clock_skew(20 * 60);
     let out = run(&env, &cfg, &[], &[&creds]);
@@ -471,10 +451,7 @@ fn missing_instance_profile_is_a_clear_error() {
     let env = Env::new();
     // No role attached: IMDS answers 404 on iam/security-credentials/.
     setup_vault(&env, &AwsCreds::instance_profile());
-    let cfg = env.write_config(&iam_config(
-        &env.full_config(),
-        &format!("iam_server_id = \"{SERVER_ID}\""),
-    ));
+    let cfg = env.write(&iam_config(env.config(), Some(SERVER_ID)));
     let out = run(&env, &cfg, &[], &[]);
     assert!(
         out.stderr
@@ -512,18 +489,9 @@ fn half_set_environment_credentials_are_a_configuration_error() {
     let env = Env::new();
     let creds = AwsCreds::iam_user();
     setup_vault(&env, &creds);
-    let config = format!(
-        "{}{}",
-        env.base_config().replace(
-            &format!("endpoint = \"{}\"", env.imds.url()),
-            &format!("endpoint = \"http://127.0.0.1:{}\"", closed_port()),
-        ),
-        secrets_without_templates(&env)
-    );
-    let cfg = env.write_config(&iam_config(
-        &config,
-        &format!("iam_server_id = \"{SERVER_ID}\""),
-    ));
+    let imds = format!("http://127.0.0.1:{}", closed_port());
+    let config = secrets_without_templates(&env).set("imds", "endpoint", imds);
+    let cfg = env.write(&iam_config(config, Some(SERVER_ID)));
     let only_the_key = vec![("AWS_ACCESS_KEY_ID", creds.access_key_id.clone())];
     let out = run(&env, &cfg, &only_the_key, &[&creds]);
     assert_eq!(out.status, 78, "{}", out.log());
@@ -549,10 +517,7 @@ fn login_data_posted_directly_is_verified() {
     let creds = AwsCreds::instance_profile();
     setup_vault(&env, &creds);
     let config = vaultboot::fuzzing::config::parse(
-        &iam_config(
-            &env.full_config(),
-            &format!("iam_server_id = \"{SERVER_ID}\""),
-        ),
+        &iam_config(env.config(), Some(SERVER_ID)).text(),
         &env.path("config.toml"),
     )
     .unwrap();

@@ -53,12 +53,7 @@ fn assert_prioritised(text: &str) {
 fn on_the_journal_every_line_carries_its_priority() {
     let env = Env::new();
     // A failing on_change: a warning in an otherwise good run.
-    let text = env.full_config().replacen(
-        "mode = \"0640\"",
-        "mode = \"0640\"\n  on_change = [\"/bin/false\"]",
-        1,
-    );
-    let config = env.write_config(&text);
+    let config = env.write(&env.config().file(".json", "on_change", ["/bin/false"]));
     let (status, out) = run_with_stderr_file(&env, &config, true);
     assert_eq!(status, 0, "{out}");
     assert_prioritised(&out);
@@ -73,7 +68,7 @@ fn on_the_journal_every_line_carries_its_priority() {
     );
 
     // A failed run: its error lines.
-    let config = env.write_config(&env.full_config().replace("[vault]", "[vault]\nnope = 1"));
+    let config = env.write(&env.config().set("vault", "nope", 1));
     let (status, out) = run_with_stderr_file(&env, &config, true);
     assert_eq!(status, 78, "{out}");
     assert_prioritised(&out);

@@ -352,10 +352,7 @@ fn a_state_dir_that_is_a_symlink_or_a_file_or_under_an_open_dir_is_refused() {
     let open = env.path("open");
     fs::create_dir(&open).unwrap();
     set_mode(&open, 0o777);
-    let cfg = env.write_config(&env.full_config().replace(
-        &env.state_dir().display().to_string(),
-        &open.join("state").display().to_string(),
-    ));
+    let cfg = env.write(&env.config().set("state", "dir", &open.join("state")));
     let out = env.run(&cfg);
     assert_eq!(out.status, 73, "{}", out.log());
     assert!(out.stderr.contains("writable by others"), "{}", out.stderr);
@@ -486,10 +483,8 @@ fn root_no_directory_is_created_under_a_directory_someone_else_controls() {
     fs::create_dir(&theirs).unwrap();
     chown(&theirs, OTHER);
     set_mode(&theirs, 0o755);
-    let cfg = env.write_config(&env.full_config().replace(
-        &format!("{}/run/ad-join.env", env.path("out").display()),
-        &format!("{}/deep/er/ad-join.env", theirs.display()),
-    ));
+    let deep = theirs.join("deep/er/ad-join.env");
+    let cfg = env.write(&env.config().file("run/ad-join.env", "path", &deep));
     let out = env.run(&cfg);
     assert_eq!(out.status, 73, "{}", out.log());
     assert_eq!(
@@ -692,11 +687,12 @@ fn a_config_or_ca_file_others_could_write_is_refused_before_any_request() {
         "ca relative",
     ] {
         let env = Env::new();
-        let mut text = env.full_config();
+        let mut config = env.config();
         let ca = env.path("vault-ca.pem");
         if what == "ca relative" {
-            text = text.replace(&ca.display().to_string(), "vault-ca.pem");
+            config = config.set("vault", "ca_cert", "vault-ca.pem");
         }
+        let text = config.text();
         let cfg = if what == "config dir 0777" {
             let open = env.path("open");
             fs::create_dir(&open).unwrap();

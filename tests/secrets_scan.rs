@@ -166,10 +166,7 @@ fn a_vault_error_or_redirect_that_echoes_the_token_is_not_repeated() {
     for redirect in [false, true] {
         let env = Env::new();
         // A redirect is retried until the deadline (then 69, its target named): keep it short.
-        let cfg = env.write_config(
-            &env.full_config()
-                .replace("deadline = \"20s\"", "deadline = \"2s\""),
-        );
+        let cfg = env.write(&env.config().set("retry", "deadline", "2s"));
         // Hold the login answer back long enough to plant a fault that quotes the token.
         env.vault
             .control()
@@ -218,12 +215,8 @@ fn a_vault_error_or_redirect_that_echoes_the_token_is_not_repeated() {
 fn nothing_secret_reaches_on_change_children() {
     let env = Env::new();
     let marker = format!("3.{}", std::process::id());
-    let hook = format!("  on_change = [\"sleep\", \"{marker}\"]\n");
-    let config = env.full_config().replace(
-        "  fields = [\"private_key\"]\n",
-        &format!("  fields = [\"private_key\"]\n{hook}"),
-    );
-    let cfg = env.write_config(&config);
+    let hook = ["sleep", marker.as_str()];
+    let cfg = env.write(&env.config().file("server.key", "on_change", hook));
     let log = env.path("run.log");
     // A descriptor the agent inherits (as from a careless parent): not for its children.
     let inherited = nix::fcntl::open(
@@ -329,22 +322,12 @@ fn root_core_dumps_are_off_while_secrets_are_held() {
     let ca = h.join("ca.pem");
     fs::write(&ca, env.vault.ca_pem()).unwrap();
     let config = env
-        .full_config()
-        .replace(
-            &env.path("vault-ca.pem").display().to_string(),
-            &ca.display().to_string(),
-        )
-        .replace(
-            &env.state_dir().display().to_string(),
-            &h.join("state").display().to_string(),
-        )
-        .replace(
-            &env.path("out").display().to_string(),
-            &h.join("out").display().to_string(),
-        )
-        .replace("request_timeout = \"3s\"", "request_timeout = \"20s\"");
+        .config_writing_to(&h.join("out"))
+        .set("vault", "ca_cert", &ca)
+        .set("state", "dir", &h.join("state"))
+        .set("vault", "request_timeout", "20s");
     let cfg = h.join("config.toml");
-    fs::write(&cfg, config).unwrap();
+    fs::write(&cfg, config.text()).unwrap();
     for p in [&ca, &cfg] {
         std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
     }

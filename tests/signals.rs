@@ -42,7 +42,7 @@ struct Stop {
 impl Stop {
     /// A rewriting set-up: AD join, API key and `bulk` outputs, each with an on_change command
     /// (`hook.sh LABEL`); `extra_on_change` replaces the API key's. A first run writes them.
-    fn new(bulk: usize, retry: &str, api_on_change: Option<&str>) -> Stop {
+    fn new(bulk: usize, deadline: &str, api_on_change: Option<&str>) -> Stop {
         let env = Env::with_policies(&["secret/data/ad/join", "secret/data/app/"]);
         let out = env.path("out");
         let hook = env.path("hook.sh");
@@ -63,10 +63,8 @@ impl Stop {
         let hook_argv = |label: &str| format!("[\"{}\", \"{label}\"]", hook.display());
         let api_cmd = api_on_change.map_or_else(|| hook_argv("api"), str::to_string);
         // A held answer must not be cut by its own timeout: the stop has to deal with it.
-        let base = env
-            .base_config()
-            .replace("request_timeout = \"3s\"", "request_timeout = \"30s\"")
-            .replace("deadline = \"20s\"", retry);
+        let base = env.base().set("vault", "request_timeout", "30s");
+        let base = base.set("retry", "deadline", deadline);
         let mut config = format!(
             "{base}
 [[secret]]
@@ -262,7 +260,7 @@ fn fault_taken(control: &vaultboot_sim::Control) -> bool {
 
 #[test]
 fn sigterm_while_imds_is_read() {
-    let mut s = Stop::new(0, "deadline = \"60s\"", None);
+    let mut s = Stop::new(0, "60s", None);
     s.next_version();
     let imds = s.env.imds.control().clone();
     imds.inject(Some("PUT"), "/latest/api/token", Fault::Hang, 1);
@@ -278,7 +276,7 @@ fn sigterm_while_imds_is_read() {
 /// revoked too.
 #[test]
 fn sigterm_while_the_login_is_in_flight() {
-    let mut s = Stop::new(0, "deadline = \"60s\"", None);
+    let mut s = Stop::new(0, "60s", None);
     s.next_version();
     let vault = s.env.vault.control().clone();
     vault.inject(
@@ -303,7 +301,7 @@ fn sigterm_while_the_login_is_in_flight() {
 /// without the answer.
 #[test]
 fn sigterm_while_a_secret_read_is_in_flight() {
-    let mut s = Stop::new(0, "deadline = \"60s\"", None);
+    let mut s = Stop::new(0, "60s", None);
     s.next_version();
     let vault = s.env.vault.control().clone();
     vault.inject(Some("GET"), "/v1/secret/data/app/api", Fault::Hang, 1);
@@ -332,7 +330,7 @@ fn sigterm_while_a_secret_read_is_in_flight() {
 /// commands a finished commit owes run on the next run.
 #[test]
 fn sigterm_while_staging_and_during_the_commit() {
-    let mut s = Stop::new(BULK, "deadline = \"60s\"", None);
+    let mut s = Stop::new(BULK, "60s", None);
     let mut landed = std::collections::BTreeMap::<&str, usize>::new();
     for round in 0..6 {
         s.next_version();
@@ -381,7 +379,7 @@ fn sigterm_while_staging_and_during_the_commit() {
 /// with its process group; the command stays owed and runs on the next run.
 #[test]
 fn sigterm_during_an_on_change_command() {
-    let mut s = Stop::new(0, "deadline = \"60s\"", None);
+    let mut s = Stop::new(0, "60s", None);
     s.next_version();
     fs::write(&s.block, "").unwrap();
     let hooks = s.hook_lines();
@@ -411,7 +409,7 @@ fn sigterm_during_an_on_change_command() {
 /// with its process group; one not started for lack of time stays owed.
 #[test]
 fn an_on_change_command_past_the_time_is_killed_and_the_next_stays_owed() {
-    let mut s = Stop::new(0, "deadline = \"2s\"", None);
+    let mut s = Stop::new(0, "2s", None);
     s.next_version();
     fs::write(&s.block, "").unwrap();
     let out = s.env.run(&s.cfg);
@@ -430,11 +428,7 @@ fn an_on_change_command_past_the_time_is_killed_and_the_next_stays_owed() {
 /// nothing stays owed.
 #[test]
 fn an_on_change_command_that_cannot_start_is_a_warning() {
-    let mut s = Stop::new(
-        0,
-        "deadline = \"60s\"",
-        Some("[\"/nonexistent/vaultboot-hook\"]"),
-    );
+    let mut s = Stop::new(0, "60s", Some("[\"/nonexistent/vaultboot-hook\"]"));
     s.next_version();
     let hooks = s.hook_lines();
     let out = s.env.run(&s.cfg);

@@ -16,10 +16,9 @@ use vaultboot_sim::AwsFault;
 const LOGIN: &str = "/v1/auth/aws/login";
 
 /// Short retry settings: a test waits no longer than it must.
-fn fast(config: &str, deadline: &str) -> String {
-    config
-        .replace("deadline = \"20s\"", &format!("deadline = \"{deadline}\""))
-        .replace("max_delay = \"1s\"", "max_delay = \"300ms\"")
+fn fast(config: Config, deadline: &str) -> String {
+    let config = config.set("retry", "deadline", deadline);
+    config.set("retry", "max_delay", "300ms").text()
 }
 
 /// The statuses Vault answered the login requests recorded since the last clear.
@@ -46,19 +45,13 @@ fn iam_env() -> (Env, AwsCreds) {
 }
 
 fn iam_cfg(env: &Env, deadline: &str) -> std::path::PathBuf {
-    env.write_config(&fast(
-        &iam_config(
-            &env.full_config(),
-            &format!("iam_server_id = \"{SERVER_ID}\""),
-        ),
-        deadline,
-    ))
+    env.write_config(&fast(iam_config(env.config(), Some(SERVER_ID)), deadline))
 }
 
 #[test]
 fn aws_failures_behind_an_ec2_login_are_retried_until_it_succeeds() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "20s"));
+    let cfg = env.write_config(&fast(env.config(), "20s"));
     for fault in [
         AwsFault::Ec2Throttled,
         AwsFault::Ec2Unavailable,
@@ -77,7 +70,7 @@ fn aws_failures_behind_an_ec2_login_are_retried_until_it_succeeds() {
 #[test]
 fn ec2_describe_instances_throttling_is_waited_out() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "20s"));
+    let cfg = env.write_config(&fast(env.config(), "20s"));
     // One call at once, one more every 2 s: the first run takes the only token, the second
     // finds the bucket empty and retries (back-off, no Retry-After) until it refills.
     env.vault.set_describe_instances_limit(1, 0.5);
@@ -130,7 +123,7 @@ fn aws_failures_behind_an_iam_login_are_retried_until_it_succeeds() {
 #[test]
 fn a_deadline_ending_on_aws_behind_vault_exits_69_and_says_what_to_do() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "2s"));
+    let cfg = env.write_config(&fast(env.config(), "2s"));
     env.vault.inject_aws_fault(AwsFault::Ec2Throttled, 1000);
     let out = env.run(&cfg);
     assert_eq!(out.status, 69, "{}", out.log());
@@ -180,7 +173,7 @@ fn refused_once(env: &Env, cfg: &std::path::Path, hint: &str) {
 #[test]
 fn refusals_behind_an_ec2_login_exit_77_at_once_with_their_hint() {
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "20s"));
+    let cfg = env.write_config(&fast(env.config(), "20s"));
     for (fault, hint) in [
         (
             AwsFault::Ec2Unauthorized,
@@ -212,15 +205,12 @@ fn refusals_behind_an_ec2_login_exit_77_at_once_with_their_hint() {
         .add_ec2_role("aws", "other-ami", Some("ami-0ffffffffffffffff"), &["kv1/"]);
     env.vault.add_iam_role("aws", "iam-only", "", &["kv1/"]);
     for role in ["other-ami", "nope", "iam-only"] {
-        let cfg = env.write_config(
-            &fast(&env.full_config(), "20s")
-                .replace("role = \"web\"", &format!("role = \"{role}\"")),
-        );
+        let cfg = env.write_config(&fast(env.config().set("auth", "role", role), "20s"));
         refused_once(&env, &cfg, binding);
     }
 
     // Reauthentication disabled for this instance.
-    let cfg = env.write_config(&fast(&env.full_config(), "20s"));
+    let cfg = env.write_config(&fast(env.config(), "20s"));
     env.vault.disable_reauthentication("aws", INSTANCE);
     refused_once(
         &env,
@@ -259,7 +249,7 @@ fn a_transient_login_failure_is_retried_with_the_normal_back_off() {
     // most 0.2+0.3*5 = 1.7 s of sleep; with InvalidInstanceID.NotFound's 2 s pause they would
     // take 12 s.
     let env = Env::new();
-    let cfg = env.write_config(&fast(&env.full_config(), "20s"));
+    let cfg = env.write_config(&fast(env.config(), "20s"));
     env.vault.inject_aws_fault(AwsFault::Ec2Throttled, 6);
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "{}", out.log());

@@ -399,8 +399,7 @@ fn file(format: Format, fields: Vec<Field>) -> FileConfig {
         fields,
         format,
         mode: 0o600,
-        uid: 0,
-        gid: 0,
+        owner: config::Ids { uid: 0, gid: 0 },
         on_change: None,
     }
 }

@@ -12,7 +12,7 @@ mod select;
 mod session;
 
 pub use error::Error;
-pub use plan::{plan, Action, Entry, Plan};
+pub use plan::{plan, Action, Plan};
 pub use report::{write_status, Ended};
 
 use session::Session;

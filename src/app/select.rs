@@ -120,8 +120,8 @@ fn certificate_in_place(
         Some(Target {
             path: secrets::output_path(secret, file, facts).ok()?,
             mode: file.mode,
-            uid: file.uid,
-            gid: file.gid,
+            uid: file.owner.uid,
+            gid: file.owner.gid,
         })
     };
     let (cert, key) = (target(cert_file)?, target(key_file)?);

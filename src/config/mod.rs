@@ -7,8 +7,10 @@
 //! section is read by serde into its shape in `raw` (unknown keys, wrong types, missing keys),
 //! its values through their types in `values` (each type's rule); `sections` and `secrets`
 //! then fill in `defaults`, report the first failed check with its place, and apply the few
-//! rules that tie keys together; `checks` holds what looks outside the file (the CA file,
-//! the account database).
+//! rules that tie keys together. `parse` reads nothing but the text it is given (the fuzz
+//! targets drive it); `checks` then looks outside the file (the CA file, the account
+//! database), and `load` does both, so that `check` and every run see the same verdict before
+//! anything uses the configuration.
 
 mod checks;
 mod defaults;
@@ -26,7 +28,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use checks::MAX_CA_BYTES;
+pub use checks::{on_this_machine, MAX_CA_BYTES};
 pub use defaults::CONFIG_PATH as DEFAULT_PATH;
 pub use values::check_output_path;
 
@@ -84,9 +86,25 @@ pub enum Format {
     Json,
 }
 
-/// The checked configuration. What the file leaves out is filled in from `defaults`.
+/// A file's owner and group as the configuration names them (a name or a number), before
+/// they are looked up (`checks::on_this_machine`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    pub owner: String,
+    pub group: String,
+}
+
+/// A file's owner and group, looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The checked configuration. What the file leaves out is filled in from `defaults`. `A` is
+/// what its files' owners are: `Names` as parsed, `Ids` once checked on this machine.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub struct Config<A = Ids> {
     pub source: PathBuf,
     pub vault: VaultConfig,
     pub auth: AuthConfig,
@@ -94,7 +112,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub retry: RetryConfig,
     pub status: StatusConfig,
-    pub secrets: Vec<SecretConfig>,
+    pub secrets: Vec<SecretConfig<A>>,
 }
 
 #[derive(Clone, Debug)]
@@ -145,7 +163,7 @@ pub struct RetryConfig {
 }
 
 #[derive(Clone, Debug)]
-pub struct SecretConfig {
+pub struct SecretConfig<A = Ids> {
     pub name: String,
     pub path: String,
     /// The JSON body of a POST (PKI issue); `None` means a GET. Strings may hold templates.
@@ -155,10 +173,10 @@ pub struct SecretConfig {
     pub renew_before: Option<Duration>,
     /// Fetched by the boot run only; a refresh (`run --refresh`) leaves it alone.
     pub boot_only: bool,
-    pub files: Vec<FileConfig>,
+    pub files: Vec<FileConfig<A>>,
 }
 
-impl SecretConfig {
+impl<A> SecretConfig<A> {
     /// `<mount>/issue/<role>` with a request body: each read issues a new certificate.
     pub fn is_pki_issue(&self) -> bool {
         let mut parts = self.path.rsplit('/');
@@ -178,19 +196,18 @@ pub struct Field {
 }
 
 #[derive(Clone, Debug)]
-pub struct FileConfig {
+pub struct FileConfig<A = Ids> {
     pub path: Template,
     /// The path as written, for messages before facts are known.
     pub path_text: String,
     pub fields: Vec<Field>,
     pub format: Format,
     pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
+    pub owner: A,
     pub on_change: Option<Vec<String>>,
 }
 
-impl Config {
+impl<A> Config<A> {
     /// What the configuration allows that a production instance should not: said on every
     /// run (and by `check`), so that a test setting left in an image does not go unnoticed.
     pub fn warnings(&self) -> Vec<String> {
@@ -235,11 +252,12 @@ pub fn load(path: &Path) -> Result<Config, Error> {
         crate::files::read_input(path, MAX_CONFIG_BYTES).map_err(|e| err(&place, e.message))?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| err(&place, "cannot read: stream did not contain valid UTF-8"))?;
-    parse(text, path)
+    checks::on_this_machine(parse(text, path)?)
 }
 
-/// Checks configuration text; `source` is only used in messages.
-pub fn parse(text: &str, source: &Path) -> Result<Config, Error> {
+/// Checks configuration text, reading nothing else; `source` is only used in messages. The
+/// owners stay names and the CA file unread: `load` checks them.
+pub fn parse(text: &str, source: &Path) -> Result<Config<Names>, Error> {
     let file = source.display().to_string();
     let mut table: toml::Table = toml::from_str(text).map_err(|e| {
         // toml's message already carries the line, the column and the offending key.

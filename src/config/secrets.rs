@@ -4,13 +4,13 @@
 
 use super::raw::{duration, optional, RawFile, RawSecret};
 use super::values::{is_env_name, OutputPath, A_CENTURY};
-use super::{checks, defaults, err, Error};
-use super::{Field, FileConfig, Format, SecretConfig};
+use super::{defaults, err, Error};
+use super::{Field, FileConfig, Format, Names, SecretConfig};
 use crate::template::facts_in_json;
 use std::collections::BTreeSet;
 
 /// The `index`-th (from 0) `[[secret]]` table of `file`.
-pub fn secret(raw: toml::Value, index: usize, file: &str) -> Result<SecretConfig, Error> {
+pub fn secret(raw: toml::Value, index: usize, file: &str) -> Result<SecretConfig<Names>, Error> {
     let name_hint = raw
         .get("name")
         .and_then(|n| n.as_str())
@@ -93,18 +93,18 @@ fn non_finite(table: &toml::Table, at: &str) -> Option<String> {
     table.iter().find_map(|(k, v)| walk(v, format!("{at}.{k}")))
 }
 
-fn file_config(raw: RawFile, place: &str) -> Result<FileConfig, Error> {
+fn file_config(raw: RawFile, place: &str) -> Result<FileConfig<Names>, Error> {
     let path = OutputPath::try_from(raw.path.as_str())
         .map_err(|m| err(place, format!("path: {m}")))?
         .0;
     let format = optional(raw.format, place, "format")?.unwrap_or(defaults::FORMAT);
     let fields = fields(&raw.fields, format).map_err(|m| err(place, format!("fields: {m}")))?;
     let mode = optional(raw.mode, place, "mode")?.map_or(defaults::MODE, |m| m.0);
-    let (uid, gid) = checks::owner_and_group(
-        raw.owner.as_deref().unwrap_or(defaults::OWNER),
-        raw.group.as_deref().unwrap_or(defaults::GROUP),
-    )
-    .map_err(|m| err(place, m))?;
+    // Looked up on this machine by `checks::on_this_machine`.
+    let owner = Names {
+        owner: raw.owner.unwrap_or_else(|| defaults::OWNER.into()),
+        group: raw.group.unwrap_or_else(|| defaults::GROUP.into()),
+    };
     let on_change = optional(raw.on_change, place, "on_change")?;
     Ok(FileConfig {
         path,
@@ -112,8 +112,7 @@ fn file_config(raw: RawFile, place: &str) -> Result<FileConfig, Error> {
         fields,
         format,
         mode,
-        uid,
-        gid,
+        owner,
         on_change: on_change.map(|argv| argv.0),
     })
 }
@@ -152,7 +151,7 @@ fn fields(texts: &[String], format: Format) -> Result<Vec<Field>, String> {
 }
 
 /// Secret names and output paths are unique across the file.
-pub fn check_unique(secrets: &[SecretConfig], file: &str) -> Result<(), Error> {
+pub fn check_unique<A>(secrets: &[SecretConfig<A>], file: &str) -> Result<(), Error> {
     let mut names = BTreeSet::new();
     let mut paths = BTreeSet::new();
     for s in secrets {

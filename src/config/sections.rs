@@ -4,16 +4,13 @@
 
 use super::raw::{duration, optional, RawAuth, RawImds, RawRetry, RawState, RawStatus, RawVault};
 use super::values::{AN_HOUR, A_DAY};
-use super::{checks, defaults, err, values, Error};
+use super::{defaults, err, values, Error};
 use super::{AuthConfig, AuthMethod, ImdsConfig, RetryConfig, StatusConfig, VaultConfig};
 use std::path::PathBuf;
 
 pub fn vault(raw: RawVault, place: &str) -> Result<VaultConfig, Error> {
     let address = vault_address(&raw.address, raw.insecure_http == Some(true))
         .map_err(|m| err(place, format!("address: {m}")))?;
-    if let Some(ca) = &raw.ca_cert {
-        checks::ca_file(ca).map_err(|m| err(place, format!("ca_cert: {}: {m}", ca.display())))?;
-    }
     let tls_server_name = optional(raw.tls_server_name, place, "tls_server_name")?;
     let namespace = optional(raw.namespace, place, "namespace")?;
     let proxy = optional(raw.proxy, place, "proxy")?;

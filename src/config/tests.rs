@@ -28,8 +28,9 @@ path = "secret/data/ad/join"
   fields = ["username", "password"]
 "#;
 
+/// Parsed, then checked on this machine, as `load` does.
 fn parse_str(text: &str) -> Result<Config, Error> {
-    parse(text, Path::new("test.toml"))
+    checks::on_this_machine(parse(text, Path::new("test.toml"))?)
 }
 
 #[test]
@@ -48,7 +49,7 @@ fn defaults_are_the_contracts() {
     assert_eq!(c.vault.request_timeout, Duration::from_secs(10));
     assert_eq!(c.secrets[0].files[0].mode, 0o644);
     assert_eq!(c.secrets[0].files[1].mode, 0o600);
-    assert_eq!(c.secrets[0].files[1].uid, 0);
+    assert_eq!(c.secrets[0].files[1].owner.uid, 0);
     assert!(c.secrets[0].files[0].fields[1].optional);
     assert_eq!(c.secrets[1].files[0].format, Format::Env);
     let facts: Vec<_> = c.needed_facts().into_iter().collect();
@@ -419,4 +420,48 @@ fn serde_errors_come_first_then_checks_in_order_with_their_place() {
         e.message,
         "format: \"yaml\" is not \"raw\", \"env\" or \"json\""
     );
+}
+
+#[test]
+fn parse_reads_nothing_but_the_text_and_load_checks_the_machine() {
+    // An account this machine lacks and a CA file that does not exist: `parse` keeps them as
+    // written (the fuzz targets drive it, and it must not depend on the machine)...
+    let text = GOOD
+        .replace(
+            "fields = [\"private_key\"]",
+            "fields = [\"private_key\"]\n  owner = \"no-such-user-xyz\"\n  group = \"7\"",
+        )
+        .replace("[auth]", "ca_cert = \"/nonexistent/ca.pem\"\n[auth]");
+    let parsed = parse(&text, Path::new("test.toml")).unwrap();
+    let names = |owner: &str, group: &str| Names {
+        owner: owner.into(),
+        group: group.into(),
+    };
+    let owners: Vec<_> = parsed.secrets[0].files.iter().map(|f| &f.owner).collect();
+    assert_eq!(
+        owners,
+        [&names("root", "root"), &names("no-such-user-xyz", "7")]
+    );
+    // ...and the checks on this machine refuse them, CA first, each at its place.
+    let e = checks::on_this_machine(parsed.clone()).unwrap_err();
+    assert_eq!(e.place, "test.toml: [vault]");
+    assert!(
+        e.message.starts_with("ca_cert: /nonexistent/ca.pem: "),
+        "{e}"
+    );
+    let mut parsed = parsed;
+    parsed.vault.ca_cert = None;
+    let e = checks::on_this_machine(parsed).unwrap_err();
+    assert_eq!(
+        e.place,
+        "test.toml: [[secret]] \"tls\" file \"/etc/nginx/tls/server.key\""
+    );
+    assert!(
+        e.message.starts_with("owner: no user \"no-such-user-xyz\""),
+        "{e}"
+    );
+    // A number is taken as the id, with no lookup.
+    let numeric = GOOD.replace("mode = \"0644\"", "owner = \"65534\"\n  group = \"7\"");
+    let ids = parse_str(&numeric).unwrap().secrets[0].files[0].owner;
+    assert_eq!(ids, Ids { uid: 65534, gid: 7 });
 }

@@ -144,8 +144,7 @@ mod tests {
                 .collect(),
             format,
             mode: 0o600,
-            uid: 0,
-            gid: 0,
+            owner: crate::config::Ids { uid: 0, gid: 0 },
             on_change: None,
         }
     }

@@ -295,8 +295,8 @@ pub fn render_outputs(
                 secret: secret.name.clone(),
                 holds_certificate: holds_certificate(file),
                 mode: file.mode,
-                uid: file.uid,
-                gid: file.gid,
+                uid: file.owner.uid,
+                gid: file.owner.gid,
                 on_change: file.on_change.clone(),
             });
         }

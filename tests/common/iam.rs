@@ -3,7 +3,7 @@
 //! environment, and a leak check for AWS secrets and the signatures sent.
 #![allow(dead_code)]
 
-use super::{Env, Outcome, INSTANCE};
+use super::{Config, Env, Outcome, INSTANCE};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use std::collections::BTreeMap;
@@ -121,41 +121,28 @@ pub fn setup_instance_profile(env: &Env, creds: &AwsCreds) {
     setup_vault(env, creds);
 }
 
-/// `config` (a `base_config`-based text) switched to the iam method with `auth_extra` lines.
-pub fn iam_config(config: &str, auth_extra: &str) -> String {
-    let replaced = config.replacen(
-        "role = \"web\"\n",
-        &format!("role = \"{VAULT_ROLE}\"\nmethod = \"iam\"\n{auth_extra}\n"),
-        1,
-    );
-    assert_ne!(replaced, config, "no [auth] role line to replace");
-    replaced
+/// `config` logging in with the iam method as the simulator's role, with the server id
+/// header when `server_id` is given.
+pub fn iam_config(config: Config, server_id: Option<&str>) -> Config {
+    let config = config
+        .set("auth", "role", VAULT_ROLE)
+        .set("auth", "method", "iam");
+    match server_id {
+        Some(id) => config.set("auth", "iam_server_id", id),
+        None => config,
+    }
 }
 
 /// Secrets without templates, for runs that never reach IMDS.
-pub fn secrets_without_templates(env: &Env) -> String {
-    format!(
-        r#"
-[[secret]]
-name = "ad-join"
-path = "secret/data/ad/join"
-
-  [[secret.file]]
-  path = "{out}/run/ad-join.env"
-  format = "env"
-  fields = ["username", "password"]
-
-[[secret]]
-name = "api"
-path = "secret/data/app/api"
-
-  [[secret.file]]
-  path = "{out}/app/api.json"
-  format = "json"
-  fields = ["api_key"]
-"#,
-        out = env.path("out").display()
-    )
+pub fn secrets_without_templates(env: &Env) -> Config {
+    let out = |rel: &str| format!("{}/{rel}", env.path("out").display());
+    env.base()
+        .add_secret("ad-join", "secret/data/ad/join")
+        .add_file(&out("run/ad-join.env"), &["username", "password"])
+        .file("run/ad-join.env", "format", "env")
+        .add_secret("api", "secret/data/app/api")
+        .add_file(&out("app/api.json"), &["api_key"])
+        .file("app/api.json", "format", "json")
 }
 
 /// A loopback port nothing listens on.

@@ -2,7 +2,10 @@
 //! with real TLS, real files and a syslog socket that records every line.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod tls_check;
+
+pub use config::{Config, Raw};
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -106,86 +109,75 @@ impl Env {
         self.path("state")
     }
 
-    /// The sections every test shares; `extra` is appended (more [[secret]]s, [retry] …).
-    pub fn base_config(&self) -> String {
-        format!(
-            r#"[vault]
-address = "{vault}"
-ca_cert = "{ca}"
-request_timeout = "3s"
-
-[auth]
-role = "web"
-
-[imds]
-endpoint = "{imds}"
-
-[state]
-dir = "{state}"
-
-[status]
-file = "{status}"
-
-[retry]
-deadline = "20s"
-max_delay = "1s"
-"#,
-            vault = self.vault.url(),
-            ca = self.path("vault-ca.pem").display(),
-            imds = self.imds.url(),
-            state = self.state_dir().display(),
-            status = self.path("status/status.json").display(),
-        )
+    /// The sections every test shares, no secret.
+    pub fn base(&self) -> Config {
+        let q = |p: PathBuf| config::quoted(&p.display().to_string());
+        Config::new(&[
+            (
+                "vault",
+                &[
+                    ("address", config::quoted(&self.vault.url())),
+                    ("ca_cert", q(self.path("vault-ca.pem"))),
+                    ("request_timeout", config::quoted("3s")),
+                ],
+            ),
+            ("auth", &[("role", config::quoted("web"))]),
+            ("imds", &[("endpoint", config::quoted(&self.imds.url()))]),
+            ("state", &[("dir", q(self.state_dir()))]),
+            ("status", &[("file", q(self.path("status/status.json")))]),
+            (
+                "retry",
+                &[
+                    ("deadline", config::quoted("20s")),
+                    ("max_delay", config::quoted("1s")),
+                ],
+            ),
+        ])
     }
 
     /// The contract's example: a PKI certificate for nginx, AD join credentials as an env
     /// file, and an API key as JSON.
+    pub fn config(&self) -> Config {
+        self.config_writing_to(&self.path("out"))
+    }
+
+    /// The example with its outputs under `out`.
+    pub fn config_writing_to(&self, out: &Path) -> Config {
+        let out = |rel: &str| format!("{}/{rel}", out.display());
+        let data = r#"{ common_name = "{{ local-hostname }}", ip_sans = "{{ local-ipv4 }}", ttl = "72h" }"#;
+        self.base()
+            .add_secret("tls", "pki_int/issue/web")
+            .secret("tls", "data", Raw(data))
+            .add_file(&out("tls/server.crt"), &["certificate", "ca_chain?"])
+            .file("tls/server.crt", "mode", "0644")
+            .add_file(&out("tls/server.key"), &["private_key"])
+            .add_secret("ad-join", "secret/data/ad/join")
+            .add_file(&out("run/ad-join.env"), &["username", "password"])
+            .file("run/ad-join.env", "format", "env")
+            .add_file(&out("run/ad-join.password"), &["password"])
+            .add_secret("api", "secret/data/app/api")
+            .add_file(&out("app/{{ instance-id }}.json"), &["api_key"])
+            .file(".json", "format", "json")
+            .file(".json", "mode", "0640")
+    }
+
+    /// The sections every test shares, as text.
+    pub fn base_config(&self) -> String {
+        self.base().text()
+    }
+
+    /// The example's `[[secret]]` tables, as text.
     pub fn secrets_config(&self) -> String {
-        format!(
-            r#"
-[[secret]]
-name = "tls"
-path = "pki_int/issue/web"
-data = {{ common_name = "{{{{ local-hostname }}}}", ip_sans = "{{{{ local-ipv4 }}}}", ttl = "72h" }}
-
-  [[secret.file]]
-  path = "{out}/tls/server.crt"
-  fields = ["certificate", "ca_chain?"]
-  mode = "0644"
-
-  [[secret.file]]
-  path = "{out}/tls/server.key"
-  fields = ["private_key"]
-
-[[secret]]
-name = "ad-join"
-path = "secret/data/ad/join"
-
-  [[secret.file]]
-  path = "{out}/run/ad-join.env"
-  format = "env"
-  fields = ["username", "password"]
-
-  [[secret.file]]
-  path = "{out}/run/ad-join.password"
-  fields = ["password"]
-
-[[secret]]
-name = "api"
-path = "secret/data/app/api"
-
-  [[secret.file]]
-  path = "{out}/app/{{{{ instance-id }}}}.json"
-  format = "json"
-  fields = ["api_key"]
-  mode = "0640"
-"#,
-            out = self.path("out").display()
-        )
+        self.config().secrets_text()
     }
 
     pub fn full_config(&self) -> String {
-        format!("{}{}", self.base_config(), self.secrets_config())
+        self.config().text()
+    }
+
+    /// `config` written to the configuration file.
+    pub fn write(&self, config: &Config) -> PathBuf {
+        self.write_config(&config.text())
     }
 
     pub fn write_config(&self, text: &str) -> PathBuf {
@@ -670,13 +662,4 @@ impl Env {
         self.assert_no_secrets(&outcome);
         outcome
     }
-}
-
-/// `config` with the demo PKI secret renewed on every run (renew_before beyond the
-/// certificate's lifetime): for tests that need a certificate issued each time.
-#[allow(dead_code)]
-pub fn renew_every_run(config: &str) -> String {
-    let pki = "path = \"pki_int/issue/web\"\n";
-    assert!(config.contains(pki), "no PKI secret in the configuration");
-    config.replace(pki, &format!("{pki}renew_before = \"100000h\"\n"))
 }
