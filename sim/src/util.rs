@@ -137,13 +137,15 @@ pub(crate) fn parse_vault_duration(s: &str) -> Option<u64> {
         } else {
             let n: u64 = num.parse().ok()?;
             num.clear();
-            total += n * match c {
+            let unit = match c {
                 's' => 1,
                 'm' => 60,
                 'h' => 3600,
                 'd' => 86_400,
                 _ => return None,
             };
+            // A random test value may be huge: Vault refuses what it cannot represent.
+            total = total.checked_add(n.checked_mul(unit)?)?;
         }
     }
     if !num.is_empty() {

@@ -102,10 +102,13 @@ pub(super) fn pki_issue(shared: &VaultShared, st: &mut VaultState, req: &Request
             )
         }
     };
+    // Vault caps a requested ttl at the role's max_ttl, which defaults to the mount's maximum
+    // lease (32 days), rather than refusing it: so does this simulator.
+    const MAX_TTL: u64 = 768 * 3600;
     let ttl = match field("ttl") {
         None => 72 * 3600,
         Some(t) => match util::parse_vault_duration(&t) {
-            Some(s) if s > 0 => s,
+            Some(s) if s > 0 => s.min(MAX_TTL),
             _ => return error_json(400, &format!("error parsing ttl: invalid duration {t:?}")),
         },
     };
