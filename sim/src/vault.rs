@@ -512,6 +512,22 @@ impl VaultSim {
             (burst > 0).then(|| aws::TokenBucket::new(burst, per_second));
     }
 
+    /// Empties STS's bucket now: the next `GetCallerIdentity` is throttled unless a token has
+    /// refilled by then (see [`set_get_caller_identity_limit`](Self::set_get_caller_identity_limit)).
+    pub fn drain_get_caller_identity_bucket(&self) {
+        if let Some(bucket) = self
+            .shared
+            .state
+            .lock()
+            .unwrap()
+            .aws
+            .get_caller_identity
+            .as_mut()
+        {
+            bucket.drain();
+        }
+    }
+
     /// The next `times` logins of the fault's method (ec2 or iam) that reach Vault's AWS call
     /// fail with it, with Vault's text.
     pub fn inject_aws_fault(&self, fault: AwsFault, times: usize) {

@@ -34,6 +34,11 @@ impl TokenBucket {
         }
     }
 
+    pub(super) fn drain(&mut self) {
+        self.tokens = 0.0;
+        self.at = Instant::now();
+    }
+
     /// Takes a token if there is one (a throttled request takes none).
     pub(super) fn take(&mut self) -> bool {
         self.take_at(Instant::now())
