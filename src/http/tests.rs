@@ -107,6 +107,11 @@ fn the_request_opened_ahead_is_completed_by_send() {
     let requests = control.requests();
     assert_eq!(requests.len(), 2);
     let login = requests.iter().find(|r| r.path == LOGIN).unwrap();
+    let other = requests.iter().find(|r| r.path != LOGIN).unwrap();
+    assert!(
+        login.conn_id < other.conn_id,
+        "sent on the first connection"
+    );
     assert_eq!(login.body, body);
     assert_eq!(login.header("content-type"), Some("x/y"));
     assert_eq!(
