@@ -9,7 +9,8 @@
 //! agent's own configuration connects; a request configured on its own (`configure_request`)
 //! reuses it once it exists, and before that builds a throwaway one. So a request carries the
 //! agent's configuration whenever the agent's timeout fits in the time left; only one that must
-//! end sooner, near the deadline, gets a shorter timeout of its own.
+//! end sooner, near the deadline, gets a shorter timeout of its own. Its crypto is ring, chosen
+//! as rustls's process-wide default, which ureq uses before a default of its own.
 
 use crate::retry::parse_retry_after;
 use crate::secret::Secret;
@@ -67,8 +68,8 @@ pub struct Tls<'a> {
 #[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
-    /// Vault: the agent that opens connections ahead (`warm_up`), and where it leaves them.
-    ahead: Option<(ureq::Agent, Arc<ahead::Ahead>)>,
+    /// Vault: the request opened ahead, and the warm-up's requests under way.
+    ahead: Arc<ahead::Ahead>,
     /// What requests are sent to: the configured address, or the TLS name when one is pinned.
     base: String,
     /// The configured address, for messages.
@@ -80,12 +81,11 @@ impl Client {
     /// A client for plain HTTP (IMDS): never through a proxy.
     pub fn plain(base: &str, timeout: Duration) -> Client {
         Client {
-            agent: ureq::Agent::with_parts(
+            agent: lookup::agent(
                 agent_config(None, timeout).https_only(false).build(),
-                ureq::unversioned::transport::DefaultConnector::default(),
-                ahead::Resolve::default(),
+                lookup::Resolve::default(),
             ),
-            ahead: None,
+            ahead: Arc::default(),
             base: base.to_string(),
             shown: base.to_string(),
             timeout,
@@ -111,13 +111,12 @@ impl Client {
             .tls_config(tls_config)
             .build();
         let (resolver, target_base) = match tls.server_name {
-            None => (ahead::Resolve::default(), base.to_string()),
-            Some(name) => ahead::Resolve::pinned(base, name)?,
+            None => (lookup::Resolve::default(), base.to_string()),
+            Some(name) => lookup::Resolve::pinned(base, name)?,
         };
-        let (agent, warm, parked) = ahead::agents(config, resolver);
         Ok(Client {
-            agent,
-            ahead: Some((warm, parked)),
+            agent: lookup::agent(config, resolver),
+            ahead: Arc::default(),
             base: target_base,
             shown: base.to_string(),
             timeout,
@@ -128,29 +127,59 @@ impl Client {
         format!("{}{}", self.shown, path)
     }
 
-    /// Opens `connections` connections (at most 8) in the background, for requests to come:
-    /// the next ones that need a new connection take these instead, and wait for one that is
-    /// being opened rather than open another. Nothing is sent on them meanwhile; failures are
-    /// not reported (the requests then open their own, with their own retries). The handles
-    /// are for tests.
-    pub fn warm_up(&self, connections: usize) -> Vec<std::thread::JoinHandle<()>> {
-        let Some((agent, parked)) = &self.ahead else {
-            return Vec::new();
-        };
-        let n = connections.min(MAX_IDLE);
-        parked.opening(n);
-        let url = format!("{}/", self.base);
+    /// Starts the request `send` will be asked for first (`method`, `path`, `headers`, no
+    /// sensitive header) on a thread of its own: ureq opens its connection and sends its head
+    /// now, and `send` completes it with the body. Given up (after a few seconds without a
+    /// body, or when it fails first), `send` sends the request as any other.
+    pub fn open_ahead(&self, method: http::Method, path: &str, headers: &[(&str, &str)]) {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let opened = ahead::Opened::start(&self.agent, request, (path, headers), self.timeout);
+        *self.ahead.opened.lock().unwrap_or_else(|p| p.into_inner()) = opened;
+    }
+
+    /// Opens `connections` connections (at most 8 with the request opened ahead) in the
+    /// background, for the requests to come:
+    /// each sends one cheap request (`path`, `headers`) and leaves its connection in the pool,
+    /// a round trip after it opened; until then a request waits for them rather than open
+    /// another. Answers and failures are not reported (the requests then open their own
+    /// connections, with their own retries). The handles are for tests.
+    pub fn warm_up(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        connections: usize,
+    ) -> Vec<std::thread::JoinHandle<()>> {
+        let opened = self
+            .ahead
+            .opened
+            .lock()
+            .map_or(1, |o| usize::from(o.is_some()));
+        let n = connections.min(MAX_IDLE - opened);
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        self.ahead.warming.started(n);
         let warm_up = |_| {
-            let (agent, parked, url) = (agent.clone(), parked.clone(), url.clone());
-            let done = parked.clone();
+            let (client, path, headers) = (self.clone(), path.to_string(), headers.clone());
             let spawned = std::thread::Builder::new()
                 .name("vault-warm-up".into())
                 .spawn(move || {
-                    // Ends in the warm-up agent's connector, once it has parked the connection.
-                    let _ = agent.head(&url).call();
-                    done.opened();
+                    let headers: Vec<_> = headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+                    let url = client.shown_url(&path);
+                    let target = format!("{}{}", client.base, path);
+                    let get = http::Method::GET;
+                    if let Ok(request) = build_request(&url, get, &target, &headers, &[], None) {
+                        let _ = client.run(&url, request, client.timeout);
+                    }
+                    client.ahead.warming.finished();
                 });
-            spawned.map_err(|_| parked.opened()).ok()
+            spawned.map_err(|_| self.ahead.warming.finished()).ok()
         };
         (0..n).filter_map(warm_up).collect()
     }
@@ -166,8 +195,26 @@ impl Client {
         time_left: Duration,
     ) -> Result<Answer, Error> {
         let url = self.shown_url(path);
+        if sensitive.is_empty() {
+            if let Some(opened) = self.ahead.take(&method, path, headers) {
+                if let Some(answer) = opened.send(body.unwrap_or_default(), time_left) {
+                    return read_answer(&url, answer.map_err(|e| classify(&url, e))?);
+                }
+            }
+        }
         let target = format!("{}{}", self.base, path);
         let request = build_request(&url, method, &target, headers, sensitive, body)?;
+        self.ahead.warming.wait(time_left);
+        self.run(&url, request, time_left)
+    }
+
+    /// Runs `request` (see the module's comment for its timeout) and reads its answer.
+    fn run(
+        &self,
+        url: &str,
+        request: http::Request<&[u8]>,
+        time_left: Duration,
+    ) -> Result<Answer, Error> {
         let response = if time_left >= self.timeout {
             self.agent.run(request)
         } else {
@@ -179,7 +226,7 @@ impl Client {
                 .build();
             self.agent.run(request)
         };
-        read_answer(&url, response.map_err(|e| classify(&url, e))?)
+        read_answer(url, response.map_err(|e| classify(url, e))?)
     }
 }
 
@@ -187,6 +234,8 @@ fn agent_config(
     proxy: Option<ureq::Proxy>,
     timeout: Duration,
 ) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    // TLS with ring (see the module's comment); one installed before (a second client) is ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)

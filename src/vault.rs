@@ -129,9 +129,31 @@ impl Vault {
         self.namespace.as_deref()
     }
 
-    /// Opens `connections` connections in the background, for the requests to come.
-    pub fn warm_up(&self, connections: usize) {
-        drop(self.client.warm_up(connections));
+    /// Opens `connections` connections in the background, for the requests to come: the
+    /// login (`POST /v1/<login>`) is opened ahead, the others each carry an unauthenticated
+    /// `GET sys/health` (what Vault's own clients probe; whatever the answer, the connection
+    /// is then in the pool).
+    pub fn warm_up(&self, login: &str, connections: usize) {
+        let post = Method::POST;
+        self.client
+            .open_ahead(post, &format!("/v1/{login}"), &self.headers(true));
+        let others = connections.saturating_sub(1);
+        drop(
+            self.client
+                .warm_up("/v1/sys/health", &self.headers(false), others),
+        );
+    }
+
+    /// What every request carries, and the body's type when it has one.
+    fn headers(&self, with_body: bool) -> Vec<(&str, &str)> {
+        let mut headers = vec![("x-vault-request", "true")];
+        if with_body {
+            headers.push(("content-type", "application/json"));
+        }
+        if let Some(ns) = &self.namespace {
+            headers.push(("x-vault-namespace", ns));
+        }
+        headers
     }
 
     /// One request to `/v1/<path>`; a success's body is parsed as JSON (an empty one as null).
@@ -144,13 +166,7 @@ impl Vault {
         time_left: Duration,
     ) -> Result<SecretJson, Error> {
         let full = format!("/v1/{path}");
-        let mut headers = vec![("x-vault-request", "true")];
-        if body.is_some() {
-            headers.push(("content-type", "application/json"));
-        }
-        if let Some(ns) = &self.namespace {
-            headers.push(("x-vault-namespace", ns));
-        }
+        let headers = self.headers(body.is_some());
         let sensitive: Vec<(&str, &Secret)> =
             token.map(|t| ("x-vault-token", t)).into_iter().collect();
         let answer = match self

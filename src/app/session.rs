@@ -44,11 +44,12 @@ impl<'p> Session<'p> {
         policy: &'p Policy,
     ) -> Result<Session<'p>, Error> {
         let vault = Vault::new(&config.vault).map_err(Error::PreparingVaultClient)?;
-        // One connection per secret, read all at once after the login: their TCP and TLS
-        // set-up overlaps the IMDS reads, the nonce and the login. Not when nothing may be
-        // fetched: such a run makes no Vault request at all.
+        // One connection per secret, read all at once after the login (the login's is the
+        // first): their TCP and TLS set-up overlaps the IMDS reads and the nonce. Not when
+        // nothing may be fetched: such a run makes no Vault request at all.
         if select::may_fetch(config, mode) {
-            vault.warm_up(config.secrets.len().max(1));
+            let login = format!("auth/{}/login", config.auth.mount);
+            vault.warm_up(&login, config.secrets.len().max(1));
         }
         let imds = Imds::new(&config.imds, policy);
         let env_credentials = match config.auth.method {

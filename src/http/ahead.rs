@@ -1,166 +1,241 @@
-//! Vault connections opened ahead of the requests (`Client::warm_up`). ureq's pool can hand a
-//! connection to a request only once a whole earlier request has come back on it, a round trip
-//! after it was opened, and the login is ready sooner (IMDS is read meanwhile). So the Vault
-//! client's connector hands out connections a second agent opened (the warm-up's requests end
-//! in its connector once the connection is open, before anything is sent), and a request that
-//! needs one while one is being opened waits for it. Both agents use one instance of ureq's own
-//! connectors (its rustls configuration, hence its session cache, included). Also here: the
-//! resolver for a pinned TLS name.
+//! Connections opened ahead of the requests (`Client::open_ahead`, `Client::warm_up`), through
+//! ureq's public API. ureq's pool hands a connection to a request only once a whole earlier
+//! request came back on it, a round trip after it opened, and the login is ready sooner (IMDS
+//! is read meanwhile). So the login itself is opened ahead: its request starts at once, ureq
+//! connects and sends the head, and the body (so the request) is completed when the login is
+//! sent. The other connections carry cheap requests, back in the pool before the login's
+//! answer; a request that needs a connection while they are under way waits for them.
 
+use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use ureq::http::Uri;
-// ureq::unversioned, exempt from semver: ureq has no public way to hand a request a connection
-// opened earlier (a `Connector`, and the `Transport` it returns, given the request's
-// `ConnectionDetails`), nor to connect to one host while naming another (a `Resolver`, its
-// address list and timeout types). Behind both, ureq's own `DefaultConnector` and our
-// `lookup` do the work.
-use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{ConnectionDetails, Connector, DefaultConnector};
-use ureq::unversioned::transport::{NextTimeout, Transport};
+use ureq::http;
+use zeroize::Zeroizing;
 
-/// A parked connection older than this is closed unused: a server may close a connection
-/// that sent no request for a while (Vault's `http_read_header_timeout` is 10 s).
-const PARKED_FOR: Duration = Duration::from_secs(5);
-/// Longest wait for a connection being opened.
-const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Longest wait for the body of a request opened ahead: a server may close a connection whose
+/// request does not come (Vault's `http_read_timeout` is 30 s); past it, the request is given up
+/// and the login opens its own connection.
+const BODY_WAIT: Duration = Duration::from_secs(5);
+/// Longest wait for the warm-up's requests before a request opens a connection of its own.
+const WARM_WAIT: Duration = Duration::from_secs(2);
 
-/// The client's agent and the warm-up's, and where the warm-up leaves its connections.
-pub(super) fn agents(
-    config: ureq::config::Config,
-    resolver: Resolve,
-) -> (ureq::Agent, ureq::Agent, Arc<Ahead>) {
-    let parked = Arc::new(Ahead::default());
-    let inner = Arc::new(DefaultConnector::default());
-    let connector = |park| Connect {
-        inner: inner.clone(),
-        parked: parked.clone(),
-        park,
-    };
-    let agent = ureq::Agent::with_parts(config.clone(), connector(false), resolver.clone());
-    let warm = ureq::Agent::with_parts(config, connector(true), resolver);
-    (agent, warm, parked)
+type Answer = Result<http::Response<ureq::Body>, ureq::Error>;
+
+/// Where the request opened ahead stands: its body and its answer pass through here.
+enum State {
+    /// Connected (or connecting), waiting for its body.
+    Waiting,
+    Body(Zeroizing<Vec<u8>>),
+    Sending,
+    Answered(Answer),
+    /// No body came in time, or it failed before it needed one: `send` sends on its own.
+    GivenUp,
 }
 
-#[derive(Debug, Default)]
-pub(super) struct Ahead {
-    state: Mutex<Parked>,
+#[derive(Default)]
+struct Exchange {
+    state: Mutex<Option<State>>,
     changed: Condvar,
 }
 
-#[derive(Debug, Default)]
-struct Parked {
-    ready: Vec<(Instant, Box<dyn Transport>)>,
-    opening: usize,
-}
-
-impl Ahead {
-    fn lock(&self) -> MutexGuard<'_, Parked> {
+impl Exchange {
+    fn lock(&self) -> MutexGuard<'_, Option<State>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn opening(&self, n: usize) {
-        self.lock().opening += n;
-    }
-
-    /// One warm-up is over, whether it parked a connection or not.
-    pub(super) fn opened(&self) {
-        self.lock().opening -= 1;
-        self.changed.notify_all();
-    }
-
-    fn park(&self, connection: Box<dyn Transport>) {
-        self.lock().ready.push((Instant::now(), connection));
-        self.changed.notify_all();
-    }
-
-    /// A parked connection, if there is one or one comes within `wait`.
-    fn take(&self, wait: Duration) -> Option<Box<dyn Transport>> {
+    /// Waits while `busy` says so, for at most `wait`.
+    fn wait_while<'a>(
+        &self,
+        mut state: MutexGuard<'a, Option<State>>,
+        wait: Duration,
+        busy: fn(&State) -> bool,
+    ) -> MutexGuard<'a, Option<State>> {
         let until = Instant::now() + wait;
-        let mut parked = self.lock();
-        loop {
-            parked.ready.retain(|(at, _)| at.elapsed() < PARKED_FOR);
-            if let Some((_, connection)) = parked.ready.pop() {
-                return Some(connection);
-            }
-            let now = Instant::now();
-            if parked.opening == 0 || now >= until {
-                return None;
-            }
-            let waited = self.changed.wait_timeout(parked, until - now);
-            parked = waited.unwrap_or_else(|p| p.into_inner()).0;
+        while state.as_ref().is_some_and(busy) {
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
+        state
+    }
+
+    fn set(&self, state: &mut Option<State>, to: State) {
+        *state = Some(to);
+        self.changed.notify_all();
     }
 }
 
-/// ureq's connectors, behind the parked connections (`park`: the warm-up's, which parks).
-#[derive(Debug)]
-struct Connect {
-    inner: Arc<DefaultConnector>,
-    parked: Arc<Ahead>,
-    park: bool,
+/// The request opened ahead: what it is, and where its body goes and its answer comes from.
+pub(super) struct Opened {
+    key: (http::Method, String, Vec<(String, String)>),
+    exchange: Arc<Exchange>,
 }
 
-impl Connector<()> for Connect {
-    type Out = Box<dyn Transport>;
-
-    fn connect(
-        &self,
-        details: &ConnectionDetails,
-        _: Option<()>,
-    ) -> Result<Option<Self::Out>, ureq::Error> {
-        if self.park {
-            if let Some(connection) = self.inner.connect(details, None)? {
-                self.parked.park(connection);
-            }
-            // The warm-up's request ends here, with what it came for.
-            return Err(ureq::Error::ConnectionFailed);
-        }
-        match self.parked.take((*details.timeout.after).min(MAX_WAIT)) {
-            Some(connection) => Ok(Some(connection)),
-            None => self.inner.connect(details, None),
-        }
-    }
-}
-
-/// Resolves as ureq does (see `lookup`); with `vault.tls_server_name`, requests go to
-/// `scheme://<name>:<port>` (SNI, the certificate check and the Host header all use the
-/// name) and this sends the name to the configured address.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Resolve {
-    pinned: Option<(String, u16, Uri)>,
-}
-
-impl Resolve {
-    /// The resolver, and the base URL requests are sent to.
-    pub(super) fn pinned(base: &str, name: &str) -> Result<(Resolve, String), String> {
-        let address: Uri = base
-            .parse()
-            .map_err(|e| format!("vault address {base:?}: {e}"))?;
-        let https = address.scheme_str() == Some("https");
-        let port = address.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let target = format!("{}://{name}:{port}", if https { "https" } else { "http" });
-        let pinned = Some((name.to_string(), port, address));
-        Ok((Resolve { pinned }, target))
-    }
-}
-
-impl Resolver for Resolve {
-    fn resolve(
-        &self,
-        uri: &Uri,
-        config: &ureq::config::Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let uri = match &self.pinned {
-            Some((name, port, address))
-                if uri.host() == Some(name.as_str()) && uri.port_u16() == Some(*port) =>
-            {
-                address
-            }
-            // Anything else (a proxy) as ureq would.
-            _ => uri,
+impl Opened {
+    /// Starts `request` (to `path`, with `headers`) on a thread of its own, its body to come
+    /// within `BODY_WAIT` (at most half of `timeout`, the request's whole budget).
+    pub(super) fn start(
+        agent: &ureq::Agent,
+        request: http::request::Builder,
+        (path, headers): (&str, &[(&str, &str)]),
+        timeout: Duration,
+    ) -> Option<Opened> {
+        let key = (
+            request.method_ref()?.clone(),
+            path.to_string(),
+            headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        );
+        let exchange = Arc::new(Exchange::default());
+        *exchange.lock() = Some(State::Waiting);
+        let reader = Handed {
+            exchange: exchange.clone(),
+            wait: BODY_WAIT.min(timeout / 2),
+            body: None,
         };
-        super::lookup::lookup(uri, config, timeout)
+        let (agent, shared) = (agent.clone(), exchange.clone());
+        let run = move || {
+            // Built here: a body read from elsewhere cannot move between threads.
+            let request = request.body(ureq::SendBody::from_owned_reader(reader));
+            let answer = request
+                .map_err(ureq::Error::Http)
+                .and_then(|r| agent.run(r));
+            let mut state = shared.lock();
+            let to = match *state {
+                Some(State::Sending) => State::Answered(answer),
+                _ => State::GivenUp,
+            };
+            shared.set(&mut state, to);
+        };
+        let spawned = std::thread::Builder::new()
+            .name("vault-ahead".into())
+            .spawn(run);
+        spawned.ok().map(|_| Opened { key, exchange })
+    }
+
+    pub(super) fn is(&self, method: &http::Method, path: &str, headers: &[(&str, &str)]) -> bool {
+        let same = |(n, v): (&(String, String), &(&str, &str))| n.0 == v.0 && n.1 == v.1;
+        self.key.0 == method
+            && self.key.1 == path
+            && self.key.2.len() == headers.len()
+            && self.key.2.iter().zip(headers).all(same)
+    }
+
+    /// Completes the request with `body`: its answer, or `None` when it was given up before.
+    pub(super) fn send(self, body: &[u8], time_left: Duration) -> Option<Answer> {
+        let mut state = self.exchange.lock();
+        if !matches!(*state, Some(State::Waiting)) {
+            return None;
+        }
+        self.exchange
+            .set(&mut state, State::Body(Zeroizing::new(body.to_vec())));
+        let busy = |s: &State| matches!(s, State::Body(_) | State::Sending);
+        let mut state = self.exchange.wait_while(state, time_left, busy);
+        match state.take() {
+            Some(State::Answered(answer)) => Some(answer),
+            Some(State::GivenUp) => None,
+            _ => Some(Err(ureq::Error::Timeout(ureq::Timeout::Global))),
+        }
+    }
+}
+
+/// The body of a request opened ahead, as `send` hands it over; wiped once sent.
+struct Handed {
+    exchange: Arc<Exchange>,
+    wait: Duration,
+    body: Option<(Zeroizing<Vec<u8>>, usize)>,
+}
+
+impl Handed {
+    fn body(&self) -> Option<Zeroizing<Vec<u8>>> {
+        let state = self.exchange.lock();
+        let waiting = |s: &State| matches!(s, State::Waiting);
+        let mut state = self.exchange.wait_while(state, self.wait, waiting);
+        match state.take() {
+            Some(State::Body(body)) => {
+                *state = Some(State::Sending);
+                Some(body)
+            }
+            // Given up: ureq abandons the request, and the connection with it.
+            _ => {
+                self.exchange.set(&mut state, State::GivenUp);
+                None
+            }
+        }
+    }
+}
+
+impl Read for Handed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.body.is_none() {
+            let body = self.body().ok_or(std::io::ErrorKind::TimedOut)?;
+            self.body = Some((body, 0));
+        }
+        let (body, at) = self.body.as_mut().expect("set above");
+        let n = buf.len().min(body.len() - *at);
+        buf[..n].copy_from_slice(&body[*at..*at + n]);
+        *at += n;
+        Ok(n)
+    }
+}
+
+/// How many warm-up requests are under way.
+#[derive(Default)]
+pub(super) struct Warming {
+    count: Mutex<usize>,
+    done: Condvar,
+}
+
+impl Warming {
+    pub(super) fn started(&self, n: usize) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += n;
+    }
+
+    pub(super) fn finished(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.done.notify_all();
+    }
+
+    /// Until no warm-up is under way, for at most `WARM_WAIT` or `time_left`.
+    pub(super) fn wait(&self, time_left: Duration) {
+        let until = Instant::now() + WARM_WAIT.min(time_left);
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count > 0 {
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            let waited = self.done.wait_timeout(count, left);
+            count = waited.unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
+/// The shared state of a client's connections opened ahead.
+#[derive(Default)]
+pub(super) struct Ahead {
+    pub opened: Mutex<Option<Opened>>,
+    pub warming: Warming,
+}
+
+impl Ahead {
+    /// The request opened ahead, if it is this one (and it is then no longer there).
+    pub(super) fn take(
+        &self,
+        method: &http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<Opened> {
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        match &*opened {
+            Some(o) if o.is(method, path, headers) => opened.take(),
+            _ => None,
+        }
     }
 }

@@ -1,20 +1,70 @@
-//! Host lookup for both clients. ureq's own resolver starts a thread for every lookup when a
-//! timeout is set (every request here) with `thread::spawn`, which panics (an abort in the
-//! release binary) when no thread can be started; the revoke after a fan-out that could not
-//! start its threads would then have died the same way, leaving the token valid. Here an
-//! address needs no lookup and no thread, and a host name whose lookup thread cannot be started
-//! is looked up on the request's own thread.
+//! The one place that uses `ureq::unversioned` (exempt from semver): an agent with our own
+//! resolver. ureq has no public way to connect to one host while naming another (issue
+//! https://github.com/algesten/ureq/issues/953 tracks making `Resolver` public), which
+//! `vault.tls_server_name` needs, and its own resolver starts a thread for every lookup when a
+//! timeout is set (every request here) with `thread::spawn`, which aborts the release binary
+//! when no thread can be started: the revoke after a fan-out that could not start its threads
+//! would die that way, leaving the token valid. Here an address needs no lookup and no thread,
+//! and a host name whose lookup thread cannot be started is looked up on the request's thread.
+//! `Agent::with_parts` also wants a connector: ureq's own `DefaultConnector`, unchanged.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::NextTimeout;
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// Addresses a resolver hands ureq at most (the size of its list).
 const MAX_ADDRS: usize = 16;
 
-pub(super) fn lookup(
+/// An agent with ureq's connector and our resolver.
+pub(super) fn agent(config: ureq::config::Config, resolve: Resolve) -> ureq::Agent {
+    ureq::Agent::with_parts(config, DefaultConnector::default(), resolve)
+}
+
+/// Resolves as ureq does, without its thread; with `vault.tls_server_name`, requests go to
+/// `scheme://<name>:<port>` (SNI, the certificate check and the Host header all use the
+/// name) and this sends the name to the configured address.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Resolve {
+    pinned: Option<(String, u16, Uri)>,
+}
+
+impl Resolve {
+    /// The resolver, and the base URL requests are sent to.
+    pub(super) fn pinned(base: &str, name: &str) -> Result<(Resolve, String), String> {
+        let address: Uri = base
+            .parse()
+            .map_err(|e| format!("vault address {base:?}: {e}"))?;
+        let https = address.scheme_str() == Some("https");
+        let port = address.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let target = format!("{}://{name}:{port}", if https { "https" } else { "http" });
+        let pinned = Some((name.to_string(), port, address));
+        Ok((Resolve { pinned }, target))
+    }
+}
+
+impl Resolver for Resolve {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let uri = match &self.pinned {
+            Some((name, port, address))
+                if uri.host() == Some(name.as_str()) && uri.port_u16() == Some(*port) =>
+            {
+                address
+            }
+            // Anything else (a proxy) as ureq would.
+            _ => uri,
+        };
+        lookup(uri, config, timeout)
+    }
+}
+
+fn lookup(
     uri: &Uri,
     config: &ureq::config::Config,
     timeout: NextTimeout,

@@ -36,21 +36,23 @@ fn at_once(client: &Client, n: usize, time_left: Duration) -> Vec<u16> {
     })
 }
 
-/// Connections opened ahead wait, unused, for the requests; connections opened later, also by
-/// requests with a timeout of their own, resume the TLS sessions of the first ones.
+const LOGIN: &str = "/v1/auth/aws/login";
+const HEADERS: [(&str, &str); 2] = [("x-vault-request", "true"), ("content-type", "x/y")];
+
+/// The warm-up's requests leave their connections in the pool; later connections, also those
+/// of requests with a timeout of their own, resume the TLS sessions of the first ones.
 #[test]
-fn connections_opened_ahead_are_used_and_later_connections_resume() {
-    // Answers slow enough that parallel requests overlap.
+fn the_warm_up_leaves_its_connections_and_later_connections_resume() {
     let (vault, client, _dir) = vault_and_client(Duration::from_millis(100));
-    for h in client.warm_up(3) {
+    let health = [("x-vault-request", "true")];
+    for h in client.warm_up("/v1/sys/health", &health, 3) {
         h.join().unwrap();
     }
     assert_eq!(vault.control().connections(), 3);
-    assert!(vault.control().requests().is_empty(), "nothing is sent");
+    assert_eq!(vault.control().requests().len(), 3);
 
     assert_eq!(at_once(&client, 3, Duration::from_secs(60)), [403; 3]);
-    assert_eq!(vault.control().connections(), 3, "the ones opened ahead");
-    // Those that started after the first one's session tickets came resumed it.
+    assert_eq!(vault.control().connections(), 3, "the warm-up's");
     let (full, resumed) = vault.control().tls_handshakes();
     assert_eq!(full + resumed, 3);
 
@@ -60,48 +62,130 @@ fn connections_opened_ahead_are_used_and_later_connections_resume() {
     assert_eq!(vault.control().tls_handshakes(), (full, resumed + 2));
 }
 
-/// A request that needs a connection while one is being opened ahead waits for it instead of
-/// opening another.
+/// A request that needs a connection while the warm-up's are under way waits for one.
 #[test]
-fn a_request_waits_for_the_connection_being_opened() {
+fn a_request_waits_for_the_warm_up() {
     let (vault, client, _dir) = vault_and_client(Duration::ZERO);
     // The simulator sleeps this long before each TLS handshake.
     vault
         .control()
         .set_latency(Duration::ZERO, Duration::from_millis(300));
-    let warm_up = client.warm_up(1);
+    let warm_up = client.warm_up("/v1/sys/health", &[("x-vault-request", "true")], 1);
     assert_eq!(at_once(&client, 1, Duration::from_secs(60)), [403]);
     assert_eq!(vault.control().connections(), 1);
     warm_up.into_iter().for_each(|h| h.join().unwrap());
 }
 
-/// A warm-up that cannot connect leaves nothing behind; the request reports its own error.
+/// The request opened ahead is connected before it is sent, and sent on that connection with
+/// the body `send` hands it; another request does not take it.
+#[test]
+fn the_request_opened_ahead_is_completed_by_send() {
+    let (vault, client, _dir) = vault_and_client(Duration::ZERO);
+    client.open_ahead(http::Method::POST, LOGIN, &HEADERS);
+    let control = vault.control();
+    let connected = std::time::Instant::now() + Duration::from_secs(10);
+    while control.connections() == 0 && std::time::Instant::now() < connected {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(control.requests().is_empty(), "its body has not come");
+    assert_eq!(at_once(&client, 1, Duration::from_secs(60)), [403]);
+
+    let body = br#"{"role":"web"}"#;
+    let answer = client.send(
+        http::Method::POST,
+        LOGIN,
+        &HEADERS,
+        &[],
+        Some(body),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        answer.unwrap().status,
+        404,
+        "no aws mount in this simulator"
+    );
+    let requests = control.requests();
+    assert_eq!(requests.len(), 2);
+    let login = requests.iter().find(|r| r.path == LOGIN).unwrap();
+    let other = requests.iter().find(|r| r.path != LOGIN).unwrap();
+    assert!(
+        login.conn_id < other.conn_id,
+        "sent on the first connection"
+    );
+    assert_eq!(login.body, body);
+    assert_eq!(login.header("content-type"), Some("x/y"));
+    assert_eq!(
+        control.connections(),
+        2,
+        "the login's own and the other request's"
+    );
+}
+
+/// A request opened ahead whose body does not come is given up (its connection closed), and
+/// `send` then sends the request as any other.
+#[test]
+fn a_request_opened_ahead_and_given_up_is_sent_anew() {
+    let (vault, client, _dir) = vault_and_client(Duration::ZERO);
+    // Its body is awaited for half the client's timeout.
+    let client = Client {
+        timeout: Duration::from_millis(400),
+        ..client
+    };
+    client.open_ahead(http::Method::POST, LOGIN, &HEADERS);
+    let control = vault.control();
+    // The simulator records the request when the client gives it up.
+    assert_eq!(control.wait_for_requests(1, Duration::from_secs(10)), 1);
+    let body = br#"{"role":"web"}"#;
+    let answer = client.send(
+        http::Method::POST,
+        LOGIN,
+        &HEADERS,
+        &[],
+        Some(body),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        answer.unwrap().status,
+        404,
+        "no aws mount in this simulator"
+    );
+    assert_eq!(control.requests()[1].body, body);
+    assert_eq!(control.connections(), 2);
+}
+
+/// A warm-up or a request opened ahead that cannot connect leaves nothing behind; the request
+/// reports its own error.
 #[test]
 fn a_failed_warm_up_is_silent() {
     let (vault, client, _dir) = vault_and_client(Duration::ZERO);
     let url = vault.url();
     drop(vault);
-    for h in client.warm_up(2) {
+    client.open_ahead(http::Method::POST, LOGIN, &HEADERS);
+    for h in client.warm_up("/v1/sys/health", &[], 2) {
         h.join().unwrap();
     }
-    let err = client
-        .send(
-            http::Method::GET,
-            "/v1/sys/health",
-            &[],
-            &[],
-            None,
-            Duration::from_secs(1),
-        )
-        .err()
-        .unwrap();
-    assert!(matches!(err, Error::Connect { .. }), "{err}");
-    assert!(err.to_string().starts_with(&url), "{err}");
+    let post = |path| {
+        client
+            .send(
+                http::Method::POST,
+                path,
+                &HEADERS,
+                &[],
+                Some(b"{}"),
+                Duration::from_secs(1),
+            )
+            .err()
+            .unwrap()
+    };
+    for err in [post(LOGIN), post("/v1/sys/health")] {
+        assert!(matches!(err, Error::Connect { .. }), "{err}");
+        assert!(err.to_string().starts_with(&url), "{err}");
+    }
 }
 
 #[test]
 fn a_pinned_name_is_what_requests_are_sent_to() {
-    let base = |address: &str| ahead::Resolve::pinned(address, "vault.example").unwrap().1;
+    let base = |address: &str| lookup::Resolve::pinned(address, "vault.example").unwrap().1;
     assert_eq!(base("https://127.0.0.1:8200"), "https://vault.example:8200");
     assert_eq!(base("https://[::1]"), "https://vault.example:443");
     assert_eq!(base("http://10.0.0.1"), "http://vault.example:80");
