@@ -10,9 +10,9 @@
 #       -z pack-relative-relocs, and it makes the link the same wherever the C toolchain comes from
 #   -z pack-relative-relocs: a static-pie's relative relocations (one per pointer in its data,
 #       applied by musl's start code when it is loaded at its random address) as a RELR bitmap
-#       instead of 24 bytes each; musl >= 1.2.4 (the toolchain's) applies them
-#   no .eh_frame_hdr and no .eh_frame (dist/no-eh-frame.ld): the unwind tables; with
-#       panic = "abort" nothing unwinds
+#       instead of 24 bytes each; the start code of the toolchain's musl applies them
+#   no .eh_frame_hdr, .eh_frame nor .gcc_except_table (dist/no-eh-frame.ld): the unwind and
+#       exception tables; with panic = "abort" nothing unwinds
 set -eu
 dist=$(cd "$(dirname "$0")" && pwd -P)
 host=$(rustc -vV | sed -n 's/^host: //p')

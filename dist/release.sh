@@ -124,8 +124,8 @@ build() { # build ARCH: the static binary, path printed
         die "rustup target $triple is not installed (rustup target add $triple)"
     local tvar=${triple//-/_}
     local rustflags cflags
-    # dist/link-flags.sh: rust-lld, RELR relocations, no unwind tables (335 KB less on x86_64,
-    # 247 KB on arm64; docs/performance.md has what each saves).
+    # dist/link-flags.sh: rust-lld, RELR relocations, no unwind tables (341 KB less on x86_64,
+    # 254 KB on arm64; docs/performance.md has what each saves).
     rustflags=$({ prefix_maps --remap-path-prefix && dist/link-flags.sh; } | paste -sd $'\037') ||
         die "the link flags (dist/link-flags.sh) failed"
     cflags=$(prefix_maps -ffile-prefix-map | tr '\n' ' ')
