@@ -32,8 +32,9 @@ if command -v rustup >/dev/null 2>&1 &&
 fi
 
 echo "bench/boot.sh: building the release static vaultboot and the benchmark harness" >&2
-# Linked as dist/release.sh links it (no .eh_frame_hdr), so that the size is the release's.
-RUSTFLAGS="-Clink-arg=-Wl,--no-eh-frame-hdr" \
+# Linked as dist/release.sh links it (dist/link-flags.sh), so that the size is the release's.
+link_flags=$(dist/link-flags.sh) || exit 69
+CARGO_ENCODED_RUSTFLAGS=$(printf '%s\n' "$link_flags" | paste -sd "$(printf '\037')") RUSTFLAGS='' \
     cargo build --quiet --release --target x86_64-unknown-linux-musl --bin vaultboot
 cargo build --quiet --release --manifest-path bench/harness/Cargo.toml --target-dir "$target_dir"
 

@@ -126,11 +126,10 @@ build() { # build ARCH: the static binary, path printed
         die "rustup target $triple is not installed (rustup target add $triple)"
     local tvar=${triple//-/_}
     local rustflags cflags
-    rustflags=$(prefix_maps --remap-path-prefix | tr '\n' '\037')
-    # No .eh_frame_hdr (33 KB on x86_64): it only indexes the unwind tables for an unwinder,
-    # and with panic = "abort" and stripped symbols nothing unwinds (a panic prints its message
-    # and aborts; a RUST_BACKTRACE backtrace has no frames to show).
-    rustflags=${rustflags%$'\037'}$'\037''-Clink-arg=-Wl,--no-eh-frame-hdr'
+    # dist/link-flags.sh: rust-lld, RELR relocations, no unwind tables (341 KB less on x86_64,
+    # 254 KB on arm64; docs/performance.md has what each saves).
+    rustflags=$({ prefix_maps --remap-path-prefix && dist/link-flags.sh; } | paste -sd $'\037') ||
+        die "the link flags (dist/link-flags.sh) failed"
     cflags=$(prefix_maps -ffile-prefix-map | tr '\n' ' ')
     local env=(
         "CARGO_ENCODED_RUSTFLAGS=$rustflags"
@@ -144,7 +143,10 @@ build() { # build ARCH: the static binary, path printed
             env+=(
                 "CC_$tvar=aarch64-linux-gnu-gcc"
                 "AR_$tvar=aarch64-linux-gnu-ar"
-                "CARGO_TARGET_${tvar^^}_LINKER=aarch64-linux-gnu-gcc"
+                # A static-pie, as on x86_64 (rustc's aarch64 musl target links a
+                # fixed-address binary): see dist/static-pie-cc.
+                "CARGO_TARGET_${tvar^^}_LINKER=$repo/dist/static-pie-cc"
+                "VAULTBOOT_LINK_CC=aarch64-linux-gnu-gcc"
             )
             ;;
     esac
