@@ -313,7 +313,9 @@ fn run_case(
             out.stderr
         );
     }
-    let (least, most) = expect.within;
+    // The upper bound stretched for a slow runner (see `time_scale`): lower bounds are waits
+    // the agent makes itself, whatever the machine.
+    let (least, most) = (expect.within.0, scaled(expect.within.1));
     assert!(
         out.elapsed >= least && out.elapsed < most,
         "{case}: {:?} not in {least:?}..{most:?}",
@@ -521,7 +523,6 @@ table! {
         }),
         vault: Some(Expect {
             at: &[("POST", LOGIN), ("GET", API)],
-            deadline: "1s",
             check: vault_names_the_redirect_target,
             ..UNAVAILABLE
         }),
@@ -539,7 +540,6 @@ table! {
         }),
         vault: Some(Expect {
             at: &[("GET", API)],
-            deadline: "1s",
             says: &["(same host)"],
             check: nothing_asked_elsewhere,
             ..UNAVAILABLE
@@ -977,11 +977,10 @@ fn tls_refused(make: impl FnOnce(&VaultOptions) -> (String, String)) {
     );
     let out = refused(&env, &cfg, &before, 69);
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
-    assert!(
-        out.elapsed < Duration::from_secs(2),
-        "not retried: {:?}",
-        out.elapsed
-    );
+    // Not retried: counted, not timed. One connection for the login, perhaps one more opened
+    // ahead of it; a retry until the deadline makes many.
+    let handshakes = bad.control().tls_failures();
+    assert!(handshakes <= 2, "not retried: {handshakes} handshakes");
     assert_eq!(bad.logins(), 0);
     assert!(bad.control().requests().is_empty(), "a request got through");
 }
