@@ -207,7 +207,8 @@ stage "format" cargo fmt --all -- --check
 stage "clippy" cargo clippy --locked --workspace --all-targets -- -D warnings
 stage "unit and integration tests" cargo test --locked --workspace
 # The 100-agent fleet (tests/fleet.rs) is a load test: it times the machine, so it runs alone.
-stage "fleet of 100 agents (load test)" cargo test --locked --test fleet -- --ignored fleet_of_100
+stage "fleet of 100 agents (load test)" cargo test --locked --test fleet -- --ignored --exact \
+    fleet_of_100_scaling_out_through_ec2_throttling
 stage "fuzz targets build (cargo check in fuzz/; not run: no nightly here)" fuzz_build
 stage "root-only tests (cargo test -- --ignored root_)" root_tests
 stage "release: dist/release.sh $VERSION (x86_64 + arm64, signed with a throwaway key)" release
