@@ -358,8 +358,9 @@ fn vault_unreachable_until_the_deadline_keeps_old_files() {
         "{:?}",
         out.elapsed
     );
+    // The 3 s deadline plus a little, stretched for a slow runner.
     assert!(
-        out.elapsed <= Duration::from_millis(4500),
+        out.elapsed <= Duration::from_secs(3) + scaled(Duration::from_millis(1500)),
         "{:?}",
         out.elapsed
     );
@@ -503,7 +504,8 @@ fn a_hanging_vault_is_cut_by_the_request_timeout() {
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "{}", out.log());
     assert!(
-        out.elapsed >= Duration::from_secs(1) && out.elapsed < Duration::from_secs(8),
+        out.elapsed >= Duration::from_secs(1)
+            && out.elapsed < scaled(Duration::from_secs(8)).min(Duration::from_secs(15)),
         "{:?}",
         out.elapsed
     );
@@ -564,7 +566,7 @@ fn a_certificate_from_another_ca_is_refused() {
     assert_eq!(out.status, 69, "{}", out.log());
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
     assert!(
-        out.elapsed < Duration::from_secs(5),
+        out.elapsed < scaled(Duration::from_secs(5)).min(Duration::from_secs(15)),
         "not retried: {:?}",
         out.elapsed
     );

@@ -10,9 +10,10 @@
 //!   appears, or the k-th target has been renamed into place (so between two renames), or
 //!   every target is (before the on_change commands), or the first command has run (between
 //!   two commands), or the nonce file is staged or renamed;
-//! * faults: an answer held back by the simulator (Fault::Delay) pins the agent in one step
-//!   (login in flight, a secret read in flight, the revoke, which runs while the files are
-//!   written and before the on_change commands).
+//! * faults: a request the simulator holds until the test lets it go (Fault::Hold) pins the
+//!   agent in one step for as long as the test needs, however loaded the machine (login in
+//!   flight, a secret read in flight, the revoke, which runs while the files are written and
+//!   before the on_change commands).
 //!
 //! Every output but the certificate and key has an on_change command; after every kill, each
 //! command has run at least once (in the killed run or the recovery), and whenever a target
@@ -31,7 +32,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
-use vaultboot_sim::Fault;
+use vaultboot_sim::{Control, Fault, Gate};
 
 const BULK: usize = 24;
 const BULK_BYTES: usize = 4 * 1024;
@@ -81,6 +82,10 @@ struct Crash {
     /// Kill points seen, by where they landed.
     landed: BTreeMap<&'static str, usize>,
     kills: usize,
+    /// The request Vault holds during the next kill (`Fault::Hold`), let go after it.
+    held: Option<Gate>,
+    /// How long the last recovery run took (a whole run, but for what the killed one did).
+    last_recovery: Duration,
 }
 
 fn ids() -> (u32, u32) {
@@ -225,6 +230,8 @@ impl Crash {
             hook_log,
             landed: BTreeMap::new(),
             kills: 0,
+            held: None,
+            last_recovery: Duration::ZERO,
         };
         crash.next_version();
         let out = crash.env.run(&crash.cfg);
@@ -576,8 +583,10 @@ impl Crash {
     fn recover(&mut self, context: &str) {
         // spawn + finish: scanned for secrets like Env::run, without its syslog listener.
         let log = self.env.path("recovery.log");
+        let start = Instant::now();
         let child = self.env.spawn(&self.cfg, &log);
         let out = self.env.finish(child, &log);
+        self.last_recovery = start.elapsed();
         assert_eq!(
             out.status,
             0,
@@ -624,6 +633,9 @@ impl Crash {
         }
         let _ = child.kill();
         let out = self.env.finish(child, &log);
+        if let Some(gate) = self.held.take() {
+            let_go(self.env.vault.control(), &gate, Gate::release);
+        }
         self.kills += 1;
         let context = format!("kill #{} ({label}, status {})", self.kills, out.status);
         let landed = self.check_after_kill(&context, keys_before, hooks_before);
@@ -716,6 +728,18 @@ fn fingerprint(pem: &str) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// After a kill: the request held by `gate` is let go (`Gate::release`: Vault acts on it as it
+/// would on a request whose client died; `Gate::reset`: it never reaches Vault), waited for, and
+/// a hold the agent never reached is dropped.
+fn let_go(control: &Control, gate: &Gate, how: fn(&Gate)) {
+    control.clear_faults();
+    how(gate);
+    assert!(
+        gate.wait_done(Duration::from_secs(60)),
+        "the held request was never let go"
+    );
+}
+
 fn set_latency(c: &Crash, d: Duration) {
     c.env.vault.control().set_latency(d, Duration::ZERO);
     c.env.imds.control().set_latency(d, Duration::ZERO);
@@ -726,16 +750,20 @@ fn set_latency(c: &Crash, d: Duration) {
 fn killed_at_evenly_spread_times() {
     let mut c = Crash::new();
     set_latency(&c, Duration::from_millis(8));
-    // The fastest of three runs, shortened a little: runs vary, and kills after the end
-    // are wasted.
-    let whole = c.measure() * 85 / 100;
-    eprintln!("kills spread over {whole:?} of a rewriting run (8 ms per request)");
+    // The length of a run follows the machine's load, which changes while the test runs
+    // (kills planned on an early, fast run all landed before staging once the machine got
+    // busier): the fastest of three runs first, then a running average of the recovery runs,
+    // shortened a little (kills after the end are wasted).
+    let mut whole = c.measure();
+    eprintln!("kills spread over {whole:?} of a rewriting run at first (8 ms per request)");
     const POINTS: u32 = 120;
     for i in 0..POINTS {
-        let at = whole * (2 * i + 1) / (2 * POINTS);
+        let span = whole * 85 / 100;
+        let at = span * (2 * i + 1) / (2 * POINTS);
         set_latency(&c, Duration::from_millis(8));
-        c.kill_one(&format!("at {at:?} of {whole:?}"), When::After(at));
+        c.kill_one(&format!("at {at:?} of {span:?}"), When::After(at));
         set_latency(&c, Duration::ZERO);
+        whole = (whole * 3 + c.last_recovery) / 4;
     }
     c.report("evenly spread");
     assert!(
@@ -778,7 +806,20 @@ fn killed_while_staging_and_between_renames() {
 fn killed_between_the_renames_and_the_on_change_commands() {
     let mut c = Crash::new();
     let n = c.targets.len();
-    for _ in 0..10 {
+    for i in 0..10 {
+        // Half of them with the revoke held by Vault (the commands wait for it), so that at
+        // least those land before the first command however loaded the machine; the others
+        // race the agent to its first command.
+        if i % 2 == 0 {
+            let gate = Gate::new();
+            c.env.vault.control().inject(
+                Some("POST"),
+                "/v1/auth/token/revoke-self",
+                Fault::Hold(gate.clone()),
+                1,
+            );
+            c.held = Some(gate);
+        }
         c.kill_one(
             "every target renamed",
             When::Seen(Box::new(move |c: &Crash| c.inodes_changed() >= n)),
@@ -817,39 +858,22 @@ fn killed_in_flight() {
         ("revoke in flight", "POST", "/v1/auth/token/revoke-self"),
     ] {
         for _ in 0..3 {
-            // Long enough for every file to be written while the revoke is held.
-            let hold = if path.ends_with("revoke-self") {
-                3000
-            } else {
-                400
-            };
-            c.env.vault.control().inject(
-                Some(method),
-                path,
-                Fault::Delay(Duration::from_millis(hold)),
-                1,
-            );
-            // The fault is taken when the request arrives; from then on it is held.
-            let control = c.env.vault.control().clone();
-            let mut held_since: Option<Instant> = None;
+            let gate = Gate::new();
+            c.env
+                .vault
+                .control()
+                .inject(Some(method), path, Fault::Hold(gate.clone()), 1);
+            c.held = Some(gate.clone());
             let revoking = label == "revoke in flight";
             let n = c.targets.len();
+            // Killed while Vault holds the request; the revoke runs while the files are
+            // written: killed once they are all in place, while the commands wait for it.
             c.kill_one(
                 label,
                 When::Seen(Box::new(move |c: &Crash| {
-                    if control.pending_faults() > 0 {
-                        return false;
-                    }
-                    // The revoke runs while the files are written: killed once they are all
-                    // in place, while the commands wait for the revoke.
-                    if revoking {
-                        return c.inodes_changed() >= n;
-                    }
-                    let since = *held_since.get_or_insert_with(Instant::now);
-                    since.elapsed() >= Duration::from_millis(150)
+                    gate.is_held() && (!revoking || c.inodes_changed() >= n)
                 })),
             );
-            c.env.vault.control().clear_faults();
         }
     }
     c.report("in flight");
@@ -921,60 +945,57 @@ fn killed_around_the_first_nonce() {
         );
     };
     let log = env.path("nonce-kill.log");
+    let hold_login = || {
+        let gate = Gate::new();
+        let login = Fault::Hold(gate.clone());
+        env.vault
+            .control()
+            .inject(Some("POST"), "/v1/auth/aws/login", login, 1);
+        gate
+    };
     let mut points = 0;
-    // Watching the state directory.
+    // Watching the state directory, the login held: the kill lands before Vault sees it
+    // (then the login is dropped unseen), so the renamed nonce is saved and not yet bound.
     for (label, wait_for) in [("nonce staged", 0usize), ("nonce renamed", 1)] {
         for _ in 0..6 {
             first_boot();
+            let gate = hold_login();
             let mut child = env.spawn(&c.cfg, &log);
             let start = Instant::now();
             while !(if wait_for == 0 {
                 staged_nonce()
             } else {
                 nonce_file()
-            }) && start.elapsed() < Duration::from_secs(10)
+            }) && !gate.is_held()
+                && start.elapsed() < Duration::from_secs(60)
                 && child.try_wait().unwrap().is_none()
-            {}
+            {
+                std::thread::yield_now();
+            }
             let _ = child.kill();
+            let _ = child.wait();
+            let_go(env.vault.control(), &gate, Gate::reset);
             kill_and_check(label, child, &mut landed);
             points += 1;
         }
     }
-    // The login in flight: held 400 ms by the simulator, killed 50 ms into it. Vault
-    // binds the nonce after the agent is gone.
+    // The login in flight: held by the simulator until the agent is killed, then let go:
+    // Vault binds the nonce after the agent is gone.
     for _ in 0..6 {
         first_boot();
-        env.vault.control().inject(
-            Some("POST"),
-            "/v1/auth/aws/login",
-            Fault::Delay(Duration::from_millis(400)),
-            1,
-        );
+        let gate = hold_login();
         let mut child = env.spawn(&c.cfg, &log);
-        let start = Instant::now();
-        // The fault is taken when the login arrives (a new connection is not enough: the
-        // agent opens one ahead while it reads IMDS, and on a loaded machine the login may
-        // come more than 150 ms later).
-        while env.vault.control().pending_faults() > 0
-            && start.elapsed() < Duration::from_secs(10)
-            && child.try_wait().unwrap().is_none()
-        {
-            std::thread::yield_now();
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            gate.wait_held(Duration::from_secs(60)),
+            "the login never came"
+        );
         let _ = child.kill();
         let _ = child.wait();
-        // Vault goes on with the login the agent sent: wait until it has answered.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while env.vault.control().pending_faults() > 0
-            || env.vault.client_nonce("aws", INSTANCE).is_none()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the held login was never processed"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let_go(env.vault.control(), &gate, Gate::release);
+        assert!(
+            env.vault.client_nonce("aws", INSTANCE).is_some(),
+            "the held login was let go but Vault bound no nonce"
+        );
         kill_and_check("login in flight", child, &mut landed);
         points += 1;
     }

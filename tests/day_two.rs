@@ -460,30 +460,39 @@ fn hold_run_lock(env: &Env) -> nix::fcntl::Flock<fs::File> {
         .unwrap()
 }
 
+const WAITING: &str = "waiting for another vaultboot run to finish";
+
+/// What `log` holds once it says `line` or the run ended (bounded only against a hang).
+fn wait_for_log(log: &Path, line: &str, child: &mut std::process::Child) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let ended = child.try_wait().unwrap().is_some();
+        if text.contains(line) || ended || start.elapsed() > Duration::from_secs(120) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn one_run_at_a_time_on_a_state_directory() {
     let env = Env::new();
     let cfg = env.write_config(&env.full_config());
-    // Another run holds the lock for 300 ms: this one waits, then runs.
+    // Another run holds the lock: this one says it waits and asks Vault nothing until the
+    // lock is let go (the test lets go once it has seen the wait, however slow the machine).
     let held = hold_run_lock(&env);
-    let release = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        drop(held);
-    });
-    let out = env.run(&cfg);
-    release.join().unwrap();
+    let log = env.path("waiting.log");
+    let mut child = env.spawn(&cfg, &log);
+    let said = wait_for_log(&log, WAITING, &mut child);
+    assert!(said.contains(WAITING), "{said}");
+    assert!(
+        vault_requests(&env).is_empty(),
+        "went on while the lock was held"
+    );
+    drop(held);
+    let out = env.finish(child, &log);
     assert_eq!(out.status, 0, "{}", out.log());
-    assert!(
-        out.stderr
-            .contains("waiting for another vaultboot run to finish"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.elapsed >= std::time::Duration::from_millis(300),
-        "{:?}",
-        out.elapsed
-    );
 
     // Held until the deadline: 69, nothing changed, no Vault request.
     let _held = hold_run_lock(&env);
@@ -503,24 +512,39 @@ fn one_run_at_a_time_on_a_state_directory() {
 }
 
 /// The lock proven by concurrency: on a first boot (empty state directory) the boot run and a
-/// refresh start at the same moment, with 150 ms of login latency in Vault. Without the lock
-/// each would create a nonce and Vault binds only one (a mismatch, 77), or one removes the
-/// other's staged nonce (73). With it: both 0, one nonce bound, logins one after the other.
+/// refresh start at the same moment, and Vault holds the first login until the other run is
+/// seen waiting for the lock or logging in too. Without the lock each would create a nonce and
+/// Vault binds only one (a mismatch, 77), or one removes the other's staged nonce (73), or
+/// their logins overlap. With it: both 0, one nonce bound, logins one after the other.
 #[test]
 fn a_boot_run_and_a_refresh_started_together_on_a_first_boot_take_turns() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     for round in 0..8 {
         let env = Env::new();
         let cfg = env.write_config(&env.full_config());
-        let logins: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
-        let seen = logins.clone();
-        env.vault.set_login_hook(Box::new(move |_| {
-            let entered = Instant::now();
-            std::thread::sleep(Duration::from_millis(150));
-            seen.lock().unwrap().push((entered, Instant::now()));
-        }));
         let (boot_log, refresh_log) = (env.path("boot.log"), env.path("refresh.log"));
+        let logins: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
+        let (seen, entered) = (logins.clone(), Arc::new(AtomicUsize::new(0)));
+        let logs = [boot_log.clone(), refresh_log.clone()];
+        env.vault.set_login_hook(Box::new(move |_| {
+            let start = Instant::now();
+            let first = entered.fetch_add(1, Ordering::SeqCst) == 0;
+            let other_waits = || {
+                logs.iter()
+                    .any(|l| fs::read_to_string(l).unwrap_or_default().contains(WAITING))
+            };
+            // Bounded only against a hang: the other run starts however slow the machine.
+            while first
+                && entered.load(Ordering::SeqCst) < 2
+                && !other_waits()
+                && start.elapsed() < Duration::from_secs(60)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen.lock().unwrap().push((start, Instant::now()));
+        }));
         let mut boot = env.spawn_args(&["run"], &cfg, &boot_log);
         let mut refresh = env.spawn_args(&["run", "--refresh"], &cfg, &refresh_log);
         let boot_status = boot.wait().unwrap().code();

@@ -241,7 +241,7 @@ fn a_revoke_that_keeps_failing_gives_up_in_seconds_with_a_warning() {
     let out = env.run(&cfg);
     assert_eq!(out.status, 0, "every file was written: {}", out.log());
     assert!(
-        started.elapsed() < Duration::from_secs(20),
+        started.elapsed() < scaled(Duration::from_secs(20)).min(Duration::from_secs(50)),
         "{:?}",
         started.elapsed()
     );
@@ -254,7 +254,9 @@ fn a_revoke_that_keeps_failing_gives_up_in_seconds_with_a_warning() {
         .collect();
     assert!(revokes.len() >= 3, "retried: {}", revokes.len());
     let span = revokes.last().unwrap().at - revokes[0].at;
-    assert!(span < Duration::from_secs(6), "bounded: {span:?}");
+    // Well short of the 60 s deadline, even stretched for a slow runner.
+    let bound = scaled(Duration::from_secs(6)).min(Duration::from_secs(30));
+    assert!(span < bound, "bounded: {span:?}");
     assert!(
         out.stderr.contains("token not revoked")
             && out.stderr.contains("expires in 10m")
@@ -291,7 +293,7 @@ fn a_spent_deadline_still_revokes_the_token() {
     assert_eq!(requests_to(&env, "POST", REVOKE), 2);
     assert_eq!(env.vault.live_tokens(), 0, "{}", out.stderr);
     assert!(
-        out.elapsed < Duration::from_secs(6),
+        out.elapsed < scaled(Duration::from_secs(6)).min(Duration::from_secs(12)),
         "{:?}: the deadline plus a short grace",
         out.elapsed
     );

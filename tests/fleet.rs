@@ -16,9 +16,10 @@
 //! agents' requests and the login attempts over time.
 //!
 //! Three variants:
-//! - `fleet_of_100_scaling_out_through_ec2_throttling` runs in every `cargo test`: 100 agents,
-//!   EC2 bucket 10 + 10/s, login quota 50/s, 3 % 5xx, `retry.max_delay = "2s"`; bound 2 x
-//!   ideal + 10 s (generous: it must hold in a debug build on a loaded 2-core machine).
+//! - `fleet_of_100_scaling_out_through_ec2_throttling`, `#[ignore]`d but run by
+//!   tests/run-all.sh in a stage of its own (a load test times the machine: it runs when
+//!   nothing else of CI does): 100 agents, EC2 bucket 10 + 10/s, login quota 50/s, 3 % 5xx,
+//!   `retry.max_delay = "2s"`; bound 2 x ideal + 10 s (generous: a debug build on 2 cores).
 //! - `fleet_of_1000_scaling_out_through_ec2_throttling`, `#[ignore]`d: 1000 agents within 2 s,
 //!   EC2 bucket 100 + 20/s, login quota 50/s, 3 % 5xx, the default back-off (`max_delay`
 //!   20 s, deadline 5 min); bound 1.5 x (1000 / 20 per second = 50 s).
@@ -233,9 +234,10 @@ fn fleet_of_1000_scaling_out_through_ec2_throttling() {
     );
 }
 
-/// The small variant that runs in every `cargo test` (~15 s in a debug build): the same
+/// The small variant that CI runs in a stage of its own (~15 s in a debug build): the same
 /// mechanisms, a bucket ten times smaller, short back-off caps, a generous time bound.
 #[test]
+#[ignore = "a 100-process load test (~15 s), CI's fleet stage: see docs/fleet.md"]
 fn fleet_of_100_scaling_out_through_ec2_throttling() {
     run_fleet(Spec {
         agents: 100,

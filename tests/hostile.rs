@@ -309,7 +309,9 @@ fn run_case(
             out.stderr
         );
     }
-    let (least, most) = expect.within;
+    // The upper bound stretched for a slow runner (see `time_scale`): lower bounds are waits
+    // the agent makes itself, whatever the machine.
+    let (least, most) = (expect.within.0, scaled(expect.within.1));
     assert!(
         out.elapsed >= least && out.elapsed < most,
         "{case}: {:?} not in {least:?}..{most:?}",
@@ -517,7 +519,6 @@ table! {
         }),
         vault: Some(Expect {
             at: &[("POST", LOGIN), ("GET", API)],
-            deadline: "1s",
             check: vault_names_the_redirect_target,
             ..UNAVAILABLE
         }),
@@ -535,7 +536,6 @@ table! {
         }),
         vault: Some(Expect {
             at: &[("GET", API)],
-            deadline: "1s",
             says: &["(same host)"],
             check: nothing_asked_elsewhere,
             ..UNAVAILABLE
@@ -962,8 +962,11 @@ fn tls_refused(make: impl FnOnce(&VaultOptions) -> (String, String)) {
     let bad = VaultSim::start(opts).unwrap();
     bad.add_ec2_role("aws", "web", None, &["secret/"]);
     std::fs::write(env.path("bad-ca.pem"), bad.ca_pem()).unwrap();
+    // A deadline far beyond the bound below: refused at once passes on any machine, retried
+    // until the deadline fails.
     let cfg = env.write(
         &config(&env)
+            .set("retry", "deadline", "60s")
             .set(
                 "vault",
                 "address",
@@ -974,7 +977,7 @@ fn tls_refused(make: impl FnOnce(&VaultOptions) -> (String, String)) {
     let out = refused(&env, &cfg, &before, 69);
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
     assert!(
-        out.elapsed < Duration::from_secs(2),
+        out.elapsed < Duration::from_secs(30),
         "not retried: {:?}",
         out.elapsed
     );

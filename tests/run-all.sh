@@ -121,7 +121,8 @@ root_tests_compare() {
 }
 
 # The integration tests that start the agent, against the arm64 release binary under
-# qemu-aarch64-static (binfmt_misc cannot be relied on here). A wrapper counts the runs of each
+# qemu-aarch64-static (binfmt_misc cannot be relied on here), upper time bounds stretched 3x
+# (tests/common/mod.rs, time_scale). A wrapper counts the runs of each
 # test file, so the stage fails if a file's tests never started the arm64 binary. Not
 # crash.rs: its kill points are timed for native speed (see tests/common/mod.rs,
 # vaultboot_argv). Not fuzz_regressions.rs, nor iam.rs's library tests (the SigV4 vectors,
@@ -144,10 +145,10 @@ arm64_tests() {
     : >"$log"
     for t in $ARM64_TESTS; do
         before=$(wc -l <"$q/runs")
-        VAULTBOOT_TEST_BIN=$bin VAULTBOOT_TEST_RUNNER=$q/qemu-aarch64 \
+        VAULTBOOT_TEST_BIN=$bin VAULTBOOT_TEST_RUNNER=$q/qemu-aarch64 VAULTBOOT_TEST_TIME_SCALE=3 \
             cargo test --locked -p vaultboot --no-fail-fast --test "$t" -- "${skips[@]}" || rc=1
         # Their root-only tests too (see root_tests).
-        VAULTBOOT_TEST_BIN=$bin VAULTBOOT_TEST_RUNNER=$q/qemu-aarch64 \
+        VAULTBOOT_TEST_BIN=$bin VAULTBOOT_TEST_RUNNER=$q/qemu-aarch64 VAULTBOOT_TEST_TIME_SCALE=3 \
             cargo test --locked -p vaultboot --no-fail-fast --test "$t" -- --ignored root_ 2>&1 | tee -a "$log" || rc=1
         runs=$(($(wc -l <"$q/runs") - before))
         echo "tests/$t.rs started the arm64 binary $runs times"
@@ -165,7 +166,7 @@ arm64_tests() {
 # The tests that need root (chown to another user, chattr +i, the agent run as another user)
 # are named root_* and #[ignore]d, so that a run as another user does not count them as
 # passed: here (CI runs as root) they are asked for by name. Not --include-ignored: that would
-# also start tests/fleet.rs's 1000-agent load test. The stage fails unless every root_* test of
+# also start tests/fleet.rs's load tests. The stage fails unless every root_* test of
 # the sources ran (a lost prefix, a test filtered out or not compiled).
 root_tests() {
     [ "$(id -u)" -eq 0 ] || { echo "the root-only tests need root"; return 1; }
@@ -209,6 +210,9 @@ install_missing
 stage "format" cargo fmt --all -- --check
 stage "clippy" cargo clippy --locked --workspace --all-targets -- -D warnings
 stage "unit and integration tests" cargo test --locked --workspace
+# The 100-agent fleet (tests/fleet.rs) is a load test: it times the machine, so it runs alone.
+stage "fleet of 100 agents (load test)" cargo test --locked --test fleet -- --ignored --exact \
+    fleet_of_100_scaling_out_through_ec2_throttling
 stage "fuzz targets build (cargo check in fuzz/; not run: no nightly here)" fuzz_build
 stage "root-only tests (cargo test -- --ignored root_)" root_tests
 stage "release: dist/release.sh $VERSION (x86_64 + arm64, signed with a throwaway key)" release

@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
-use vaultboot_sim::Fault;
+use vaultboot_sim::{Fault, Gate};
 
 fn stored_nonce(env: &Env) -> String {
     let text = fs::read_to_string(env.state_dir().join("nonce.json")).unwrap();
@@ -167,23 +167,23 @@ fn a_vault_error_or_redirect_that_echoes_the_token_is_not_repeated() {
         let env = Env::new();
         // A redirect is retried until the deadline (then 69, its target named): keep it short.
         let cfg = env.write(&env.config().set("retry", "deadline", "2s"));
-        // Hold the login answer back long enough to plant a fault that quotes the token.
-        env.vault
-            .control()
-            .set_latency(Duration::from_millis(300), Duration::ZERO);
+        // The login's answer (the token issued) held until a fault that quotes it is planted.
+        let gate = Gate::new();
+        env.vault.control().inject(
+            Some("POST"),
+            "/v1/auth/aws/login",
+            Fault::HoldAnswer(gate.clone()),
+            1,
+        );
         let log = env.path("run.log");
         let child = env.spawn(&cfg, &log);
-        // The token exists once the login is handled (the warm-up's health checks may come
-        // first).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let token = loop {
-            let issued = env.vault.issued_secrets().into_iter();
-            if let Some(token) = issued.into_iter().find(|s| s.starts_with("hvs.")) {
-                break token;
-            }
-            assert!(Instant::now() < deadline, "no login within 10 s");
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        assert!(gate.wait_held(Duration::from_secs(60)), "no login");
+        let token = env
+            .vault
+            .issued_secrets()
+            .into_iter()
+            .find(|s| s.starts_with("hvs."))
+            .unwrap();
         let fault = if redirect {
             Fault::Raw(
                 format!(
@@ -198,9 +198,7 @@ fn a_vault_error_or_redirect_that_echoes_the_token_is_not_repeated() {
         env.vault
             .control()
             .inject(Some("GET"), "/v1/secret/data/app/api", fault, times);
-        env.vault
-            .control()
-            .set_latency(Duration::ZERO, Duration::ZERO);
+        gate.release();
         let out = env.finish(child, &log);
         assert_eq!(out.status, if redirect { 69 } else { 77 }, "{}", out.stderr);
         assert!(out.stderr.contains("redacted"), "{}", out.stderr);

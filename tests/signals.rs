@@ -18,7 +18,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
-use vaultboot_sim::Fault;
+use vaultboot_sim::{Fault, Gate};
 
 const EX_TEMPFAIL: i32 = 75;
 /// Outputs of the bulk secret: enough bytes, each synced, that staging takes a while.
@@ -279,14 +279,31 @@ fn sigterm_while_the_login_is_in_flight() {
     let mut s = Stop::new(0, "60s", None);
     s.next_version();
     let vault = s.env.vault.control().clone();
+    let gate = Gate::new();
     vault.inject(
         Some("POST"),
         "/v1/auth/aws/login",
-        Fault::Delay(Duration::from_millis(1500)),
+        Fault::Hold(gate.clone()),
         1,
     );
+    // Vault answers the login once the run has taken the signal (it says so): in flight
+    // across the stop on any machine.
+    let log = s.env.path("stopped.log");
+    let opener = gate.clone();
+    let answer_after_the_signal = std::thread::spawn(move || {
+        let start = Instant::now();
+        while !fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("SIGTERM received")
+            && start.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        opener.release();
+    });
     let logins = s.env.vault.logins();
-    let (out, took) = s.stop_when("login", |_| fault_taken(&vault));
+    let (out, took) = s.stop_when("login", |_| gate.is_held());
+    answer_after_the_signal.join().unwrap();
     // Vault answers the login it holds whether the run waited for it or not.
     let start = Instant::now();
     while s.env.vault.logins() == logins && start.elapsed() < Duration::from_secs(10) {

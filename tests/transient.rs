@@ -265,5 +265,7 @@ fn a_transient_login_failure_is_retried_with_the_normal_back_off() {
         .collect();
     assert_eq!(logins.len(), 7);
     let span = logins[6].at - logins[0].at;
-    assert!(span < Duration::from_secs(6), "{span:?}");
+    // Below the 12 s of the wrong pause, even stretched for a slow runner.
+    let bound = scaled(Duration::from_secs(6)).min(Duration::from_secs(10));
+    assert!(span < bound, "{span:?}");
 }

@@ -40,6 +40,111 @@ pub enum Fault {
     /// A redirect with this status and `Location`, no body, the connection kept open: what a
     /// Vault standby answers during a cluster's election (307 to the dead active node).
     Redirect { code: u16, location: String },
+    /// Held before the simulator handles it (Vault has not seen it) until the test opens the
+    /// gate: `Gate::release` hands it on (the answer goes to whoever is still listening),
+    /// `Gate::reset` drops it unhandled with a TCP RST. Pins the client in one step for as
+    /// long as the test needs, whatever the machine's load.
+    Hold(Gate),
+    /// Handled (Vault has acted on it) and its answer held until the test opens the gate.
+    HoldAnswer(Gate),
+}
+
+/// What the test decided for a held request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opened {
+    Release,
+    Reset,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    held: bool,
+    opened: Option<Opened>,
+    done: bool,
+}
+
+/// The test's side of `Fault::Hold` / `Fault::HoldAnswer`: one request, held until opened.
+/// Cheap to clone; a gate opened before its request arrives lets it through at once.
+#[derive(Clone, Debug, Default)]
+pub struct Gate {
+    inner: Arc<(Mutex<GateState>, Condvar)>,
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Whether a request is being held (or was, and has since been let go).
+    pub fn is_held(&self) -> bool {
+        self.inner.0.lock().unwrap().held
+    }
+
+    /// Waits until a request is held or `timeout` passed; returns whether one is.
+    pub fn wait_held(&self, timeout: Duration) -> bool {
+        self.wait_until(timeout, |s| s.held)
+    }
+
+    /// Lets the held request go on (handled, or its answer written).
+    pub fn release(&self) {
+        self.open(Opened::Release);
+    }
+
+    /// Drops the held request with a TCP RST, unhandled when held by `Fault::Hold`.
+    pub fn reset(&self) {
+        self.open(Opened::Reset);
+    }
+
+    /// Waits until a request let go has been handled and answered (or reset), or `timeout`
+    /// passed; true at once when no request was ever held. Returns whether it is done.
+    pub fn wait_done(&self, timeout: Duration) -> bool {
+        self.wait_until(timeout, |s| !s.held || s.done)
+    }
+
+    fn open(&self, how: Opened) {
+        let (m, cv) = &*self.inner;
+        m.lock().unwrap().opened.get_or_insert(how);
+        cv.notify_all();
+    }
+
+    fn wait_until(&self, timeout: Duration, ok: impl Fn(&GateState) -> bool) -> bool {
+        let (m, cv) = &*self.inner;
+        let deadline = Instant::now() + timeout;
+        let mut g = m.lock().unwrap();
+        while !ok(&g) {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = cv.wait_timeout(g, deadline - now).unwrap().0;
+        }
+        true
+    }
+
+    /// The server's side: marks the request held and waits until the test opens the gate or
+    /// the simulator shuts down (then `None`).
+    fn hold(&self, control: &Control) -> Option<Opened> {
+        let (m, cv) = &*self.inner;
+        let mut g = m.lock().unwrap();
+        g.held = true;
+        cv.notify_all();
+        loop {
+            if let Some(how) = g.opened {
+                return Some(how);
+            }
+            if control.is_shut_down() {
+                return None;
+            }
+            // Polled for shutdown, which signals another condition variable.
+            g = cv.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
+        }
+    }
+
+    fn finished(&self) {
+        let (m, cv) = &*self.inner;
+        m.lock().unwrap().done = true;
+        cv.notify_all();
+    }
 }
 
 impl Fault {
@@ -429,6 +534,13 @@ fn accept_loop(
     }
 }
 
+/// A held request dropped: the client sees a TCP RST, the test that the gate is done.
+fn reset_held(raw: &TcpStream, gate: &Gate) {
+    set_linger_zero(raw);
+    let _ = raw.shutdown(Shutdown::Both);
+    gate.finished();
+}
+
 fn set_linger_zero(s: &TcpStream) {
     #[cfg(unix)]
     {
@@ -560,6 +672,15 @@ fn serve_connection(
         };
         let (per_req, _) = control.latency();
         let fault = control.take_fault(&req.method, &req.path);
+        // Told when the request held by this gate has been answered.
+        let done_gate = match &fault {
+            Some(Fault::Hold(g) | Fault::HoldAnswer(g)) => Some(g.clone()),
+            _ => None,
+        };
+        let answer_gate = match &fault {
+            Some(Fault::HoldAnswer(g)) => Some(g.clone()),
+            _ => None,
+        };
         let resp = match fault {
             Some(Fault::ResetConnection) => {
                 control.record(rec);
@@ -624,10 +745,24 @@ fn serve_connection(
                 }
                 handler(&req)
             }
-            None => handler(&req),
+            Some(Fault::Hold(gate)) => {
+                if gate.hold(control) != Some(Opened::Release) {
+                    control.record(rec);
+                    reset_held(&raw, &gate);
+                    return;
+                }
+                handler(&req)
+            }
+            Some(Fault::HoldAnswer(_)) | None => handler(&req),
         };
         rec.status = resp.status;
         control.record(rec);
+        if let Some(gate) = &answer_gate {
+            if gate.hold(control) != Some(Opened::Release) {
+                reset_held(&raw, gate);
+                return;
+            }
+        }
         if !per_req.is_zero() && !control.sleep(per_req) {
             return;
         }
@@ -637,6 +772,10 @@ fn serve_connection(
         } else {
             write_response(&mut stream, &resp, close)
         };
+        if let Some(gate) = done_gate {
+            let _ = stream.flush();
+            gate.finished();
+        }
         if r.is_err() || close {
             let _ = stream.flush();
             drop(stream);

@@ -13,7 +13,7 @@ mod vault;
 mod world;
 
 pub use ca::{IssuedCert, Leaf, LeafKey, TestCa};
-pub use http::{Control, Fault, RecordedRequest, MAX_BODY, MAX_HEAD};
+pub use http::{Control, Fault, Gate, RecordedRequest, MAX_BODY, MAX_HEAD};
 pub use identity::{Identity, SignatureKind, Signer, VerifyError};
 pub use imds::ImdsSim;
 pub use vault::{AwsFault, LoginEvent, NonceOutcome, VaultOptions, VaultSim, DEFAULT_TOKEN_TTL};

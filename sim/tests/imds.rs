@@ -3,7 +3,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vaultboot_sim::{Fault, Identity, ImdsSim, SignatureKind, Signer};
+use vaultboot_sim::{Fault, Gate, Identity, ImdsSim, SignatureKind, Signer};
 
 #[test]
 fn token_flow_and_documents() {
@@ -377,4 +377,62 @@ fn latency_is_added() {
     let t0 = Instant::now();
     imds_token(&a, &imds);
     assert!(t0.elapsed() >= Duration::from_millis(200));
+}
+
+/// `Fault::Hold` and `Fault::HoldAnswer`: the request waits for the test's gate, whatever the
+/// time; `reset` drops it unhandled.
+#[test]
+fn a_held_request_waits_for_its_gate() {
+    let signer = Signer::new();
+    let imds = ImdsSim::start(Identity::sample(INSTANCE), &signer).unwrap();
+    let c = imds.control();
+    let url = format!("{}/latest/api/token", imds.url());
+    let put = move || {
+        let ttl = [("X-aws-ec2-metadata-token-ttl-seconds", "60")];
+        req(&imds_agent(), "PUT", &url, &ttl, None).map(|r| r.status)
+    };
+    // A pause only gives a broken hold the time to show: a working one waits regardless.
+    let settle = || std::thread::sleep(Duration::from_millis(200));
+
+    let gate = Gate::new();
+    c.inject(None, "/latest/", Fault::Hold(gate.clone()), 1);
+    let client = std::thread::spawn(put.clone());
+    assert!(gate.wait_held(Duration::from_secs(60)), "never held");
+    settle();
+    assert!(!client.is_finished(), "answered while held");
+    assert!(c.requests().is_empty(), "handled while held");
+    gate.release();
+    assert_eq!(client.join().unwrap().unwrap(), 200);
+    assert!(gate.wait_done(Duration::from_secs(60)));
+
+    let gate = Gate::new();
+    c.inject(None, "/latest/", Fault::Hold(gate.clone()), 1);
+    let client = std::thread::spawn(put.clone());
+    assert!(gate.wait_held(Duration::from_secs(60)), "never held");
+    gate.reset();
+    assert!(
+        client.join().unwrap().is_err(),
+        "a reset request was answered"
+    );
+    assert!(gate.wait_done(Duration::from_secs(60)));
+    assert_eq!(
+        c.requests().last().unwrap().status,
+        0,
+        "a reset request was handled"
+    );
+
+    let gate = Gate::new();
+    c.inject(None, "/latest/", Fault::HoldAnswer(gate.clone()), 1);
+    let client = std::thread::spawn(put);
+    assert!(gate.wait_held(Duration::from_secs(60)), "never held");
+    assert_eq!(
+        c.requests().last().unwrap().status,
+        200,
+        "not handled first"
+    );
+    settle();
+    assert!(!client.is_finished(), "answered while held");
+    gate.release();
+    assert_eq!(client.join().unwrap().unwrap(), 200);
+    assert_eq!(c.requests().len(), 3);
 }

@@ -41,6 +41,23 @@ pub fn vaultboot_argv() -> Vec<std::ffi::OsString> {
     argv
 }
 
+/// How many times slower than a native run the agent under test may be:
+/// `VAULTBOOT_TEST_TIME_SCALE` (a whole number, default 1; tests/run-all.sh sets it for the
+/// arm64 binary under qemu-user). It stretches only the upper bounds on elapsed time, each
+/// still below what the bug it catches would take (a deadline ignored, a failure retried).
+pub fn time_scale() -> u32 {
+    std::env::var("VAULTBOOT_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&n: &u32| n >= 1)
+        .unwrap_or(1)
+}
+
+/// `d` stretched by `time_scale()` (`Duration::MAX` stays unbounded).
+pub fn scaled(d: Duration) -> Duration {
+    d.checked_mul(time_scale()).unwrap_or(Duration::MAX)
+}
+
 /// A `Command` for the binary under test (see `vaultboot_argv`).
 pub fn vaultboot_command() -> Command {
     let argv = vaultboot_argv();
