@@ -55,7 +55,7 @@ pub mod fuzzing {
         };
     }
     pub mod iam {
-        pub use crate::auth::iam::{login_data, Credentials, STS_BODY};
+        pub use crate::auth::iam::{login_data, login_data_for, Credentials, STS_BODY};
     }
     pub mod imds {
         pub use crate::imds::{parse_identity, parse_signed_document, Identity};

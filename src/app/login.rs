@@ -134,6 +134,7 @@ pub(super) fn login_iam(
             mount: &config.auth.mount,
             role: &config.auth.role,
             region: &config.auth.sts_region,
+            endpoint: config.auth.sts_endpoint.as_deref(),
             server_id: config.auth.iam_server_id.as_deref(),
             credentials: &credentials,
         },

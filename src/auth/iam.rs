@@ -153,14 +153,26 @@ impl Drop for LoginData {
     }
 }
 
-/// Signs `sts:GetCallerIdentity` for `region` at `time`.
+/// Signs `sts:GetCallerIdentity` for `region`'s endpoint (`sts_url`) at `time`.
 pub fn login_data(
     creds: &Credentials,
     region: &str,
     server_id: Option<&str>,
     time: SystemTime,
 ) -> Result<LoginData, SignError> {
-    let url = sts_url(region);
+    login_data_for(creds, &sts_url(region), region, server_id, time)
+}
+
+/// Signs `sts:GetCallerIdentity` for the endpoint `url` (a checked `https://<host>/`: its host
+/// is signed as Host) in `region` at `time`. Vault replays the request to its own configured
+/// endpoint with this Host, so both must be the same STS endpoint, serving `region`.
+pub fn login_data_for(
+    creds: &Credentials,
+    url: &str,
+    region: &str,
+    server_id: Option<&str>,
+    time: SystemTime,
+) -> Result<LoginData, SignError> {
     let mut headers: Vec<(&str, &str)> = vec![("content-type", STS_CONTENT_TYPE)];
     if let Some(id) = server_id {
         headers.push((SERVER_ID_HEADER, id));
@@ -180,7 +192,7 @@ pub fn login_data(
         .into();
     let signable = SignableRequest::new(
         "POST",
-        url.as_str(),
+        url,
         headers.iter().copied(),
         SignableBody::Bytes(STS_BODY.as_bytes()),
     )
@@ -255,6 +267,8 @@ pub struct IamLogin<'a> {
     pub mount: &'a str,
     pub role: &'a str,
     pub region: &'a str,
+    /// `[auth] sts_endpoint`; `None`: the endpoint `region` names.
+    pub endpoint: Option<&'a str>,
     pub server_id: Option<&'a str>,
     pub credentials: &'a Credentials,
 }
@@ -271,8 +285,12 @@ pub fn login(vault: &Vault, policy: &Policy, req: &IamLogin<'_>) -> Result<Token
     let mut judge = Judge::new(Source::Login);
     let result = policy.run(
         |left| {
-            let data = login_data(
+            let url = req
+                .endpoint
+                .map_or_else(|| sts_url(req.region), str::to_string);
+            let data = login_data_for(
                 req.credentials,
+                &url,
                 req.region,
                 req.server_id,
                 SystemTime::now(),
@@ -462,6 +480,7 @@ mod tests {
             mount: "aws",
             role: "app",
             region: "us-east-1",
+            endpoint: None,
             server_id: None,
             credentials: &credentials,
         };

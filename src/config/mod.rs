@@ -142,7 +142,11 @@ pub struct AuthConfig {
     pub mount: String,
     pub role: String,
     pub iam_server_id: Option<String>,
+    /// The region the iam login is signed for.
     pub sts_region: String,
+    /// `https://<host>/`: the STS endpoint the iam login is signed for; `None`: the one
+    /// `sts_region` names (`iam::sts_url`).
+    pub sts_endpoint: Option<String>,
     pub revoke_token: bool,
 }
 

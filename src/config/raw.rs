@@ -4,7 +4,7 @@
 use super::values::Maximum;
 use super::values::{
     Argv, FileMode, HumanDuration, IamServerId, ImdsEndpoint, MountPath, Namespace, ProxyUrl,
-    RoleName, SecretPath, ServerName, StateDir, StatusFile, StsRegion, TokenTtl,
+    RoleName, SecretPath, ServerName, StateDir, StatusFile, StsEndpoint, StsRegion, TokenTtl,
 };
 use super::{err, AuthMethod, Error, Format, Signature};
 use serde::{Deserialize, Deserializer};
@@ -81,6 +81,7 @@ pub struct RawAuth {
     pub role: Checked<RoleName>,
     pub iam_server_id: Option<Checked<IamServerId>>,
     pub sts_region: Option<Checked<StsRegion>>,
+    pub sts_endpoint: Option<Checked<StsEndpoint>>,
     pub revoke_token: Option<bool>,
 }
 

@@ -57,6 +57,7 @@ pub fn auth(raw: RawAuth, place: &str) -> Result<AuthConfig, Error> {
         for (key, set) in [
             ("iam_server_id", raw.iam_server_id.is_some()),
             ("sts_region", raw.sts_region.is_some()),
+            ("sts_endpoint", raw.sts_endpoint.is_some()),
         ] {
             if set {
                 return Err(err(
@@ -67,15 +68,41 @@ pub fn auth(raw: RawAuth, place: &str) -> Result<AuthConfig, Error> {
         }
     }
     let iam_server_id = optional(raw.iam_server_id, place, "iam_server_id")?;
-    let sts_region = optional(raw.sts_region, place, "sts_region")?;
+    let sts_region = optional(raw.sts_region, place, "sts_region")?.map(|r| r.0);
+    let sts_endpoint = optional(raw.sts_endpoint, place, "sts_endpoint")?.map(|e| e.0);
+    if let Some(endpoint) = &sts_endpoint {
+        sts_endpoint_region(endpoint, sts_region.as_deref())
+            .map_err(|m| err(place, format!("sts_endpoint: {m}")))?;
+    }
     Ok(AuthConfig {
         method,
         mount,
         role,
         iam_server_id: iam_server_id.map(|id| id.0),
-        sts_region: sts_region.map_or(defaults::STS_REGION.into(), |r| r.0),
+        sts_region: sts_region.unwrap_or_else(|| defaults::STS_REGION.into()),
+        sts_endpoint,
         revoke_token: raw.revoke_token.unwrap_or(defaults::REVOKE_TOKEN),
     })
+}
+
+/// An explicit endpoint is signed for `sts_region`, which must then be said too (the default
+/// region would be a guess), and must be the region an AWS name says it serves: STS refuses
+/// a signature scoped to another region, and that is better found by `check` than at boot.
+fn sts_endpoint_region(endpoint: &str, region: Option<&str>) -> Result<(), String> {
+    let Some(region) = region else {
+        return Err("needs sts_region, the region this endpoint serves \
+             (the same as Vault's sts_region)"
+            .into());
+    };
+    let host = endpoint
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    match values::sts_host_region(host) {
+        Some(named) if named != region => Err(format!(
+            "{host} serves {named}, but sts_region is {region:?}"
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub fn imds(raw: RawImds, place: &str) -> Result<ImdsConfig, Error> {

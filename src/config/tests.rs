@@ -396,6 +396,73 @@ fn iam_method_is_accepted_with_its_options() {
 }
 
 #[test]
+fn sts_endpoint_is_an_sts_host_with_its_region() {
+    let iam = |extra: &str| {
+        GOOD.replace(
+            "role = \"web\"",
+            &format!("role = \"web\"\nmethod = \"iam\"\n{extra}"),
+        )
+    };
+    let c = parse_str(&iam("")).unwrap();
+    assert_eq!(c.auth.sts_endpoint, None);
+    // Written with or without the slash, kept as the URL that is signed.
+    for (written, region) in [
+        ("https://sts-fips.us-east-1.amazonaws.com", "us-east-1"),
+        ("https://sts.eu-west-1.amazonaws.com/", "eu-west-1"),
+        ("https://sts.amazonaws.com/", "us-east-1"),
+        (
+            "https://vpce-0a1b-c2d3.sts.eu-west-1.vpce.amazonaws.com",
+            "eu-west-1",
+        ),
+        ("https://sts.cn-north-1.amazonaws.com.cn/", "cn-north-1"),
+        ("https://sts.proxy.internal/", "eu-west-1"),
+    ] {
+        let text = iam(&format!(
+            "sts_endpoint = \"{written}\"\nsts_region = \"{region}\""
+        ));
+        let c = parse_str(&text).unwrap_or_else(|e| panic!("{written}: {e}"));
+        let want = format!("{}/", written.trim_end_matches('/'));
+        assert_eq!(c.auth.sts_endpoint.as_deref(), Some(want.as_str()));
+        assert_eq!(c.auth.sts_region, region);
+    }
+    for bad in [
+        "http://sts.amazonaws.com/",
+        "sts.amazonaws.com",
+        "https://STS.amazonaws.com/",
+        "https://sts.amazonaws.com:443/",
+        "https://a@sts.amazonaws.com/",
+        "https://sts.amazonaws.com/path",
+        "https://sts.amazonaws.com/?Action=AssumeRole",
+        "https://sts.amazonaws.com/#f",
+        "https://127.0.0.1/",
+        "https://[::1]/",
+        "https://sts..amazonaws.com/",
+        "https:///",
+    ] {
+        let text = iam(&format!(
+            "sts_endpoint = \"{bad}\"\nsts_region = \"us-east-1\""
+        ));
+        refused(&text, &["[auth]", "sts_endpoint: must be https://"]);
+    }
+    // The region an AWS name says it serves must be the signing region.
+    refused(
+        &iam("sts_endpoint = \"https://sts-fips.us-west-2.amazonaws.com\"\nsts_region = \"us-east-1\""),
+        &["sts_endpoint", "serves us-west-2", "\"us-east-1\""],
+    );
+    refused(
+        &iam("sts_endpoint = \"https://sts.amazonaws.com\""),
+        &["[auth]", "sts_endpoint: needs sts_region"],
+    );
+    refused(
+        &GOOD.replace(
+            "role = \"web\"",
+            "role = \"web\"\nsts_endpoint = \"https://sts.amazonaws.com\"",
+        ),
+        &["[auth]", "sts_endpoint", "iam"],
+    );
+}
+
+#[test]
 fn serde_errors_come_first_then_checks_in_order_with_their_place() {
     // An unknown key is reported before a bad value of the same table, as before serde read
     // the values through their types.

@@ -53,6 +53,10 @@ pub struct IamServerId(pub String);
 /// An AWS region name, like "eu-west-1".
 pub struct StsRegion(pub String);
 
+/// The STS endpoint the iam login is signed for, as `https://<host>/`: a regional, FIPS or
+/// VPC endpoint host.
+pub struct StsEndpoint(pub String);
+
 /// `http://host[:port]`, without a trailing slash.
 pub struct ImdsEndpoint(pub String);
 
@@ -261,6 +265,50 @@ impl TryFrom<String> for StsRegion {
         }
         Ok(Self(region))
     }
+}
+
+impl TryFrom<String> for StsEndpoint {
+    type Error = String;
+    /// `https://host` with an optional trailing slash, and nothing else: the URL is signed as
+    /// it is, and Vault replays it to its own `sts_endpoint` keeping only this host (as the
+    /// signed Host) and the path, so a port, user info, path or query could only break the
+    /// signature or smuggle something into the replayed request. The value is not quoted:
+    /// whatever it holds is refused as a whole.
+    fn try_from(text: String) -> Result<Self, String> {
+        let rule = "must be https://<STS host>/ (e.g. https://sts-fips.us-east-1.amazonaws.com/): \
+                    https only, a lowercase host name, no port, user info, path or query";
+        let url = text.strip_suffix('/').unwrap_or(&text);
+        let host = url_host(url, "https").ok_or(rule)?;
+        let name_ok = host
+            .split('.')
+            .all(|label| !label.is_empty() && label.bytes().all(is_host_byte))
+            && host.contains(|c: char| c.is_ascii_lowercase());
+        if !name_ok || url.len() != "https://".len() + host.len() {
+            return Err(rule.into());
+        }
+        Ok(Self(format!("https://{host}/")))
+    }
+}
+
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'
+}
+
+/// The region an AWS STS host name serves, when the name says it: `sts.amazonaws.com`
+/// (us-east-1), `sts.<region>.amazonaws.com[.cn]`, `sts-fips.<region>.amazonaws.com` and VPC
+/// endpoints `*.sts.<region>.vpce.amazonaws.com`. `None` for any other name (a proxy, a
+/// private DNS name): then only the operator knows.
+pub fn sts_host_region(host: &str) -> Option<&str> {
+    if host == "sts.amazonaws.com" {
+        return Some("us-east-1");
+    }
+    let rest = host
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let rest = rest.strip_suffix(".vpce").unwrap_or(rest);
+    let (service, region) = rest.rsplit_once('.')?;
+    let service = service.rsplit('.').next()?;
+    matches!(service, "sts" | "sts-fips").then_some(region)
 }
 
 impl TryFrom<String> for ImdsEndpoint {
