@@ -56,6 +56,15 @@ pub(super) struct IamState {
     rewrite: Option<LoginRewrite>,
     refusals: Vec<String>,
     signatures_seen: usize,
+    replays: Vec<StsReplay>,
+}
+
+/// Where Vault sent one replayed `sts:GetCallerIdentity`: its configured endpoint, with the
+/// Host header taken from the signed `iam_request_url`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StsReplay {
+    pub endpoint: String,
+    pub host: String,
 }
 
 impl IamState {
@@ -85,14 +94,30 @@ struct IamRole {
 #[derive(Clone)]
 struct ClientConfig {
     iam_server_id_header_value: Option<String>,
+    /// `sts_endpoint`; `None`: Vault's default, the global endpoint.
+    sts_endpoint: Option<String>,
+    /// The region the configured endpoint serves: the only credential scope its STS accepts.
     sts_region: String,
     allowed_sts_header_values: Vec<String>,
+}
+
+impl ClientConfig {
+    /// Where Vault sends the replayed request: `sts_endpoint`, or the endpoint of the region
+    /// this simulator was told the server's STS serves (`set_sts_region`).
+    fn endpoint(&self) -> String {
+        match (&self.sts_endpoint, self.sts_region.as_str()) {
+            (Some(e), _) => e.clone(),
+            (None, "us-east-1") => "https://sts.amazonaws.com".into(),
+            (None, region) => format!("https://sts.{region}.amazonaws.com"),
+        }
+    }
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             iam_server_id_header_value: None,
+            sts_endpoint: None,
             sts_region: "us-east-1".into(),
             allowed_sts_header_values: Vec::new(),
         }
@@ -178,6 +203,23 @@ impl VaultSim {
             .entry(mount.to_string())
             .or_default()
             .sts_region = region.to_string();
+    }
+
+    /// `vault write auth/<mount>/config/client sts_endpoint=<endpoint> sts_region=<region>`:
+    /// Vault replays every iam login to `endpoint` (keeping the signed Host), whose STS accepts
+    /// only signatures scoped to `region` (the region that endpoint serves, e.g.
+    /// `https://sts-fips.us-east-1.amazonaws.com` and `us-east-1`). Vault itself compares
+    /// neither with the signed URL: a login signed for another region is refused by STS.
+    pub fn set_sts_endpoint(&self, mount: &str, endpoint: &str, region: &str) {
+        let mut st = self.shared.state.lock().unwrap();
+        let config = st.iam.clients.entry(mount.to_string()).or_default();
+        config.sts_endpoint = Some(endpoint.to_string());
+        config.sts_region = region.to_string();
+    }
+
+    /// Every `sts:GetCallerIdentity` Vault replayed to its STS endpoint, oldest first.
+    pub fn sts_replays(&self) -> Vec<StsReplay> {
+        self.shared.state.lock().unwrap().iam.replays.clone()
     }
 
     /// `vault write auth/<mount>/config/client allowed_sts_header_values=…`: `X-Amz-*` headers
@@ -627,6 +669,10 @@ fn sts_get_caller_identity(
     body: &[u8],
     headers: &[(String, Vec<String>)],
 ) -> Result<Caller, StsError> {
+    st.iam.replays.push(StsReplay {
+        endpoint: config.endpoint(),
+        host: url.host.clone(),
+    });
     let Some(authz) = header(headers, "Authorization") else {
         return Err(StsError::new(
             403,
