@@ -30,6 +30,7 @@ const KEYS: &[(&str, &str)] = &[
     ("auth", "role"),
     ("auth", "iam_server_id"),
     ("auth", "sts_region"),
+    ("auth", "sts_endpoint"),
     ("auth", "revoke_token"),
     ("imds", "endpoint"),
     ("imds", "token_ttl"),
@@ -117,8 +118,11 @@ fn config_text(env: &Env, (section, key): (&str, &str), value: &str) -> String {
             ],
         ),
     ];
-    if key == "iam_server_id" || key == "sts_region" {
+    if ["iam_server_id", "sts_region", "sts_endpoint"].contains(&key) {
         sections[1].1.push(kv("method", "\"iam\""));
+    }
+    if key == "sts_endpoint" {
+        sections[1].1.push(kv("sts_region", "\"us-east-1\""));
     }
     let header = match section {
         "secret" | "secret.file" => format!("[[{section}]]"),

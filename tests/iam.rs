@@ -413,6 +413,130 @@ fn sts_region_must_match_the_servers() {
     );
 }
 
+const FIPS: &str = "https://sts-fips.us-east-1.amazonaws.com/";
+
+/// A configuration that signs for `endpoint` in `region`.
+fn sts_config(env: &Env, endpoint: &str, region: &str) -> std::path::PathBuf {
+    let config = iam_config(env.config(), Some(SERVER_ID))
+        .set("auth", "sts_endpoint", endpoint)
+        .set("auth", "sts_region", region);
+    env.write(&config)
+}
+
+/// The URL of the last login, as signed.
+fn signed_url(env: &Env) -> String {
+    let login = iam_logins(env).pop().expect("a login");
+    let url = STANDARD.decode(login["iam_request_url"].as_str().unwrap());
+    String::from_utf8(url.unwrap()).unwrap()
+}
+
+/// Vault configured with a regional `sts_endpoint`/`sts_region`, vaultboot with the same:
+/// signed for that host and region, verified, and replayed there with the signed Host.
+#[test]
+fn a_regional_sts_endpoint_is_signed_for_and_verified() {
+    let env = Env::new();
+    let creds = AwsCreds::instance_profile();
+    setup_instance_profile(&env, &creds);
+    let endpoint = "https://sts.eu-central-1.amazonaws.com";
+    env.vault.set_sts_endpoint("aws", endpoint, "eu-central-1");
+    let cfg = sts_config(&env, &format!("{endpoint}/"), "eu-central-1");
+    let out = run(&env, &cfg, &[], &[&creds]);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert_eq!(signed_url(&env), format!("{endpoint}/"));
+    let login = iam_logins(&env).pop().unwrap();
+    assert!(decode_headers(&login)["Authorization"][0].contains("/eu-central-1/sts/aws4_request"));
+    let replay = env.vault.sts_replays().pop().unwrap();
+    assert_eq!(replay.endpoint, endpoint);
+    assert_eq!(replay.host, "sts.eu-central-1.amazonaws.com");
+    assert!(env.vault.iam_refusals().is_empty());
+}
+
+/// A FIPS endpoint (its host is not the one `sts_region` would name): the signed URL and
+/// Host are the FIPS host, the signature verifies over it.
+#[test]
+fn a_fips_sts_endpoint_is_signed_for_and_verified() {
+    let env = Env::new();
+    let creds = AwsCreds::instance_profile();
+    setup_instance_profile(&env, &creds);
+    env.vault
+        .set_sts_endpoint("aws", FIPS.trim_end_matches('/'), "us-east-1");
+    let cfg = sts_config(&env, FIPS, "us-east-1");
+    let out = run(&env, &cfg, &[], &[&creds]);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert_eq!(signed_url(&env), FIPS);
+    let replay = env.vault.sts_replays().pop().unwrap();
+    assert_eq!(replay.host, "sts-fips.us-east-1.amazonaws.com");
+    assert_eq!(env.vault.iam_signatures_seen(), 1);
+}
+
+/// Vault's STS is regional (eu-west-1), vaultboot signs for the FIPS endpoint in us-east-1:
+/// Vault relays STS's refusal, a refused login (77), and nothing is written.
+#[test]
+fn a_login_signed_for_another_sts_region_is_refused() {
+    let env = Env::new();
+    let creds = AwsCreds::instance_profile();
+    setup_instance_profile(&env, &creds);
+    env.vault
+        .set_sts_endpoint("aws", "https://sts.eu-west-1.amazonaws.com", "eu-west-1");
+    let cfg = sts_config(&env, FIPS, "us-east-1");
+    let out = run(&env, &cfg, &[], &[&creds]);
+    assert_eq!(out.status, 77, "{}", out.log());
+    let refusals = env.vault.iam_refusals();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(
+        refusals[0].starts_with("error making upstream request: received error code 403 from STS:")
+            && refusals[0]
+                .contains("Credential should be scoped to a valid region, not 'us-east-1'"),
+        "{refusals:?}"
+    );
+    assert!(out.stderr.contains("login refused"), "{}", out.stderr);
+    assert!(env.out_files().is_empty());
+}
+
+/// `check` refuses a bad `sts_endpoint` with exit 78, naming the section and the key.
+#[test]
+fn a_bad_sts_endpoint_is_refused_by_check() {
+    let env = Env::new();
+    for (endpoint, region, says) in [
+        (
+            "http://sts.us-east-1.amazonaws.com/",
+            "us-east-1",
+            "https only",
+        ),
+        (
+            "https://sts.amazonaws.com/x",
+            "us-east-1",
+            "no port, user info, path or query",
+        ),
+        ("https://u@sts.amazonaws.com/", "us-east-1", "user info"),
+        ("https://sts.amazonaws.com:8443/", "us-east-1", "no port"),
+        ("https://sts.amazonaws.com/?a=b", "us-east-1", "query"),
+        (
+            "https://sts.eu-west-1.amazonaws.com/",
+            "us-east-1",
+            "serves eu-west-1",
+        ),
+    ] {
+        let cfg = sts_config(&env, endpoint, region);
+        let out = env.run_args(&["check", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(out.status, 78, "{endpoint}: {}", out.log());
+        assert!(
+            out.stderr.contains("[auth]: sts_endpoint: ") && out.stderr.contains(says),
+            "{endpoint}: {}",
+            out.stderr
+        );
+    }
+    // Without sts_region, the endpoint's region would be a guess.
+    let config = iam_config(env.config(), None).set("auth", "sts_endpoint", FIPS);
+    let out = env.run_args(&["check", "--config", env.write(&config).to_str().unwrap()]);
+    assert_eq!(out.status, 78, "{}", out.log());
+    assert!(
+        out.stderr.contains("sts_endpoint: needs sts_region"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn a_wrong_clock_or_unknown_principal_is_refused() {
     let env = Env::new();
