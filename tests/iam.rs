@@ -430,24 +430,25 @@ fn signed_url(env: &Env) -> String {
     String::from_utf8(url.unwrap()).unwrap()
 }
 
-/// Vault configured with a regional `sts_endpoint`/`sts_region`, vaultboot with the same:
-/// signed for that host and region, verified, and replayed there with the signed Host.
+/// Vault configured with the regional endpoint of us-east-1 (not the global one that
+/// `sts_region = "us-east-1"` alone names), vaultboot with the same: signed for that host and
+/// region, verified, and replayed there with the signed Host.
 #[test]
 fn a_regional_sts_endpoint_is_signed_for_and_verified() {
     let env = Env::new();
     let creds = AwsCreds::instance_profile();
     setup_instance_profile(&env, &creds);
-    let endpoint = "https://sts.eu-central-1.amazonaws.com";
-    env.vault.set_sts_endpoint("aws", endpoint, "eu-central-1");
-    let cfg = sts_config(&env, &format!("{endpoint}/"), "eu-central-1");
+    let endpoint = "https://sts.us-east-1.amazonaws.com";
+    env.vault.set_sts_endpoint("aws", endpoint, "us-east-1");
+    let cfg = sts_config(&env, &format!("{endpoint}/"), "us-east-1");
     let out = run(&env, &cfg, &[], &[&creds]);
     assert_eq!(out.status, 0, "{}", out.log());
     assert_eq!(signed_url(&env), format!("{endpoint}/"));
     let login = iam_logins(&env).pop().unwrap();
-    assert!(decode_headers(&login)["Authorization"][0].contains("/eu-central-1/sts/aws4_request"));
+    assert!(decode_headers(&login)["Authorization"][0].contains("/us-east-1/sts/aws4_request"));
     let replay = env.vault.sts_replays().pop().unwrap();
     assert_eq!(replay.endpoint, endpoint);
-    assert_eq!(replay.host, "sts.eu-central-1.amazonaws.com");
+    assert_eq!(replay.host, "sts.us-east-1.amazonaws.com");
     assert!(env.vault.iam_refusals().is_empty());
 }
 
