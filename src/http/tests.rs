@@ -90,20 +90,7 @@ fn the_request_opened_ahead_is_completed_by_send() {
     assert!(control.requests().is_empty(), "its body has not come");
     assert_eq!(at_once(&client, 1, Duration::from_secs(60)), [403]);
 
-    let body = br#"{"role":"web"}"#;
-    let answer = client.send(
-        http::Method::POST,
-        LOGIN,
-        &HEADERS,
-        &[],
-        Some(body),
-        Duration::from_secs(60),
-    );
-    assert_eq!(
-        answer.unwrap().status,
-        404,
-        "no aws mount in this simulator"
-    );
+    let body = send_login(&client);
     let requests = control.requests();
     assert_eq!(requests.len(), 2);
     let login = requests.iter().find(|r| r.path == LOGIN).unwrap();
@@ -135,20 +122,7 @@ fn a_request_opened_ahead_and_given_up_is_sent_anew() {
     let control = vault.control();
     // The simulator records the request when the client gives it up.
     assert_eq!(control.wait_for_requests(1, Duration::from_secs(10)), 1);
-    let body = br#"{"role":"web"}"#;
-    let answer = client.send(
-        http::Method::POST,
-        LOGIN,
-        &HEADERS,
-        &[],
-        Some(body),
-        Duration::from_secs(60),
-    );
-    assert_eq!(
-        answer.unwrap().status,
-        404,
-        "no aws mount in this simulator"
-    );
+    let body = send_login(&client);
     assert_eq!(control.requests()[1].body, body);
     assert_eq!(control.connections(), 2);
 }
@@ -198,4 +172,23 @@ fn redirect_names_only_the_host() {
         "evil.example:8443"
     );
     assert_eq!(redirect_host("/v1/other"), "(same host)");
+}
+
+/// Sends the login with its body, as the login does; the simulator has no aws mount (404).
+fn send_login(client: &Client) -> &'static [u8] {
+    let body = br#"{"role":"web"}"#;
+    let answer = client.send(
+        http::Method::POST,
+        LOGIN,
+        &HEADERS,
+        &[],
+        Some(body),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        answer.unwrap().status,
+        404,
+        "no aws mount in this simulator"
+    );
+    body
 }
