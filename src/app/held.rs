@@ -2,7 +2,7 @@
 //! revokes it, once, and the other learns how that went.
 
 use crate::auth::{self, Token};
-use crate::log::{took, Log};
+use crate::log::{took, Event, Level, Log};
 use crate::retry::Policy;
 use crate::vault::Vault;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -66,13 +66,15 @@ fn revoke_now(log: &Log, held: &Held, budget: Duration) -> bool {
             true
         }
         Err(e) => {
-            log.warn(&format!(
+            let line = format!(
                 "token not revoked after {}: {e}; it stays valid until it expires in {} \
                  (an operator can revoke it now: vault token revoke -accessor {})",
                 took(step.elapsed()),
                 humantime::format_duration(held.token.ttl),
                 held.token.accessor
-            ));
+            );
+            let accessor = [("VAULTBOOT_TOKEN_ACCESSOR", held.token.accessor.as_str())];
+            log.event(Level::Warning, Event::TokenNotRevoked, &accessor, &line);
             false
         }
     }

@@ -20,7 +20,7 @@ use session::Session;
 use crate::config::{AuthMethod, Config};
 use crate::files;
 use crate::issued;
-use crate::log::Log;
+use crate::log::{Event, Level, Log};
 use crate::pending;
 use crate::retry::Policy;
 use crate::secrets;
@@ -50,6 +50,16 @@ pub struct Summary {
 pub enum Mode {
     Boot,
     Refresh,
+}
+
+impl Mode {
+    /// As the status file and the journal's `VAULTBOOT_MODE` field write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Boot => "boot",
+            Mode::Refresh => "refresh",
+        }
+    }
 }
 
 /// The on_change commands get what is left of `retry.deadline`, but at least this long after
@@ -147,6 +157,11 @@ fn run_locked(
         (revoked, written)
     });
     let mut written = written?;
+    for (secret, why) in &chosen.renewing {
+        let line = format!("secret {secret:?}: new certificate in place ({why})");
+        let fields = [("VAULTBOOT_SECRET", secret.as_str())];
+        log.event(Level::Info, Event::NewCertificate, &fields, &line);
+    }
     let until = policy.deadline.max(Instant::now() + ON_CHANGE_FLOOR);
     let on_change_failed = outputs::run_owed(config, log, &written, until)?;
 
@@ -214,7 +229,7 @@ fn lock(config: &Config, policy: &Policy, log: &Log) -> Result<state::RunLock, E
 }
 
 fn log_start(config: &Config, mode: Mode, what: &str, log: &Log) {
-    log.info(&format!(
+    let line = format!(
         "start{what}{}: vault {}, {} login as role {:?} on auth/{}, {} secret(s), deadline {}",
         if mode == Mode::Refresh {
             " (refresh)"
@@ -227,7 +242,14 @@ fn log_start(config: &Config, mode: Mode, what: &str, log: &Log) {
         config.auth.mount,
         config.secrets.len(),
         humantime::format_duration(config.retry.deadline)
-    ));
+    );
+    // A plan is not a run: only the run's start is the journal's "started" event.
+    if what.is_empty() {
+        let fields = [("VAULTBOOT_MODE", mode.name())];
+        log.event(Level::Info, Event::Started, &fields, &line);
+    } else {
+        log.info(&line);
+    }
 }
 
 fn method_name(m: AuthMethod) -> &'static str {

@@ -51,10 +51,7 @@ pub fn write_status(config: &Config, ended: &Ended<'_>, log: &Log) {
         started_at: status::unix_seconds(ended.started),
         finished_at,
         duration_ms: ended.took.as_millis() as u64,
-        mode: match ended.mode {
-            Mode::Boot => "boot".into(),
-            Mode::Refresh => "refresh".into(),
-        },
+        mode: ended.mode.name().into(),
         outcome: if ended.result.is_ok() {
             "success"
         } else {

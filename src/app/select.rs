@@ -23,6 +23,9 @@ pub enum Choice {
     Renew(String),
     /// Left alone, and why (for the log and the status).
     Skip(String),
+    /// A PKI issue whose certificate in place stays, and until when: left alone like a skip,
+    /// reported as the journal's "certificate kept" event.
+    Keep(String),
 }
 
 /// One choice per `[[secret]]`, in configuration order. A secret whose output owes an
@@ -89,7 +92,7 @@ pub fn may_fetch(config: &Config, mode: Mode) -> bool {
 pub fn skipped_outputs(config: &Config, choices: &[Choice], facts: &Facts) -> Vec<OutputStatus> {
     let mut out = Vec::new();
     for (secret, choice) in config.secrets.iter().zip(choices) {
-        let Choice::Skip(reason) = choice else {
+        let (Choice::Skip(reason) | Choice::Keep(reason)) = choice else {
             continue;
         };
         for file in &secret.files {
@@ -136,7 +139,7 @@ fn certificate_in_place(
             Renewal::Keep {
                 not_after,
                 renew_at,
-            } => Choice::Skip(format!(
+            } => Choice::Keep(format!(
                 "certificate valid until {}, renewed from {}",
                 humantime::format_rfc3339_seconds(not_after),
                 humantime::format_rfc3339_seconds(renew_at)

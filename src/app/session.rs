@@ -7,7 +7,7 @@ use crate::auth::{iam, Token};
 use crate::config::{AuthMethod, Config, SecretConfig};
 use crate::imds::{self, Imds};
 use crate::issued::Issued;
-use crate::log::Log;
+use crate::log::{Event, Level, Log};
 use crate::pending::Found;
 use crate::retry::Policy;
 use crate::status::OutputStatus;
@@ -98,6 +98,12 @@ impl<'p> Session<'p> {
                     chosen.renewing.push((secret.name.clone(), why));
                 }
                 Choice::Skip(why) => log.info(&format!("secret {:?} skipped: {why}", secret.name)),
+                Choice::Keep(why) => log.event(
+                    Level::Info,
+                    Event::CertificateKept,
+                    &[("VAULTBOOT_SECRET", &secret.name)],
+                    &format!("secret {:?} skipped: {why}", secret.name),
+                ),
             }
         }
         chosen

@@ -7,7 +7,7 @@ mod text;
 use crate::app::{self, Ended, Mode};
 use crate::config::{self, Config};
 use crate::kind::Kind;
-use crate::log::{took, Log};
+use crate::log::{took, Event, Level, Log};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -60,7 +60,11 @@ pub fn run(path: &Path, mode: Mode, problems: &[String], statuses: ExitStatuses)
     let status = app::run(&config, mode, &log, |result| {
         let status = match result {
             Ok(summary) => {
-                log.info(&text::done_line(summary));
+                let fields = [
+                    ("VAULTBOOT_MODE", mode.name()),
+                    ("VAULTBOOT_EXIT_STATUS", "0"),
+                ];
+                log.event(Level::Info, Event::Done, &fields, &text::done_line(summary));
                 0
             }
             Err(e) => {
@@ -129,7 +133,8 @@ fn open(
     let config = config::load(path).map_err(|e| {
         let status = statuses(Kind::Config);
         log.error(&format!("configuration: {e}"));
-        log.error(&format!("failed: configuration error (exit {status})"));
+        let line = format!("failed: configuration error (exit {status})");
+        log_failure(&log, Kind::Config, status, &line);
         status
     });
     for warning in config.iter().flat_map(Config::warnings) {
@@ -144,10 +149,11 @@ fn listen_for_stop(log: &Arc<Log>, stopped: u8) {
     let on_stop_log = Arc::clone(log);
     let listening = crate::stop::listen(move |signal| {
         if let Some(_files) = app::stop_run(signal, &on_stop_log) {
-            on_stop_log.error(&format!(
+            let line = format!(
                 "stopped by {signal} while an answer was still awaited: ended without it \
                  (exit {stopped})"
-            ));
+            );
+            log_failure(&on_stop_log, Kind::Stopped, stopped, &line);
             std::process::exit(stopped.into());
         }
     });
@@ -169,9 +175,16 @@ fn ended(e: &app::Error) -> &'static str {
 fn failed(log: &Log, e: &app::Error, summary: &str, statuses: ExitStatuses) -> u8 {
     let status = statuses(e.kind());
     log.error(&e.to_string());
-    log.error(&format!("{summary} (exit {status})"));
+    log_failure(log, e.kind(), status, &format!("{summary} (exit {status})"));
     if let Some(advice) = e.advice() {
         log.error(&advice);
     }
     status
+}
+
+/// The line that ends a failed run: the journal's "failed" event of its kind, with the status.
+fn log_failure(log: &Log, kind: Kind, status: u8, line: &str) {
+    let status = status.to_string();
+    let fields = [("VAULTBOOT_EXIT_STATUS", status.as_str())];
+    log.event(Level::Error, Event::Failed(kind), &fields, line);
 }
