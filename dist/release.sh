@@ -185,6 +185,8 @@ stage_common() {
         install -D -m 0644 "dist/systemd/$f" "$root$unitdir/system/$f"
     done
     install -D -m 0644 dist/systemd/80-vaultboot.preset "$root$unitdir/system-preset/80-vaultboot.preset"
+    # journald's catalog directory is /usr/lib/systemd/catalog on both (not the units' /lib).
+    install -D -m 0644 dist/systemd/vaultboot.catalog "$root/usr/lib/systemd/catalog/vaultboot.catalog"
     install -d -m 0700 "$root/etc/vaultboot" "$root/var/lib/vaultboot"
     inert_config >"$root/etc/vaultboot/config.toml"
     chmod 0600 "$root/etc/vaultboot/config.toml"
@@ -222,7 +224,8 @@ make_tarball() { # make_tarball ARCH BINARY
     install -m 0644 examples/config.toml "$d/examples/config.toml"
     install -m 0644 dist/README.md "$d/dist/"
     install -m 0644 dist/systemd/vaultboot.service dist/systemd/vaultboot-refresh.service \
-        dist/systemd/vaultboot-refresh.timer dist/systemd/80-vaultboot.preset "$d/dist/systemd/"
+        dist/systemd/vaultboot-refresh.timer dist/systemd/80-vaultboot.preset \
+        dist/systemd/vaultboot.catalog "$d/dist/systemd/"
     install -m 0644 dist/systemd/examples/vaultboot-ad-join.service "$d/dist/systemd/examples/"
     install -m 0644 dist/systemd/examples/nginx.service.d/10-vaultboot.conf "$d/dist/systemd/examples/nginx.service.d/"
     install -m 0644 dist/systemd/examples/vaultboot.service.d/10-nginx.conf "$d/dist/systemd/examples/vaultboot.service.d/"

@@ -34,6 +34,8 @@
 #   /usr/local/share/doc/vaultboot/examples/       the example units, 0644
 #   /usr/local/share/man/man8/vaultboot.8.gz       the man pages, 0644, when DIST_DIR/man
 #   /usr/local/share/man/man5/vaultboot.toml.5.gz  has them (a release tarball does)
+#   /usr/local/lib/systemd/catalog/vaultboot.catalog  the journal catalog, 0644 (then
+#                   journalctl --update-catalog, when installing into this system)
 # cloud-init is left as the distribution ships it: instances get their config from plain
 # write_files user-data (cloud-init/README.md says why there is no vaultboot module).
 set -eu
@@ -160,6 +162,16 @@ if [ -f "$dist/man/vaultboot.8.gz" ] || [ -f "$dist/man/vaultboot.toml.5.gz" ]; 
     say "installed the man pages vaultboot(8), vaultboot.toml(5) under /usr/local/share/man"
 else
     say "no man pages in $dist/man (dist/release.sh makes them): none installed"
+fi
+
+# --- the journal catalog ---------------------------------------------------
+# journalctl -x explains vaultboot's MESSAGE_IDs with it; /usr/local/lib/systemd/catalog is
+# one of the two directories journalctl --update-catalog reads.
+[ -f "$dist/systemd/vaultboot.catalog" ] || die "missing: $dist/systemd/vaultboot.catalog"
+mkdir -p "$root/usr/local/lib/systemd/catalog"
+put_mode 0644 "$dist/systemd/vaultboot.catalog" "$root/usr/local/lib/systemd/catalog/vaultboot.catalog"
+if [ -z "$root" ] && command -v journalctl >/dev/null 2>&1; then
+    journalctl --update-catalog || say "warning: journalctl --update-catalog failed"
 fi
 
 # --- configuration and state ----------------------------------------------

@@ -776,6 +776,8 @@ expect $label '^refresh-log .*start \(refresh\):' "vaultboot-refresh.service ran
 expect $label '^runfiles-after-refresh 0$' \
     "the refreshes did not fetch the AD join password again (boot_only = true)"
 expect $label '^vaultboot-log .*done: ' "vaultboot logged its 'done:' line (info)"
+expect $label '^msgid-done vaultboot: done: ' \
+    "journalctl MESSAGE_ID=<done> _SYSTEMD_UNIT=vaultboot.service finds the boot run (native journal protocol)"
 refuse $label '^vaultboot-warn .*done: ' "journalctl -p warning -u vaultboot: no info line ('done:')"
 refuse $label 'client nonce mismatch' "no 'client nonce mismatch' in the guest"
 expect $label "^pkg-before $VERSION\$" "package $VERSION installed (dpkg -i before the first boot)"
@@ -932,6 +934,12 @@ if boot boot3 "$work/fail.img" "$imds3_port" "$gate_port"; then
         bad "$label: vaultboot's summary names exit 69" "neither in the unit's log nor in the boot's journal"
     fi
     expect $label '^vaultboot-warn .*failed after .*exit 69' "journalctl -p warning -u vaultboot: the 'failed after ... (exit 69)' error"
+    expect $label '^msgid-69 .*vaultboot: error: failed after .*exit 69' \
+        "journalctl -u vaultboot MESSAGE_ID=<unavailable> finds the failed run"
+    expect $label '^msgid-69 .*Subject: vaultboot failed: Vault or IMDS stayed unavailable' \
+        "journalctl -x shows the catalog's explanation of the exit-69 failure"
+    expect $label '^msgid-69 .*a later attempt succeeds without anyone' \
+        "journalctl -x: the catalog's text says what happens next"
     expect $label '^vaultboot-log .*start: vault ' "vaultboot logged its 'start:' line (info)"
     refuse $label '^vaultboot-warn .*start: vault ' "journalctl -p warning -u vaultboot: no info line ('start:')"
     # The refresh timer fired while the boot run was failing, and the refresh ran (no Requisite=).

@@ -96,7 +96,8 @@ tar_list() { # the tarball's expected entries, name-sorted
         "$t/examples/" "$t/examples/config.toml" \
         "$t/dist/" "$t/dist/README.md" "$t/dist/systemd/" "$t/dist/systemd/80-vaultboot.preset" \
         "$t/dist/systemd/vaultboot.service" "$t/dist/systemd/vaultboot-refresh.service" \
-        "$t/dist/systemd/vaultboot-refresh.timer" "$t/dist/systemd/examples/" \
+        "$t/dist/systemd/vaultboot-refresh.timer" "$t/dist/systemd/vaultboot.catalog" \
+        "$t/dist/systemd/examples/" \
         "$t/dist/systemd/examples/vaultboot-ad-join.service" \
         "$t/dist/systemd/examples/nginx.service.d/" \
         "$t/dist/systemd/examples/nginx.service.d/10-vaultboot.conf" \
@@ -115,6 +116,7 @@ $1/system/vaultboot.service 644 root:root
 $1/system/vaultboot-refresh.service 644 root:root
 $1/system/vaultboot-refresh.timer 644 root:root
 $1/system-preset/80-vaultboot.preset 644 root:root
+/usr/lib/systemd/catalog/vaultboot.catalog 644 root:root
 /etc/vaultboot 700 root:root
 /etc/vaultboot/config.toml 600 root:root
 /var/lib/vaultboot 700 root:root
@@ -198,6 +200,12 @@ for arch in x86_64 arm64; do
     else
         bad "$arch tarball: ./install.sh installs the man pages under /usr/local/share/man" \
             "$(find "$r/usr/local/share" 2>&1)"
+    fi
+    if cmp -s "$t/dist/systemd/vaultboot.catalog" "$r/usr/local/lib/systemd/catalog/vaultboot.catalog"; then
+        ok "$arch tarball: ./install.sh installs the journal catalog under /usr/local/lib/systemd/catalog"
+    else
+        bad "$arch tarball: ./install.sh installs the journal catalog under /usr/local/lib/systemd/catalog" \
+            "$(find "$r/usr/local/lib" 2>&1)"
     fi
 
     # .deb: lintian's exit status (0; 2: an error tag, its --fail-on default; 1: lintian itself
