@@ -122,15 +122,19 @@ mod tests {
             Some((b'[', rest)) => {
                 let end = rest.iter().position(|&c| c == b']').unwrap();
                 let class = &rest[..end];
-                let hit = name.first().is_some_and(|&c| {
-                    class
-                        .windows(3)
-                        .any(|w| w[1] == b'-' && (w[0]..=w[2]).contains(&c))
-                        || (class.len() == 1 && class[0] == c)
-                });
+                let hit = name.first().is_some_and(|&c| class_has(class, c));
                 hit && glob_match(&rest[end + 1..], &name[1..])
             }
             Some((&c, rest)) => name.first() == Some(&c) && glob_match(rest, &name[1..]),
+        }
+    }
+
+    /// A bracket class of ranges (`a-z`) and single characters (`:`), in any order.
+    fn class_has(class: &[u8], c: u8) -> bool {
+        match class {
+            [from, b'-', to, rest @ ..] => (*from..=*to).contains(&c) || class_has(rest, c),
+            [one, rest @ ..] => *one == c || class_has(rest, c),
+            [] => false,
         }
     }
 
