@@ -72,7 +72,8 @@ pub fn output_globs<A>(config: &Config<A>) -> Result<Vec<String>, String> {
 /// The shell glob that a fact's value matches, as narrow as a glob can say its AWS format, so
 /// that a cleanup removes a run's file and not a neighbour: `i-*` for an instance id, 12
 /// digits for an account, `[0-9]*.[0-9]*.[0-9]*.[0-9]*` for an IPv4 address, … EC2 host
-/// names are `ip-<address>.<domain>` or `i-<id>.<domain>`.
+/// names are `ip-<address>.<domain>` or `i-<id>.<domain>`. `private-ip` is an IPv4 address,
+/// or the IPv6 address on an IPv6-only instance: a glob matches both.
 fn fact_glob(fact: Fact) -> &'static str {
     match fact {
         Fact::InstanceId => "i-*",
@@ -80,7 +81,9 @@ fn fact_glob(fact: Fact) -> &'static str {
         Fact::AccountId => "[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]",
         Fact::Region => "[a-z][a-z]-*-[0-9]",
         Fact::AvailabilityZone => "[a-z][a-z]-*-[0-9]*[a-z]",
-        Fact::PrivateIp | Fact::LocalIpv4 => "[0-9]*.[0-9]*.[0-9]*.[0-9]*",
+        Fact::LocalIpv4 => "[0-9]*.[0-9]*.[0-9]*.[0-9]*",
+        Fact::PrivateIp => "[0-9a-f:]*[.:]*",
+        Fact::Ipv6 => "[0-9a-f:]*:*",
         Fact::LocalHostname => "i*-*",
     }
 }
@@ -119,15 +122,19 @@ mod tests {
             Some((b'[', rest)) => {
                 let end = rest.iter().position(|&c| c == b']').unwrap();
                 let class = &rest[..end];
-                let hit = name.first().is_some_and(|&c| {
-                    class
-                        .windows(3)
-                        .any(|w| w[1] == b'-' && (w[0]..=w[2]).contains(&c))
-                        || (class.len() == 1 && class[0] == c)
-                });
+                let hit = name.first().is_some_and(|&c| class_has(class, c));
                 hit && glob_match(&rest[end + 1..], &name[1..])
             }
             Some((&c, rest)) => name.first() == Some(&c) && glob_match(rest, &name[1..]),
+        }
+    }
+
+    /// A bracket class of ranges (`a-z`) and single characters (`:`), in any order.
+    fn class_has(class: &[u8], c: u8) -> bool {
+        match class {
+            [from, b'-', to, rest @ ..] => (*from..=*to).contains(&c) || class_has(rest, c),
+            [one, rest @ ..] => *one == c || class_has(rest, c),
+            [] => false,
         }
     }
 
@@ -155,6 +162,24 @@ mod tests {
         ));
         assert!(!m(2, "/etc/b/nginx.conf"));
         assert_eq!(globs[3], "/etc/plain/file name");
+    }
+
+    /// On an IPv6-only instance `private-ip` is the IPv6 address; `ipv6` always is one.
+    #[test]
+    fn ip_facts_glob_their_ipv6_values_too() {
+        let c = config(&["/etc/p/{{ private-ip }}.pem", "/etc/6/{{ ipv6 }}.pem"]);
+        let globs = output_globs(&c).unwrap();
+        let m = |i: usize, name: &str| glob_match(globs[i].as_bytes(), name.as_bytes());
+        assert!(m(0, "/etc/p/10.0.1.23.pem"));
+        assert!(m(0, "/etc/p/2600:1f18:5cb5:3200::67a4.pem"));
+        assert!(m(1, "/etc/6/2600:1f18:5cb5:3200::67a4.pem"));
+        assert!(m(1, "/etc/6/::1.pem"));
+        for other in ["/etc/p/default.pem", "/etc/p/x/1.2.pem", "/etc/p/.pem"] {
+            assert!(!m(0, other), "{other}");
+        }
+        for other in ["/etc/6/10.0.1.23.pem", "/etc/6/default.pem"] {
+            assert!(!m(1, other), "{other}");
+        }
     }
 
     #[test]

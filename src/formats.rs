@@ -74,6 +74,13 @@ pub fn is_ipv4(text: &str) -> bool {
         .is_ok_and(|ip| ip.to_string() == text)
 }
 
+/// An IPv6 address as IMDS writes it (`2600:1f18:5cb5:3200::1`): hex digits in lower case,
+/// colons, and an embedded IPv4 part at most; never a zone (`%eth0`), brackets or a prefix
+/// length. Only these characters, so that it is safe in a path and its glob stays narrow.
+pub fn is_ipv6(text: &str) -> bool {
+    text.parse::<std::net::Ipv6Addr>().is_ok() && !text.bytes().any(|b| b.is_ascii_uppercase())
+}
+
 /// A DNS host name: labels of 1 to 63 letters, digits and inner hyphens, joined by dots, at
 /// most 253 characters (`ip-10-0-1-23.ec2.internal`). No empty label, so never `.` or `..`.
 pub fn is_host_name(text: &str) -> bool {
@@ -191,6 +198,20 @@ mod tests {
             "10.0.1.23/8",
         ] {
             assert!(!is_ipv4(ip), "{ip}");
+        }
+        for ip in ["2600:1f18::1", "::1", "fd00:ec2::254", "::ffff:10.0.1.23"] {
+            assert!(is_ipv6(ip), "{ip}");
+        }
+        for ip in [
+            "10.0.1.23",
+            "2600:1F18::1",
+            "fe80::1%eth0",
+            "[::1]",
+            "::1/128",
+            "::1 ",
+            ":::1",
+        ] {
+            assert!(!is_ipv6(ip), "{ip}");
         }
         for h in [
             "",

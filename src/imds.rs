@@ -364,10 +364,11 @@ pub fn parse_identity(body: &[u8]) -> Result<Identity, String> {
             "an AMI id",
         ),
         (
+            // An IPv6-only instance's document holds its IPv6 address here.
             "privateIp",
-            formats::is_ipv4(&id.private_ip),
+            formats::is_ipv4(&id.private_ip) || formats::is_ipv6(&id.private_ip),
             &id.private_ip,
-            "an IPv4 address",
+            "an IP address",
         ),
     ];
     if let Some((field, _, value, what)) = checks.into_iter().find(|(_, ok, _, _)| !ok) {
@@ -381,6 +382,7 @@ fn metadata_format(name: &str) -> (fn(&str) -> bool, &'static str) {
     match name {
         "local-hostname" => (formats::is_host_name, "a host name"),
         "local-ipv4" => (formats::is_ipv4, "an IPv4 address"),
+        "ipv6" => (formats::is_ipv6, "an IPv6 address"),
         _ => (|text| !text.contains(char::is_control), "a single line"),
     }
 }
@@ -473,5 +475,27 @@ mod tests {
         assert!(host("ip-10-0-1-23.ec2.internal") && !host("a/b") && !host(".."));
         let (ip, _) = metadata_format("local-ipv4");
         assert!(ip("10.0.1.23") && !ip("10.0.1.23\n"));
+        let (ip6, what) = metadata_format("ipv6");
+        assert_eq!(what, "an IPv6 address");
+        assert!(ip6("2600:1f18:5cb5:3200:fff9:6ea:f5b8:67a4"));
+        for bad in [
+            "10.0.1.23",
+            "fe80::1%eth0",
+            "[2600::1]",
+            "2600::1/128",
+            "2600::G",
+            "",
+        ] {
+            assert!(!ip6(bad), "{bad}");
+        }
+    }
+
+    /// On an IPv6-only instance EC2 writes the IPv6 address in `privateIp`.
+    #[test]
+    fn an_ipv6_only_instance_document_is_read() {
+        let id = parse_identity(&with("privateIp", "2600:1f18:5cb5:3200::67a4")).unwrap();
+        assert_eq!(id.private_ip, "2600:1f18:5cb5:3200::67a4");
+        let e = parse_identity(&with("privateIp", "fe80::1%ens5")).unwrap_err();
+        assert_eq!(e, "privateIp \"fe80::1%ens5\" is not an IP address");
     }
 }

@@ -14,10 +14,11 @@ pub enum Fact {
     PrivateIp,
     LocalHostname,
     LocalIpv4,
+    Ipv6,
 }
 
 impl Fact {
-    pub const ALL: [Fact; 8] = [
+    pub const ALL: [Fact; 9] = [
         Fact::InstanceId,
         Fact::Region,
         Fact::AccountId,
@@ -26,6 +27,7 @@ impl Fact {
         Fact::PrivateIp,
         Fact::LocalHostname,
         Fact::LocalIpv4,
+        Fact::Ipv6,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +40,7 @@ impl Fact {
             Fact::PrivateIp => "private-ip",
             Fact::LocalHostname => "local-hostname",
             Fact::LocalIpv4 => "local-ipv4",
+            Fact::Ipv6 => "ipv6",
         }
     }
 
@@ -47,7 +50,7 @@ impl Fact {
 
     /// Facts that cost an extra IMDS read and are fetched only when a template names them.
     pub fn needs_metadata_read(self) -> bool {
-        matches!(self, Fact::LocalHostname | Fact::LocalIpv4)
+        matches!(self, Fact::LocalHostname | Fact::LocalIpv4 | Fact::Ipv6)
     }
 }
 

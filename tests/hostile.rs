@@ -642,7 +642,8 @@ table! {
                     ("imageId", "ami-xyz"),
                     ("imageId", "ami-0123456789abcdef0/.."),
                     ("privateIp", "10.0.1.23\n10.0.1.24"),
-                    ("privateIp", "fe80::1"),
+                    ("privateIp", "fe80::1%ens5"),
+                    ("privateIp", "FE80::1"),
                     ("instanceId", "i-0123/../x"),
                 ]
                 .map(|(field, value)| {

@@ -128,7 +128,7 @@ root_tests_compare() {
 # vaultboot_argv). Not fuzz_regressions.rs, nor iam.rs's library tests (the SigV4 vectors,
 # login data posted directly, date arithmetic): they call the library in the x86_64 test
 # process and never start the arm64 binary, so they would count as arm64 runs that were not.
-ARM64_TESTS="boot cli hostile iam local_state secrets_scan day_two journal commit transient failover"
+ARM64_TESTS="boot cli hostile iam local_state secrets_scan day_two journal commit transient failover ipv6"
 ARM64_HOST_ONLY="signature_is_pinned_to_botocore login_data_posted_directly_is_verified amz_date_arithmetic"
 arm64_tests() {
     local bin=$PWD/target/aarch64-unknown-linux-musl/release/vaultboot

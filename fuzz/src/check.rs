@@ -41,6 +41,7 @@ fn plausible_facts() -> Facts {
         (Fact::PrivateIp, "10.0.1.23"),
         (Fact::LocalHostname, "ip-10-0-1-23.ec2.internal"),
         (Fact::LocalIpv4, "10.0.1.23"),
+        (Fact::Ipv6, "2600:1f18:5cb5:3200::67a4"),
     ] {
         f.set(fact, v.to_string());
     }

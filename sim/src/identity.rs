@@ -14,7 +14,10 @@ pub struct Identity {
     pub image_id: String,
     pub private_ip: String,
     pub local_hostname: String,
+    /// Empty on an IPv6-only instance: IMDS then answers 404 for `local-ipv4`.
     pub local_ipv4: String,
+    /// The primary interface's IPv6 address (`meta-data/ipv6`), if it has one.
+    pub ipv6: Option<String>,
     /// The instance profile's role, if any (IMDS `iam/security-credentials/`).
     pub iam_role: Option<String>,
 }
@@ -31,7 +34,22 @@ impl Identity {
             private_ip: "10.0.1.23".into(),
             local_hostname: "ip-10-0-1-23.ec2.internal".into(),
             local_ipv4: "10.0.1.23".into(),
+            ipv6: None,
             iam_role: None,
+        }
+    }
+
+    /// An instance in an IPv6-only subnet, as EC2 describes one: no IPv4 address (no
+    /// `local-ipv4`), its IPv6 address in `ipv6` and in the document's `privateIp`, and a
+    /// resource-based host name.
+    pub fn ipv6_only(instance_id: &str) -> Identity {
+        let address = "2600:1f18:5cb5:3200:fff9:6ea:f5b8:67a4".to_string();
+        Identity {
+            private_ip: address.clone(),
+            local_hostname: format!("{instance_id}.ec2.internal"),
+            local_ipv4: String::new(),
+            ipv6: Some(address),
+            ..Identity::sample(instance_id)
         }
     }
 

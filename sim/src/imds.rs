@@ -300,12 +300,24 @@ fn handle(shared: &ImdsShared, req: &Request) -> Response {
         "/latest/meta-data/local-hostname" | "/latest/meta-data/hostname" => {
             text(id.local_hostname.clone())
         }
-        "/latest/meta-data/local-ipv4" => text(id.local_ipv4.clone()),
+        "/latest/meta-data/local-ipv4" if !id.local_ipv4.is_empty() => text(id.local_ipv4.clone()),
+        "/latest/meta-data/ipv6" => match &id.ipv6 {
+            Some(address) => text(address.clone()),
+            None => html_error(404, "Not Found"),
+        },
         "/latest/meta-data/ami-id" => text(id.image_id.clone()),
         "/latest/meta-data/placement/availability-zone" => text(id.availability_zone.clone()),
         "/latest/meta-data/placement/region" => text(id.region.clone()),
         "/latest/meta-data/" | "/latest/meta-data" => {
-            text("ami-id\nhostname\niam/\ninstance-id\nlocal-hostname\nlocal-ipv4\nplacement/")
+            let ipv4 = if id.local_ipv4.is_empty() {
+                ""
+            } else {
+                "local-ipv4\n"
+            };
+            let ipv6 = if id.ipv6.is_some() { "ipv6\n" } else { "" };
+            text(format!(
+                "ami-id\nhostname\niam/\ninstance-id\n{ipv6}local-hostname\n{ipv4}placement/"
+            ))
         }
         "/latest/meta-data/iam/security-credentials/"
         | "/latest/meta-data/iam/security-credentials" => match &st.creds {

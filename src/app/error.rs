@@ -6,6 +6,7 @@ use crate::decide;
 use crate::fanout::SpawnError;
 use crate::files::{self, CommitError};
 use crate::kind::Kind;
+use crate::template::Fact;
 use crate::{imds, nonce, secrets, state};
 use std::fmt;
 
@@ -20,6 +21,9 @@ pub enum Error {
     ReadingInstance(imds::Error),
     /// iam on an instance without an instance profile (IMDS answered 404 for this item).
     FindingInstanceProfile(String),
+    /// A template names a fact this instance does not have (IMDS answered 404 for its item):
+    /// the fact, and the IMDS path.
+    FactNotOnInstance(Fact, String),
     /// Taking the state directory's lock (one run at a time).
     LockingState(state::Error),
     /// Another run held the state directory's lock until the deadline.
@@ -53,7 +57,8 @@ impl Error {
         match self {
             Error::CheckingEnvironment(_)
             | Error::PreparingVaultClient(_)
-            | Error::FindingInstanceProfile(_) => Kind::Config,
+            | Error::FindingInstanceProfile(_)
+            | Error::FactNotOnInstance(..) => Kind::Config,
             Error::ReadingInstance(e) => e.kind(),
             Error::LoadingNonce(e)
             | Error::RecordingOnChange(e)
@@ -130,6 +135,12 @@ impl fmt::Display for Error {
             Error::CheckingEnvironment(e) => write!(f, "configuration: environment: {e}"),
             Error::PreparingVaultClient(e) => write!(f, "vault client: {e}"),
             Error::ReadingInstance(e) => e.fmt(f),
+            Error::FactNotOnInstance(fact, what) => write!(
+                f,
+                "template {{{{ {fact} }}}}: this instance has no {fact} (IMDS {what}: not found \
+                 (404)){}",
+                missing_fact_hint(*fact)
+            ),
             Error::FindingInstanceProfile(what) => write!(
                 f,
                 "iam: no instance profile attached to this instance (IMDS {what}: not found \
@@ -171,9 +182,22 @@ impl std::error::Error for Error {
             Error::CommittingFiles(e) => Some(e),
             Error::PreparingVaultClient(_)
             | Error::FindingInstanceProfile(_)
+            | Error::FactNotOnInstance(..)
             | Error::WaitingForAnotherRun(_)
             | Error::Stopped { .. } => None,
         }
+    }
+}
+
+/// Why an instance lacks a fact, and what to use instead.
+fn missing_fact_hint(fact: Fact) -> &'static str {
+    match fact {
+        Fact::LocalIpv4 => {
+            ": an IPv6-only instance has no IPv4 address; use {{ ipv6 }}, or {{ private-ip }} \
+             (the IPv6 address there)"
+        }
+        Fact::Ipv6 => ": the instance has no IPv6 address on its primary network interface",
+        _ => "",
     }
 }
 

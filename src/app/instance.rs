@@ -105,7 +105,10 @@ fn read_instance(
             (Read::Metadata(fact), Ok(Got::Text(value))) => facts.push((fact, value)),
             (Read::Signed(_), Ok(Got::Text(doc))) => signed = Some(doc),
             (_, Ok(_)) => unreachable!("each read gives its own kind of answer"),
-            (_, Err(e)) => failures.push(e),
+            (Read::Metadata(fact), Err(imds::Error::Refused { what, status: 404 })) => {
+                failures.push(Error::FactNotOnInstance(fact, what))
+            }
+            (_, Err(e)) => failures.push(Error::ReadingInstance(e)),
         }
     }
     match (identity, failures.is_empty()) {
@@ -117,12 +120,10 @@ fn read_instance(
             Ok((identity, all, signed))
         }
         // The first real error in reading order: the others were cancelled because of it.
-        _ => Err(Error::ReadingInstance(
-            failures
-                .into_iter()
-                .find(|e| !matches!(e, imds::Error::Cancelled))
-                .unwrap_or(imds::Error::Cancelled),
-        )),
+        _ => Err(failures
+            .into_iter()
+            .find(|e| !matches!(e, Error::ReadingInstance(imds::Error::Cancelled)))
+            .unwrap_or(Error::ReadingInstance(imds::Error::Cancelled))),
     }
 }
 

@@ -146,6 +146,16 @@ fn refuses_what_a_run_could_not_handle() {
     let e = parse_str(&vault("proxy = \"http://u:s3cr3t@proxy:99999\"")).unwrap_err();
     assert!(!e.to_string().contains("s3cr3t"), "{e}");
     assert!(parse_str(&vault("proxy = \"http://u:s3cr3t@proxy:3128\"")).is_ok());
+    for v6 in [
+        "http://[::1]:3128",
+        "http://u:p@[fd00::10]:3128",
+        "http://[fd00::10]",
+    ] {
+        assert!(
+            parse_str(&vault(&format!("proxy = {v6:?}"))).is_ok(),
+            "{v6}"
+        );
+    }
     // User info the client cannot decode (not UTF-8 once percent-decoded).
     refused(
         &vault("proxy = \"http://%ff:x@proxy:3128\""),
@@ -157,8 +167,6 @@ fn refuses_what_a_run_could_not_handle() {
         "a/b",
         "",
         "a..b",
-        "::1",
-        "[::1]",
         "-x.example",
         "1.2.3.4:1",
     ] {
@@ -166,6 +174,18 @@ fn refuses_what_a_run_could_not_handle() {
         refused(
             &vault(&line),
             &["[vault]", "tls_server_name", "not a host name"],
+        );
+    }
+    for name in ["::1", "[fd00::10]"] {
+        let line = format!("tls_server_name = {name:?}");
+        refused(
+            &vault(&line),
+            &[
+                "[vault]",
+                "tls_server_name",
+                "is an IPv6 address",
+                "write it in address",
+            ],
         );
     }
     for name in ["vault.internal", "localhost", "10.0.0.1"] {

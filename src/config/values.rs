@@ -191,6 +191,15 @@ impl TryFrom<String> for ServerName {
     /// are sent to that URL and the name resolved to `address`, so a name that a URL reads
     /// otherwise (`x@localhost` is user info and the host localhost) would send them elsewhere.
     fn try_from(name: String) -> Result<Self, String> {
+        // Not a URL's host as it is (it needs brackets there), and not needed: an address
+        // whose certificate names an IPv6 address is written as that address.
+        let bare = name.trim_start_matches('[').trim_end_matches(']');
+        if bare.parse::<Ipv6Addr>().is_ok() {
+            return Err(format!(
+                "{name:?} is an IPv6 address, which is not accepted here: write it in address \
+                 (\"https://[{bare}]:8200\"), with Vault's certificate naming it as an IP SAN"
+            ));
+        }
         let tls_name = rustls::pki_types::ServerName::try_from(name.as_str()).is_ok();
         let url_host = url_host(&format!("https://{name}:443"), "https");
         if !tls_name || url_host.as_deref() != Some(name.as_str()) {

@@ -13,7 +13,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use vaultboot_sim::{DemoWorld, ImdsSim, Signer, VaultSim};
+use vaultboot_sim::{DemoWorld, DemoWorldBuilder, ImdsSim, Signer, VaultSim};
 
 pub const INSTANCE: &str = "i-0123456789abcdef0";
 pub const AD_PASSWORD: &str = "p@ss w'o\"rd $HOME `id` \\ end\nsecond line";
@@ -99,15 +99,20 @@ impl Env {
     /// and the legacy token `LEGACY_TOKEN`; the API key is random (long enough for the leak
     /// scanner's MIN_SECRET_LEN).
     pub fn with_policies(policies: &[&str]) -> Env {
+        Env::with_world(|world| world.policies(policies))
+    }
+
+    /// The demo world as `new` builds it, then changed by `change` (where the simulators
+    /// listen, the names and addresses in Vault's certificate, ...).
+    pub fn with_world(change: impl FnOnce(DemoWorldBuilder) -> DemoWorldBuilder) -> Env {
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
         let world = DemoWorld::builder()
             .instance_id(INSTANCE)
-            .policies(policies)
+            .policies(&vaultboot_sim::DEMO_POLICIES)
             .ad_password(AD_PASSWORD)
-            .legacy_token(LEGACY_TOKEN)
-            .build()
-            .unwrap();
+            .legacy_token(LEGACY_TOKEN);
+        let world = change(world).build().unwrap();
         world.write_vault_ca(dir.path()).unwrap();
         Env {
             dir,
@@ -209,6 +214,11 @@ impl Env {
     }
 
     pub fn run_args(&self, args: &[&str]) -> Outcome {
+        self.run_in(&[], args)
+    }
+
+    /// `run_args` with the binary started by `wrapper` (an argv prefix, e.g. `unshare -m ...`).
+    pub fn run_in(&self, wrapper: &[&str], args: &[&str]) -> Outcome {
         let sock_path = self.path("syslog.sock");
         let _ = fs::remove_file(&sock_path);
         let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -231,7 +241,15 @@ impl Env {
             }
         });
         let start = Instant::now();
-        let out = vaultboot_command()
+        let mut command = match wrapper.split_first() {
+            None => vaultboot_command(),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).args(vaultboot_argv());
+                c
+            }
+        };
+        let out = command
             .args(args)
             .env("VAULTBOOT_SYSLOG_SOCKET", &sock_path)
             .env_remove("JOURNAL_STREAM")
