@@ -12,7 +12,7 @@ const BASE_DELAY: Duration = Duration::from_millis(200);
 /// The spread after the second refusal for load; doubles with each one after it, up to
 /// `max_delay` (the first refusal is spread over BASE_DELAY only: a lone client that meets one
 /// 429 comes back at its Retry-After).
-const REFUSAL_SPREAD: Duration = Duration::from_secs(4);
+const REFUSAL_SPREAD: Duration = Duration::from_secs(8);
 /// An attempt with less time than this left is not started: it could not finish.
 const MIN_ATTEMPT: Duration = Duration::from_millis(250);
 /// Sleeps are cut in slices this long so that a cancelled run stops promptly.
@@ -447,13 +447,13 @@ mod tests {
         let failures = [429, 429, 429, 429, 429, 429, 429, 503];
         let got = pauses(Duration::from_secs(20), &failures, verdict);
         // Retry-After (1 s) plus the upper half of a spread of 200 ms (the first refusal: a
-        // lone client comes back at Retry-After), then 4, 8, 16 s and max_delay, the whole
+        // lone client comes back at Retry-After), then 8, 16 s and max_delay, the whole
         // pause never beyond max_delay; the 503 that follows is the first blind failure.
         let expected = [
             (ms(1100), ms(1200)),
-            (ms(3000), ms(5000)),
             (ms(5000), ms(9000)),
             (ms(9000), ms(17000)),
+            (ms(11000), ms(20000)),
             (ms(11000), ms(20000)),
             (ms(11000), ms(20000)),
             (ms(11000), ms(20000)),
@@ -468,8 +468,8 @@ mod tests {
         }
         // AWS throttling (no Retry-After) weighs two: its first pause is the second step's.
         let got = pauses(Duration::from_secs(20), &[400, 400], verdict);
-        assert!(got[0] >= ms(2000) && got[0] <= ms(4000), "{got:?}");
-        assert!(got[1] >= ms(8000) && got[1] <= ms(16000), "{got:?}");
+        assert!(got[0] >= ms(4000) && got[0] <= ms(8000), "{got:?}");
+        assert!(got[1] >= ms(10000) && got[1] <= ms(20000), "{got:?}");
         // Retry-After beyond max_delay is still honoured: a floor, never capped.
         let policy = Policy::new(Instant::now(), Duration::from_secs(20));
         let after = Some(Duration::from_secs(30));

@@ -260,15 +260,15 @@ fn fleet_of_100_scaling_out_through_ec2_throttling() {
         factor: 2.0,
         slack: 10.0,
         requests: (REQUESTS_100.0, REQUESTS_100.1),
-        describe_max: Some(DESCRIBE_100),
+        describe_max: None,
     });
 }
 
-/// The 100-agent variant's bounds on Vault requests per agent (mean, p99) and on
-/// DescribeInstances calls (docs/fleet.md: measured, and what a back-off that does not spread
-/// the herd costs).
-const REQUESTS_100: (f64, f64) = (7.0, 12.0);
-const DESCRIBE_100: usize = 300;
+/// The 100-agent variant's bounds on Vault requests per agent (mean, p99): measured 5.4 / 9
+/// with refusals spread over a growing window, 7.6 / 13 when every refusal comes back within
+/// 200 ms of Retry-After (docs/fleet.md). Its EC2 calls (about 270 against 300) are too close
+/// to tell apart at this size: not bounded.
+const REQUESTS_100: (f64, f64) = (6.5, 11.0);
 
 fn run_fleet(spec: Spec) {
     let bin: PathBuf = std::env::var_os("FLEET_AGENT_BIN")
