@@ -73,7 +73,8 @@ pub enum Pattern {
 /// What is done after an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retries {
-    /// Retried with full-jitter back-off until the deadline, after Retry-After if sent.
+    /// Retried until the deadline, after Retry-After if sent: with full-jitter back-off, or,
+    /// for a refusal for load (429, AWS throttling), over the refusals' spread ([`Judge`]).
     UntilDeadline,
     /// Retried `times` times, at least `pause` apart; then final.
     Few { times: u32, pause: Duration },
@@ -128,6 +129,7 @@ const NOT_YET_KNOWN: Retries = Retries::Few {
 /// 429 cost nothing behind Vault's quota.
 pub const QUOTA_WEIGHT: u32 = 1;
 pub const AWS_THROTTLED_WEIGHT: u32 = 2;
+const _: () = assert!(AWS_THROTTLED_WEIGHT > QUOTA_WEIGHT);
 
 const LOGIN: &[Source] = &[Source::Login];
 const VAULT: &[Source] = &[Source::Vault, Source::Login];
@@ -778,7 +780,6 @@ mod tests {
                 }
             );
         }
-        assert!(AWS_THROTTLED_WEIGHT > QUOTA_WEIGHT);
         // AWS failing (not throttling) is a blind failure: the normal back-off.
         let failing = answer(400, &describe("InternalError: oops status code: 500"));
         assert_eq!(

@@ -1,4 +1,6 @@
-//! Full-jitter exponential back-off inside one wall-clock deadline, honouring Retry-After.
+//! Full-jitter exponential back-off inside one wall-clock deadline, honouring Retry-After;
+//! refusals for load (a 429, AWS throttling behind a login) spread the retries over a window
+//! that grows with them instead (docs/fleet.md: a fleet booting at once).
 //!
 //! Every network step of a run shares one deadline (`retry.deadline`), so the whole job ends
 //! close to it whatever fails; each attempt gets at most the time that is left.
