@@ -73,7 +73,8 @@ pub enum Pattern {
 /// What is done after an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retries {
-    /// Retried with full-jitter back-off until the deadline, after Retry-After if sent.
+    /// Retried until the deadline, after Retry-After if sent: with full-jitter back-off, or,
+    /// for a refusal for load (429, AWS throttling), over the refusals' spread ([`Judge`]).
     UntilDeadline,
     /// Retried `times` times, at least `pause` apart; then final.
     Few { times: u32, pause: Duration },
@@ -121,6 +122,14 @@ const NOT_YET_KNOWN: Retries = Retries::Few {
     times: NOT_YET_KNOWN_RETRIES,
     pause: NOT_YET_KNOWN_PAUSE,
 };
+
+/// How much one refusal for load grows the spread of the next retries (`retry::Policy`): a
+/// rate limit's 429 by one step; AWS throttling behind a login by two, as each such login cost
+/// an AWS call (EC2 `DescribeInstances`, STS) from a bucket the whole account shares, where a
+/// 429 cost nothing behind Vault's quota.
+pub const QUOTA_WEIGHT: u32 = 1;
+pub const AWS_THROTTLED_WEIGHT: u32 = 2;
+const _: () = assert!(AWS_THROTTLED_WEIGHT > QUOTA_WEIGHT);
 
 const LOGIN: &[Source] = &[Source::Login];
 const VAULT: &[Source] = &[Source::Vault, Source::Login];
@@ -463,6 +472,17 @@ impl Judge {
     pub fn verdict(&mut self, answer: &Problem<'_>, retry_after: Option<Duration>) -> Verdict {
         let row = row(self.source, answer);
         match row.retries {
+            // AWS's throttling behind a login carries no Retry-After: only the spread.
+            Retries::UntilDeadline if row.meaning == Meaning::Throttled => Verdict::Refused {
+                retry_after: None,
+                weight: AWS_THROTTLED_WEIGHT,
+            },
+            Retries::UntilDeadline if matches!(row.answer, Pattern::Status(429, 429)) => {
+                Verdict::Refused {
+                    retry_after,
+                    weight: QUOTA_WEIGHT,
+                }
+            }
             // AWS's failures behind a login carry no Retry-After: the back-off grows.
             Retries::UntilDeadline if matches!(row.answer, Pattern::Text(_)) => {
                 Verdict::Transient { retry_after: None }
@@ -706,7 +726,10 @@ mod tests {
         let after = Some(Duration::from_secs(3));
         assert_eq!(
             judge.verdict(&limited, after),
-            Verdict::Transient { retry_after: after }
+            Verdict::Refused {
+                retry_after: after,
+                weight: QUOTA_WEIGHT
+            }
         );
     }
 
@@ -747,12 +770,22 @@ mod tests {
             400,
             &describe("RequestLimitExceeded: Request limit exceeded. status code: 503"),
         );
+        // Throttling weighs more than a quota's 429: it cost an AWS call.
         for _ in 0..50 {
             assert_eq!(
                 judge.vault(&throttled),
-                Verdict::Transient { retry_after: None }
+                Verdict::Refused {
+                    retry_after: None,
+                    weight: AWS_THROTTLED_WEIGHT
+                }
             );
         }
+        // AWS failing (not throttling) is a blind failure: the normal back-off.
+        let failing = answer(400, &describe("InternalError: oops status code: 500"));
+        assert_eq!(
+            judge.vault(&failing),
+            Verdict::Transient { retry_after: None }
+        );
         // A refusal behind a 5xx is still a refusal.
         assert_eq!(
             judge.vault(&answer(

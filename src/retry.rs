@@ -1,4 +1,6 @@
-//! Full-jitter exponential back-off inside one wall-clock deadline, honouring Retry-After.
+//! Full-jitter exponential back-off inside one wall-clock deadline, honouring Retry-After;
+//! refusals for load (a 429, AWS throttling behind a login) spread the retries over a window
+//! that grows with them instead (docs/fleet.md: a fleet booting at once).
 //!
 //! Every network step of a run shares one deadline (`retry.deadline`), so the whole job ends
 //! close to it whatever fails; each attempt gets at most the time that is left.
@@ -9,6 +11,10 @@ use std::time::{Duration, Instant};
 
 /// First back-off cap; doubles each attempt up to `max_delay`.
 const BASE_DELAY: Duration = Duration::from_millis(200);
+/// The spread after the second refusal for load; doubles with each one after it, up to
+/// `max_delay` (the first refusal is spread over BASE_DELAY only: a lone client that meets one
+/// 429 comes back at its Retry-After).
+const REFUSAL_SPREAD: Duration = Duration::from_secs(8);
 /// An attempt with less time than this left is not started: it could not finish.
 const MIN_ATTEMPT: Duration = Duration::from_millis(250);
 /// Sleeps are cut in slices this long so that a cancelled run stops promptly.
@@ -54,6 +60,12 @@ pub enum Verdict {
     Fatal,
     /// Try again after a back-off, at least `retry_after` when the server said so.
     Transient { retry_after: Option<Duration> },
+    /// Refused for load (a rate limit's 429, AWS throttling behind Vault): try again after
+    /// `retry_after` (if sent) plus a spread that grows with the `weight` of every refusal seen.
+    Refused {
+        retry_after: Option<Duration>,
+        weight: u32,
+    },
 }
 
 /// Why a retried operation did not succeed.
@@ -160,6 +172,25 @@ impl Policy {
         }
     }
 
+    /// The pause after refusals for load of total weight `refused`: Retry-After (a floor) plus
+    /// a draw from the upper half of a spread that doubles with each refusal, up to max_delay.
+    /// Many clients refused at once (a fleet booting together, each told "Retry-After: 1")
+    /// would come back together: drawn over a growing spread they come back at a rate that
+    /// falls as the refusals pile up, and the upper half keeps even the early draws from
+    /// bunching at the floor, which full jitter (its mean half the cap) would do.
+    pub fn refusal_delay(&self, refused: u32, retry_after: Option<Duration>) -> Duration {
+        let spread = match refused {
+            0 | 1 => BASE_DELAY,
+            n => REFUSAL_SPREAD.saturating_mul(1u32 << (n - 2).min(20)),
+        }
+        .min(self.max_delay);
+        let after = retry_after.unwrap_or(Duration::ZERO);
+        let pause = after
+            .saturating_add(spread / 2)
+            .saturating_add(random_below(spread / 2));
+        pause.min(after.max(self.max_delay))
+    }
+
     /// Runs `op` (given the time left) until it succeeds, fails fatally, or time runs out.
     pub fn run<T, E>(
         &self,
@@ -169,8 +200,10 @@ impl Policy {
         // Failures the server scheduled (Retry-After: a rate limit's 429, a planned 503) do not
         // grow the back-off: the server said when to come back. Escalating on them made a
         // later blind failure (a 5xx without Retry-After) wait up to max_delay, and spread
-        // rate-limited retries far wider than the capacity the server announced.
+        // rate-limited retries far wider than the capacity the server announced. Refusals for
+        // load grow a spread of their own (see `refusal_delay`).
         let mut blind = 0u32;
+        let mut refused = 0u32;
         loop {
             if self.cancelled() {
                 return Err(Failure::Cancelled);
@@ -180,20 +213,32 @@ impl Policy {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            let retry_after = match classify(&error) {
+            let (retry_after, load) = match classify(&error) {
                 Verdict::Fatal => return Err(Failure::Fatal(error)),
-                Verdict::Transient { retry_after } => retry_after,
+                Verdict::Transient { retry_after } => (retry_after, None),
+                Verdict::Refused {
+                    retry_after,
+                    weight,
+                } => (retry_after, Some(weight)),
             };
             let left = self.remaining();
             if left < MIN_ATTEMPT * 2 {
                 return Err(Failure::Exhausted { last: error });
             }
-            // Never sleep past the point where one last attempt still fits.
-            let pause = self.delay(blind, retry_after).min(left - MIN_ATTEMPT);
-            if retry_after.is_none() {
-                blind += 1;
-            }
-            self.sleep(pause);
+            let pause = match load {
+                Some(weight) => {
+                    refused = refused.saturating_add(weight);
+                    self.refusal_delay(refused, retry_after)
+                }
+                None => {
+                    let pause = self.delay(blind, retry_after);
+                    if retry_after.is_none() {
+                        blind += 1;
+                    }
+                    pause
+                }
+            };
+            self.sleep(pause.min(left - MIN_ATTEMPT));
         }
     }
 
@@ -365,6 +410,72 @@ mod tests {
         // Eight times 1 s plus at most 200 ms of jitter each, then a first back-off of at most 200 ms.
         assert!(total >= Duration::from_secs(8), "{total:?}");
         assert!(total <= Duration::from_millis(8 * 1200 + 200), "{total:?}");
+    }
+
+    /// The pauses a run of `failures` made before its success, on the manual clock (each
+    /// attempt is given the time left: the pauses are the differences).
+    fn pauses(
+        max_delay: Duration,
+        failures: &[u16],
+        classify: impl Fn(u16) -> Verdict,
+    ) -> Vec<Duration> {
+        let (policy, _) = Policy::manual(Duration::from_secs(3600), max_delay);
+        let mut lefts = Vec::new();
+        let result: Result<(), Failure<u16>> = policy.run(
+            |left| {
+                lefts.push(left);
+                failures.get(lefts.len() - 1).map_or(Ok(()), |e| Err(*e))
+            },
+            |e| classify(*e),
+        );
+        assert!(result.is_ok());
+        lefts.windows(2).map(|w| w[0] - w[1]).collect()
+    }
+
+    #[test]
+    fn refusals_for_load_spread_ever_wider_above_retry_after() {
+        let ms = Duration::from_millis;
+        let verdict = |e: u16| match e {
+            429 => Verdict::Refused {
+                retry_after: Some(Duration::from_secs(1)),
+                weight: 1,
+            },
+            400 => Verdict::Refused {
+                retry_after: None,
+                weight: 2,
+            },
+            _ => Verdict::Transient { retry_after: None },
+        };
+        let failures = [429, 429, 429, 429, 429, 429, 429, 503];
+        let got = pauses(Duration::from_secs(20), &failures, verdict);
+        // Retry-After (1 s) plus the upper half of a spread of 200 ms (the first refusal: a
+        // lone client comes back at Retry-After), then 8, 16 s and max_delay, the whole
+        // pause never beyond max_delay; the 503 that follows is the first blind failure.
+        let expected = [
+            (ms(1100), ms(1200)),
+            (ms(5000), ms(9000)),
+            (ms(9000), ms(17000)),
+            (ms(11000), ms(20000)),
+            (ms(11000), ms(20000)),
+            (ms(11000), ms(20000)),
+            (ms(11000), ms(20000)),
+            (ms(0), ms(200)),
+        ];
+        assert_eq!(got.len(), expected.len(), "{got:?}");
+        for (i, (pause, (low, high))) in got.iter().zip(expected).enumerate() {
+            assert!(
+                low <= *pause && *pause <= high,
+                "pause {i}: {pause:?} not in [{low:?}, {high:?}] ({got:?})"
+            );
+        }
+        // AWS throttling (no Retry-After) weighs two: its first pause is the second step's.
+        let got = pauses(Duration::from_secs(20), &[400, 400], verdict);
+        assert!(got[0] >= ms(4000) && got[0] <= ms(8000), "{got:?}");
+        assert!(got[1] >= ms(10000) && got[1] <= ms(20000), "{got:?}");
+        // Retry-After beyond max_delay is still honoured: a floor, never capped.
+        let policy = Policy::new(Instant::now(), Duration::from_secs(20));
+        let after = Some(Duration::from_secs(30));
+        assert!(policy.refusal_delay(9, after) >= Duration::from_secs(30));
     }
 
     #[test]

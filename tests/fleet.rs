@@ -12,17 +12,20 @@
 //! first or follows a failure; the 429s fit the time it ran at one per Retry-After; the blind
 //! failures — EC2 throttling, 5xx — fit what the growing back-off allows in that time); the
 //! last agent finishes within the bound (of the ideal: agents / the slowest rate, the login
-//! quota or EC2's refill). It prints the figures: requests per agent, finish times, the slowest
+//! quota or EC2's refill); the fleet's cost stays within bounds (Vault requests per agent, mean
+//! and p99; for 1000 agents the DescribeInstances calls behind the logins). It prints the figures: requests per agent, finish times, the slowest
 //! agents' requests and the login attempts over time.
 //!
 //! Three variants:
 //! - `fleet_of_100_scaling_out_through_ec2_throttling`, `#[ignore]`d but run by
 //!   tests/run-all.sh in a stage of its own (a load test times the machine: it runs when
 //!   nothing else of CI does): 100 agents, EC2 bucket 10 + 10/s, login quota 50/s, 3 % 5xx,
-//!   `retry.max_delay = "2s"`; bound 2 x ideal + 10 s (generous: a debug build on 2 cores).
+//!   `retry.max_delay = "2s"`; bound 2 x ideal + 10 s (generous: a debug build on 2 cores);
+//!   Vault requests per agent mean <= 6.5, p99 <= 11.
 //! - `fleet_of_1000_scaling_out_through_ec2_throttling`, `#[ignore]`d: 1000 agents within 2 s,
 //!   EC2 bucket 100 + 20/s, login quota 50/s, 3 % 5xx, the default back-off (`max_delay`
-//!   20 s, deadline 5 min); bound 1.5 x (1000 / 20 per second = 50 s).
+//!   20 s, deadline 5 min); bound 1.3 x (1000 / 20 per second = 50 s); Vault requests per
+//!   agent mean <= 8, p99 <= 15; DescribeInstances <= 1300.
 //! - `fleet_of_300_boots_within_the_rate_limit`, `#[ignore]`d: 300 agents within 1 s, login
 //!   quota 50/s, 3 % 5xx, no EC2 limit; bound 1.5 x 6 s.
 //!
@@ -157,6 +160,11 @@ struct Spec {
     /// The last agent must be done within `factor` x ideal + `slack` seconds.
     factor: f64,
     slack: f64,
+    /// Vault requests per agent: at most this mean and this 99th percentile (a fleet that
+    /// comes back together after each refusal costs many more).
+    requests: (f64, f64),
+    /// At most this many DescribeInstances calls behind all the logins (`None`: not bounded).
+    describe_max: Option<usize>,
 }
 
 impl Spec {
@@ -209,6 +217,8 @@ fn fleet_of_300_boots_within_the_rate_limit() {
             start_window: Duration::from_secs(1),
             factor: 1.5,
             slack: 0.0,
+            requests: (8.0, 15.0),
+            describe_max: None,
         }
         .with_knobs(),
     );
@@ -227,8 +237,10 @@ fn fleet_of_1000_scaling_out_through_ec2_throttling() {
             max_delay: "20s".into(),
             deadline: Duration::from_secs(300),
             start_window: Duration::from_secs(2),
-            factor: 1.5,
+            factor: 1.3,
             slack: 0.0,
+            requests: (8.0, 15.0),
+            describe_max: Some(1300),
         }
         .with_knobs(),
     );
@@ -250,8 +262,16 @@ fn fleet_of_100_scaling_out_through_ec2_throttling() {
         start_window: Duration::from_secs(10),
         factor: 2.0,
         slack: 10.0,
+        requests: (REQUESTS_100.0, REQUESTS_100.1),
+        describe_max: None,
     });
 }
+
+/// The 100-agent variant's bounds on Vault requests per agent (mean, p99): measured 5.4 / 9
+/// with refusals spread over a growing window, 7.6 / 13 when every refusal comes back within
+/// 200 ms of Retry-After (docs/fleet.md). Its EC2 calls (about 270 against 300) are too close
+/// to tell apart at this size: not bounded.
+const REQUESTS_100: (f64, f64) = (6.5, 11.0);
 
 fn run_fleet(spec: Spec) {
     let bin: PathBuf = std::env::var_os("FLEET_AGENT_BIN")
@@ -287,6 +307,7 @@ fn run_fleet(spec: Spec) {
             "EC2's bucket never throttled: the variant tests nothing"
         );
     }
+    check_politeness(&seen.per_agent, &figures, &spec);
     assert!(
         figures.total <= figures.bound,
         "the last agent finished after {:.2} s, more than {} x the ideal {:.2} s + {} s",
@@ -793,6 +814,26 @@ fn per_agent_lines(per_agent: &[Seen]) -> String {
         ));
     }
     out
+}
+
+/// The fleet's cost to Vault and to EC2 behind it: Vault requests per agent (mean, p99) and
+/// DescribeInstances calls in all, within the variant's bounds.
+fn check_politeness(per_agent: &[Seen], figures: &Figures, spec: &Spec) {
+    let (_, p99, _, mean) = stats(per_agent.iter().map(|s| s.vault as f64).collect());
+    let (max_mean, max_p99) = spec.requests;
+    assert!(
+        mean <= max_mean && p99 <= max_p99,
+        "Vault requests per agent: mean {mean:.2} (at most {max_mean}), p99 {p99} (at most \
+         {max_p99})"
+    );
+    if let Some(max) = spec.describe_max {
+        assert!(
+            figures.describe_calls <= max,
+            "{} DescribeInstances calls behind {} logins (at most {max})",
+            figures.describe_calls,
+            per_agent.len()
+        );
+    }
 }
 
 /// Every agent started in time, exited 0 before its deadline and wrote its secret.

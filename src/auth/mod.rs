@@ -181,7 +181,11 @@ pub fn revoke(vault: &Vault, token: &Token, policy: &Policy) -> Result<(), Revok
             )
         },
         |e| match judge.vault(e) {
-            v @ Verdict::Transient { .. } if policy.remaining() > Duration::from_secs(1) => v,
+            v @ (Verdict::Transient { .. } | Verdict::Refused { .. })
+                if policy.remaining() > Duration::from_secs(1) =>
+            {
+                v
+            }
             _ => Verdict::Fatal,
         },
     );
