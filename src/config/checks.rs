@@ -30,6 +30,7 @@ pub fn on_this_machine(parsed: Config<Names>) -> Result<Config, Error> {
         state_dir: parsed.state_dir,
         retry: parsed.retry,
         status: parsed.status,
+        outputs: parsed.outputs,
     })
 }
 
@@ -48,6 +49,7 @@ fn secret_owners(s: SecretConfig<Names>, file: &str) -> Result<SecretConfig, Err
             format: f.format,
             mode: f.mode,
             on_change: f.on_change,
+            credential: f.credential,
         });
     }
     Ok(SecretConfig {
