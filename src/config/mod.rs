@@ -12,6 +12,7 @@
 //! database), and `load` does both, so that `check` and every run see the same verdict before
 //! anything uses the configuration.
 
+mod at_rest;
 mod checks;
 mod defaults;
 mod raw;
