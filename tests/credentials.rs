@@ -355,3 +355,37 @@ fn root_the_plaintext_is_never_in_systemd_creds_argv_or_environment() {
         env.api_key
     );
 }
+
+#[test]
+fn a_plain_credential_is_written_like_a_file_in_a_private_store_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let config = env.write_config(&api_credential(&env, "api.key", "  seal = \"none\"\n"));
+    let store = env.path("creds/credstore");
+    fs::create_dir_all(&store).unwrap();
+    fs::set_permissions(&store, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env.run(&config);
+    assert_eq!(out.status, 73, "{}", out.log());
+    assert!(
+        out.log().contains("credential \"api.key\""),
+        "{}",
+        out.log()
+    );
+    assert!(out.log().contains("not 0700"), "{}", out.log());
+    assert_eq!(
+        fs::read_dir(&store).unwrap().count(),
+        0,
+        "something was written"
+    );
+
+    fs::set_permissions(&store, fs::Permissions::from_mode(0o700)).unwrap();
+    let out = env.run(&config);
+    assert_eq!(out.status, 0, "{}", out.log());
+    let path = store.join("api.key");
+    assert_eq!(fs::read_to_string(&path).unwrap(), env.api_key);
+    assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o400);
+    assert_eq!(status_of(&env, "api.key"), "written");
+    let out = env.run(&config);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert_eq!(status_of(&env, "api.key"), "unchanged");
+}

@@ -83,3 +83,34 @@ fn file_system_of(dir: &Path) -> (PathBuf, Result<(), String>) {
 fn is_volatile(kind: FsType) -> bool {
     kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_of(path: &str) -> PathBuf {
+        let text = format!(
+            "[vault]\naddress = \"https://v:8200\"\n[auth]\nrole = \"r\"\n[[secret]]\n\
+             name = \"s\"\npath = \"kv/s\"\n[[secret.file]]\npath = {path:?}\nfields = [\"f\"]\n"
+        );
+        let config = crate::config::parse(&text, Path::new("t.toml")).unwrap();
+        directory_of(&config.secrets[0].files[0])
+    }
+
+    #[test]
+    fn a_templated_part_is_judged_by_the_directory_above_it() {
+        assert_eq!(dir_of("/etc/app/key.pem"), Path::new("/etc/app"));
+        assert_eq!(
+            dir_of("/etc/app/{{ instance-id }}.pem"),
+            Path::new("/etc/app/")
+        );
+        assert_eq!(dir_of("/etc/ap{{ region }}/key"), Path::new("/etc"));
+        assert_eq!(dir_of("/run/{{ region }}/key"), Path::new("/run/"));
+    }
+
+    #[test]
+    fn the_nearest_existing_directory_is_asked() {
+        let (dir, _) = file_system_of(Path::new("/dev/shm/no/such/dir"));
+        assert_eq!(dir, Path::new("/dev/shm"));
+    }
+}

@@ -303,6 +303,9 @@ pub fn output_dir(path: &Path) -> Result<TrustedDir, Error> {
 fn stage(output: &Output) -> Result<Option<Stage>, Error> {
     let path = &output.path;
     let dir = output_dir(path)?;
+    if let Some(credential) = &output.credential {
+        private_store(&dir, path, credential)?;
+    }
     let name = file_name(path);
     dir.remove_stale_stages(name);
     match target_state(&dir, output)? {
@@ -329,6 +332,25 @@ fn stage(output: &Output) -> Result<Option<Stage>, Error> {
             )
         })?;
     Ok(Some(Stage { dir, temp }))
+}
+
+/// A credential store is root's and 0700 (as systemd's own tmpfiles make it): nobody else may
+/// even list which credentials a machine has, or their sizes.
+fn private_store(dir: &TrustedDir, path: &Path, credential: &str) -> Result<(), Error> {
+    let st = dir
+        .stat()
+        .map_err(|e| fail(path, format!("cannot inspect its directory: {e}")))?;
+    if st.st_mode & 0o077 != 0 {
+        return Err(fail(
+            path,
+            format!(
+                "credential {credential:?}: its directory {} is mode {:04o}, not 0700: refused",
+                dir.path().display(),
+                st.st_mode & 0o7777
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What is at an output's place now.
