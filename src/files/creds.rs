@@ -5,13 +5,12 @@
 use crate::untrusted;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::unistd::{pipe2, Pid};
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -53,119 +52,134 @@ pub fn decrypt(name: &str, ciphertext: &[u8], limit: u64) -> Result<Zeroizing<Ve
 }
 
 /// Runs systemd-creds with `args`, `input` on its stdin, an empty environment; its stdout, at
-/// most `limit` bytes. Killed after TIMEOUT or on a stop signal.
+/// most `limit` bytes. Killed after TIMEOUT or on a stop signal. One thread: the input is in a
+/// pipe before the child starts, and both outputs are read without blocking while it runs.
 fn run(args: &[&str], input: &[u8], limit: u64) -> Result<Zeroizing<Vec<u8>>, String> {
+    let stdin = loaded_pipe(input).map_err(|e| format!("cannot pass its input: {e}"))?;
     let mut child = Command::new(SYSTEMD_CREDS)
         .args(args)
         .env_clear()
-        .stdin(Stdio::piped())
+        .stdin(Stdio::from(stdin))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .current_dir("/")
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start {SYSTEMD_CREDS}: {e}"))?;
-    let stdin = child.stdin.take().map(OwnedFd::from);
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let (stdout, stderr) = (stdout.map(pipe_file), stderr.map(pipe_file));
-    let done = AtomicBool::new(false);
-    let pid = child.id();
-    let (output, errors, status, fed) = std::thread::scope(|scope| {
-        // One helper feeds stdin without blocking and watches the time, while this thread
-        // reads: neither pipe can stall the other. A reader over its limit drops its end, and
-        // the child's next write ends it (EPIPE).
-        let helper = scope.spawn(|| feed_and_watch(stdin, input, pid, &done));
-        let output = stdout.map(|s| untrusted::read_capped(s, limit));
-        let errors = stderr.and_then(|s| untrusted::read_capped(s, MAX_STDERR).ok());
-        let status = child.wait();
-        done.store(true, Ordering::SeqCst);
-        let fed = helper.join().unwrap_or(Err("its helper failed".into()));
-        (output, errors, status, fed)
-    });
-    // Over the limit first: the child then dies of the pipe closed on it, which says less.
-    if let Some(Err(untrusted::ReadError::TooLarge { limit })) = output {
-        return Err(format!("its output is larger than {limit} bytes"));
-    }
-    fed?;
-    let status = status.map_err(|e| format!("cannot wait: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "{status}{}",
-            last_line(errors.as_deref().map(Vec::as_slice))
-        ));
-    }
-    match output {
-        Some(Ok(bytes)) => Ok(bytes),
-        Some(Err(e)) => Err(format!("cannot read its output: {e}")),
-        None => Err("no output".into()),
-    }
-}
-
-/// A pipe read as a file: the one reading code for every file vaultboot reads.
-fn pipe_file(pipe: impl Into<OwnedFd>) -> File {
-    File::from(pipe.into())
-}
-
-/// Writes `input` to the child's stdin (non-blocking), closes it, and kills the child's group
-/// when TIMEOUT passes or a stop is requested before `done`. Fails unless all of `input` went
-/// in and the child was not killed.
-fn feed_and_watch(
-    stdin: Option<OwnedFd>,
-    mut input: &[u8],
-    pid: u32,
-    done: &AtomicBool,
-) -> Result<(), String> {
+    let mut out = Capped::new(child.stdout.take().map(OwnedFd::from), limit);
+    let mut err = Capped::new(child.stderr.take().map(OwnedFd::from), MAX_STDERR);
     let until = Instant::now() + TIMEOUT;
-    let mut pipe = stdin.map(File::from);
-    if let Some(p) = &pipe {
-        if let Err(e) = fcntl(p, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)) {
-            kill_group(pid);
-            return Err(format!("cannot feed its input: {e}"));
-        }
-    }
-    let mut failed = None;
     let mut pause = Duration::from_millis(1);
-    while !done.load(Ordering::SeqCst) {
-        if let Some(p) = &mut pipe {
-            match p.write(input) {
-                Ok(n) => input = &input[n..],
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => failed = Some(format!("cannot feed its input: {e}")),
-            }
-            if input.is_empty() || failed.is_some() {
-                // Closed: end of input for the child.
-                pipe = None;
-                continue;
-            }
+    let status = loop {
+        let exited = child.try_wait().map_err(|e| format!("cannot wait: {e}"))?;
+        // After the exit too: what it wrote last is still in the pipes.
+        out.drain();
+        err.drain();
+        if out.over {
+            kill(&mut child);
+            return Err(format!("its output is larger than {limit} bytes"));
+        }
+        if let Some(status) = exited {
+            break status;
         }
         if let Some(signal) = crate::stop::requested() {
-            kill_group(pid);
+            kill(&mut child);
             return Err(format!("killed: vaultboot is stopping ({signal})"));
         }
         if Instant::now() >= until {
-            kill_group(pid);
+            kill(&mut child);
             return Err(format!("killed after {}", crate::log::took(TIMEOUT)));
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    if !status.success() {
+        return Err(format!("{status}{}", last_line(&err.bytes)));
     }
-    failed.map_or(Ok(()), Err)
+    out.failed.map_or(Ok(out.bytes), Err)
+}
+
+/// The read end of a pipe that already holds all of `input` (its write end closed): the child
+/// reads it at its pace, and nothing here waits on it. Grown to fit a large input.
+fn loaded_pipe(input: &[u8]) -> std::io::Result<OwnedFd> {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+    if input.len() > PIPE_DEFAULT {
+        let size = i32::try_from(input.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        fcntl(&write, FcntlArg::F_SETPIPE_SZ(size))?;
+    }
+    File::from(write).write_all(input)?;
+    Ok(read)
+}
+
+/// What a pipe's buffer holds without growing it.
+const PIPE_DEFAULT: usize = 64 * 1024;
+
+/// A child's output read as it comes, non-blocking, into a buffer allocated once (so that no
+/// outgrown copy of a plaintext is left behind), at most `limit` bytes.
+struct Capped {
+    pipe: Option<File>,
+    bytes: Zeroizing<Vec<u8>>,
+    limit: usize,
+    over: bool,
+    failed: Option<String>,
+}
+
+impl Capped {
+    fn new(pipe: Option<OwnedFd>, limit: u64) -> Capped {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX - 1);
+        let pipe = pipe
+            .filter(|p| fcntl(p, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_ok())
+            .map(File::from);
+        Capped {
+            failed: pipe.is_none().then(|| "cannot read its output".into()),
+            pipe,
+            bytes: Zeroizing::new(Vec::with_capacity(limit + 1)),
+            limit,
+            over: false,
+        }
+    }
+
+    /// Reads what is there now; closes the pipe at its end or past the limit.
+    fn drain(&mut self) {
+        let Some(pipe) = &mut self.pipe else { return };
+        loop {
+            let len = self.bytes.len();
+            // One byte past the limit tells "over" from "exactly the limit".
+            self.bytes.resize(self.limit + 1, 0);
+            let read = pipe.read(&mut self.bytes[len..]);
+            let n = *read.as_ref().unwrap_or(&0);
+            self.bytes.truncate(len + n);
+            match read {
+                Ok(0) => {}
+                Ok(_) if self.bytes.len() > self.limit => self.over = true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => self.failed = Some(format!("cannot read its output: {e}")),
+            }
+            // At its end, past the limit, or failed: no more reading.
+            self.pipe = None;
+            return;
+        }
+    }
 }
 
 /// Its last message line, as `: message` (escaped: it is another program's text).
-fn last_line(stderr: Option<&[u8]>) -> String {
-    let text = String::from_utf8_lossy(stderr.unwrap_or_default());
+fn last_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
     match text.lines().rev().find(|l| !l.trim().is_empty()) {
         Some(line) => format!(": {}", untrusted::escaped(line.trim())),
         None => String::new(),
     }
 }
 
-/// SIGKILL to the child's process group (it leads it); `wait` then reaps it.
-fn kill_group(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
+/// SIGKILL to the child's process group (it leads it), then reaps it.
+fn kill(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]
@@ -192,7 +206,8 @@ mod tests {
         );
         let capped = decrypt("big", &ciphertext, 1000).unwrap_err();
         assert!(capped.contains("larger than 1000 bytes"), "{capped}");
+        // Its own message, not ours: the child's stderr is read too.
         let renamed = decrypt("other", &ciphertext, big.len() as u64).unwrap_err();
-        assert!(renamed.contains("exit status: 1"), "{renamed}");
+        assert!(renamed.contains("does not match"), "{renamed}");
     }
 }
