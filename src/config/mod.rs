@@ -377,7 +377,13 @@ impl RawSections {
             state: section(table, "state", file)?.unwrap_or_default(),
             retry: section(table, "retry", file)?.unwrap_or_default(),
             status: section(table, "status", file)?.unwrap_or_default(),
-            outputs: section(table, "outputs", file)?.unwrap_or_default(),
+            outputs: match table.remove("outputs") {
+                None => raw::RawOutputs::default(),
+                Some(toml::Value::Table(t)) => {
+                    raw::RawOutputs::take(t).map_err(|m| err(format!("{file}: [outputs]"), m))?
+                }
+                Some(_) => return Err(err(file, "`outputs` must be a table: [outputs]")),
+            },
             secrets: match table.remove("secret") {
                 None => Vec::new(),
                 Some(toml::Value::Array(items)) => items,

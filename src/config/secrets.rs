@@ -49,12 +49,8 @@ pub fn secret(
         files.push(file_config(raw, &file_place)?);
     }
     for (i, table) in raw.credential.into_iter().enumerate() {
-        let raw: RawCredential = toml::Value::Table(table).try_into().map_err(|e| {
-            err(
-                format!("{place} credential #{}", i + 1),
-                super::de_message(e),
-            )
-        })?;
+        let raw = RawCredential::take(table)
+            .map_err(|m| err(format!("{place} credential #{}", i + 1), m))?;
         let cred_place = format!("{place} credential {:?}", raw.name);
         files.push(credential_config(raw, &cred_place, outputs)?);
     }
@@ -141,7 +137,7 @@ fn credential_config(
     outputs: &OutputsConfig,
 ) -> Result<FileConfig<Names>, Error> {
     check_credential_name(&raw.name).map_err(|m| err(place, format!("name: {m}")))?;
-    let seal = optional(raw.seal, place, "seal")?.unwrap_or(defaults::SEAL);
+    let seal = raw.seal.unwrap_or(defaults::SEAL);
     let store = if seal.with_key().is_some() {
         CREDSTORE_ENCRYPTED
     } else {
@@ -156,9 +152,9 @@ fn credential_config(
     let path = OutputPath::try_from(path_text.as_str())
         .map_err(|m| err(place, format!("name: {m}")))?
         .0;
-    let format = optional(raw.format, place, "format")?.unwrap_or(defaults::FORMAT);
+    let format = raw.format.unwrap_or(defaults::FORMAT);
     let fields = fields(&raw.fields, format).map_err(|m| err(place, format!("fields: {m}")))?;
-    let on_change = optional(raw.on_change, place, "on_change")?;
+    let on_change = raw.on_change;
     Ok(FileConfig {
         path,
         path_text,

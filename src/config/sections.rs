@@ -142,8 +142,9 @@ pub fn status(raw: RawStatus, place: &str) -> Result<StatusConfig, Error> {
 }
 
 pub fn outputs(raw: RawOutputs, place: &str) -> Result<OutputsConfig, Error> {
-    let plaintext_at_rest = optional(raw.plaintext_at_rest, place, "plaintext_at_rest")?;
-    let parent = optional(raw.credstore_parent, place, "credstore_parent")?
+    let plaintext_at_rest = raw.plaintext_at_rest;
+    let parent = raw
+        .credstore_parent
         .map_or_else(|| PathBuf::from(defaults::CREDSTORE_PARENT), |d| d.0);
     // It becomes the start of output paths, which may hold templates: no braces, no doubt.
     let text = parent.to_string_lossy();
