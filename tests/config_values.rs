@@ -53,11 +53,26 @@ const KEYS: &[(&str, &str)] = &[
     ("secret.file", "owner"),
     ("secret.file", "group"),
     ("secret.file", "on_change"),
+    ("secret.credential", "name"),
+    ("secret.credential", "fields"),
+    ("secret.credential", "format"),
+    ("secret.credential", "seal"),
+    ("secret.credential", "on_change"),
+    ("outputs", "plaintext_at_rest"),
+    ("outputs", "credstore_parent"),
 ];
 
 /// Keys whose accepted values are paths or commands: a run would write or execute them as
 /// root, so they are parsed and checked only.
-const NOT_RUN: &[&str] = &["ca_cert", "dir", "file", "textfile", "path", "on_change"];
+const NOT_RUN: &[&str] = &[
+    "ca_cert",
+    "dir",
+    "file",
+    "textfile",
+    "path",
+    "on_change",
+    "credstore_parent",
+];
 
 /// The configuration with `key` set to the TOML literal `value` (iam keys with method iam).
 fn config_text(env: &Env, (section, key): (&str, &str), value: &str) -> String {
@@ -92,6 +107,13 @@ fn config_text(env: &Env, (section, key): (&str, &str), value: &str) -> String {
             )],
         ),
         (
+            "[outputs]",
+            vec![kv(
+                "credstore_parent",
+                &quoted(&env.path("creds").display().to_string()),
+            )],
+        ),
+        (
             "[[secret]]",
             vec![
                 kv("name", "\"tls\""),
@@ -117,6 +139,14 @@ fn config_text(env: &Env, (section, key): (&str, &str), value: &str) -> String {
                 kv("fields", "[\"private_key\"]"),
             ],
         ),
+        (
+            "[[secret.credential]]",
+            vec![
+                kv("name", "\"tls.key\""),
+                kv("fields", "[\"private_key\"]"),
+                kv("seal", "\"none\""),
+            ],
+        ),
     ];
     if ["iam_server_id", "sts_region", "sts_endpoint"].contains(&key) {
         sections[1].1.push(kv("method", "\"iam\""));
@@ -125,7 +155,7 @@ fn config_text(env: &Env, (section, key): (&str, &str), value: &str) -> String {
         sections[1].1.push(kv("sts_region", "\"us-east-1\""));
     }
     let header = match section {
-        "secret" | "secret.file" => format!("[[{section}]]"),
+        "secret" | "secret.file" | "secret.credential" => format!("[[{section}]]"),
         _ => format!("[{section}]"),
     };
     let (_, lines) = sections

@@ -6,7 +6,7 @@ use super::values::{
     Argv, FileMode, HumanDuration, IamServerId, ImdsEndpoint, MountPath, Namespace, ProxyUrl,
     RoleName, SecretPath, ServerName, StateDir, StatusFile, StsEndpoint, StsRegion, TokenTtl,
 };
-use super::{err, AuthMethod, Error, Format, Signature};
+use super::{err, AuthMethod, Error, Format, PlaintextAtRest, Seal, Signature};
 use serde::{Deserialize, Deserializer};
 use std::marker::PhantomData;
 use std::path::PathBuf;
@@ -125,6 +125,105 @@ pub struct RawSecret {
     /// Tables, each read on its own so that its errors name it (`file #2`).
     #[serde(default)]
     pub file: Vec<toml::Table>,
+    /// As `file`: each named in its errors (`credential #2`).
+    #[serde(default)]
+    pub credential: Vec<toml::Table>,
+}
+
+/// A `[[secret.credential]]` table. Read by hand, not derived: each derived deserializer costs
+/// the size-capped static binary a few kilobytes. Messages as serde words them.
+pub struct RawCredential {
+    /// Plain text: it names the credential in every message, checked or not.
+    pub name: String,
+    pub fields: Vec<String>,
+    pub format: Option<Format>,
+    pub seal: Option<Seal>,
+    pub on_change: Option<Argv>,
+}
+
+impl RawCredential {
+    pub fn take(mut t: toml::Table) -> Result<Self, String> {
+        only_keys(&t, &["name", "fields", "format", "seal", "on_change"])?;
+        let name = text(&mut t, "name")?.ok_or("missing field `name`")?;
+        let fields = texts(&mut t, "fields")?.ok_or("missing field `fields`")?;
+        Ok(RawCredential {
+            format: checked(text(&mut t, "format")?, "format")?,
+            seal: checked(text(&mut t, "seal")?, "seal")?,
+            on_change: checked(texts(&mut t, "on_change")?, "on_change")?,
+            name,
+            fields,
+        })
+    }
+}
+
+/// `[outputs]`, read by hand as `RawCredential` is.
+#[derive(Default)]
+pub struct RawOutputs {
+    pub plaintext_at_rest: Option<PlaintextAtRest>,
+    pub credstore_parent: Option<StateDir>,
+}
+
+impl RawOutputs {
+    pub fn take(mut t: toml::Table) -> Result<Self, String> {
+        only_keys(&t, &["plaintext_at_rest", "credstore_parent"])?;
+        let parent = text(&mut t, "credstore_parent")?.map(PathBuf::from);
+        Ok(RawOutputs {
+            plaintext_at_rest: checked(text(&mut t, "plaintext_at_rest")?, "plaintext_at_rest")?,
+            credstore_parent: checked(parent, "credstore_parent")?,
+        })
+    }
+}
+
+fn only_keys(t: &toml::Table, known: &[&str]) -> Result<(), String> {
+    match t.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(format!(
+            "unknown field `{k}`, expected one of `{}`",
+            known.join("`, `")
+        )),
+        None => Ok(()),
+    }
+}
+
+fn text(t: &mut toml::Table, key: &str) -> Result<Option<String>, String> {
+    match t.remove(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(format!(
+            "{key}: invalid type: {}, expected a string",
+            v.type_str()
+        )),
+    }
+}
+
+fn texts(t: &mut toml::Table, key: &str) -> Result<Option<Vec<String>>, String> {
+    let Some(value) = t.remove(key) else {
+        return Ok(None);
+    };
+    let wrong =
+        |v: &toml::Value| format!("{key}: invalid type: {}, expected a string", v.type_str());
+    let toml::Value::Array(items) = value else {
+        return Err(format!(
+            "{key}: invalid type: {}, expected a sequence",
+            value.type_str()
+        ));
+    };
+    items
+        .into_iter()
+        .map(|v| match v {
+            toml::Value::String(s) => Ok(s),
+            other => Err(wrong(&other)),
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+fn checked<T: TryFrom<S, Error = String>, S>(
+    value: Option<S>,
+    key: &str,
+) -> Result<Option<T>, String> {
+    value
+        .map(|v| T::try_from(v).map_err(|m| format!("{key}: {m}")))
+        .transpose()
 }
 
 #[derive(Deserialize)]
