@@ -81,7 +81,7 @@ fn a_request_waits_for_the_warm_up() {
 #[test]
 fn the_request_opened_ahead_is_completed_by_send() {
     let (vault, client, _dir) = vault_and_client(Duration::ZERO);
-    client.open_ahead(http::Method::POST, LOGIN, &HEADERS);
+    client.open_ahead(LOGIN, &HEADERS);
     let control = vault.control();
     let connected = std::time::Instant::now() + Duration::from_secs(10);
     while control.connections() == 0 && std::time::Instant::now() < connected {
@@ -118,7 +118,7 @@ fn a_request_opened_ahead_and_given_up_is_sent_anew() {
         timeout: Duration::from_millis(400),
         ..client
     };
-    client.open_ahead(http::Method::POST, LOGIN, &HEADERS);
+    client.open_ahead(LOGIN, &HEADERS);
     let control = vault.control();
     // The simulator records the request when the client gives it up.
     assert_eq!(control.wait_for_requests(1, Duration::from_secs(10)), 1);
@@ -134,7 +134,7 @@ fn a_failed_warm_up_is_silent() {
     let (vault, client, _dir) = vault_and_client(Duration::ZERO);
     let url = vault.url();
     drop(vault);
-    client.open_ahead(http::Method::POST, LOGIN, &HEADERS);
+    client.open_ahead(LOGIN, &HEADERS);
     for h in client.warm_up("/v1/sys/health", &[], 2) {
         h.join().unwrap();
     }
@@ -152,7 +152,7 @@ fn a_failed_warm_up_is_silent() {
             .unwrap()
     };
     for err in [post(LOGIN), post("/v1/sys/health")] {
-        assert!(matches!(err, Error::Connect { .. }), "{err}");
+        assert!(matches!(err, Error::Connect(..)), "{err}");
         assert!(err.to_string().starts_with(&url), "{err}");
     }
 }
