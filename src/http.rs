@@ -15,7 +15,7 @@
 use crate::retry::parse_retry_after;
 use crate::secret::Secret;
 use crate::untrusted;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use ureq::config::Config;
@@ -169,7 +169,7 @@ impl Client {
         n: usize,
     ) -> Vec<std::thread::JoinHandle<()>> {
         let (url, target) = (self.shown_url(path), format!("{}{path}", self.base));
-        let (done, warming) = std::sync::mpsc::channel();
+        let (done, warming) = sync_channel(1);
         *self.warming.lock().unwrap_or_else(PoisonError::into_inner) = Some(warming);
         let spawn = |_| {
             let request = build_request(&url, http::Method::GET, &target, headers, &[], None);

@@ -157,6 +157,35 @@ fn a_failed_warm_up_is_silent() {
     }
 }
 
+/// A client that cannot be set up says which key is at fault, in a type the caller can match:
+/// a `ca_cert` that cannot be read, and one that holds no certificate, named by its path.
+#[test]
+fn a_client_that_cannot_be_set_up_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = |ca: &std::path::Path| {
+        let tls = Tls {
+            ca_file: Some(ca),
+            server_name: None,
+        };
+        Client::vault("https://127.0.0.1:8200", &tls, None, Duration::from_secs(5)).err()
+    };
+    let missing = dir.path().join("missing.pem");
+    let e = vault(&missing).unwrap();
+    assert!(matches!(e, SetupError::CaCert(_)), "{e:?}");
+    assert!(e.to_string().starts_with("vault.ca_cert: "), "{e}");
+    assert!(std::error::Error::source(&e).is_some());
+
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate here\n").unwrap();
+    let e = vault(&empty).unwrap();
+    let shown = empty.display().to_string();
+    assert!(
+        matches!(&e, SetupError::NoCertificate(p) if *p == shown),
+        "{e:?}"
+    );
+    assert_eq!(e.to_string(), format!("{shown}: holds no PEM certificate"));
+}
+
 #[test]
 fn a_pinned_name_is_what_requests_are_sent_to() {
     let base = |address: &str| lookup::Resolve::pinned(address, "vault.example").unwrap().1;
