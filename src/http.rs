@@ -15,7 +15,6 @@
 use crate::retry::parse_retry_after;
 use crate::secret::Secret;
 use crate::untrusted;
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use ureq::config::Config;
@@ -75,8 +74,8 @@ pub struct Client {
     agent: ureq::Agent,
     /// Vault: the login opened ahead, until `send` takes it.
     ahead: Arc<Mutex<Option<ahead::Opened>>>,
-    /// Vault: disconnected once every warm-up request is back (each thread holds a sender).
-    warming: Arc<Mutex<Option<Receiver<()>>>>,
+    /// Vault: how many warm-up requests are under way (below zero once no longer waited for).
+    warming: Arc<ahead::Shared<isize>>,
     /// What requests are sent to: the configured address, or the TLS name when one is pinned.
     base: String,
     /// The configured address, for messages.
@@ -88,13 +87,7 @@ impl Client {
     /// A client for plain HTTP (IMDS): never through a proxy.
     pub fn plain(base: &str, timeout: Duration) -> Client {
         let config = agent_config(None, timeout).https_only(false).build();
-        Client::new(
-            config,
-            lookup::Resolve::default(),
-            base.into(),
-            base,
-            timeout,
-        )
+        Client::new(config, Default::default(), base.into(), base, timeout)
     }
 
     /// A client for Vault. `https` unless the configuration allowed plain HTTP.
@@ -128,15 +121,10 @@ impl Client {
         shown: &str,
         timeout: Duration,
     ) -> Client {
-        let (ahead, warming, agent) = (
-            Arc::default(),
-            Arc::default(),
-            lookup::agent(config, resolve),
-        );
         Client {
-            agent,
-            ahead,
-            warming,
+            agent: lookup::agent(config, resolve),
+            ahead: Arc::default(),
+            warming: Arc::default(),
             base,
             shown: shown.into(),
             timeout,
@@ -169,21 +157,20 @@ impl Client {
         n: usize,
     ) -> Vec<std::thread::JoinHandle<()>> {
         let (url, target) = (self.shown_url(path), format!("{}{path}", self.base));
-        let (done, warming) = sync_channel(1);
-        *self.warming.lock().unwrap_or_else(PoisonError::into_inner) = Some(warming);
         let spawn = |_| {
             let request = build_request(&url, http::Method::GET, &target, headers, &[], None);
-            let (client, url, done) = (self.clone(), url.clone(), done.clone());
+            let (client, url) = (self.clone(), url.clone());
             let get = move || {
                 if let Ok(request) = request {
                     let _ = client.run(&url, request, client.timeout);
                 }
-                drop(done);
+                client.warming.change(|n| *n -= 1);
             };
             std::thread::Builder::new()
                 .name("vault-warm-up".into())
                 .spawn(get)
                 .ok()
+                .inspect(|_| self.warming.change(|n| *n += 1))
         };
         (0..n.min(MAX_IDLE)).filter_map(spawn).collect()
     }
@@ -199,18 +186,15 @@ impl Client {
         time_left: Duration,
     ) -> Result<Answer, Error> {
         let url = self.shown_url(path);
-        let opened = ahead::take(&self.ahead, &method, path, sensitive.is_empty());
+        let post = method == http::Method::POST && sensitive.is_empty();
+        let opened = ahead::take(&self.ahead, path, post);
         if let Some(answer) = opened.and_then(|o| o.send(body.unwrap_or_default(), time_left)) {
             return read_answer(&url, answer.map_err(|e| classify(&url, e))?);
         }
         let target = format!("{}{}", self.base, path);
         let request = build_request(&url, method, &target, headers, sensitive, body)?;
-        // Held while waiting: the requests sent at once wait together, once.
-        let mut warming = self.warming.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(warming) = warming.take() {
-            let _ = warming.recv_timeout(WARM_WAIT.min(time_left));
-        }
-        drop(warming);
+        // The requests sent at once wait together, once: the count is cleared after a wait.
+        *self.warming.wait(WARM_WAIT.min(time_left), |n| *n > 0) = 0;
         self.run(&url, request, time_left)
     }
 
@@ -296,10 +280,7 @@ fn build_request<'b>(
 /// The status, the headers we use and the whole body, which must not exceed `MAX_BODY`.
 fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<Answer, Error> {
     let status = response.status().as_u16();
-    let header = |name: &str| {
-        let value = response.headers().get(name)?.to_str().ok()?;
-        Some(value.to_string())
-    };
+    let header = |name: &str| Some(response.headers().get(name)?.to_str().ok()?.to_string());
     if (300..400).contains(&status) {
         let target = header("location").map_or("(no location)".into(), |l| redirect_host(&l));
         let url = url.to_string();

@@ -5,8 +5,7 @@
 //! follows once `send` hands it over.
 
 use std::io::{Cursor, Read};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use ureq::http;
 use zeroize::Zeroizing;
@@ -19,11 +18,41 @@ const BODY_WAIT: Duration = Duration::from_secs(5);
 type Answer = Result<http::Response<ureq::Body>, ureq::Error>;
 type Body = Zeroizing<Vec<u8>>;
 
-pub(super) struct Opened {
-    path: String,
-    body: SyncSender<Body>,
-    answer: Receiver<Answer>,
+/// A value that threads wait on, and what wakes them when it changes (a Mutex and a Condvar,
+/// already in the binary: a channel per type costs kilobytes of code).
+#[derive(Default)]
+pub(super) struct Shared<T>(Mutex<T>, Condvar);
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The value once `busy` no longer holds, or after `wait`.
+    pub(super) fn wait(&self, wait: Duration, busy: fn(&mut T) -> bool) -> MutexGuard<'_, T> {
+        let waited = self.1.wait_timeout_while(self.lock(), wait, busy);
+        waited.unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    /// Changes the value with `change`, and wakes the threads that wait on it.
+    pub(super) fn change<R>(&self, change: impl FnOnce(&mut T) -> R) -> R {
+        let changed = change(&mut self.lock());
+        self.1.notify_all();
+        changed
+    }
 }
+
+/// Where the login opened ahead stands: its body and its answer pass through here.
+enum State {
+    Waiting,
+    Body(Body),
+    Sending,
+    /// Its answer, or `None` when it was given up or failed before it read its body.
+    Done(Option<Answer>),
+}
+
+/// The login opened ahead: its path, and where it stands.
+pub(super) struct Opened(String, Arc<Shared<State>>);
 
 impl Opened {
     /// Starts `request` (to `path`), its body awaited for `BODY_WAIT`, at most half of
@@ -34,54 +63,55 @@ impl Opened {
         path: &str,
         timeout: Duration,
     ) -> Option<Opened> {
-        let ((body, handed), (answered, answer)) = (sync_channel(1), sync_channel(1));
-        let reader = Handed(handed, BODY_WAIT.min(timeout / 2), None);
-        let agent = agent.clone();
+        let shared = Arc::new(Shared(Mutex::new(State::Waiting), Condvar::new()));
+        let reader = Handed(shared.clone(), BODY_WAIT.min(timeout / 2), None);
+        let (agent, mine) = (agent.clone(), shared.clone());
         let run = move || {
             // Built here: a body read from elsewhere cannot move between threads.
-            let request = request.map(|_| ureq::SendBody::from_owned_reader(reader));
-            drop(answered.send(agent.run(request)));
+            let answer = agent.run(request.map(|_| ureq::SendBody::from_owned_reader(reader)));
+            let sent = |s: &mut State| matches!(s, State::Sending);
+            mine.change(|s| *s = State::Done(sent(s).then_some(answer)));
         };
         let spawned = std::thread::Builder::new()
             .name("vault-ahead".into())
             .spawn(run);
-        spawned.ok().map(|_| Opened {
-            path: path.into(),
-            body,
-            answer,
-        })
+        spawned.ok().map(|_| Opened(path.into(), shared))
     }
 
     /// Completes the request with `body`: its answer, or `None` when it was given up (or
     /// failed) before it read its body.
     pub(super) fn send(self, body: &[u8], time_left: Duration) -> Option<Answer> {
-        self.body.send(Zeroizing::new(body.to_vec())).ok()?;
-        let answer = self.answer.recv_timeout(time_left);
-        Some(answer.unwrap_or(Err(ureq::Error::Timeout(ureq::Timeout::Global))))
+        let body = State::Body(Zeroizing::new(body.to_vec()));
+        let waiting = |s: &mut State| matches!(s, State::Waiting).then(|| *s = body);
+        self.1.change(waiting)?;
+        let busy = |s: &mut State| matches!(s, State::Body(_) | State::Sending);
+        match std::mem::replace(&mut *self.1.wait(time_left, busy), State::Sending) {
+            State::Done(answer) => answer,
+            _ => Some(Err(ureq::Error::Timeout(ureq::Timeout::Global))),
+        }
     }
 }
 
 /// The request opened ahead, when this is the one (a POST to its path, no sensitive header).
-pub(super) fn take(
-    slot: &Mutex<Option<Opened>>,
-    method: &http::Method,
-    path: &str,
-    plain: bool,
-) -> Option<Opened> {
+pub(super) fn take(slot: &Mutex<Option<Opened>>, path: &str, post: bool) -> Option<Opened> {
     let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    let this = slot.as_ref().is_some_and(|o| o.path == path);
-    slot.take_if(|_| this && plain && method == http::Method::POST)
+    let this = slot.as_ref().is_some_and(|o| o.0 == path);
+    slot.take_if(|_| this && post)
 }
 
 /// The body of the request opened ahead, as `send` hands it over; wiped once sent.
-struct Handed(Receiver<Body>, Duration, Option<Cursor<Body>>);
+struct Handed(Arc<Shared<State>>, Duration, Option<Cursor<Body>>);
 
 impl Read for Handed {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.2.is_none() {
-            // Given up: the receiver is dropped, ureq abandons the request and its connection.
-            let body = self.0.recv_timeout(self.1);
-            self.2 = Some(Cursor::new(body.map_err(|_| std::io::ErrorKind::TimedOut)?));
+            let mut state = self.0.wait(self.1, |s| matches!(s, State::Waiting));
+            // Given up (`send` then finds it not waiting): ureq abandons the request and its
+            // connection.
+            let State::Body(body) = std::mem::replace(&mut *state, State::Sending) else {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            };
+            self.2 = Some(Cursor::new(body));
         }
         self.2.as_mut().map_or(Ok(0), |body| body.read(buf))
     }
