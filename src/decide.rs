@@ -424,10 +424,10 @@ impl Row {
 /// The class of a transport failure.
 fn transport(e: &http::Error) -> Transport {
     match e {
-        http::Error::Connect { .. } | http::Error::Timeout { .. } => Transport::Broken,
-        http::Error::Tls { .. } => Transport::Untrusted,
+        http::Error::Connect(..) | http::Error::Timeout(_) => Transport::Broken,
+        http::Error::Tls(..) => Transport::Untrusted,
         http::Error::Redirect { .. } => Transport::Redirect,
-        http::Error::TooLarge { .. } | http::Error::Protocol { .. } => Transport::Garbled,
+        http::Error::TooLarge(..) | http::Error::Protocol(..) => Transport::Garbled,
     }
 }
 
@@ -625,9 +625,9 @@ mod tests {
         let url = "http://169.254.169.254/latest/api/token".to_string();
         let detail = "d".to_string();
         match class {
-            Transport::Broken => http::Error::Timeout { url },
-            Transport::Untrusted => http::Error::Tls { url, detail },
-            Transport::Garbled => http::Error::TooLarge { url, limit: 1 },
+            Transport::Broken => http::Error::Timeout(url),
+            Transport::Untrusted => http::Error::Tls(url, detail),
+            Transport::Garbled => http::Error::TooLarge(url, 1),
             Transport::Redirect => http::Error::Redirect {
                 url,
                 status: 307,
@@ -654,10 +654,7 @@ mod tests {
         let status = |status, messages| Problem::Status { status, messages };
         let (broken, tls) = (http(Transport::Broken), http(Transport::Untrusted));
         let (large, redirect) = (http(Transport::Garbled), http(Transport::Redirect));
-        let garbage = http::Error::Protocol {
-            url: "u".into(),
-            detail: "SSH-2.0".into(),
-        };
+        let garbage = http::Error::Protocol("u".into(), "SSH-2.0".into());
         let cases: Vec<(Source, Problem<'_>, Retries, Kind)> = vec![
             (Imds, Problem::Transport(&broken), retry, gone),
             (Login, Problem::Transport(&broken), retry, gone),

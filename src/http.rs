@@ -15,9 +15,11 @@
 use crate::retry::parse_retry_after;
 use crate::secret::Secret;
 use crate::untrusted;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use ureq::config::Config;
 use ureq::http;
+use ureq::tls::Certificate;
 
 mod ahead;
 mod error;
@@ -25,8 +27,8 @@ mod lookup;
 #[cfg(test)]
 mod tests;
 
-pub use error::Error;
 use error::{classify, classify_io, redirect_host};
+pub use error::{Error, SetupError};
 
 /// Largest answer body read from IMDS or Vault; a larger one is refused (exit 65).
 pub const MAX_BODY: u64 = 1024 * 1024;
@@ -34,6 +36,8 @@ pub const MAX_BODY: u64 = 1024 * 1024;
 const MAX_HEADER: usize = 64 * 1024;
 /// Idle connections an agent keeps: more than a boot job opens at once.
 const MAX_IDLE: usize = 8;
+/// Longest wait for the warm-up's requests before a request opens a connection of its own.
+const WARM_WAIT: Duration = Duration::from_secs(2);
 /// Where Linux distributions keep the system CA bundle (Debian/Ubuntu, RHEL/Amazon Linux, Alpine).
 const SYSTEM_CA_BUNDLES: [&str; 4] = [
     "/etc/ssl/certs/ca-certificates.crt",
@@ -68,8 +72,10 @@ pub struct Tls<'a> {
 #[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
-    /// Vault: the request opened ahead, and the warm-up's requests under way.
-    ahead: Arc<ahead::Ahead>,
+    /// Vault: the login opened ahead, until `send` takes it.
+    ahead: Arc<Mutex<Option<ahead::Opened>>>,
+    /// Vault: how many warm-up requests are under way (below zero once no longer waited for).
+    warming: Arc<ahead::Shared<isize>>,
     /// What requests are sent to: the configured address, or the TLS name when one is pinned.
     base: String,
     /// The configured address, for messages.
@@ -80,16 +86,8 @@ pub struct Client {
 impl Client {
     /// A client for plain HTTP (IMDS): never through a proxy.
     pub fn plain(base: &str, timeout: Duration) -> Client {
-        Client {
-            agent: lookup::agent(
-                agent_config(None, timeout).https_only(false).build(),
-                lookup::Resolve::default(),
-            ),
-            ahead: Arc::default(),
-            base: base.to_string(),
-            shown: base.to_string(),
-            timeout,
-        }
+        let config = agent_config(None, timeout).https_only(false).build();
+        Client::new(config, Default::default(), base.into(), base, timeout)
     }
 
     /// A client for Vault. `https` unless the configuration allowed plain HTTP.
@@ -98,10 +96,9 @@ impl Client {
         tls: &Tls<'_>,
         proxy: Option<&str>,
         timeout: Duration,
-    ) -> Result<Client, String> {
-        let proxy = proxy
-            .map(|p| ureq::Proxy::new(p).map_err(|e| format!("proxy {p:?}: {e}")))
-            .transpose()?;
+    ) -> Result<Client, SetupError> {
+        let proxy = proxy.map(ureq::Proxy::new).transpose();
+        let proxy = proxy.map_err(SetupError::Proxy)?;
         let roots = load_roots(tls.ca_file)?;
         let tls_config = ureq::tls::TlsConfig::builder()
             .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
@@ -114,74 +111,68 @@ impl Client {
             None => (lookup::Resolve::default(), base.to_string()),
             Some(name) => lookup::Resolve::pinned(base, name)?,
         };
-        Ok(Client {
-            agent: lookup::agent(config, resolver),
+        Ok(Client::new(config, resolver, target_base, base, timeout))
+    }
+
+    fn new(
+        config: Config,
+        resolve: lookup::Resolve,
+        base: String,
+        shown: &str,
+        timeout: Duration,
+    ) -> Client {
+        Client {
+            agent: lookup::agent(config, resolve),
             ahead: Arc::default(),
-            base: target_base,
-            shown: base.to_string(),
+            warming: Arc::default(),
+            base,
+            shown: shown.into(),
             timeout,
-        })
+        }
     }
 
     pub fn shown_url(&self, path: &str) -> String {
         format!("{}{}", self.shown, path)
     }
 
-    /// Starts the request `send` will be asked for first (`method`, `path`, `headers`, no
-    /// sensitive header) on a thread of its own: ureq opens its connection and sends its head
-    /// now, and `send` completes it with the body. Given up (after a few seconds without a
-    /// body, or when it fails first), `send` sends the request as any other.
-    pub fn open_ahead(&self, method: http::Method, path: &str, headers: &[(&str, &str)]) {
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{}", self.base, path));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
+    /// Starts the login (`POST path`, no sensitive header) that `send` will be asked for, on a
+    /// thread of its own: ureq connects and sends its head now, `send` hands it its body.
+    pub fn open_ahead(&self, path: &str, headers: &[(&str, &str)]) {
+        let (url, target) = (self.shown_url(path), format!("{}{path}", self.base));
+        if let Ok(request) = build_request(&url, http::Method::POST, &target, headers, &[], None) {
+            let opened = ahead::Opened::start(&self.agent, request, path, self.timeout);
+            *self.ahead.lock().unwrap_or_else(PoisonError::into_inner) = opened;
         }
-        let opened = ahead::Opened::start(&self.agent, request, (path, headers), self.timeout);
-        *self.ahead.opened.lock().unwrap_or_else(|p| p.into_inner()) = opened;
     }
 
-    /// Opens `connections` connections (at most 8 with the request opened ahead) in the
-    /// background, for the requests to come:
-    /// each sends one cheap request (`path`, `headers`) and leaves its connection in the pool,
-    /// a round trip after it opened; until then a request waits for them rather than open
-    /// another. Answers and failures are not reported (the requests then open their own
-    /// connections, with their own retries). The handles are for tests.
+    /// Sends `n` cheap `GET path` requests (at most `MAX_IDLE`) at once, each on a thread of its
+    /// own, and drops their answers, whatever they are: each leaves its connection in the pool
+    /// (ureq pools a connection once a whole answer was read on it) for the requests to come,
+    /// which wait for them (at most `WARM_WAIT`) rather than open more. A thread that cannot be
+    /// started is no warm-up, not an error. The handles are for tests.
     pub fn warm_up(
         &self,
         path: &str,
         headers: &[(&str, &str)],
-        connections: usize,
+        n: usize,
     ) -> Vec<std::thread::JoinHandle<()>> {
-        let opened = self
-            .ahead
-            .opened
-            .lock()
-            .map_or(1, |o| usize::from(o.is_some()));
-        let n = connections.min(MAX_IDLE - opened);
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        self.ahead.warming.started(n);
-        let warm_up = |_| {
-            let (client, path, headers) = (self.clone(), path.to_string(), headers.clone());
-            let spawned = std::thread::Builder::new()
+        let (url, target) = (self.shown_url(path), format!("{}{path}", self.base));
+        let spawn = |_| {
+            let request = build_request(&url, http::Method::GET, &target, headers, &[], None);
+            let (client, url) = (self.clone(), url.clone());
+            let get = move || {
+                if let Ok(request) = request {
+                    let _ = client.run(&url, request, client.timeout);
+                }
+                client.warming.change(|n| *n -= 1);
+            };
+            std::thread::Builder::new()
                 .name("vault-warm-up".into())
-                .spawn(move || {
-                    let headers: Vec<_> = headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-                    let url = client.shown_url(&path);
-                    let target = format!("{}{}", client.base, path);
-                    let get = http::Method::GET;
-                    if let Ok(request) = build_request(&url, get, &target, &headers, &[], None) {
-                        let _ = client.run(&url, request, client.timeout);
-                    }
-                    client.ahead.warming.finished();
-                });
-            spawned.map_err(|_| self.ahead.warming.finished()).ok()
+                .spawn(get)
+                .ok()
+                .inspect(|_| self.warming.change(|n| *n += 1))
         };
-        (0..n).filter_map(warm_up).collect()
+        (0..n.min(MAX_IDLE)).filter_map(spawn).collect()
     }
 
     /// Sends one request and reads the whole (capped) answer. `time_left` bounds the request.
@@ -195,16 +186,15 @@ impl Client {
         time_left: Duration,
     ) -> Result<Answer, Error> {
         let url = self.shown_url(path);
-        if sensitive.is_empty() {
-            if let Some(opened) = self.ahead.take(&method, path, headers) {
-                if let Some(answer) = opened.send(body.unwrap_or_default(), time_left) {
-                    return read_answer(&url, answer.map_err(|e| classify(&url, e))?);
-                }
-            }
+        let post = method == http::Method::POST && sensitive.is_empty();
+        let opened = ahead::take(&self.ahead, path, post);
+        if let Some(answer) = opened.and_then(|o| o.send(body.unwrap_or_default(), time_left)) {
+            return read_answer(&url, answer.map_err(|e| classify(&url, e))?);
         }
         let target = format!("{}{}", self.base, path);
         let request = build_request(&url, method, &target, headers, sensitive, body)?;
-        self.ahead.warming.wait(time_left);
+        // The requests sent at once wait together, once: the count is cleared after a wait.
+        *self.warming.wait(WARM_WAIT.min(time_left), |n| *n > 0) = 0;
         self.run(&url, request, time_left)
     }
 
@@ -267,10 +257,7 @@ fn build_request<'b>(
     sensitive: &[(&str, &Secret)],
     body: Option<&'b [u8]>,
 ) -> Result<http::Request<&'b [u8]>, Error> {
-    let bad = |detail: String| Error::Protocol {
-        url: url.to_string(),
-        detail,
-    };
+    let bad = |detail: String| Error::Protocol(url.to_string(), detail);
     let mut builder = http::Request::builder().method(method).uri(target);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
@@ -293,14 +280,9 @@ fn build_request<'b>(
 /// The status, the headers we use and the whole body, which must not exceed `MAX_BODY`.
 fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<Answer, Error> {
     let status = response.status().as_u16();
-    let header = |name: &str| {
-        let value = response.headers().get(name)?.to_str().ok()?;
-        Some(value.to_string())
-    };
+    let header = |name: &str| Some(response.headers().get(name)?.to_str().ok()?.to_string());
     if (300..400).contains(&status) {
-        let target = header("location")
-            .map(|l| redirect_host(&l))
-            .unwrap_or_else(|| "(no location)".into());
+        let target = header("location").map_or("(no location)".into(), |l| redirect_host(&l));
         let url = url.to_string();
         return Err(Error::Redirect {
             url,
@@ -312,11 +294,7 @@ fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<An
     let content_type = header("content-type");
     let announced = response.body().content_length();
     if announced.is_some_and(|len| len > MAX_BODY) {
-        let url = url.to_string();
-        return Err(Error::TooLarge {
-            url,
-            limit: MAX_BODY,
-        });
+        return Err(Error::TooLarge(url.to_string(), MAX_BODY));
     }
     // One byte more than announced: the read that finds the end needs room too, and a full
     // buffer would be moved to a larger one.
@@ -325,10 +303,9 @@ fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<An
     // Beyond the limit, ureq's reader fails with BodyExceedsLimit: TooLarge.
     let mut reader = response.body_mut().with_config().limit(MAX_BODY).reader();
     untrusted::read_to_end_wiping(&mut reader, &mut bytes).map_err(|e| classify_io(url, e))?;
-    let body = if bytes.is_empty() {
-        Secret::default()
-    } else {
-        Secret::new(std::mem::take(&mut *bytes))
+    let body = match bytes.is_empty() {
+        true => Secret::default(),
+        false => Secret::new(std::mem::take(&mut *bytes)),
     };
     Ok(Answer {
         status,
@@ -338,23 +315,19 @@ fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<An
     })
 }
 
-fn load_roots(
-    ca_file: Option<&std::path::Path>,
-) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+fn load_roots(ca_file: Option<&std::path::Path>) -> Result<Vec<Certificate<'static>>, SetupError> {
     let (path, pem) = match ca_file {
-        Some(p) => (
-            p.display().to_string(),
-            crate::files::read_input(p, crate::config::MAX_CA_BYTES)
-                .map_err(|e| format!("ca_cert {e}"))?
-                .to_vec(),
-        ),
+        Some(p) => {
+            let pem = crate::files::read_input(p, crate::config::MAX_CA_BYTES);
+            (
+                p.display().to_string(),
+                pem.map_err(SetupError::CaCert)?.to_vec(),
+            )
+        }
         None => SYSTEM_CA_BUNDLES
             .iter()
             .find_map(|p| std::fs::read(p).ok().map(|b| (p.to_string(), b)))
-            .ok_or_else(|| {
-                "no system CA bundle found (install ca-certificates or set vault.ca_cert)"
-                    .to_string()
-            })?,
+            .ok_or(SetupError::NoSystemBundle)?,
     };
     let certs: Vec<_> = ureq::tls::parse_pem(&pem)
         .filter_map(|item| match item {
@@ -362,8 +335,8 @@ fn load_roots(
             _ => None,
         })
         .collect();
-    if certs.is_empty() {
-        return Err(format!("{path}: holds no PEM certificate"));
+    match certs.is_empty() {
+        true => Err(SetupError::NoCertificate(path)),
+        false => Ok(certs),
     }
-    Ok(certs)
 }

@@ -108,7 +108,7 @@ pub struct Vault {
 }
 
 impl Vault {
-    pub fn new(config: &VaultConfig) -> Result<Vault, String> {
+    pub fn new(config: &VaultConfig) -> Result<Vault, http::SetupError> {
         let tls = Tls {
             ca_file: config.ca_cert.as_deref(),
             server_name: config.tls_server_name.as_deref(),
@@ -134,9 +134,8 @@ impl Vault {
     /// `GET sys/health` (what Vault's own clients probe; whatever the answer, the connection
     /// is then in the pool).
     pub fn warm_up(&self, login: &str, connections: usize) {
-        let post = Method::POST;
-        self.client
-            .open_ahead(post, &format!("/v1/{login}"), &self.headers(true));
+        let login = format!("/v1/{login}");
+        self.client.open_ahead(&login, &self.headers(true));
         let others = connections.saturating_sub(1);
         drop(
             self.client

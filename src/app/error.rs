@@ -14,8 +14,8 @@ use std::fmt;
 pub enum Error {
     /// Checking the AWS_* variables iam would sign with (half-set is an error).
     CheckingEnvironment(iam::EnvError),
-    /// Setting up the Vault client (CA bundle, proxy).
-    PreparingVaultClient(String),
+    /// Setting up the Vault client (CA bundle, proxy, address).
+    PreparingVaultClient(crate::http::SetupError),
     /// Reading the instance from IMDS: session, identity, signed document, metadata, role
     /// credentials.
     ReadingInstance(imds::Error),
@@ -180,8 +180,8 @@ impl std::error::Error for Error {
             Error::ReadingSecret(e) | Error::RenderingFiles(e) => Some(e),
             Error::StartingThreads(e) => Some(e),
             Error::CommittingFiles(e) => Some(e),
-            Error::PreparingVaultClient(_)
-            | Error::FindingInstanceProfile(_)
+            Error::PreparingVaultClient(e) => Some(e),
+            Error::FindingInstanceProfile(_)
             | Error::FactNotOnInstance(..)
             | Error::WaitingForAnotherRun(_)
             | Error::Stopped { .. } => None,
@@ -209,9 +209,8 @@ mod tests {
     /// The chain from the step down to the HTTP exchange that failed.
     #[test]
     fn every_wrapper_gives_its_source() {
-        let timeout = crate::http::Error::Timeout {
-            url: "https://vault.example:8200/v1/auth/aws/login".into(),
-        };
+        let timeout =
+            crate::http::Error::Timeout("https://vault.example:8200/v1/auth/aws/login".into());
         let e = Error::LoggingIn(auth::Error::Unavailable(crate::vault::Error::Http(timeout)));
         let mut chain = Vec::new();
         let mut next: Option<&dyn std::error::Error> = Some(&e);

@@ -74,7 +74,7 @@ pub fn certificate_outputs(config: &Config, facts: &Facts) -> BTreeSet<PathBuf> 
 }
 
 /// Whether any secret may need fetching, known before IMDS is read (a template's facts are
-/// not known yet): decides whether the Vault connection is opened ahead.
+/// not known yet): decides whether the Vault connections are opened ahead.
 pub fn may_fetch(config: &Config, mode: Mode) -> bool {
     config.secrets.iter().any(|secret| {
         let boot_only = secret.boot_only && mode == Mode::Refresh;

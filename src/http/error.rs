@@ -1,37 +1,39 @@
-//! What can go wrong with one HTTP exchange, and how ureq's errors map to it.
+//! What can go wrong with one HTTP exchange, and how ureq's errors map to it; what can go wrong
+//! setting up a Vault client.
 
-use crate::untrusted;
+use crate::untrusted::one_line;
 use std::fmt;
+use std::io::ErrorKind;
 
-/// What went wrong with one HTTP exchange. `url` never carries credentials.
+/// What went wrong with one HTTP exchange; each names the URL (never with credentials).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// No connection, or it broke (refused, reset, DNS, truncated body): worth retrying.
-    Connect { url: String, detail: String },
+    Connect(String, String),
     /// No complete answer within the time allowed: worth retrying.
-    Timeout { url: String },
+    Timeout(String),
     /// The server's certificate could not be verified: retrying cannot help.
-    Tls { url: String, detail: String },
-    /// The answer is larger than the cap.
-    TooLarge { url: String, limit: u64 },
-    /// A 3xx: not followed.
+    Tls(String, String),
+    /// The answer is larger than the cap (bytes).
+    TooLarge(String, u64),
+    /// A 3xx: not followed. `target` is the host it pointed at.
     Redirect {
         url: String,
         status: u16,
         target: String,
     },
     /// The server does not speak HTTP as expected.
-    Protocol { url: String, detail: String },
+    Protocol(String, String),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Connect { url, detail } => write!(f, "{url}: {detail}"),
-            Error::Timeout { url } => write!(f, "{url}: no answer in time"),
-            Error::Tls { url, detail } => write!(f, "{url}: TLS: {detail}"),
-            Error::TooLarge { url, limit } => {
+            Error::Connect(url, detail) => write!(f, "{url}: {detail}"),
+            Error::Timeout(url) => write!(f, "{url}: no answer in time"),
+            Error::Tls(url, detail) => write!(f, "{url}: TLS: {detail}"),
+            Error::TooLarge(url, limit) => {
                 write!(f, "{url}: answer larger than {limit} bytes, refused")
             }
             Error::Redirect {
@@ -42,104 +44,109 @@ impl fmt::Display for Error {
                 f,
                 "{url}: answered {status} redirecting to {target:?}; redirects are not followed"
             ),
-            Error::Protocol { url, detail } => write!(f, "{url}: bad HTTP answer: {detail}"),
+            Error::Protocol(url, detail) => write!(f, "{url}: bad HTTP answer: {detail}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
 
-/// Only the host of a redirect target is named: its path or query might carry anything.
-pub(super) fn redirect_host(location: &str) -> String {
-    let rest = location.split_once("://").map(|x| x.1).unwrap_or(location);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority.rsplit_once('@').map(|x| x.1).unwrap_or(authority);
-    if host.is_empty() {
-        "(same host)".into()
-    } else {
-        untrusted::one_line(host, 255)
+/// Why a Vault client could not be set up; each names the configuration key at fault.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// `vault.proxy` is refused by ureq (its URL is not repeated: it may hold a password).
+    Proxy(ureq::Error),
+    /// `vault.ca_cert` could not be read, or is not a root-owned file.
+    CaCert(crate::files::Error),
+    /// No `vault.ca_cert`, and none of the system CA bundles exists.
+    NoSystemBundle,
+    /// This bundle holds no PEM certificate.
+    NoCertificate(String),
+    /// `vault.address` does not parse as a URI (with `vault.tls_server_name`).
+    Address(String, ureq::http::uri::InvalidUri),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Proxy(e) => write!(f, "vault.proxy: {e}"),
+            SetupError::CaCert(e) => write!(f, "vault.ca_cert: {e}"),
+            SetupError::NoSystemBundle => f.write_str(
+                "no system CA bundle found (install ca-certificates or set vault.ca_cert)",
+            ),
+            SetupError::NoCertificate(path) => write!(f, "{path}: holds no PEM certificate"),
+            SetupError::Address(address, e) => write!(f, "vault.address {address:?}: {e}"),
+        }
     }
 }
 
-pub(super) fn classify(url: &str, e: ureq::Error) -> Error {
-    let url = url.to_string();
-    match e {
-        ureq::Error::Timeout(_) => Error::Timeout { url },
-        ureq::Error::Io(io) => classify_io(&url, io),
-        ureq::Error::HostNotFound => Error::Connect {
-            url,
-            detail: "host not found".into(),
-        },
-        ureq::Error::ConnectionFailed => Error::Connect {
-            url,
-            detail: "connection failed".into(),
-        },
-        ureq::Error::Rustls(tls) => classify_tls(&url, &tls),
-        ureq::Error::Tls(detail) => Error::Tls {
-            url,
-            detail: untrusted::one_line(detail, MAX_DETAIL),
-        },
-        ureq::Error::BodyExceedsLimit(limit) => Error::TooLarge { url, limit },
-        ureq::Error::LargeResponseHeader(_, limit) => Error::TooLarge {
-            url,
-            limit: limit as u64,
-        },
-        // The protocol errors may quote what the server sent (a bad header, a status line).
-        other => Error::Protocol {
-            url,
-            detail: untrusted::one_line(&other.to_string(), MAX_DETAIL),
-        },
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SetupError::Proxy(e) => Some(e),
+            SetupError::CaCert(e) => Some(e),
+            SetupError::Address(_, e) => Some(e),
+            SetupError::NoSystemBundle | SetupError::NoCertificate(_) => None,
+        }
+    }
+}
+
+/// Only the host of a redirect target is named: its path or query might carry anything.
+pub(super) fn redirect_host(location: &str) -> String {
+    let rest = location.split_once("://").map_or(location, |x| x.1);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    match authority.rsplit_once('@').map_or(authority, |x| x.1) {
+        "" => "(same host)".into(),
+        host => one_line(host, 255),
     }
 }
 
 /// Longest piece of an error text that may come from the server.
 const MAX_DETAIL: usize = 200;
 
+pub(super) fn classify(url: &str, e: ureq::Error) -> Error {
+    let (url, detail) = (url.to_string(), one_line(&e.to_string(), MAX_DETAIL));
+    match e {
+        ureq::Error::Timeout(_) => Error::Timeout(url),
+        ureq::Error::Io(io) => classify_io(&url, io),
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => Error::Connect(url, detail),
+        ureq::Error::Rustls(tls) => classify_tls(url, &tls),
+        ureq::Error::Tls(_) => Error::Tls(url, detail),
+        ureq::Error::BodyExceedsLimit(limit) => Error::TooLarge(url, limit),
+        ureq::Error::LargeResponseHeader(_, limit) => Error::TooLarge(url, limit as u64),
+        // The protocol errors may quote what the server sent (a bad header, a status line).
+        _ => Error::Protocol(url, detail),
+    }
+}
+
 /// Certificate problems are final; other TLS failures may be a server restarting.
-fn classify_tls(url: &str, tls: &rustls::Error) -> Error {
+fn classify_tls(url: String, tls: &rustls::Error) -> Error {
+    let detail = one_line(&tls.to_string(), MAX_DETAIL);
     match tls {
         rustls::Error::InvalidCertificate(_)
         | rustls::Error::NoCertificatesPresented
         | rustls::Error::InvalidCertRevocationList(_)
-        | rustls::Error::UnsupportedNameType => Error::Tls {
-            url: url.into(),
-            detail: untrusted::one_line(&tls.to_string(), MAX_DETAIL),
-        },
-        other => Error::Connect {
-            url: url.into(),
-            detail: format!(
-                "TLS: {}",
-                untrusted::one_line(&other.to_string(), MAX_DETAIL)
-            ),
-        },
+        | rustls::Error::UnsupportedNameType => Error::Tls(url, detail),
+        _ => Error::Connect(url, format!("TLS: {detail}")),
     }
 }
 
 pub(super) fn classify_io(url: &str, e: std::io::Error) -> Error {
-    // rustls reports handshake failures through io::Error.
-    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+    let (url, inner) = (url.to_string(), e.get_ref());
+    // rustls reports handshake failures through io::Error; ureq wraps its own errors (timeouts,
+    // limits) into io::Error when a body is read.
+    if let Some(tls) = inner.and_then(|i| i.downcast_ref::<rustls::Error>()) {
         return classify_tls(url, tls);
     }
-    // ureq wraps its own errors (timeouts, limits) into io::Error when a body is read.
-    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
-        match inner {
-            ureq::Error::Timeout(_) => return Error::Timeout { url: url.into() },
-            ureq::Error::BodyExceedsLimit(l) => {
-                return Error::TooLarge {
-                    url: url.into(),
-                    limit: *l,
-                }
-            }
-            _ => {}
+    match (
+        inner.and_then(|i| i.downcast_ref::<ureq::Error>()),
+        e.kind(),
+    ) {
+        (Some(ureq::Error::BodyExceedsLimit(limit)), _) => Error::TooLarge(url, *limit),
+        (Some(ureq::Error::Timeout(_)), _) | (_, ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+            Error::Timeout(url)
         }
-    }
-    match e.kind() {
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-            Error::Timeout { url: url.into() }
-        }
-        kind => Error::Connect {
-            url: url.into(),
-            detail: format!("connection error ({kind})"),
-        },
+        (_, kind) => Error::Connect(url, format!("connection error ({kind})")),
     }
 }

@@ -8,6 +8,7 @@
 //! and a host name whose lookup thread cannot be started is looked up on the request's thread.
 //! `Agent::with_parts` also wants a connector: ureq's own `DefaultConnector`, unchanged.
 
+use super::SetupError;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
 use ureq::http::Uri;
@@ -32,13 +33,16 @@ pub(super) struct Resolve {
 
 impl Resolve {
     /// The resolver, and the base URL requests are sent to.
-    pub(super) fn pinned(base: &str, name: &str) -> Result<(Resolve, String), String> {
+    pub(super) fn pinned(base: &str, name: &str) -> Result<(Resolve, String), SetupError> {
         let address: Uri = base
             .parse()
-            .map_err(|e| format!("vault address {base:?}: {e}"))?;
-        let https = address.scheme_str() == Some("https");
-        let port = address.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let target = format!("{}://{name}:{port}", if https { "https" } else { "http" });
+            .map_err(|e| SetupError::Address(base.into(), e))?;
+        let (scheme, port) = match address.scheme_str() {
+            Some("https") => ("https", 443),
+            _ => ("http", 80),
+        };
+        let port = address.port_u16().unwrap_or(port);
+        let target = format!("{scheme}://{name}:{port}");
         let pinned = Some((name.to_string(), port, address));
         Ok((Resolve { pinned }, target))
     }
@@ -78,13 +82,9 @@ fn lookup(
         Err(_) => on_a_thread(host_port, timeout)?,
     };
     let mut addrs = DefaultResolver::default().empty();
-    for addr in config
-        .ip_family()
-        .keep_wanted(found.into_iter())
-        .take(MAX_ADDRS)
-    {
-        addrs.push(addr);
-    }
+    let family = config.ip_family();
+    let wanted = family.keep_wanted(found.into_iter()).take(MAX_ADDRS);
+    wanted.for_each(|addr| addrs.push(addr));
     if addrs.is_empty() {
         return Err(ureq::Error::HostNotFound);
     }

@@ -81,7 +81,7 @@ fn a_request_waits_for_the_warm_up() {
 #[test]
 fn the_request_opened_ahead_is_completed_by_send() {
     let (vault, client, _dir) = vault_and_client(Duration::ZERO);
-    client.open_ahead(http::Method::POST, LOGIN, &HEADERS);
+    client.open_ahead(LOGIN, &HEADERS);
     let control = vault.control();
     let connected = std::time::Instant::now() + Duration::from_secs(10);
     while control.connections() == 0 && std::time::Instant::now() < connected {
@@ -118,7 +118,7 @@ fn a_request_opened_ahead_and_given_up_is_sent_anew() {
         timeout: Duration::from_millis(400),
         ..client
     };
-    client.open_ahead(http::Method::POST, LOGIN, &HEADERS);
+    client.open_ahead(LOGIN, &HEADERS);
     let control = vault.control();
     // The simulator records the request when the client gives it up.
     assert_eq!(control.wait_for_requests(1, Duration::from_secs(10)), 1);
@@ -134,7 +134,7 @@ fn a_failed_warm_up_is_silent() {
     let (vault, client, _dir) = vault_and_client(Duration::ZERO);
     let url = vault.url();
     drop(vault);
-    client.open_ahead(http::Method::POST, LOGIN, &HEADERS);
+    client.open_ahead(LOGIN, &HEADERS);
     for h in client.warm_up("/v1/sys/health", &[], 2) {
         h.join().unwrap();
     }
@@ -152,9 +152,38 @@ fn a_failed_warm_up_is_silent() {
             .unwrap()
     };
     for err in [post(LOGIN), post("/v1/sys/health")] {
-        assert!(matches!(err, Error::Connect { .. }), "{err}");
+        assert!(matches!(err, Error::Connect(..)), "{err}");
         assert!(err.to_string().starts_with(&url), "{err}");
     }
+}
+
+/// A client that cannot be set up says which key is at fault, in a type the caller can match:
+/// a `ca_cert` that cannot be read, and one that holds no certificate, named by its path.
+#[test]
+fn a_client_that_cannot_be_set_up_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = |ca: &std::path::Path| {
+        let tls = Tls {
+            ca_file: Some(ca),
+            server_name: None,
+        };
+        Client::vault("https://127.0.0.1:8200", &tls, None, Duration::from_secs(5)).err()
+    };
+    let missing = dir.path().join("missing.pem");
+    let e = vault(&missing).unwrap();
+    assert!(matches!(e, SetupError::CaCert(_)), "{e:?}");
+    assert!(e.to_string().starts_with("vault.ca_cert: "), "{e}");
+    assert!(std::error::Error::source(&e).is_some());
+
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate here\n").unwrap();
+    let e = vault(&empty).unwrap();
+    let shown = empty.display().to_string();
+    assert!(
+        matches!(&e, SetupError::NoCertificate(p) if *p == shown),
+        "{e:?}"
+    );
+    assert_eq!(e.to_string(), format!("{shown}: holds no PEM certificate"));
 }
 
 #[test]
