@@ -6,8 +6,9 @@
 #   source tests/lib/cargo-tools.sh
 #   ensure_cargo_tools || exit 2
 #
-# Measured on a 2-core machine shared with other builds (load 3-4): cargo-auditable 25 s,
-# cargo-cyclonedx and cargo-deny: see CARGO_TOOLS below.
+# Build times measured on a 2-core machine shared with other builds: cargo-auditable 25 s
+# (load 3), cargo-cyclonedx 884 s (load 3 rising to 25), cargo-deny 2,787 s (load 15-60);
+# on an idle machine they take a fraction of that, and only once per machine.
 
 # CRATE VERSION, one per line: what dist/release.sh and the licence check run.
 #   cargo-auditable: the dependency list embedded in the binary (what syft and trivy read)
