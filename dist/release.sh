@@ -4,8 +4,13 @@
 #   vaultboot-VERSION-ARCH-linux.tar.gz   ARCH = x86_64 | arm64 (EC2's names)
 #   vaultboot_VERSION_DEBARCH.deb         DEBARCH = amd64 | arm64
 #   vaultboot-VERSION-1.RPMARCH.rpm       RPMARCH = x86_64 | aarch64
+#   vaultboot-VERSION-ARCH.cdx.json       the binary's SBOM (CycloneDX 1.5 JSON: every crate
+#                                         linked into it, version, licence, sha256)
+#   vaultboot-VERSION.intoto.json         the provenance: an in-toto statement, SLSA v1
+#                                         predicate, over every file above (dist/provenance.py)
 #   SHA256SUMS                            over all of the above
-#   SHA256SUMS.minisig                    when VAULTBOOT_MINISIGN_KEY is set
+#   SHA256SUMS.minisig, vaultboot-VERSION.intoto.json.minisig
+#                                         when VAULTBOOT_MINISIGN_KEY is set
 #
 # usage: dist/release.sh VERSION [OUTDIR]
 #   VERSION  Cargo.toml's version, optionally followed by ~PRERELEASE or +BUILD
@@ -22,6 +27,9 @@
 #   VAULTBOOT_MINISIGN_KEY  a minisign secret key: signs SHA256SUMS (minisign
 #                           asks for its password on the terminal, if it has one)
 #   VAULTBOOT_MAINTAINER    the packages' maintainer ("Name <address>")
+#   VAULTBOOT_COMMIT        the commit the provenance names (default: git rev-parse HEAD;
+#                           a copy without .git must set it)
+#   VAULTBOOT_BUILDER_ID    the provenance's builder id (default: urn:vaultboot:builder:dist-release-sh)
 #
 # Reproducible: the same commit gives byte-identical binaries, tarballs and
 # packages, wherever it is checked out and whatever CARGO_TARGET_DIR is
@@ -35,7 +43,9 @@
 # aarch64-unknown-linux-musl, musl-tools, gcc-aarch64-linux-gnu, dpkg-dev's
 # dpkg-deb (dpkg), rpm (rpmbuild), qemu-user-static (to run the arm64 binary
 # once on an x86_64 host), lowdown (the man pages: dist/man.sh), minisign (to
-# sign). tests/run-all.sh installs them.
+# sign), python3 (the provenance), cargo-cyclonedx and cargo-auditable (cargo
+# install --locked: tests/lib/cargo-tools.sh pins their versions).
+# tests/run-all.sh installs them.
 set -euo pipefail
 umask 022
 export LC_ALL=C TZ=UTC
@@ -82,6 +92,9 @@ if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
     fi
 fi
 [[ $SOURCE_DATE_EPOCH =~ ^[0-9]+$ ]] || die "SOURCE_DATE_EPOCH is not a number: $SOURCE_DATE_EPOCH"
+commit=${VAULTBOOT_COMMIT:-$(git -C "$repo" rev-parse HEAD 2>/dev/null)} ||
+    die "not a git checkout: set VAULTBOOT_COMMIT (the commit this source is)"
+[[ $commit =~ ^[0-9a-f]{40}$ ]] || die "VAULTBOOT_COMMIT is not a 40-digit commit: $commit"
 export SOURCE_DATE_EPOCH
 maintainer=${VAULTBOOT_MAINTAINER:-vaultboot maintainers <vaultboot@example.com>}
 arches=${VAULTBOOT_ARCHES:-x86_64 arm64}
@@ -95,6 +108,11 @@ need rpmbuild rpm
 need sha256sum coreutils
 need gzip gzip
 need lowdown lowdown
+need python3 python3
+cargo cyclonedx --version >/dev/null 2>&1 ||
+    die "cargo cyclonedx not found (cargo install --locked cargo-cyclonedx: tests/lib/cargo-tools.sh)"
+cargo auditable --version >/dev/null 2>&1 ||
+    die "cargo auditable not found (cargo install --locked cargo-auditable: tests/lib/cargo-tools.sh)"
 tar --sort=name --version >/dev/null 2>&1 || die "GNU tar >= 1.28 needed (--sort=name)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vaultboot-release.XXXXXX")
@@ -151,7 +169,9 @@ build() { # build ARCH: the static binary, path printed
             ;;
     esac
     say "building $triple" >&2
-    env "${env[@]}" cargo build --release --locked --target "$triple" --bin vaultboot >&2 ||
+    # cargo auditable: the binary carries its dependency list (section .dep-v0, compressed
+    # JSON, about 1 KB), which syft, trivy and `cargo audit bin` read from the binary itself.
+    env "${env[@]}" cargo auditable build --release --locked --target "$triple" --bin vaultboot >&2 ||
         die "cargo build for $triple failed"
     echo "$target_dir/$triple/release/vaultboot"
 }
@@ -361,6 +381,74 @@ make_rpm() { # make_rpm ARCH BINARY
     say "built vaultboot-$version-1.$rpmarch.rpm"
 }
 
+# make_sbom ARCH: vaultboot-VERSION-ARCH.cdx.json, by cargo-cyclonedx for that target: every
+# crate the binary is built from (Cargo.lock's resolution, dev-dependencies left out), its
+# version, licence, crates.io sha256 (from Cargo.lock) and package URL; the crates only the
+# build runs (cc for ring's C code, ...) are listed with scope "excluded". With
+# SOURCE_DATE_EPOCH set, the tool writes it as the timestamp and leaves out the random serial
+# number (CycloneDX makes it optional): the document is reproducible.
+make_sbom() {
+    local arch=$1 triple name="vaultboot-$version-$1.cdx.json" tmp=".release-sbom-$1"
+    triple=$(triple_of "$arch")
+    # The tool writes next to each workspace member's Cargo.toml (there is no output path).
+    rm -f "$tmp.json" "sim/$tmp.json"
+    cargo cyclonedx --quiet --format json --spec-version 1.5 --target "$triple" \
+        --override-filename "$tmp" >&2 || die "cargo cyclonedx for $triple failed"
+    [ -s "$tmp.json" ] || die "cargo cyclonedx wrote no $tmp.json"
+    rm -f "sim/$tmp.json"
+    # Its bom-refs are cargo's package ids, which name the checkout's path, and spell the root
+    # package path+file:///DIR#0.1.0 when DIR is called vaultboot, DIR#vaultboot@0.1.0 otherwise:
+    # written as path+file:///vaultboot#vaultboot@V (the path as remapped in the binary), so
+    # that the document is the same wherever the source was checked out. Nothing else changes.
+    python3 -c 'import re, sys
+sys.stdout.write(re.sub("path\\+file://" + re.escape(sys.argv[1]) + "#(vaultboot@)?",
+                        "path+file:///vaultboot#vaultboot@", sys.stdin.read()))' \
+        "$repo" <"$tmp.json" >"$work/$name" || die "could not write $name"
+    rm -f "$tmp.json"
+    grep -qF "file://$repo/" "$work/$name" && die "$name names a path inside the checkout $repo"
+    install -m 0644 "$work/$name" "$out/$name"
+    say "SBOM: $name"
+}
+
+# sign FILE COMMENT: FILE.minisig, with a fixed trusted comment (minisign's default carries the
+# signing time: not reproducible).
+sign() {
+    minisign -S -s "$VAULTBOOT_MINISIGN_KEY" -m "$out/$1" -x "$out/$1.minisig" -t "$2" >/dev/null ||
+        die "minisign could not sign $1"
+    say "signed: $1.minisig"
+}
+
+# tool_versions: "NAME<TAB>its --version line" for what made the artifacts (the provenance's
+# resolvedDependencies). Only versions: no path of this machine.
+tool_versions() {
+    local host gcc_ld
+    host=$(rustc -vV | sed -n 's/^host: //p')
+    gcc_ld="$(rustc --print sysroot)/lib/rustlib/$host/bin/gcc-ld"
+    printf 'rustc\t%s\n' "$(rustc --version)"
+    printf 'cargo\t%s\n' "$(cargo --version)"
+    printf 'rust-lld\t%s\n' "$("$gcc_ld/ld.lld" --version | head -n 1 | sed 's/ (\/[^)]*)//')"
+    case " $arches " in *" x86_64 "*) printf 'musl-gcc\t%s\n' "$(musl-gcc --version | head -n 1)" ;; esac
+    case " $arches " in *" arm64 "*) printf 'aarch64-linux-gnu-gcc\t%s\n' "$(aarch64-linux-gnu-gcc --version | head -n 1)" ;; esac
+    printf 'cargo-auditable\t%s\n' "$(cargo install --list | sed -n 's/^cargo-auditable v\(.*\):$/cargo-auditable \1/p')"
+    printf 'cargo-cyclonedx\t%s\n' "$(cargo cyclonedx --version)"
+    printf 'dpkg-deb\t%s\n' "$(dpkg-deb --version | head -n 1)"
+    printf 'rpmbuild\t%s\n' "$(rpmbuild --version)"
+    printf 'tar\t%s\n' "$(tar --version | head -n 1)"
+    printf 'gzip\t%s\n' "$(gzip --version | head -n 1)"
+}
+
+# make_provenance: vaultboot-VERSION.intoto.json over every artifact (dist/provenance.py).
+make_provenance() {
+    local name="vaultboot-$version.intoto.json" artifacts=()
+    tool_versions >"$work/tools" || die "could not ask the tools for their versions"
+    mapfile -t artifacts < <(cd "$out" && ls -- vaultboot-*.tar.gz vaultboot_*.deb vaultboot-*.rpm vaultboot-*.cdx.json)
+    VAULTBOOT_VERSION=$version VAULTBOOT_COMMIT=$commit VAULTBOOT_ARCHES=$arches \
+        VAULTBOOT_CARGO_LOCK_SHA256=$(sha256sum <Cargo.lock | cut -d' ' -f1) \
+        python3 dist/provenance.py "$out" "$work/tools" "${artifacts[@]}" >"$out/$name" ||
+        die "dist/provenance.py could not write the provenance"
+    say "provenance: $name (${#artifacts[@]} subjects, commit $commit)"
+}
+
 say "vaultboot $version for: $arches (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH, $(date -u -d "@$SOURCE_DATE_EPOCH" +%FT%TZ))"
 make_man
 for arch in $arches; do
@@ -374,16 +462,17 @@ for arch in $arches; do
     make_tarball "$arch" "$bin"
     make_deb "$arch" "$bin"
     make_rpm "$arch" "$bin"
+    make_sbom "$arch"
 done
 
-(cd "$out" && sha256sum -- vaultboot-*.tar.gz vaultboot_*.deb vaultboot-*.rpm >SHA256SUMS)
+make_provenance
+(cd "$out" && sha256sum -- vaultboot-*.tar.gz vaultboot_*.deb vaultboot-*.rpm vaultboot-*.cdx.json \
+    "vaultboot-$version.intoto.json" >SHA256SUMS)
 say "SHA256SUMS over $(wc -l <"$out/SHA256SUMS") files"
 if [ -n "${VAULTBOOT_MINISIGN_KEY:-}" ]; then
     need minisign minisign
-    # A fixed trusted comment (minisign's default carries the signing time).
-    minisign -S -s "$VAULTBOOT_MINISIGN_KEY" -m "$out/SHA256SUMS" -x "$out/SHA256SUMS.minisig" \
-        -t "vaultboot $version SHA256SUMS" >/dev/null || die "minisign could not sign SHA256SUMS"
-    say "signed: SHA256SUMS.minisig"
+    sign SHA256SUMS "vaultboot $version SHA256SUMS"
+    sign "vaultboot-$version.intoto.json" "vaultboot $version provenance"
 fi
 touch -d "@$SOURCE_DATE_EPOCH" "$out"/*
 say "release $version in $out:"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test of vaultboot, from a fresh clone on Debian 12: installs what is missing (as root),
-# then lint, unit and integration tests (real binary against the simulators, real TLS), the
+# then lint, the licence policy, unit and integration tests (real binary against the simulators, real TLS), the
 # release (x86_64 and arm64 binaries, tarballs, .deb, .rpm, signed SHA256SUMS) and its checks,
 # the integration tests again against the arm64 binary under qemu-user, a second release
 # compared byte for byte, the packaging checks, the VM boot test and the .deb's life in a
@@ -40,6 +40,12 @@ require man-db man --version
 require man-db lexgrog --version
 require zstd zstd --version
 require debootstrap debootstrap --version
+# The provenance's check runs README's verification command (jq).
+require jq jq --version
+# The cargo subcommands (SBOM, dependency list in the binary, licence policy): built from
+# crates.io at pinned versions into ~/.cargo/bin, kept for later runs (tests/lib/cargo-tools.sh).
+# shellcheck source=tests/lib/cargo-tools.sh
+. tests/lib/cargo-tools.sh
 
 install_missing() {
     ensure_required "the test stages" || exit 2
@@ -52,6 +58,7 @@ install_missing() {
     done
     cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
     cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+    ensure_cargo_tools || exit 2
 }
 
 passed=0
@@ -209,6 +216,8 @@ deb_lifecycle() {
 install_missing
 stage "format" cargo fmt --all -- --check
 stage "clippy" cargo clippy --locked --workspace --all-targets -- -D warnings
+# deny.toml: allowed licences (and why), banned crates; no advisory database is fetched.
+stage "licence policy (cargo deny check licenses bans)" cargo deny --locked check licenses bans
 stage "unit and integration tests" cargo test --locked --workspace
 # The 100-agent fleet (tests/fleet.rs) is a load test: it times the machine, so it runs alone.
 stage "fleet of 100 agents (load test)" cargo test --locked --test fleet -- --ignored --exact \

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Checks a release made by dist/release.sh, with the real tools:
-#   - SHA256SUMS covers exactly the six artifacts and verifies; a changed byte fails it;
-#     with a minisign public key: the signature verifies, a changed SHA256SUMS fails it
+#   - SHA256SUMS covers exactly the six artifacts, the two SBOMs and the provenance, and
+#     verifies; a changed byte fails it; with a minisign public key: the signature verifies,
+#     a changed SHA256SUMS fails it
+#   - the provenance (tests/packaging/check_provenance.py): an in-toto statement with a SLSA v1
+#     predicate whose subjects are every artifact with its sha256, naming this checkout's
+#     commit; README's verification command accepts it; its signature verifies, a changed
+#     statement fails it
+#   - per architecture, the SBOM (tests/packaging/check_sbom.py): every crate the binary
+#     links (its embedded cargo auditable list) with version, licence, Cargo.lock's sha256
 #   - per architecture, the binary (from the tarball): static-pie (loaded at a random
 #     address), the right ELF machine, at most 2,200,000 bytes on x86_64 and 1,900,000 on
 #     arm64, `--version` and `check` run (arm64 under qemu-aarch64-static);
@@ -45,12 +52,15 @@ runner_for() {
 expected_files=$(printf '%s\n' \
     "vaultboot-$version-x86_64-linux.tar.gz" "vaultboot-$version-arm64-linux.tar.gz" \
     "vaultboot_${version}_amd64.deb" "vaultboot_${version}_arm64.deb" \
-    "vaultboot-$version-1.x86_64.rpm" "vaultboot-$version-1.aarch64.rpm" | sort)
+    "vaultboot-$version-1.x86_64.rpm" "vaultboot-$version-1.aarch64.rpm" \
+    "vaultboot-$version-x86_64.cdx.json" "vaultboot-$version-arm64.cdx.json" \
+    "vaultboot-$version.intoto.json" | sort)
 listed=$(awk '{ print $2 }' "$out/SHA256SUMS" 2>/dev/null | sort)
 if [ "$listed" = "$expected_files" ]; then
-    ok "SHA256SUMS lists exactly the six artifacts"
+    ok "SHA256SUMS lists exactly the six artifacts, the two SBOMs and the provenance"
 else
-    bad "SHA256SUMS lists exactly the six artifacts" "$(diff <(echo "$expected_files") <(echo "$listed"))"
+    bad "SHA256SUMS lists exactly the six artifacts, the two SBOMs and the provenance" \
+        "$(diff <(echo "$expected_files") <(echo "$listed"))"
 fi
 check "sha256sum -c SHA256SUMS" sh -c "cd '$out' && sha256sum --strict -c SHA256SUMS"
 # The tamper check verifies exactly one file, the .deb, with its own line of SHA256SUMS (not
@@ -86,6 +96,30 @@ if [ -n "$pubkey" ]; then
         bad "a changed SHA256SUMS fails minisign -V"
     else
         ok "a changed SHA256SUMS fails minisign -V"
+    fi
+fi
+
+# --- provenance ------------------------------------------------------------------------------
+statement=vaultboot-$version.intoto.json
+check "provenance: $statement (tests/packaging/check_provenance.py)" \
+    python3 "$here/check_provenance.py" "$out" "$version" "$(git -C "$repo" rev-parse HEAD)"
+# README's command, as written there: every subject's sha256 against the file beside it.
+verified=$(cd "$out" && jq -r '.subject[] | "\(.digest.sha256)  \(.name)"' "$statement" | sha256sum --strict -c 2>&1)
+verified_rc=$?
+if [ "$verified_rc" -eq 0 ] && [ "$(printf '%s\n' "$verified" | grep -c ': OK$')" -eq 8 ]; then
+    ok "README's jq | sha256sum -c verifies the 8 subjects"
+else
+    bad "README's jq | sha256sum -c verifies the 8 subjects" "exit $verified_rc: $verified"
+fi
+if [ -n "$pubkey" ]; then
+    check "minisign -V: $statement.minisig verifies with the public key" \
+        minisign -Vm "$out/$statement" -x "$out/$statement.minisig" -p "$pubkey"
+    sed 's/"sha256": "./"sha256": "0/' "$out/$statement" >"$work/$statement"
+    if ! cmp -s "$out/$statement" "$work/$statement" &&
+        ! minisign -Vm "$work/$statement" -x "$out/$statement.minisig" -p "$pubkey" >/dev/null 2>&1; then
+        ok "a changed provenance fails minisign -V"
+    else
+        bad "a changed provenance fails minisign -V"
     fi
 fi
 
@@ -178,6 +212,8 @@ for arch in x86_64 arm64; do
     else
         bad "$arch binary: $size bytes (limit $max_bytes)"
     fi
+    check "$arch SBOM: vaultboot-$version-$arch.cdx.json lists what the binary links (check_sbom.py)" \
+        python3 "$here/check_sbom.py" "$out/vaultboot-$version-$arch.cdx.json" "$repo/Cargo.lock" "$bin"
     # shellcheck disable=SC2086 # $runner is empty or one word
     check "$arch binary runs${runner:+ under $runner}: --version" $runner "$bin" --version
     # shellcheck disable=SC2086

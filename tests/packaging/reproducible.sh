@@ -3,7 +3,8 @@
 # checkout in another directory (another path length too), with its own empty
 # CARGO_TARGET_DIR, and compares every artifact byte for byte with a first build: the
 # binaries (also extracted from both tarballs), the tarballs, the .deb and .rpm packages,
-# SHA256SUMS and, when VAULTBOOT_MINISIGN_KEY is set for both, its signature. On a
+# the SBOMs, the provenance, SHA256SUMS and, when VAULTBOOT_MINISIGN_KEY is set for both, the
+# signatures. On a
 # difference it shows where (tar listings, dpkg-deb and rpm headers).
 #
 # usage: tests/packaging/reproducible.sh FIRST_OUTDIR VERSION
@@ -28,6 +29,9 @@ if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
     }
 fi
 export SOURCE_DATE_EPOCH
+# The copy has no .git: the provenance's commit is this checkout's.
+VAULTBOOT_COMMIT=${VAULTBOOT_COMMIT:-$(git rev-parse HEAD)} || exit 2
+export VAULTBOOT_COMMIT
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vaultboot-repro.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM

@@ -249,7 +249,7 @@ if need shellcheck shellcheck; then
     # the release script and its checks
     for f in tests/boot/run.sh tests/boot/guest/boottest-report tests/run-all.sh tests/lib/deps.sh \
         dist/release.sh dist/man.sh tests/packaging/check-release.sh tests/packaging/reproducible.sh \
-        tests/packaging/deb-lifecycle.sh tests/packaging/man-pages.sh tests/lib/checks.sh; do
+        tests/packaging/deb-lifecycle.sh tests/packaging/man-pages.sh tests/lib/checks.sh tests/lib/cargo-tools.sh; do
         check "shellcheck $f" shellcheck -x "$f"
     done
 fi

@@ -1,0 +1,42 @@
+# shellcheck shell=bash
+# The cargo subcommands that the release and the checks need, at pinned versions, built from
+# crates.io with `cargo install --locked` into cargo's own bin directory (~/.cargo/bin), where a
+# later run finds them: a tool already installed there at its pinned version is not built again.
+#
+#   source tests/lib/cargo-tools.sh
+#   ensure_cargo_tools || exit 2
+#
+# Build times measured on a 2-core machine shared with other builds: cargo-auditable 25 s
+# (load 3), cargo-cyclonedx 884 s (load 3 rising to 25), cargo-deny 2,787 s (load 15-60);
+# on an idle machine they take a fraction of that, and only once per machine.
+
+# CRATE VERSION, one per line: what dist/release.sh and the licence check run.
+#   cargo-auditable: the dependency list embedded in the binary (what syft and trivy read)
+#   cargo-cyclonedx: the release's SBOM (CycloneDX JSON per architecture)
+#   cargo-deny:      the licence and bans policy (deny.toml)
+CARGO_TOOLS="cargo-auditable 0.7.7
+cargo-cyclonedx 0.5.9
+cargo-deny 0.20.2"
+
+# cargo_tool_installed CRATE VERSION: 0 when cargo install put that version in and it runs.
+cargo_tool_installed() {
+    cargo install --list 2>/dev/null | grep -qx "$1 v$2:" &&
+        cargo "${1#cargo-}" --version >/dev/null 2>&1 </dev/null
+}
+
+ensure_cargo_tools() {
+    local crate version start
+    while read -r crate version; do
+        if cargo_tool_installed "$crate" "$version"; then
+            printf 'cargo-tools: %s %s is installed\n' "$crate" "$version"
+            continue
+        fi
+        start=$SECONDS
+        printf 'cargo-tools: cargo install --locked %s --version %s\n' "$crate" "$version"
+        cargo install --locked --quiet --force "$crate" --version "$version" || {
+            echo "cargo-tools: cargo install $crate $version failed" >&2
+            return 1
+        }
+        printf 'cargo-tools: %s %s installed in %s s\n' "$crate" "$version" "$((SECONDS - start))"
+    done <<<"$CARGO_TOOLS"
+}
