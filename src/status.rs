@@ -30,6 +30,9 @@ pub enum OutputState {
 pub struct OutputStatus {
     pub path: PathBuf,
     pub secret: String,
+    /// A `[[secret.credential]]`'s name (absent for a file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     pub state: OutputState,
     /// Why it was skipped, e.g. `certificate valid until 2026-12-31T00:00:00Z`, or why a new
     /// certificate was issued for it, e.g. `the certificate in … was not issued by

@@ -20,6 +20,8 @@ role = "web"
 
 [status]
 
+[outputs]
+
 [[secret]]
 name = "s"
 path = "secret/data/s"
@@ -27,6 +29,10 @@ path = "secret/data/s"
   [[secret.file]]
   path = "/etc/s/value"
   fields = ["v"]
+
+  [[secret.credential]]
+  name = "c"
+  fields = ["w"]
 "#;
 
 fn reference() -> String {
@@ -73,6 +79,8 @@ fn every_key_is_in_the_reference() {
         ("[status]", "## `[status]`"),
         ("path = \"secret/data/s\"", "## `[[secret]]`"),
         ("fields = [\"v\"]", "## `[[secret.file]]`"),
+        ("fields = [\"w\"]", "## `[[secret.credential]]`"),
+        ("[outputs]", "## `[outputs]`"),
     ] {
         let part = section(&doc, heading);
         for key in accepted_keys(marker) {
@@ -109,7 +117,7 @@ fn every_section_template_and_format_is_in_the_reference() {
         );
     }
     let e = parse(
-        // The last table of BASE is its [[secret.file]].
+        // The last table of BASE is its [[secret.credential]] (formats as for files).
         &format!("{BASE}  format = \"zzz\"\n"),
         Path::new("/t.toml"),
     )

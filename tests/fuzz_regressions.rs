@@ -83,6 +83,7 @@ fn floats_from_vault_are_written_exactly() {
         mode: 0o600,
         owner: vaultboot::fuzzing::config::Ids { uid: 0, gid: 0 },
         on_change: None,
+        credential: None,
     };
     let exact: f64 = 2.0886163968049374e159;
     let out = vaultboot::fuzzing::secrets::encode("s", &file, fields).unwrap();
@@ -174,6 +175,7 @@ fn env_file(values: &[String]) -> (Vec<String>, Vec<u8>) {
         mode: 0o600,
         owner: vaultboot::fuzzing::config::Ids { uid: 0, gid: 0 },
         on_change: None,
+        credential: None,
     };
     let out = vaultboot::fuzzing::secrets::encode("sample", &file, &fields).unwrap();
     (names, out.expose().to_vec())

@@ -401,6 +401,7 @@ fn file(format: Format, fields: Vec<Field>) -> FileConfig {
         mode: 0o600,
         owner: config::Ids { uid: 0, gid: 0 },
         on_change: None,
+        credential: None,
     }
 }
 

@@ -189,6 +189,7 @@ fn output_status(output: &Output, state: OutputState) -> OutputStatus {
     OutputStatus {
         path: output.path.clone(),
         secret: output.secret.clone(),
+        credential: output.credential.clone(),
         state,
         reason: None,
         holds_certificate: output.holds_certificate,

@@ -98,6 +98,7 @@ pub fn skipped_outputs(config: &Config, choices: &[Choice], facts: &Facts) -> Ve
             out.push(OutputStatus {
                 path,
                 secret: secret.name.clone(),
+                credential: file.credential.as_ref().map(|c| c.name.clone()),
                 state: OutputState::Skipped,
                 reason: Some(reason.clone()),
                 holds_certificate: secrets::holds_certificate(file),
@@ -146,10 +147,12 @@ fn certificate_in_place(
     )
 }
 
-/// The raw files holding the certificate and the private key (possibly the same file).
+/// The raw files holding the certificate and the private key (possibly the same file). A
+/// sealed credential cannot be read back: with the key in one, a certificate is issued on
+/// every run that fetches.
 fn cert_and_key(secret: &SecretConfig) -> Option<(&FileConfig, &FileConfig)> {
     // The certificate first in its file: what is read back is the file's first PEM block.
-    let raw = |f: &&FileConfig| f.format == Format::Raw;
+    let raw = |f: &&FileConfig| f.format == Format::Raw && !f.is_sealed();
     let cert = secret
         .files
         .iter()

@@ -9,10 +9,12 @@ use std::path::Path;
 /// Far above any real CA bundle; a larger file is refused rather than read whole.
 pub const MAX_CA_BYTES: u64 = 1024 * 1024;
 
-/// A parsed configuration checked on this machine: its CA file holds a certificate and every
+/// A parsed configuration checked on this machine: no output puts a secret in clear on a
+/// persistent file system where that is forbidden, its CA file holds a certificate and every
 /// owner and group is an account here. The errors name the place as `parse` would.
 pub fn on_this_machine(parsed: Config<Names>) -> Result<Config, Error> {
     let file = parsed.source.display().to_string();
+    super::at_rest::check(&parsed)?;
     if let Some(ca) = &parsed.vault.ca_cert {
         ca_file(ca).map_err(|m| {
             let message = format!("ca_cert: {}: {m}", ca.display());
@@ -30,6 +32,7 @@ pub fn on_this_machine(parsed: Config<Names>) -> Result<Config, Error> {
         state_dir: parsed.state_dir,
         retry: parsed.retry,
         status: parsed.status,
+        outputs: parsed.outputs,
     })
 }
 
@@ -48,6 +51,7 @@ fn secret_owners(s: SecretConfig<Names>, file: &str) -> Result<SecretConfig, Err
             format: f.format,
             mode: f.mode,
             on_change: f.on_change,
+            credential: f.credential,
         });
     }
     Ok(SecretConfig {

@@ -1,6 +1,6 @@
 //! Every default of the configuration, in one place: what a key means when the file omits it.
 
-use super::{AuthMethod, Format, Signature};
+use super::{AuthMethod, Format, PlaintextAtRest, Seal, Signature};
 use std::time::Duration;
 
 /// Where the configuration is read from without `--config`.
@@ -48,3 +48,13 @@ pub const MODE: u32 = 0o600;
 pub const OWNER: &str = "root";
 /// Looked up like a configured name (`/etc/group`), as the group of a secret file.
 pub const GROUP: &str = "root";
+
+// [[secret.credential]]
+/// Sealed with what the machine has: the host key, and the TPM2 where there is one.
+pub const SEAL: Seal = Seal::Auto;
+
+// [outputs]
+pub const PLAINTEXT_AT_REST: PlaintextAtRest = PlaintextAtRest::Allow;
+/// systemd (>= 250) looks for credentials by name in `/run/credstore.encrypted` and
+/// `/run/credstore` (among others): /run is a tmpfs, gone at every boot.
+pub const CREDSTORE_PARENT: &str = "/run";

@@ -12,6 +12,7 @@
 //! database), and `load` does both, so that `check` and every run see the same verdict before
 //! anything uses the configuration.
 
+mod at_rest;
 mod checks;
 mod defaults;
 mod raw;
@@ -79,6 +80,51 @@ pub enum Signature {
     Pkcs7,
 }
 
+/// How a credential is written: sealed by `systemd-creds encrypt --with-key=…`, or plain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seal {
+    Auto,
+    Host,
+    Tpm2,
+    HostTpm2,
+    /// Plain, into the plain credential store (root-only, like a file).
+    None,
+}
+
+impl Seal {
+    /// The `--with-key=` value of `systemd-creds encrypt`; `None` for a plain credential.
+    pub fn with_key(self) -> Option<&'static str> {
+        match self {
+            Seal::Auto => Some("auto"),
+            Seal::Host => Some("host"),
+            Seal::Tpm2 => Some("tpm2"),
+            Seal::HostTpm2 => Some("host+tpm2"),
+            Seal::None => None,
+        }
+    }
+}
+
+/// A `[[secret.credential]]`: an output that systemd hands to services by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    pub name: String,
+    pub seal: Seal,
+}
+
+/// Whether a secret may be written in clear to a persistent file system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlaintextAtRest {
+    Allow,
+    Forbid,
+}
+
+#[derive(Clone, Debug)]
+pub struct OutputsConfig {
+    pub plaintext_at_rest: PlaintextAtRest,
+    /// The directory holding `credstore.encrypted/` and `credstore/`.
+    pub credstore_parent: PathBuf,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Raw,
@@ -112,6 +158,7 @@ pub struct Config<A = Ids> {
     pub state_dir: PathBuf,
     pub retry: RetryConfig,
     pub status: StatusConfig,
+    pub outputs: OutputsConfig,
     pub secrets: Vec<SecretConfig<A>>,
 }
 
@@ -209,6 +256,17 @@ pub struct FileConfig<A = Ids> {
     pub mode: u32,
     pub owner: A,
     pub on_change: Option<Vec<String>>,
+    /// Set for a `[[secret.credential]]`: its path is then in the credential store.
+    pub credential: Option<Credential>,
+}
+
+impl<A> FileConfig<A> {
+    /// Written through `systemd-creds encrypt`: what is on disk is not the secret.
+    pub fn is_sealed(&self) -> bool {
+        self.credential
+            .as_ref()
+            .is_some_and(|c| c.seal.with_key().is_some())
+    }
 }
 
 impl<A> Config<A> {
@@ -275,9 +333,10 @@ pub fn parse(text: &str, source: &Path) -> Result<Config<Names>, Error> {
     let state_dir = sections::state_dir(raw.state, &place("state"))?;
     let retry = sections::retry(raw.retry, &place("retry"))?;
     let status = sections::status(raw.status, &place("status"))?;
+    let outputs = sections::outputs(raw.outputs, &place("outputs"))?;
     let mut secrets = Vec::new();
     for (index, item) in raw.secrets.into_iter().enumerate() {
-        secrets.push(secrets::secret(item, index, &file)?);
+        secrets.push(secrets::secret(item, index, &file, &outputs)?);
     }
     secrets::check_unique(&secrets, &file)?;
     Ok(Config {
@@ -288,6 +347,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Config<Names>, Error> {
         state_dir,
         retry,
         status,
+        outputs,
         secrets,
     })
 }
@@ -301,6 +361,7 @@ struct RawSections {
     state: raw::RawState,
     retry: raw::RawRetry,
     status: raw::RawStatus,
+    outputs: raw::RawOutputs,
     /// `[[secret]]` tables, read one by one (`secrets::secret`) to name each in its errors.
     secrets: Vec<toml::Value>,
 }
@@ -316,6 +377,7 @@ impl RawSections {
             state: section(table, "state", file)?.unwrap_or_default(),
             retry: section(table, "retry", file)?.unwrap_or_default(),
             status: section(table, "status", file)?.unwrap_or_default(),
+            outputs: section(table, "outputs", file)?.unwrap_or_default(),
             secrets: match table.remove("secret") {
                 None => Vec::new(),
                 Some(toml::Value::Array(items)) => items,
@@ -328,7 +390,7 @@ impl RawSections {
             return Err(err(
                 file,
                 format!(
-                    "unknown key `{key}` (known: vault, auth, imds, state, retry, status, secret)"
+                    "unknown key `{key}` (known: vault, auth, imds, state, retry, status, outputs, secret)"
                 ),
             ));
         }

@@ -6,7 +6,7 @@ use super::values::{
     Argv, FileMode, HumanDuration, IamServerId, ImdsEndpoint, MountPath, Namespace, ProxyUrl,
     RoleName, SecretPath, ServerName, StateDir, StatusFile, StsEndpoint, StsRegion, TokenTtl,
 };
-use super::{err, AuthMethod, Error, Format, Signature};
+use super::{err, AuthMethod, Error, Format, PlaintextAtRest, Seal, Signature};
 use serde::{Deserialize, Deserializer};
 use std::marker::PhantomData;
 use std::path::PathBuf;
@@ -125,6 +125,27 @@ pub struct RawSecret {
     /// Tables, each read on its own so that its errors name it (`file #2`).
     #[serde(default)]
     pub file: Vec<toml::Table>,
+    /// As `file`: each named in its errors (`credential #2`).
+    #[serde(default)]
+    pub credential: Vec<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    /// Plain text: it names the credential in every message, checked or not.
+    pub name: String,
+    pub fields: Vec<String>,
+    pub format: Option<Checked<Format>>,
+    pub seal: Option<Checked<Seal>>,
+    pub on_change: Option<Checked<Argv, Vec<String>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutputs {
+    pub plaintext_at_rest: Option<Checked<PlaintextAtRest>>,
+    pub credstore_parent: Option<Checked<StateDir, PathBuf>>,
 }
 
 #[derive(Deserialize)]

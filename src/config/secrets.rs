@@ -1,16 +1,21 @@
-//! `[[secret]]` and its `[[secret.file]]` tables, from their raw shapes to their checked form.
+//! `[[secret]]` and its `[[secret.file]]` and `[[secret.credential]]` tables, from their raw shapes to their checked form.
 //! Every message names the secret (by name, else by position) and the file (by path, else by
 //! position).
 
-use super::raw::{duration, optional, RawFile, RawSecret};
-use super::values::{is_env_name, OutputPath, A_CENTURY};
+use super::raw::{duration, optional, RawCredential, RawFile, RawSecret};
+use super::values::{check_credential_name, is_env_name, OutputPath, A_CENTURY};
 use super::{defaults, err, Error};
-use super::{Field, FileConfig, Format, Names, SecretConfig};
+use super::{Credential, Field, FileConfig, Format, Names, OutputsConfig, SecretConfig};
 use crate::template::facts_in_json;
 use std::collections::BTreeSet;
 
 /// The `index`-th (from 0) `[[secret]]` table of `file`.
-pub fn secret(raw: toml::Value, index: usize, file: &str) -> Result<SecretConfig<Names>, Error> {
+pub fn secret(
+    raw: toml::Value,
+    index: usize,
+    file: &str,
+    outputs: &OutputsConfig,
+) -> Result<SecretConfig<Names>, Error> {
     let name_hint = raw
         .get("name")
         .and_then(|n| n.as_str())
@@ -29,10 +34,10 @@ pub fn secret(raw: toml::Value, index: usize, file: &str) -> Result<SecretConfig
         .map(|table| json_body(&table))
         .transpose()
         .map_err(|m| err(&place, m))?;
-    if raw.file.is_empty() {
+    if raw.file.is_empty() && raw.credential.is_empty() {
         return Err(err(
             &place,
-            "has no [[secret.file]]: nothing would be written",
+            "has no [[secret.file]] or [[secret.credential]]: nothing would be written",
         ));
     }
     let mut files = Vec::new();
@@ -42,6 +47,16 @@ pub fn secret(raw: toml::Value, index: usize, file: &str) -> Result<SecretConfig
             .map_err(|e| err(format!("{place} file #{}", i + 1), super::de_message(e)))?;
         let file_place = format!("{place} file {:?}", raw.path);
         files.push(file_config(raw, &file_place)?);
+    }
+    for (i, table) in raw.credential.into_iter().enumerate() {
+        let raw: RawCredential = toml::Value::Table(table).try_into().map_err(|e| {
+            err(
+                format!("{place} credential #{}", i + 1),
+                super::de_message(e),
+            )
+        })?;
+        let cred_place = format!("{place} credential {:?}", raw.name);
+        files.push(credential_config(raw, &cred_place, outputs)?);
     }
     let renew_before = duration(raw.renew_before, A_CENTURY, &place, "renew_before")?;
     let secret = SecretConfig {
@@ -114,8 +129,59 @@ fn file_config(raw: RawFile, place: &str) -> Result<FileConfig<Names>, Error> {
         mode,
         owner,
         on_change: on_change.map(|argv| argv.0),
+        credential: None,
     })
 }
+
+/// A credential as an output like a file: its path in the credential store its seal picks,
+/// root's, 0400 (what systemd's own credential directories hold).
+fn credential_config(
+    raw: RawCredential,
+    place: &str,
+    outputs: &OutputsConfig,
+) -> Result<FileConfig<Names>, Error> {
+    check_credential_name(&raw.name).map_err(|m| err(place, format!("name: {m}")))?;
+    let seal = optional(raw.seal, place, "seal")?.unwrap_or(defaults::SEAL);
+    let store = if seal.with_key().is_some() {
+        CREDSTORE_ENCRYPTED
+    } else {
+        CREDSTORE
+    };
+    let path_text = outputs
+        .credstore_parent
+        .join(store)
+        .join(&raw.name)
+        .display()
+        .to_string();
+    let path = OutputPath::try_from(path_text.as_str())
+        .map_err(|m| err(place, format!("name: {m}")))?
+        .0;
+    let format = optional(raw.format, place, "format")?.unwrap_or(defaults::FORMAT);
+    let fields = fields(&raw.fields, format).map_err(|m| err(place, format!("fields: {m}")))?;
+    let on_change = optional(raw.on_change, place, "on_change")?;
+    Ok(FileConfig {
+        path,
+        path_text,
+        fields,
+        format,
+        mode: CREDENTIAL_MODE,
+        owner: Names {
+            owner: "0".into(),
+            group: "0".into(),
+        },
+        on_change: on_change.map(|argv| argv.0),
+        credential: Some(Credential {
+            name: raw.name,
+            seal,
+        }),
+    })
+}
+
+/// The credential stores under `[outputs] credstore_parent`, as systemd names them.
+pub const CREDSTORE_ENCRYPTED: &str = "credstore.encrypted";
+pub const CREDSTORE: &str = "credstore";
+/// Credentials are root's alone: systemd reads them as root and hands each service its copy.
+const CREDENTIAL_MODE: u32 = 0o400;
 
 /// The fields written to a file, each at most once; a trailing `?` marks one that Vault's
 /// answer may lack. Checked here rather than by a value type: which names are allowed depends
@@ -150,10 +216,11 @@ fn fields(texts: &[String], format: Format) -> Result<Vec<Field>, String> {
     Ok(fields)
 }
 
-/// Secret names and output paths are unique across the file.
+/// Secret names, credential names and output paths are unique across the file.
 pub fn check_unique<A>(secrets: &[SecretConfig<A>], file: &str) -> Result<(), Error> {
     let mut names = BTreeSet::new();
     let mut paths = BTreeSet::new();
+    let mut credentials = BTreeSet::new();
     for s in secrets {
         if !names.insert(s.name.as_str()) {
             return Err(err(
@@ -162,10 +229,18 @@ pub fn check_unique<A>(secrets: &[SecretConfig<A>], file: &str) -> Result<(), Er
             ));
         }
         for f in &s.files {
+            if let Some(c) = &f.credential {
+                if !credentials.insert(c.name.as_str()) {
+                    return Err(err(
+                        format!("{file}: [[secret]] {:?} credential {:?}", s.name, c.name),
+                        "name: another [[secret.credential]] has the same name",
+                    ));
+                }
+            }
             if !paths.insert(f.path_text.as_str()) {
                 return Err(err(
                     format!("{file}: [[secret]] {:?} file {:?}", s.name, f.path_text),
-                    "path: another [[secret.file]] writes the same path",
+                    "path: another [[secret.file]] or [[secret.credential]] writes the same path",
                 ));
             }
         }

@@ -1,11 +1,13 @@
-//! The single-table sections ([vault], [auth], [imds], [state], [retry]) from their raw shapes
+//! The single-table sections ([vault], [auth], [imds], [state], [retry], [status], [outputs]) from their raw shapes
 //! to their checked form: defaults filled in, each value's check reported in a fixed order,
 //! and the few rules that tie two keys together.
 
-use super::raw::{duration, optional, RawAuth, RawImds, RawRetry, RawState, RawStatus, RawVault};
+use super::raw::{duration, optional, RawAuth, RawImds, RawOutputs, RawRetry, RawState};
+use super::raw::{RawStatus, RawVault};
 use super::values::{AN_HOUR, A_DAY};
+use super::VaultConfig;
 use super::{defaults, err, values, Error};
-use super::{AuthConfig, AuthMethod, ImdsConfig, RetryConfig, StatusConfig, VaultConfig};
+use super::{AuthConfig, AuthMethod, ImdsConfig, OutputsConfig, RetryConfig, StatusConfig};
 use std::path::PathBuf;
 
 pub fn vault(raw: RawVault, place: &str) -> Result<VaultConfig, Error> {
@@ -136,5 +138,23 @@ pub fn status(raw: RawStatus, place: &str) -> Result<StatusConfig, Error> {
     Ok(StatusConfig {
         file: file.map_or_else(|| PathBuf::from(defaults::STATUS_FILE), |f| f.0),
         textfile: textfile.map(|f| f.0),
+    })
+}
+
+pub fn outputs(raw: RawOutputs, place: &str) -> Result<OutputsConfig, Error> {
+    let plaintext_at_rest = optional(raw.plaintext_at_rest, place, "plaintext_at_rest")?;
+    let parent = optional(raw.credstore_parent, place, "credstore_parent")?
+        .map_or_else(|| PathBuf::from(defaults::CREDSTORE_PARENT), |d| d.0);
+    // It becomes the start of output paths, which may hold templates: no braces, no doubt.
+    let text = parent.to_string_lossy();
+    if text.contains(['{', '}']) || text.contains(char::is_control) {
+        return Err(err(
+            place,
+            "credstore_parent: must not hold braces or control characters",
+        ));
+    }
+    Ok(OutputsConfig {
+        plaintext_at_rest: plaintext_at_rest.unwrap_or(defaults::PLAINTEXT_AT_REST),
+        credstore_parent: parent,
     })
 }

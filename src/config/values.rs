@@ -4,7 +4,7 @@
 //! follows the key (the caller writes the place and "mode: " before it), so one type serves
 //! every key of its kind.
 
-use super::{AuthMethod, Format, Signature};
+use super::{AuthMethod, Format, PlaintextAtRest, Seal, Signature};
 use crate::template::Template;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Component, Path, PathBuf};
@@ -128,6 +128,52 @@ impl TryFrom<String> for Format {
             &[("raw", Self::Raw), ("env", Self::Env), ("json", Self::Json)],
         )
     }
+}
+
+impl TryFrom<String> for Seal {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        one_of(
+            &text,
+            &[
+                ("auto", Self::Auto),
+                ("host", Self::Host),
+                ("tpm2", Self::Tpm2),
+                ("host+tpm2", Self::HostTpm2),
+                ("none", Self::None),
+            ],
+        )
+    }
+}
+
+impl TryFrom<String> for PlaintextAtRest {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        one_of(&text, &[("allow", Self::Allow), ("forbid", Self::Forbid)])
+    }
+}
+
+/// A credential name systemd accepts (`credential_name_valid`: a valid file name and a valid
+/// file-descriptor name): 1 to 255 printable ASCII characters, no `/` or `:`, not `.` or `..`.
+/// `{` and `}` are refused too: the name becomes part of an output path, where `{{` would
+/// start a template.
+pub fn check_credential_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(format!("{name:?} must be 1 to 255 characters long"));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a file name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !c.is_ascii_graphic() && *c != ' ' || matches!(c, '/' | ':' | '{' | '}'))
+    {
+        return Err(format!(
+            "{name:?} holds {c:?}: systemd takes printable ASCII without / or : (and vaultboot \
+             no braces)"
+        ));
+    }
+    Ok(())
 }
 
 /// The choice named `text`; else a message that lists the names ("is not "a", "b" or "c"").

@@ -14,8 +14,11 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+mod creds;
 mod dirs;
 mod on_change;
+
+pub use creds::Sealed;
 
 use dirs::sync_dirs;
 pub use dirs::{Last, Missing, TrustedDir};
@@ -64,6 +67,10 @@ pub struct Output {
     pub uid: u32,
     pub gid: u32,
     pub on_change: Option<Vec<String>>,
+    /// A `[[secret.credential]]`: its name (sealed or plain), for the status.
+    pub credential: Option<String>,
+    /// Sealed through `systemd-creds encrypt`: what lands on disk is not `content`.
+    pub sealed: Option<Sealed>,
 }
 
 /// What happened to one output.
@@ -305,19 +312,22 @@ fn stage(output: &Output) -> Result<Option<Stage>, Error> {
     let mut temp = OsString::from(".");
     temp.push(name);
     temp.push(format!("{STAGE_MARK}{}", random_suffix()));
-    dir.write_new(
-        &temp,
-        output.content.expose(),
-        output.mode,
-        (output.uid, output.gid),
-        true,
-    )
-    .map_err(|e| {
-        fail(
-            path,
-            format!("cannot stage {}: {e}", dir.path().join(&temp).display()),
-        )
-    })?;
+    let sealed_bytes;
+    let bytes = match &output.sealed {
+        None => output.content.expose(),
+        Some(sealed) => {
+            sealed_bytes = creds::encrypt(sealed, output.content.expose())
+                .map_err(|m| fail(path, format!("credential {:?}: {m}", sealed.name)))?;
+            sealed_bytes.as_slice()
+        }
+    };
+    dir.write_new(&temp, bytes, output.mode, (output.uid, output.gid), true)
+        .map_err(|e| {
+            fail(
+                path,
+                format!("cannot stage {}: {e}", dir.path().join(&temp).display()),
+            )
+        })?;
     Ok(Some(Stage { dir, temp }))
 }
 
@@ -407,8 +417,13 @@ fn is_current(dir: &TrustedDir, output: &Output) -> Result<bool, Error> {
         || meta.mode() & 0o7777 != output.mode
         || meta.uid() != output.uid
         || meta.gid() != output.gid
-        || meta.len() != output.content.len() as u64
     {
+        return Ok(false);
+    }
+    if let Some(sealed) = &output.sealed {
+        return Ok(unseals_to(file, sealed, output));
+    }
+    if meta.len() != output.content.len() as u64 {
         return Ok(false);
     }
     // (It may have grown since the metadata was read: then it is not current.)
@@ -416,6 +431,22 @@ fn is_current(dir: &TrustedDir, output: &Output) -> Result<bool, Error> {
         Ok(existing) => Ok(constant_time_eq(&existing, output.content.expose())),
         Err(untrusted::ReadError::TooLarge { .. }) => Ok(false),
         Err(e) => Err(fail(path, e.to_string())),
+    }
+}
+
+/// The sealed credential in `file` decrypts to exactly `output`'s content. Each sealing differs
+/// byte-wise (a fresh IV), so the one in place is decrypted to compare: nothing about the
+/// plaintext is kept anywhere. One that cannot be read or decrypted (another host key, a
+/// damaged file) is not current: it is replaced.
+fn unseals_to(file: fs::File, sealed: &Sealed, output: &Output) -> bool {
+    let limit = creds::max_sealed_len(output.content.len());
+    let Ok(ciphertext) = untrusted::read_capped(file, limit) else {
+        return false;
+    };
+    // One byte more than the content: a longer plaintext is told from an equal one.
+    match creds::decrypt(&sealed.name, &ciphertext, output.content.len() as u64 + 1) {
+        Ok(plain) => constant_time_eq(&plain, output.content.expose()),
+        Err(_) => false,
     }
 }
 

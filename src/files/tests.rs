@@ -13,6 +13,8 @@ fn output(path: PathBuf, content: &str) -> Output {
         uid: me,
         gid,
         on_change: None,
+        credential: None,
+        sealed: None,
     }
 }
 

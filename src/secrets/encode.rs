@@ -146,6 +146,7 @@ mod tests {
             mode: 0o600,
             owner: crate::config::Ids { uid: 0, gid: 0 },
             on_change: None,
+            credential: None,
         }
     }
 

@@ -265,9 +265,21 @@ pub fn output_path(
 }
 
 /// The file's first content is the PEM certificate of a PKI answer (or of a KV secret holding
-/// one): raw, with `certificate` its first field.
+/// one): raw, with `certificate` its first field, and not sealed (a sealed credential cannot
+/// be read back as a certificate).
 pub fn holds_certificate(file: &FileConfig) -> bool {
-    file.format == Format::Raw && file.fields.first().is_some_and(|f| f.name == "certificate")
+    file.format == Format::Raw
+        && !file.is_sealed()
+        && file.fields.first().is_some_and(|f| f.name == "certificate")
+}
+
+/// How a sealed credential is written; `None` for a file or a plain credential.
+fn sealed(file: &FileConfig) -> Option<crate::files::Sealed> {
+    let c = file.credential.as_ref()?;
+    Some(crate::files::Sealed {
+        name: c.name.clone(),
+        with_key: c.seal.with_key()?,
+    })
 }
 
 /// The files to write, with their contents, in configuration order.
@@ -298,6 +310,8 @@ pub fn render_outputs(
                 uid: file.owner.uid,
                 gid: file.owner.gid,
                 on_change: file.on_change.clone(),
+                credential: file.credential.as_ref().map(|c| c.name.clone()),
+                sealed: sealed(file),
             });
         }
     }

@@ -1,0 +1,357 @@
+//! Secrets delivered as systemd credentials (`[[secret.credential]]`), through the real
+//! `/usr/bin/systemd-creds` of this machine: what is written decrypts (with systemd-creds) to
+//! the secret; an unchanged credential is recognised by decrypting the one in place and is not
+//! rewritten; credentials commit all or nothing with the files of the run; the plaintext never
+//! appears in systemd-creds' argv or environment; `plaintext_at_rest = "forbid"` refuses clear
+//! outputs on a persistent file system.
+//!
+//! Sealing with the host key needs root (`/var/lib/systemd/credential.secret`): those tests are
+//! `root_*` and ignored by default (tests/run-all.sh runs them as root). The credential stores
+//! live under each test's directory (`[outputs] credstore_parent`).
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The API key secret as a sealed credential named `name` (and nothing else), the stores
+/// under the test's `creds/`.
+fn api_credential(env: &Env, name: &str, extra: &str) -> String {
+    format!(
+        "{}\n[outputs]\ncredstore_parent = {:?}\n\n[[secret]]\nname = \"api\"\n\
+         path = \"secret/data/app/api\"\n\n  [[secret.credential]]\n  name = {name:?}\n  \
+         fields = [\"api_key\"]\n{extra}",
+        env.base_config(),
+        env.path("creds").display().to_string(),
+    )
+}
+
+fn sealed_path(env: &Env, name: &str) -> PathBuf {
+    env.path("creds/credstore.encrypted").join(name)
+}
+
+/// `systemd-creds decrypt` of the credential file at `path`, as a service's start would.
+fn decrypt(path: &Path, name: &str) -> String {
+    let out = Command::new("/usr/bin/systemd-creds")
+        .arg("decrypt")
+        .arg(format!("--name={name}"))
+        .arg(path)
+        .arg("-")
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "decrypt {}", path.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+#[ignore = "needs root: systemd-creds seals with the host key"]
+fn root_a_sealed_credential_decrypts_to_the_secret() {
+    assert_root();
+    let env = Env::new();
+    let config = env.write_config(&api_credential(&env, "app-api.key", ""));
+    let out = env.run(&config);
+    assert_eq!(out.status, 0, "{}", out.log());
+    let path = sealed_path(&env, "app-api.key");
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o400);
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    let on_disk = fs::read(&path).unwrap();
+    let text = String::from_utf8_lossy(&on_disk);
+    assert!(
+        !text.contains(&env.api_key),
+        "the key is on disk in clear: {text}"
+    );
+    assert_eq!(decrypt(&path, "app-api.key"), env.api_key);
+    let dir = fs::metadata(path.parent().unwrap()).unwrap();
+    assert_eq!(dir.mode() & 0o7777, 0o700);
+}
+
+/// A hook that appends its argument to `hooks.log`.
+fn hook(env: &Env) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let script = env.path("hook.sh");
+    let log = env.path("hooks.log");
+    fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$1\" >> '{}'\n", log.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+    format!(
+        "  on_change = [{:?}, \"reload\"]\n",
+        script.display().to_string()
+    )
+}
+
+/// How many times the hook ran since the last call.
+fn hook_runs(env: &Env) -> usize {
+    let log = env.path("hooks.log");
+    let n = fs::read_to_string(&log).unwrap_or_default().lines().count();
+    let _ = fs::remove_file(&log);
+    n
+}
+
+/// The status file's entry for the credential `name`: its state.
+fn status_of(env: &Env, name: &str) -> String {
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.path("status/status.json")).unwrap()).unwrap();
+    let entry = status["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["credential"] == name)
+        .unwrap_or_else(|| panic!("no credential {name} in {status}"));
+    entry["state"].as_str().unwrap().to_string()
+}
+
+#[test]
+#[ignore = "needs root: systemd-creds seals with the host key"]
+fn root_an_unchanged_credential_is_kept_and_a_changed_one_replaced() {
+    assert_root();
+    let env = Env::new();
+    let config = env.write_config(&api_credential(&env, "api.key", &hook(&env)));
+    let path = sealed_path(&env, "api.key");
+    assert_eq!(env.run(&config).status, 0);
+    assert_eq!(
+        (hook_runs(&env), status_of(&env, "api.key")),
+        (1, "written".into())
+    );
+    let first = fs::read(&path).unwrap();
+
+    // Every sealing differs byte-wise: the same bytes mean the file was left alone.
+    let out = env.run(&config);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        first,
+        "rewritten though unchanged"
+    );
+    assert_eq!(
+        (hook_runs(&env), status_of(&env, "api.key")),
+        (0, "unchanged".into())
+    );
+
+    // As long as the old one: only the comparison of the decrypted content tells them apart.
+    let new_key: String = env.api_key.chars().rev().collect();
+    assert_ne!(new_key, env.api_key);
+    register_secret(&new_key);
+    env.vault.put_kv2(
+        "secret",
+        "app/api",
+        serde_json::json!({ "api_key": new_key }),
+    );
+    let out = env.run(&config);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert_ne!(
+        fs::read(&path).unwrap(),
+        first,
+        "not replaced though changed"
+    );
+    assert_eq!(decrypt(&path, "api.key"), new_key);
+    assert_eq!(
+        (hook_runs(&env), status_of(&env, "api.key")),
+        (1, "written".into())
+    );
+}
+
+#[test]
+#[ignore = "needs root: systemd-creds seals with the host key"]
+fn root_a_file_that_cannot_be_written_keeps_the_credential_as_it_was() {
+    assert_root();
+    let env = Env::new();
+    let config = env.write_config(&api_credential(&env, "api.key", ""));
+    assert_eq!(env.run(&config).status, 0);
+    let path = sealed_path(&env, "api.key");
+    let before = fs::read(&path).unwrap();
+
+    // The same run now also writes a file below a regular file: it cannot be staged.
+    let new_key = "rotated-api-key-fedcba9876543210";
+    register_secret(new_key);
+    env.vault.put_kv2(
+        "secret",
+        "app/api",
+        serde_json::json!({ "api_key": new_key }),
+    );
+    fs::write(env.path("blocker"), "not a directory").unwrap();
+    let text = format!(
+        "{}\n  [[secret.file]]\n  path = {:?}\n  fields = [\"api_key\"]\n",
+        api_credential(&env, "api.key", ""),
+        env.path("blocker/api.key").display().to_string()
+    );
+    let out = env.run(&env.write_config(&text));
+    assert_eq!(out.status, 73, "{}", out.log());
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        before,
+        "the credential was replaced"
+    );
+    let left: Vec<_> = fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("api.key")]);
+}
+
+#[test]
+fn a_credential_name_systemd_would_refuse_is_a_configuration_error() {
+    let env = Env::new();
+    let long = "n".repeat(256);
+    for bad in ["a/b", "a:b", "..", ".", "", "tab\there", "é", long.as_str()] {
+        let config = env.write_config(&api_credential(&env, bad, ""));
+        let out = env.run_args(&["check", "--config", config.to_str().unwrap()]);
+        assert_eq!(out.status, 78, "{bad:?}: {}", out.log());
+        let quoted = format!("credential {bad:?}");
+        assert!(out.stderr.contains(&quoted), "{bad:?}: {}", out.stderr);
+    }
+    // Unique across the file, whichever secret writes it.
+    let text = format!(
+        "{}\n[[secret]]\nname = \"api2\"\npath = \"secret/data/app/api\"\n  \
+         [[secret.credential]]\n  name = \"api.key\"\n  seal = \"none\"\n  fields = [\"api_key\"]\n",
+        api_credential(&env, "api.key", "")
+    );
+    let out = env.run_args(&[
+        "check",
+        "--config",
+        env.write_config(&text).to_str().unwrap(),
+    ]);
+    assert_eq!(out.status, 78, "{}", out.log());
+    assert!(out
+        .stderr
+        .contains("another [[secret.credential]] has the same name"));
+}
+
+/// The configuration with `plaintext_at_rest = "forbid"`, the API key as a sealed
+/// credential in the test's directory and as a file at `file`.
+fn forbidding(env: &Env, file: &Path) -> PathBuf {
+    let text = api_credential(env, "api.key", "")
+        .replace("[outputs]\n", "[outputs]\nplaintext_at_rest = \"forbid\"\n");
+    let text = format!(
+        "{text}\n  [[secret.file]]\n  path = {:?}\n  fields = [\"api_key\"]\n",
+        file.display().to_string()
+    );
+    env.write_config(&text)
+}
+
+#[test]
+fn forbidding_plaintext_at_rest_refuses_a_file_on_a_persistent_file_system() {
+    let env = Env::new();
+    // The test's directory is on the disk (ext4 here); /dev/shm is a tmpfs, as /run is on a
+    // real instance (this container's /run is not).
+    let persistent = env.path("out/app/api.key");
+    let on_tmpfs = PathBuf::from(format!(
+        "/dev/shm/vaultboot-test-{}/api.key",
+        std::process::id()
+    ));
+    assert_eq!(file_system(Path::new("/dev/shm")), "tmpfs");
+    assert_ne!(file_system(env.dir.path()), "tmpfs");
+
+    let config = forbidding(&env, &persistent);
+    for cmd in ["check", "run"] {
+        let out = env.run_args(&[cmd, "--config", config.to_str().unwrap()]);
+        assert_eq!(out.status, 78, "{cmd}: {}", out.log());
+        let log = out.log();
+        assert!(
+            log.contains(&format!("file {:?}", persistent.display().to_string())),
+            "{log}"
+        );
+        assert!(
+            log.contains(&env.path("out").display().to_string()),
+            "{log}"
+        );
+        assert!(log.contains("plaintext_at_rest"), "{log}");
+    }
+    assert_eq!(env.vault.logins(), 0, "the run went on");
+
+    // The sealed credential in the same (persistent) directory tree is allowed.
+    let out = env.run_args(&[
+        "check",
+        "--config",
+        forbidding(&env, &on_tmpfs).to_str().unwrap(),
+    ]);
+    assert_eq!(out.status, 0, "{}", out.log());
+}
+
+fn file_system(path: &Path) -> String {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A stand-in for /usr/bin/systemd-creds (bind-mounted over it in a mount namespace of the
+/// run's own) that records its argv and environment from /proc while it runs, then execs the
+/// real one: the plaintext must be in neither.
+#[test]
+#[ignore = "needs root: a mount namespace, and systemd-creds seals with the host key"]
+fn root_the_plaintext_is_never_in_systemd_creds_argv_or_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    assert_root();
+    let env = Env::new();
+    let real = env.path("systemd-creds.real");
+    fs::copy("/usr/bin/systemd-creds", &real).unwrap();
+    let seen = env.path("seen");
+    let wrapper = env.path("systemd-creds.wrapper");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n{{ echo ARGV; tr '\\0' '\\n' < /proc/$$/cmdline; echo ENV; \
+             tr '\\0' '\\n' < /proc/$$/environ; }} >> '{}'\nexec '{}' \"$@\"\n",
+            seen.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = env.write_config(&api_credential(&env, "api.key", ""));
+    let mut argv = vec![
+        "-m".to_string(),
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "mount --bind '{}' /usr/bin/systemd-creds && exec \"$@\"",
+            wrapper.display()
+        ),
+        "sh".into(),
+    ];
+    argv.extend(
+        vaultboot_argv()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned()),
+    );
+    argv.extend(["run", "--config", config.to_str().unwrap()].map(String::from));
+    let out = Command::new("unshare").args(&argv).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Twice: encrypt (first run), then decrypt to compare on a second run.
+    let out = Command::new("unshare").args(&argv).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let seen = fs::read_to_string(&seen).expect("the stand-in never ran");
+    assert!(
+        seen.contains("encrypt") && seen.contains("decrypt"),
+        "{seen}"
+    );
+    assert!(seen.contains("--name=api.key"), "{seen}");
+    let leaks = scan_for_secrets(std::slice::from_ref(&env.api_key), &seen);
+    assert!(
+        leaks.is_empty(),
+        "the key in argv or environment: {leaks:?}\n{seen}"
+    );
+    assert_eq!(
+        decrypt(&sealed_path(&env, "api.key"), "api.key"),
+        env.api_key
+    );
+}
