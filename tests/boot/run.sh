@@ -9,10 +9,15 @@
 #
 #   boot 1  first boot: cloud-init writes the config, vaultboot fetches a TLS
 #           certificate, the AD join password and an API key before nginx starts;
-#           the host checks nginx's certificate with a real TLS client; the
-#           refresh unit rotates the certificate; then the guest reboots.
+#           the key and the API key are encrypted systemd credentials (nginx and a
+#           DynamicUser=yes service load them); the host checks nginx's certificate
+#           with a real TLS client; the refresh unit rotates the certificate; then
+#           the guest reboots, and the host scans its whole disk image for every
+#           secret value the simulator handed out: none may be there.
 #   boot 2  the same disk again: the persisted nonce is reused (the Vault
-#           simulator sees the same client nonce), no "client nonce mismatch".
+#           simulator sees the same client nonce), no "client nonce mismatch";
+#           the credentials, gone with /run, are written again before their
+#           consumers start.
 #   boot 3  a fresh image whose Vault is unreachable at boot (the host forwards
 #           vault.internal:8200 to a closed port; retry.deadline 20s):
 #           vaultboot.service fails after its deadline, and so does its first
@@ -21,6 +26,8 @@
 #           the way to Vault and, with nobody acting in the guest, a retry
 #           succeeds and nginx serves the Vault-issued certificate; the refresh
 #           timer (shortened on this image) fired during the outage and again.
+#           This image has the plain-file configuration: its disk scan is the
+#           control (each kind of secret found).
 #
 # usage: tests/boot/run.sh [--suite bookworm|trixie]   (as root; default bookworm)
 # environment:
@@ -37,7 +44,7 @@ set -uo pipefail
 SUITE=bookworm
 case ${1:-} in
     "") ;;
-    -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
+    -h | --help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
     --suite)
         case ${2:-} in
             bookworm | trixie) SUITE=$2 ;;
