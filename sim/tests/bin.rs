@@ -10,6 +10,7 @@ use serde_json::json;
 fn serve_demo_data_and_login_lines() {
     let dir = std::env::temp_dir().join(format!("vaultboot-sim-bin-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let dump = dir.join("issued.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_vaultboot-sim"))
         .args([
             "serve",
@@ -19,6 +20,8 @@ fn serve_demo_data_and_login_lines() {
             "--dir",
         ])
         .arg(&dir)
+        .arg("--dump-issued")
+        .arg(&dump)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -106,6 +109,18 @@ fn serve_demo_data_and_login_lines() {
     )
     .unwrap();
     assert_eq!(r.status, 200);
+    let key = r.json()["data"]["private_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let api_key = get("secret/data/app/api").json()["data"]["data"]["api_key"].clone();
+    let dumped = wait_for_dump(&dump, &key);
+    assert_eq!(dumped["ad_password"], pw);
+    assert_eq!(dumped["api_key"], api_key);
+    assert_eq!(dumped["private_keys"].as_array().unwrap().len(), 1);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dump).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the dump holds secrets");
 
     drop(child.stdin.take());
     let status = child.wait().unwrap();
@@ -128,4 +143,28 @@ fn serve_demo_data_and_login_lines() {
     );
     assert!(!err.contains(nonce));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The dump once it lists `key` among the issued private keys (bounded: the simulator polls
+/// every 50 ms; 30 s is for a loaded machine).
+fn wait_for_dump(path: &std::path::Path, key: &str) -> serde_json::Value {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if v["private_keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k.as_str().map(str::trim_end) == Some(key))
+            {
+                return v;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the dump never listed the issued key"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -9,10 +9,15 @@
 #
 #   boot 1  first boot: cloud-init writes the config, vaultboot fetches a TLS
 #           certificate, the AD join password and an API key before nginx starts;
-#           the host checks nginx's certificate with a real TLS client; the
-#           refresh unit rotates the certificate; then the guest reboots.
+#           the key and the API key are encrypted systemd credentials (nginx and a
+#           DynamicUser=yes service load them); the host checks nginx's certificate
+#           with a real TLS client; the refresh unit rotates the certificate; then
+#           the guest reboots, and the host scans its whole disk image for every
+#           secret value the simulator handed out: none may be there.
 #   boot 2  the same disk again: the persisted nonce is reused (the Vault
-#           simulator sees the same client nonce), no "client nonce mismatch".
+#           simulator sees the same client nonce), no "client nonce mismatch";
+#           the credentials, gone with /run, are written again before their
+#           consumers start.
 #   boot 3  a fresh image whose Vault is unreachable at boot (the host forwards
 #           vault.internal:8200 to a closed port; retry.deadline 20s):
 #           vaultboot.service fails after its deadline, and so does its first
@@ -21,6 +26,8 @@
 #           the way to Vault and, with nobody acting in the guest, a retry
 #           succeeds and nginx serves the Vault-issued certificate; the refresh
 #           timer (shortened on this image) fired during the outage and again.
+#           This image has the plain-file configuration: its disk scan is the
+#           control (each kind of secret found).
 #
 # usage: tests/boot/run.sh [--suite bookworm|trixie]   (as root; default bookworm)
 # environment:
@@ -37,7 +44,7 @@ set -uo pipefail
 SUITE=bookworm
 case ${1:-} in
     "") ;;
-    -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
+    -h | --help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
     --suite)
         case ${2:-} in
             bookworm | trixie) SUITE=$2 ;;
@@ -80,6 +87,7 @@ passed=0
 failed=0
 failures=()
 timings=()
+scans=()
 
 say() { printf '\n== %s\n' "$*"; }
 ok() {
@@ -105,6 +113,7 @@ summary() {
     echo
     echo "== boot test summary"
     for t in "${timings[@]}"; do echo "   $t"; done
+    for t in "${scans[@]}"; do echo "   disk scan $t"; done
     echo "   total: $((SECONDS - t0))s"
     if ((failed)); then
         for f in "${failures[@]}"; do echo "   failed: $f"; done
@@ -260,7 +269,7 @@ start_sim() {
     local name=$1 id=$2 imds_url vault_url
     mkdir -p "$work/$name"
     "$SIM_BIN" serve --imds 127.0.0.1:0 --vault 127.0.0.1:0 --dir "$work/$name" \
-        --instance-id "$id" \
+        --instance-id "$id" --dump-issued "$work/$name/issued.json" \
         --server-name vault.internal --server-name localhost --server-ip 127.0.0.1 \
         --until-stdin-eof <"$work/sim.stdin" >"$work/$name.out" 2>"$work/$name.err" &
     started_pid=$!
@@ -354,8 +363,14 @@ sed -n 's/^#   \(\[Service\]\|ExecStartPost=.* vaultboot-ad-join\.service\)$/\1/
 mkdir -p "$sd/vaultboot-ad-join.service.d"
 printf '[Service]\nEnvironment=AD_DOMAIN=%s\n' "$AD_DOMAIN" >"$sd/vaultboot-ad-join.service.d/10-domain.conf"
 install -m 0755 "$here/guest/fake-realm" "$R/usr/local/bin/realm"
-# nginx on 443 with vaultboot's certificate and key.
-install -m 0644 "$here/guest/nginx-tls.conf" "$R/etc/nginx/conf.d/vaultboot-tls.conf"
+# nginx on 443 with vaultboot's certificate and key: on image 1 (credentials) the key is the
+# credential nginx-tls.key (a drop-in beside the gating one) and a DynamicUser service reads
+# the API key credential; image 2 (plain files) swaps these for the plain server block below.
+install -m 0644 "$here/guest/nginx-tls-credential.conf" "$R/etc/nginx/conf.d/vaultboot-tls.conf"
+install -m 0644 "$here/guest/nginx-credential.conf" "$sd/nginx.service.d/20-credential.conf"
+install -m 0755 "$here/guest/boottest-apikey" "$R/usr/local/sbin/boottest-apikey"
+install -m 0644 "$here/guest/boottest-apikey.service" "$sd/"
+ln -sfn /etc/systemd/system/boottest-apikey.service "$sd/multi-user.target.wants/boottest-apikey.service"
 # The report.
 install -m 0755 "$here/guest/boottest-report" "$R/usr/local/sbin/boottest-report"
 install -m 0644 "$here/guest/boottest-report.service" "$sd/"
@@ -381,9 +396,106 @@ printf 'datasource_list: [NoCloud, None]\n' >"$R/etc/cloud/cloud.cfg.d/90_bootte
 # What the AMI bake does last.
 DESTDIR="$R" sh packer/cleanup.sh >"$work/cleanup.log" 2>&1 || fatal "packer/cleanup.sh failed: $(cat "$work/cleanup.log")"
 
-# user_data DEADLINE SIM: the NoCloud user-data (with SIM's Vault CA), the shape of cloud-init/examples/user-data-write-files.yaml:
-# plain write_files (valid under every cloud-init's schema), and a user created by the same
-# user-data that owns one output.
+# The configuration's outputs, in two forms (OUTPUTS): "credentials" (boots 1 and 2) keeps
+# every secret off the disk: the TLS key and the API key as encrypted systemd credentials in
+# /run/credstore.encrypted, the other copies of the API key in /run (tmpfs), only the
+# certificate (not secret) in /etc. "files" (boot 3, the disk scan's control) is the plain-file
+# configuration: key and API key in /etc, and a plain copy of the AD password there too, so
+# that every kind of secret the scan looks for has a copy on that disk.
+# A credential reaches a running service only when it starts (a reload keeps the old one):
+# on_change restarts nginx.
+secret_tls() {
+    cat <<EOF
+      [[secret]]
+      name = "tls"
+      path = "pki_int/issue/web"
+      data = { common_name = "{{ local-hostname }}", ip_sans = "{{ local-ipv4 }}", ttl = "72h" }
+EOF
+    if [ "$1" = credentials ]; then
+        cat <<EOF
+
+        [[secret.file]]
+        path = "/etc/nginx/tls/server.crt"
+        fields = ["certificate", "ca_chain?"]
+        mode = "0644"
+        on_change = ["systemctl", "try-restart", "nginx"]
+
+        [[secret.credential]]
+        name = "nginx-tls.key"
+        fields = ["private_key"]
+        seal = "auto"
+        on_change = ["systemctl", "try-restart", "nginx"]
+EOF
+    else
+        cat <<EOF
+
+        [[secret.file]]
+        path = "/etc/nginx/tls/server.crt"
+        fields = ["certificate", "ca_chain?"]
+        mode = "0644"
+        on_change = ["systemctl", "try-reload-or-restart", "nginx"]
+
+        [[secret.file]]
+        path = "/etc/nginx/tls/server.key"
+        fields = ["private_key"]
+EOF
+    fi
+}
+secret_api() {
+    local d=/etc/app
+    cat <<EOF
+      [[secret]]
+      name = "api"
+      path = "secret/data/app/api"
+EOF
+    if [ "$1" = credentials ]; then
+        d=/run/app
+        cat <<EOF
+
+        [[secret.credential]]
+        name = "api.key"
+        fields = ["api_key"]
+        seal = "auto"
+EOF
+    fi
+    cat <<EOF
+
+        [[secret.file]]
+        path = "$d/api.env"
+        format = "env"
+        fields = ["api_key"]
+        mode = "0640"
+
+        [[secret.file]]
+        path = "$d/api.json"
+        format = "json"
+        fields = ["api_key"]
+        owner = "www-data"
+        group = "www-data"
+
+        [[secret.file]]
+        path = "$d/svc-web.env"
+        format = "env"
+        fields = ["api_key"]
+        owner = "svc-web"
+        group = "svc-web"
+        mode = "0640"
+EOF
+}
+secret_ad_on_disk() {
+    [ "$1" = files ] || return 0
+    cat <<EOF
+
+        [[secret.file]]
+        path = "/etc/app/ad-password"
+        fields = ["password"]
+EOF
+}
+
+# user_data DEADLINE SIM OUTPUTS: the NoCloud user-data (with SIM's Vault CA), the shape of
+# cloud-init/examples/user-data-write-files.yaml: plain write_files (valid under every
+# cloud-init's schema), and a user created by the same user-data that owns one output;
+# OUTPUTS: credentials | files (above).
 user_data() {
     cat <<EOF
 #cloud-config
@@ -418,20 +530,7 @@ $(sed 's/^/      /' "$work/$2/vault-ca.pem")
       [retry]
       deadline = "$1"
 
-      [[secret]]
-      name = "tls"
-      path = "pki_int/issue/web"
-      data = { common_name = "{{ local-hostname }}", ip_sans = "{{ local-ipv4 }}", ttl = "72h" }
-
-        [[secret.file]]
-        path = "/etc/nginx/tls/server.crt"
-        fields = ["certificate", "ca_chain?"]
-        mode = "0644"
-        on_change = ["systemctl", "try-reload-or-restart", "nginx"]
-
-        [[secret.file]]
-        path = "/etc/nginx/tls/server.key"
-        fields = ["private_key"]
+$(secret_tls "$3")
 
       [[secret]]
       name = "ad-join"
@@ -442,31 +541,9 @@ $(sed 's/^/      /' "$work/$2/vault-ca.pem")
         path = "/run/vaultboot/ad-join.env"
         format = "env"
         fields = ["username", "password"]
+$(secret_ad_on_disk "$3")
 
-      [[secret]]
-      name = "api"
-      path = "secret/data/app/api"
-
-        [[secret.file]]
-        path = "/etc/app/api.env"
-        format = "env"
-        fields = ["api_key"]
-        mode = "0640"
-
-        [[secret.file]]
-        path = "/etc/app/api.json"
-        format = "json"
-        fields = ["api_key"]
-        owner = "www-data"
-        group = "www-data"
-
-        [[secret.file]]
-        path = "/etc/app/svc-web.env"
-        format = "env"
-        fields = ["api_key"]
-        owner = "svc-web"
-        group = "svc-web"
-        mode = "0640"
+$(secret_api "$3")
 EOF
 }
 seed=$R/var/lib/cloud/seed/nocloud
@@ -474,14 +551,16 @@ mkdir -p "$seed"
 printf 'instance-id: %s\nlocal-hostname: %s\n' "$INSTANCE_ID" "$LOCAL_HOSTNAME" >"$seed/meta-data"
 
 # Image 1 (boots 1 and 2): the config as shipped.
-user_data 5m sim >"$seed/user-data"
+user_data 5m sim credentials >"$seed/user-data"
 mke2fs -q -t ext4 -L root -d "$R" "$work/ok.img" 2G >>"$work/mke2fs.log" 2>&1 || fatal "mke2fs (image 1) failed"
 # Image 2 (boot 3): a short deadline, and TimeoutStartSec lowered to match,
 # with the drop-in dist/README.md prescribes. The refresh timer fires 20 s after
 # boot (while the boot run is failing) and then every 60 s, instead of 6 h / 12 h:
 # the same OnBootSec=/OnUnitActiveSec= mechanism, on a scale a test can wait for.
 # The report sees the recovery image by its marker.
-user_data "${FAIL_DEADLINE}s" sim3 >"$seed/user-data"
+user_data "${FAIL_DEADLINE}s" sim3 files >"$seed/user-data"
+install -m 0644 "$here/guest/nginx-tls.conf" "$R/etc/nginx/conf.d/vaultboot-tls.conf"
+rm -f "$sd/nginx.service.d/20-credential.conf" "$sd/multi-user.target.wants/boottest-apikey.service"
 printf 'instance-id: %s\nlocal-hostname: %s\n' "$INSTANCE_ID3" "$LOCAL_HOSTNAME" >"$seed/meta-data"
 mkdir -p "$sd/vaultboot.service.d" "$sd/vaultboot-refresh.timer.d"
 printf '[Service]\nTimeoutStartSec=%ss\n' "$FAIL_TIMEOUT" >"$sd/vaultboot.service.d/50-deadline.conf"
@@ -698,16 +777,92 @@ file_checks() { # file_checks LABEL
     expect "$label" '^file /var/lib/vaultboot/nonce.json 600 root root regular file$' "nonce.json 0600 root"
     expect "$label" '^file /etc/nginx/tls 700 root root directory$' "/etc/nginx/tls created 0700 root"
     expect "$label" '^file /etc/nginx/tls/server.crt 644 root root regular file$' "server.crt 0644 root (mode \"0644\")"
-    expect "$label" '^file /etc/nginx/tls/server.key 600 root root regular file$' "server.key 0600 root (default mode)"
-    expect "$label" '^file /etc/app 700 root root directory$' "/etc/app created 0700 root"
-    expect "$label" '^file /etc/app/api.env 640 root root regular file$' "api.env 0640 root (mode \"0640\")"
-    expect "$label" '^file /etc/app/api.json 600 www-data www-data regular file$' \
+    # The key is a credential: no key file on the disk; the API key's copies are on tmpfs.
+    expect "$label" '^file /etc/nginx/tls/server.key absent$' "no server.key on the disk (the key is a credential)"
+    expect "$label" '^file /etc/app absent$' "nothing in /etc/app (the API key's files are in /run/app)"
+    expect "$label" '^file /run/app 700 root root directory$' "/run/app created 0700 root"
+    expect "$label" '^file /run/app/api.env 640 root root regular file$' "api.env 0640 root (mode \"0640\")"
+    expect "$label" '^file /run/app/api.json 600 www-data www-data regular file$' \
         "api.json 0600 www-data (owner/group set: CAP_CHOWN, CAP_FOWNER in the sandbox)"
-    expect "$label" '^file /etc/app/svc-web.env 640 svc-web svc-web regular file$' \
+    expect "$label" '^file /run/app/svc-web.env 640 svc-web svc-web regular file$' \
         "svc-web.env 0640 owned by svc-web, a user the same user-data created"
+    expect "$label" '^file /run/credstore.encrypted 700 root root directory$' "/run/credstore.encrypted 0700 root"
+    expect "$label" '^file /run/credstore.encrypted/nginx-tls.key [46]00 root root regular file$' \
+        "credential nginx-tls.key written, root only"
+    expect "$label" '^file /run/credstore.encrypted/api.key [46]00 root root regular file$' "credential api.key written, root only"
+    expect "$label" '^credstore-fs tmpfs$' "/run/credstore.encrypted is on tmpfs"
+    expect "$label" '^cred nginx-tls.key fresh=yes ' "credential nginx-tls.key written during this boot"
+    expect "$label" '^cred api.key fresh=yes ' "credential api.key written during this boot"
+    expect "$label" '^file /run/credentials/nginx.service/nginx-tls.key [0-9]+ root root regular file$' \
+        "nginx has its decrypted copy in its own credentials directory"
+    refuse "$label" '^cred-readable-by nobody' "nginx's decrypted key is not readable by another user"
+    expect "$label" '^swaps 0$' "no swap in the guest (nothing of memory is written out to a disk)"
+    apikey_checks "$label"
     expect "$label" '^file /run/vaultboot 700 root root directory$' "/run/vaultboot 0700 root (secrets: nobody else can even see what is there)"
     expect "$label" '^file /run/vaultboot-status 755 root root directory$' "/run/vaultboot-status 0755 root (the status for monitoring, no secret)"
     expect "$label" '^staged-leftovers 0$' "no staged temp files left behind"
+}
+
+# apikey_checks LABEL: the DynamicUser service read the API key credential, and it is the key
+# the Vault simulator handed out (compared by hash); it started after vaultboot finished.
+apikey_checks() {
+    local label=$1 want got uid vb_active ak_start
+    want=$(/usr/bin/python3 -c 'import hashlib, json, sys
+print(hashlib.sha256(json.load(open(sys.argv[1]))["api_key"].encode()).hexdigest())' "$work/sim/issued.json" 2>/dev/null)
+    got=$(sed -n 's/^apikey .* sha256=\([0-9a-f]*\)$/\1/p' "$report" | head -n 1)
+    uid=$(sed -n 's/^apikey uid=\([0-9]*\) .*/\1/p' "$report" | head -n 1)
+    if [ -n "$want" ] && [ "$got" = "$want" ]; then
+        ok "$label: boottest-apikey.service read the api.key credential: the simulator's API key (sha256 equal)"
+    else
+        bad "$label: boottest-apikey.service read the simulator's API key from its credential" \
+            "$(grep '^apikey ' "$report"; echo "expected sha256 ${want:-?}")"
+    fi
+    # DynamicUser= allocates from 61184-65519.
+    if [ "${uid:-0}" -ge 61184 ] && [ "${uid:-0}" -le 65519 ]; then
+        ok "$label: it ran as a dynamic user (uid $uid)"
+    else
+        bad "$label: it ran as a dynamic user" "$(grep '^apikey ' "$report")"
+    fi
+    expect "$label" '^apikey reads-root-file no$' "the dynamic user cannot read vaultboot's root-only copy in /run/app"
+    expect "$label" '^prop boottest-apikey.service Result=success$' "boottest-apikey.service succeeded"
+    vb_active=$(prop vaultboot.service ActiveEnterTimestampMonotonic)
+    ak_start=$(prop boottest-apikey.service ExecMainStartTimestampMonotonic)
+    if [ "${vb_active:-0}" -gt 0 ] && [ "${ak_start:-0}" -ge "$vb_active" ]; then
+        ok "$label: boottest-apikey.service started after vaultboot.service finished"
+    else
+        bad "$label: boottest-apikey.service started after vaultboot.service finished" "vaultboot active=$vb_active apikey=$ak_start"
+    fi
+}
+
+# disk_scan LABEL IMAGE SIM WANT: after qemu has exited, scan IMAGE's raw bytes for every
+# secret value SIM handed out (tests/boot/disk-scan). WANT none: no kind found (the credential
+# configuration); WANT all: every kind found (the plain-file control: the scan can find them).
+disk_scan() {
+    local label=$1 img=$2 sim=$3 want=$4 out rc t kind line values found occ
+    t=$SECONDS
+    out=$("$here/disk-scan" "$img" "$work/$sim/issued.json" 2>&1)
+    rc=$?
+    timings+=("$label: disk scan of $(basename "$img") $((SECONDS - t))s")
+    if [ "$rc" != 0 ]; then
+        bad "$label: disk scan of $(basename "$img")" "$out"
+        return
+    fi
+    for kind in private-key-lines ad-password api-key; do
+        line=$(grep "^scan $kind " <<<"$out")
+        values=$(sed -n 's/.* values=\([0-9]*\).*/\1/p' <<<"$line")
+        found=$(sed -n 's/.* found=\([0-9]*\).*/\1/p' <<<"$line")
+        occ=$(sed -n 's/.* occurrences=\([0-9]*\).*/\1/p' <<<"$line")
+        scans+=("$label ($want expected): $kind: ${found:-?} of ${values:-?} values found, ${occ:-?} occurrences")
+        if [ "${values:-0}" -eq 0 ]; then
+            bad "$label: disk scan: the simulator handed out $kind" "$line"
+        elif [ "$want" = none ] && [ "$found" = 0 ] && [ "$occ" = 0 ]; then
+            ok "$label: disk scan: 0 occurrences of $kind on the whole disk image ($values values looked for)"
+        elif [ "$want" = all ] && [ "${found:-0}" -gt 0 ]; then
+            ok "$label: disk scan (control): $kind found on the disk image ($found of $values values, $occ occurrences)"
+        else
+            bad "$label: disk scan: $kind $([ "$want" = none ] && echo "not on the disk" || echo "found (control)")" "$line"
+        fi
+    done
 }
 
 # cloud_init_checks LABEL: cloud-init says "done" of a boot that created a user and wrote the
@@ -764,14 +919,16 @@ expect $label '^file /run/vaultboot/ad-join.env absent$' "ad-join.env removed af
 expect $label '^runfiles 0$' "nothing left in /run/vaultboot after the join"
 expect $label '^status-file 644 root root dir 755$' "/run/vaultboot-status/status.json 0644 root, its directory 0755"
 expect $label '^check-warnings 0$' "vaultboot check: no output in a directory others can search"
-expect $label '^check-outputs 6$' "vaultboot check --print-outputs: the 6 outputs"
+expect $label '^check-outputs 7$' "vaultboot check --print-outputs: the 7 outputs (5 files, 2 credentials)"
 expect $label '^status-readable-by nobody$' "the status is readable by an unprivileged user (monitoring)"
 expect $label '^status-json "mode":"boot" "outcome":"success" "exit_status":0 "not_after":[0-9]+ $' \
     "status.json: boot run, success, exit 0, the certificate's not_after"
 expect $label '^refresh-valid result=success cert-unchanged$' \
     "vaultboot-refresh.service with a fresh certificate: kept, nothing issued, nginx not reloaded"
-expect $label '^refresh result=success status=0 nginx=active same-pid cert-changed$' \
-    "vaultboot-refresh.service after the key was lost: new certificate, nginx reloaded (same PID), still active"
+expect $label '^refresh result=success status=0 nginx=active new-pid cert-changed$' \
+    "vaultboot-refresh.service after the key credential was lost: new certificate and key, nginx restarted (on_change try-restart: a reload would keep the old credential), active"
+expect $label '^refresh-log .*unchanged /run/app/api.json' \
+    "the refresh recognised the unchanged www-data 0600 file (read with CAP_DAC_READ_SEARCH), not rewritten"
 expect $label '^refresh-log .*start \(refresh\):' "vaultboot-refresh.service ran 'vaultboot run --refresh'"
 expect $label '^runfiles-after-refresh 0$' \
     "the refreshes did not fetch the AD join password again (boot_only = true)"
@@ -789,6 +946,10 @@ expect $label '^pkg-upgrade vaultboot-not-restarted$' "upgrade: vaultboot.servic
 expect $label '^pkg-upgrade enabled enabled enabled $' "upgrade: vaultboot.service and the timer still enabled"
 expect $label '^pkg-upgrade nginx active$' "upgrade: nginx still active"
 refuse $label '^pkg-upgrade leftover' "upgrade: no .dpkg-new/.dpkg-old beside the config"
+expect $label '^run-marker absent$' "first boot: no marker in /run yet"
+expect $label '^run-marker-now boot-1$' "the report left its marker in /run (boot 2 must not find it)"
+# The guest shut down cleanly (the reboot: qemu exits, -no-reboot): its disk as it will stay.
+disk_scan $label "$work/ok.img" sim none
 
 phase_end
 phase_start "boot 2: reboot (same disk)"
@@ -805,8 +966,19 @@ if [ "$b1" = 1 ] && boot boot2 "$work/ok.img" "$imds_port" "$vault_port"; then
     file_checks $label
     served_is_file $label 2
     expect $label '^vaultboot-log .*nonce reused' "vaultboot: nonce reused"
-    expect $label '^vaultboot-log .*unchanged /etc/app/api.json' \
-        "unchanged www-data 0600 file recognised (read with CAP_DAC_READ_SEARCH), not rewritten"
+    # The credentials were gone at boot (/run is tmpfs: boot 1's marker there is gone too) and
+    # vaultboot wrote them again before their consumers started (file_checks: written during
+    # this boot; nginx and boottest-apikey started after vaultboot finished).
+    expect $label '^run-marker absent$' "/run was emptied by the reboot (boot 1's marker gone)"
+    for c in nginx-tls.key api.key; do
+        s1=$(sed -n "s/^cred $c fresh=[a-z]* sealed-sha256=//p" "$report1")
+        s2=$(sed -n "s/^cred $c fresh=[a-z]* sealed-sha256=//p" "$report")
+        if [ -n "$s1" ] && [ -n "$s2" ] && [ "$s1" != "$s2" ]; then
+            ok "$label: credential $c sealed anew this boot (not boot 1's bytes)"
+        else
+            bad "$label: credential $c sealed anew this boot" "boot 1: ${s1:-none}; boot 2: ${s2:-none}"
+        fi
+    done
     n1=$(sed -n 's/^nonce-file-sha256 //p' "$report1")
     n2=$(sed -n 's/^nonce-file-sha256 //p' "$report")
     if [ -n "$n1" ] && [ "$n1" = "$n2" ]; then ok "$label: nonce.json unchanged since boot 1"; else bad "$label: nonce.json unchanged since boot 1" "$n1 / $n2"; fi
@@ -897,6 +1069,8 @@ if boot boot3 "$work/fail.img" "$imds3_port" "$gate_port"; then
         bad "boot3: the guest reported the recovery" "$(tail -n 30 "$work/serial-boot3.log" 2>/dev/null)"
     fi
     finish boot3 poweroff "$work/fail.img" 1
+    # The control: the plain-file configuration, its disk after a clean poweroff.
+    disk_scan boot3 "$work/fail.img" sim3 all
     kill "$gate_pid" 2>/dev/null
     wait "$gate_pid" 2>/dev/null
     gate_pid=

@@ -28,6 +28,10 @@ options:
                          (default pki_int/issue/web, secret/data/ad/join, secret/data/app/api, kv1/)
   --bound-ami AMI        bind the role to this AMI id (default: unbound)
   --until-stdin-eof      also exit when standard input reaches end of file
+  --dump-issued FILE     keep FILE (0600) up to date with every secret value the Vault
+                         simulator hands out: a JSON object {\"private_keys\": [PEM...],
+                         \"ad_password\", \"api_key\", \"legacy_token\"} (the boot test scans
+                         a guest's disk for them)
   -h, --help             this text
 
 Prints \"imds http://HOST:PORT\" and \"vault https://NAME:PORT\" on stdout, one line each;
@@ -54,6 +58,7 @@ struct Args {
     policies: Vec<String>,
     bound_ami: Option<String>,
     until_stdin_eof: bool,
+    dump_issued: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -72,6 +77,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         policies: vec![],
         bound_ami: None,
         until_stdin_eof: false,
+        dump_issued: None,
     };
     let mut saw_serve = false;
     while let Some(arg) = p.next()? {
@@ -93,6 +99,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("policy") => a.policies.push(p.value()?.string()?),
             Long("bound-ami") => a.bound_ami = Some(p.value()?.string()?),
             Long("until-stdin-eof") => a.until_stdin_eof = true,
+            Long("dump-issued") => a.dump_issued = Some(p.value()?.into()),
             _ => return Err(arg.unexpected()),
         }
     }
@@ -140,7 +147,12 @@ fn run(a: Args) -> std::io::Result<()> {
     if !a.policies.is_empty() {
         world = world.policies(&a.policies);
     }
-    let DemoWorld { imds, vault, .. } = world.build()?;
+    let DemoWorld {
+        imds,
+        vault,
+        secrets,
+        ..
+    } = world.build()?;
     vault.set_login_observer(Box::new(|ev| {
         eprintln!(
             "login instance={} nonce={}",
@@ -179,11 +191,55 @@ fn run(a: Args) -> std::io::Result<()> {
             STOP.store(true, Ordering::SeqCst);
         });
     }
+    // The dump follows the simulator's own record of what it handed out; polled here, so the
+    // simulator's request path stays as it is.
+    let mut dumped = None;
     while !STOP.load(Ordering::SeqCst) {
+        if let Some(path) = &a.dump_issued {
+            let issued = vault.issued_secrets();
+            if dumped != Some(issued.len()) {
+                write_dump(path, &secrets, &issued)?;
+                dumped = Some(issued.len());
+            }
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!("vaultboot-sim: stopping");
     vault.shutdown();
     imds.shutdown();
     Ok(())
+}
+
+/// The values a disk scan looks for, by kind: the KV secrets the world stores and every PKI
+/// private key issued so far. Written whole to a temporary file (0600: these are the
+/// simulator's secrets) and renamed, so that a reader never sees half of it.
+fn write_dump(
+    path: &std::path::Path,
+    secrets: &vaultboot_sim::DemoSecrets,
+    issued: &[String],
+) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let keys: Vec<&str> = issued
+        .iter()
+        .filter(|s| s.contains("PRIVATE KEY-----"))
+        .map(String::as_str)
+        .collect();
+    let dump = serde_json::json!({
+        "private_keys": keys,
+        "ad_password": secrets.ad_password,
+        "api_key": secrets.api_key,
+        "legacy_token": secrets.legacy_token,
+    });
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    let tmp = PathBuf::from(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(dump.to_string().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
