@@ -22,8 +22,11 @@
 #     removes), so the first boot of each instance is a first boot
 #   - /etc/machine-id (emptied: systemd makes a new one at first boot; an
 #     empty file rather than none keeps a read-only /etc bootable)
-#   - SSH host keys (cloud-init's ssh module makes new ones per instance) and
-#     /etc/krb5.keytab (a domain-joined build machine's identity)
+#   - SSH host keys (cloud-init's ssh module makes new ones per instance),
+#     /etc/krb5.keytab (a domain-joined build machine's identity) and systemd's
+#     credential host key /var/lib/systemd/credential.secret (baked, it would be
+#     every instance's: a credential sealed on one would open on all; the units'
+#     `systemd-creds setup` makes a new one at each instance's first run)
 # Keeps: the baked config, the binary, the units, /var/lib/vaultboot itself.
 # Not hooked into /etc/cloud/clean.d on purpose: `cloud-init clean --reboot`
 # on a running instance would then drop the nonce Vault has bound to that
@@ -132,5 +135,6 @@ if [ -x "$root/usr/bin/cloud-init" ]; then
     rm -f "$root"/etc/ssh/ssh_host_*_key "$root"/etc/ssh/ssh_host_*_key.pub
 fi
 rm -f "$root/etc/krb5.keytab"
+rm -f "$root/var/lib/systemd/credential.secret"
 rm -f "$root/root/.bash_history"
-say "machine identity cleared (machine-id, host keys, keytab)"
+say "machine identity cleared (machine-id, host keys, keytab, credential host key)"

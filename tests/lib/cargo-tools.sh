@@ -7,16 +7,15 @@
 #   ensure_cargo_tools || exit 2
 #
 # Build times measured on a 2-core machine shared with other builds: cargo-auditable 25 s
-# (load 3), cargo-cyclonedx 884 s (load 3 rising to 25), cargo-deny 2,787 s (load 15-60);
-# on an idle machine they take a fraction of that, and only once per machine.
+# (load 3), cargo-cyclonedx 884 s (load 3 rising to 25); on an idle machine they take a
+# fraction of that, and only once per machine. (The licence policy needs no tool:
+# tests/licence-policy.py reads `cargo metadata`; cargo-deny took 2,787 s to build here.)
 
 # CRATE VERSION, one per line: what dist/release.sh and the licence check run.
 #   cargo-auditable: the dependency list embedded in the binary (what syft and trivy read)
 #   cargo-cyclonedx: the release's SBOM (CycloneDX JSON per architecture)
-#   cargo-deny:      the licence and bans policy (deny.toml)
 CARGO_TOOLS="cargo-auditable 0.7.7
-cargo-cyclonedx 0.5.9
-cargo-deny 0.20.2"
+cargo-cyclonedx 0.5.9"
 
 # cargo_tool_installed CRATE VERSION: 0 when cargo install put that version in and it runs.
 cargo_tool_installed() {

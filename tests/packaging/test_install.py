@@ -262,6 +262,7 @@ class TestCleanup(Root):
             "/etc/ssh/ssh_host_ed25519_key",
             "/etc/ssh/ssh_host_ed25519_key.pub",
             "/etc/krb5.keytab",
+            "/var/lib/systemd/credential.secret",  # systemd-creds' host key
         ]
         for path in leftovers:
             self.write(path)
