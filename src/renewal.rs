@@ -21,6 +21,8 @@ pub struct Target {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// A sealed credential's name: what is on disk is opened with `systemd-creds decrypt`.
+    pub sealed: Option<String>,
 }
 
 /// The names a PKI issue request asks for (its `common_name`, `alt_names`, `ip_sans`).
@@ -122,7 +124,11 @@ fn check(
     now: SystemTime,
 ) -> Result<Renewal, String> {
     let cert_pem = read_as_configured(cert)?;
-    let key_pem = read_as_configured(key)?;
+    let mut key_pem = read_as_configured(key)?;
+    if let Some(name) = &key.sealed {
+        key_pem = crate::files::creds::decrypt(name, &key_pem, MAX_PEM_BYTES)
+            .map_err(|m| format!("{}: {m}", key.path.display()))?;
+    }
     let facts = certificate::first_in_pem(&cert_pem)
         .map_err(|e| format!("{}: {e}", cert.path.display()))?;
     if let Some(why) = not_issued(cert, &facts, recorded) {
@@ -263,6 +269,7 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
             Target {
+                sealed: None,
                 path,
                 mode: 0o600,
                 uid: nix::unistd::geteuid().as_raw(),

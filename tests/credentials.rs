@@ -389,3 +389,92 @@ fn a_plain_credential_is_written_like_a_file_in_a_private_store_only() {
     assert_eq!(out.status, 0, "{}", out.log());
     assert_eq!(status_of(&env, "api.key"), "unchanged");
 }
+
+/// A PKI certificate in a file with its private key as a sealed credential: the key is
+/// decrypted to decide, so a fresh certificate is kept (no issue, nothing rewritten, no
+/// on_change), as with a key file; a key sealed for another certificate gets a new one.
+#[test]
+#[ignore = "needs root: systemd-creds seals with the host key"]
+fn root_a_fresh_certificate_whose_key_is_sealed_is_kept() {
+    assert_root();
+    let env = Env::new();
+    let cert = env.path("out/tls/server.crt");
+    fs::create_dir_all(cert.parent().unwrap()).unwrap();
+    let text = format!(
+        "{}\n[outputs]\ncredstore_parent = {:?}\n\n[[secret]]\nname = \"tls\"\n\
+         path = \"pki_int/issue/web\"\n\
+         data = {{ common_name = \"{{{{ local-hostname }}}}\", ttl = \"72h\" }}\n\n  \
+         [[secret.file]]\n  path = {:?}\n  fields = [\"certificate\"]\n  mode = \"0644\"\n\n  \
+         [[secret.credential]]\n  name = \"web-tls.key\"\n  fields = [\"private_key\"]\n{}",
+        env.base_config(),
+        env.path("creds").display().to_string(),
+        cert.display().to_string(),
+        hook(&env),
+    );
+    let config = env.write_config(&text);
+    let issues = || {
+        env.vault
+            .control()
+            .requests()
+            .iter()
+            .filter(|r| r.path_only() == "/v1/pki_int/issue/web")
+            .count()
+    };
+    let out = env.run(&config);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert_eq!((issues(), hook_runs(&env)), (1, 1), "{}", out.log());
+    let key = sealed_path(&env, "web-tls.key");
+    let sealed = fs::read(&key).unwrap();
+
+    let out = env.run(&config);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert_eq!(
+        issues(),
+        1,
+        "a fresh certificate was issued again:\n{}",
+        out.log()
+    );
+    assert!(
+        out.log().contains("skipped: certificate valid until"),
+        "{}",
+        out.log()
+    );
+    assert_eq!(
+        fs::read(&key).unwrap(),
+        sealed,
+        "the credential was rewritten"
+    );
+    assert_eq!(hook_runs(&env), 0, "on_change ran for a kept certificate");
+
+    // Another certificate's key, sealed under the same name: not this certificate's pair.
+    let (_, other) = vaultboot_sim::TestCa::new("another CA").issue_server_cert(&["x"], &[]);
+    let mut seal = Command::new("/usr/bin/systemd-creds")
+        .args(["encrypt", "--name=web-tls.key", "--with-key=host", "-", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    seal.stdin
+        .take()
+        .unwrap()
+        .write_all(other.as_bytes())
+        .unwrap();
+    let resealed = seal.wait_with_output().unwrap();
+    assert!(resealed.status.success());
+    fs::write(&key, &resealed.stdout).unwrap();
+    let out = env.run(&config);
+    assert_eq!(out.status, 0, "{}", out.log());
+    assert_eq!(
+        issues(),
+        2,
+        "a key not the certificate's kept:\n{}",
+        out.log()
+    );
+    assert!(
+        out.log().contains("is not the certificate's"),
+        "{}",
+        out.log()
+    );
+}

@@ -126,6 +126,10 @@ fn certificate_in_place(
             mode: file.mode,
             uid: file.owner.uid,
             gid: file.owner.gid,
+            sealed: file
+                .is_sealed()
+                .then(|| file.credential.as_ref().map(|c| c.name.clone()))
+                .flatten(),
         })
     };
     let (cert, key) = (target(cert_file)?, target(key_file)?);
@@ -150,16 +154,15 @@ fn certificate_in_place(
     )
 }
 
-/// The raw files holding the certificate and the private key (possibly the same file). A
-/// sealed credential cannot be read back: with the key in one, a certificate is issued on
-/// every run that fetches.
+/// The raw outputs holding the certificate and the private key (possibly the same file). The
+/// key may be a sealed credential (decrypted to decide); the certificate is read as it is.
 fn cert_and_key(secret: &SecretConfig) -> Option<(&FileConfig, &FileConfig)> {
     // The certificate first in its file: what is read back is the file's first PEM block.
-    let raw = |f: &&FileConfig| f.format == Format::Raw && !f.is_sealed();
+    let raw = |f: &&FileConfig| f.format == Format::Raw;
     let cert = secret
         .files
         .iter()
-        .filter(raw)
+        .filter(|f| raw(f) && !f.is_sealed())
         .find(|f| secrets::holds_certificate(f))?;
     let key = secret
         .files

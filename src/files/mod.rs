@@ -14,7 +14,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-mod creds;
+pub mod creds;
 mod dirs;
 mod on_change;
 

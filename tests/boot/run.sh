@@ -923,11 +923,8 @@ expect $label '^check-outputs 7$' "vaultboot check --print-outputs: the 7 output
 expect $label '^status-readable-by nobody$' "the status is readable by an unprivileged user (monitoring)"
 expect $label '^status-json "mode":"boot" "outcome":"success" "exit_status":0 "not_after":[0-9]+ $' \
     "status.json: boot run, success, exit 0, the certificate's not_after"
-# A sealed key cannot be read back to keep its certificate (docs/configuration.md): with the
-# key as an encrypted credential, the refresh issues anew even while the certificate is fresh.
-# (Keeping a fresh certificate is proven by the integration tests, with the key in a file.)
-expect $label '^refresh-valid result=success cert-changed$' \
-    "vaultboot-refresh.service with a fresh certificate whose key is a sealed credential: issued anew (a sealed key is not read back)"
+expect $label '^refresh-valid result=success cert-unchanged$' \
+    "vaultboot-refresh.service with a fresh certificate (its key a sealed credential, decrypted to decide): kept, nothing issued, nginx not restarted"
 expect $label '^refresh result=success status=0 nginx=active new-pid cert-changed$' \
     "vaultboot-refresh.service after the key credential was lost: new certificate and key, nginx restarted (on_change try-restart: a reload would keep the old credential), active"
 expect $label '^refresh-log .*unchanged /run/app/api.json' \

@@ -6,16 +6,15 @@
 #   source tests/lib/cargo-tools.sh
 #   ensure_cargo_tools || exit 2
 #
-# Build times measured on a 2-core machine shared with other builds: cargo-auditable 25 s
-# (load 3), cargo-cyclonedx 884 s (load 3 rising to 25); on an idle machine they take a
-# fraction of that, and only once per machine. (The licence policy needs no tool:
-# tests/licence-policy.py reads `cargo metadata`; cargo-deny took 2,787 s to build here.)
+# Build time measured on a 2-core machine shared with other builds: cargo-cyclonedx 884 s
+# (load 3 rising to 25); on an idle machine a fraction of that, and only once per machine.
+# (The licence policy needs no tool: tests/licence-policy.py reads `cargo metadata`;
+# cargo-deny took 2,787 s to build here. cargo-auditable's embedded list does not fit the
+# binary's size limit: see docs/performance.md.)
 
-# CRATE VERSION, one per line: what dist/release.sh and the licence check run.
-#   cargo-auditable: the dependency list embedded in the binary (what syft and trivy read)
+# CRATE VERSION, one per line: what dist/release.sh runs.
 #   cargo-cyclonedx: the release's SBOM (CycloneDX JSON per architecture)
-CARGO_TOOLS="cargo-auditable 0.7.7
-cargo-cyclonedx 0.5.9"
+CARGO_TOOLS="cargo-cyclonedx 0.5.9"
 
 # cargo_tool_installed CRATE VERSION: 0 when cargo install put that version in and it runs.
 cargo_tool_installed() {

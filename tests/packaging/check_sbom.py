@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Checks a release's SBOM against what its binary links and against Cargo.lock.
 
-usage: tests/packaging/check_sbom.py SBOM CARGO_LOCK BINARY
+usage: tests/packaging/check_sbom.py SBOM CARGO_LOCK TARGET
 
   SBOM        vaultboot-VERSION-ARCH.cdx.json (CycloneDX JSON, cargo-cyclonedx)
-  CARGO_LOCK  the Cargo.lock the release was built from
-  BINARY      the release's binary for that architecture (from its tarball)
+  CARGO_LOCK  the Cargo.lock the release was built from (its workspace is asked)
+  TARGET      the release's Rust target for that architecture (x86_64-unknown-linux-musl, ...)
 
-The crates the binary links are read from the binary itself: the dependency list that
-cargo auditable embeds (ELF section .dep-v0, zlib-compressed JSON). Each of them must be in the
+The crates the binary links are what cargo resolves for the agent on that target: its normal
+dependencies, transitively (`cargo tree -e normal`; no build or dev dependency; the proc-macro
+crates it names run in the compiler, and the SBOM lists them too). Each of them must be in the
 SBOM as a required component with its version, a licence, and, for a crates.io crate, the
 sha256 that Cargo.lock records; and no dev-dependency of Cargo.toml (beside Cargo.lock), nor
 the simulator, may be in it. The SBOM may list more than the binary links: the proc-macro crates
@@ -18,40 +19,25 @@ Prints one line per problem; exit 1 when there is any, 0 with a summary otherwis
 
 import json
 import os
-import struct
+import subprocess
 import sys
 import tomllib
-import zlib
 
 
-def elf_section(path, wanted):
-    """The bytes of section WANTED of a 64-bit little-endian ELF file, or None."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        raise SystemExit("%s: not a 64-bit little-endian ELF file" % path)
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    headers = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    names_off = headers[shstrndx][4]
-    for name_off, _type, _flags, _addr, offset, size in headers:
-        end = data.index(b"\0", names_off + name_off)
-        if data[names_off + name_off:end].decode() == wanted:
-            return data[offset:offset + size]
-    return None
-
-
-def linked_crates(binary):
-    """{(name, version): source} of the crates compiled into BINARY, the root excluded."""
-    raw = elf_section(binary, ".dep-v0")
-    if raw is None:
-        raise SystemExit("%s: no .dep-v0 section (not built with cargo auditable)" % binary)
-    audit = json.loads(zlib.decompress(raw))
-    return {
-        (p["name"], p["version"]): p.get("source", "")
-        for p in audit["packages"]
-        if p.get("kind", "runtime") == "runtime" and not p.get("root")
-    }
+def linked_crates(workspace, target):
+    """{(name, version): source} of the agent's normal dependencies on TARGET, itself excluded."""
+    out = subprocess.run(
+        ["cargo", "tree", "--locked", "-p", "vaultboot", "-e", "normal", "--target", target,
+         "--prefix", "none", "--format", "{p}"],
+        cwd=workspace, check=True, capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        parts = line.replace(" (*)", "").split()
+        if len(parts) < 2 or parts[0] == "vaultboot":
+            continue
+        source = "path" if len(parts) > 2 and parts[2].startswith("(/") else "crates.io"
+        found[(parts[0], parts[1].lstrip("v"))] = source
+    return found
 
 
 def lock_checksums(path):
@@ -104,10 +90,10 @@ def dev_dependencies(cargo_toml):
 
 def main(argv):
     if len(argv) != 4:
-        raise SystemExit("usage: check_sbom.py SBOM CARGO_LOCK BINARY")
+        raise SystemExit("usage: check_sbom.py SBOM CARGO_LOCK TARGET")
     with open(argv[1], encoding="utf-8") as f:
         sbom = json.load(f)
-    linked = linked_crates(argv[3])
+    linked = linked_crates(os.path.dirname(os.path.abspath(argv[2])), argv[3])
     dev_only = dev_dependencies(os.path.join(os.path.dirname(os.path.abspath(argv[2])), "Cargo.toml"))
     found = problems(sbom, lock_checksums(argv[2]), linked, dev_only)
     for line in found:
