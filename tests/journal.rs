@@ -14,21 +14,23 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
 /// Runs `vaultboot run` with stderr on a file that JOURNAL_STREAM names (when `journal`), or
-/// names something else; what it wrote there.
+/// names something else, and no native journal socket; what it wrote there.
 fn run_with_stderr_file(env: &Env, config: &Path, journal: bool) -> (i32, String) {
+    let args = ["run", "--config", config.to_str().unwrap()];
+    run_on_stream(env, &args, journal, &env.path("no-journal-here"))
+}
+
+/// `vaultboot ARGS` with stderr on a file that JOURNAL_STREAM names (when `journal`; else it
+/// names something else) and the journal's native socket at `socket`; its status and stderr.
+fn run_on_stream(env: &Env, args: &[&str], journal: bool, socket: &Path) -> (i32, String) {
     let path = env.path("stderr.stream");
     let file = std::fs::File::create(&path).unwrap();
     let meta = file.metadata().unwrap();
-    let stream = if journal {
-        format!("{}:{}", meta.dev(), meta.ino())
-    } else {
-        format!("{}:{}", meta.dev(), meta.ino() + 1)
-    };
+    let inode = if journal { meta.ino() } else { meta.ino() + 1 };
     let status = vaultboot_command()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("JOURNAL_STREAM", stream)
-        // No native journal socket: the stderr form is what these tests look at.
-        .env("VAULTBOOT_JOURNAL_SOCKET", env.path("no-journal-here"))
+        .args(args)
+        .env("JOURNAL_STREAM", format!("{}:{inode}", meta.dev()))
+        .env("VAULTBOOT_JOURNAL_SOCKET", socket)
         .env_remove("VAULTBOOT_SYSLOG_SOCKET")
         .stdout(std::process::Stdio::null())
         .stderr(file)
@@ -173,9 +175,6 @@ fn run_under_journald(env: &Env, args: &[&str]) -> Journaled {
     let socket_path = env.path("journal.socket");
     let _ = std::fs::remove_file(&socket_path);
     let journald = UnixDatagram::bind(&socket_path).unwrap();
-    let stderr_path = env.path("stderr.stream");
-    let file = std::fs::File::create(&stderr_path).unwrap();
-    let meta = file.metadata().unwrap();
     // Read while the run sends, as journald does: a datagram socket's queue is short
     // (net.unix.max_dgram_qlen), and a full one would make vaultboot give the journal up.
     let reader = journald;
@@ -195,23 +194,15 @@ fn run_under_journald(env: &Env, args: &[&str]) -> Journaled {
             }
         }
     });
-    let status = vaultboot_command()
-        .args(args)
-        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-        .env("VAULTBOOT_JOURNAL_SOCKET", &socket_path)
-        .env_remove("VAULTBOOT_SYSLOG_SOCKET")
-        .stdout(std::process::Stdio::null())
-        .stderr(file)
-        .status()
-        .unwrap();
+    let (status, stderr) = run_on_stream(env, args, true, &socket_path);
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let datagrams = collector.join().unwrap();
     let entries = datagrams.iter().map(|d| parse_entry(d)).collect();
     let raw = datagrams.concat();
     Journaled {
-        status: status.code().unwrap_or(-1),
+        status,
         entries,
-        stderr: std::fs::read_to_string(&stderr_path).unwrap(),
+        stderr,
         raw,
     }
 }
@@ -388,19 +379,8 @@ fn when_the_journal_socket_refuses_lines_go_to_stderr_with_priorities() {
     let socket_path = env.path("journal.socket");
     // Bound then closed: the path exists, connect() is refused.
     drop(UnixDatagram::bind(&socket_path).unwrap());
-    let file = std::fs::File::create(env.path("stderr.stream")).unwrap();
-    let meta = file.metadata().unwrap();
-    let status = vaultboot_command()
-        .args(["run", "--config", &config])
-        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-        .env("VAULTBOOT_JOURNAL_SOCKET", &socket_path)
-        .env_remove("VAULTBOOT_SYSLOG_SOCKET")
-        .stdout(std::process::Stdio::null())
-        .stderr(file)
-        .status()
-        .unwrap();
-    let out = std::fs::read_to_string(env.path("stderr.stream")).unwrap();
-    assert_eq!(status.code(), Some(0), "{out}");
+    let (status, out) = run_on_stream(&env, &["run", "--config", &config], true, &socket_path);
+    assert_eq!(status, 0, "{out}");
     assert_prioritised(&out);
     assert!(
         out.lines().any(|l| l.starts_with("<6>vaultboot: done: ")),
