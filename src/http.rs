@@ -145,7 +145,8 @@ impl Client {
         }
     }
 
-    /// Sends `n` cheap `GET path` requests (at most `MAX_IDLE`) at once, each on a thread of its
+    /// Sends `n` cheap `GET path` requests (at most `MAX_IDLE`, the login opened ahead
+    /// included: no more connections than the pool keeps) at once, each on a thread of its
     /// own, and drops their answers, whatever they are: each leaves its connection in the pool
     /// (ureq pools a connection once a whole answer was read on it) for the requests to come,
     /// which wait for them (at most `WARM_WAIT`) rather than open more. A thread that cannot be
@@ -172,7 +173,8 @@ impl Client {
                 .ok()
                 .inspect(|_| self.warming.change(|n| *n += 1))
         };
-        (0..n.min(MAX_IDLE)).filter_map(spawn).collect()
+        let opened = usize::from(self.ahead.lock().map_or(true, |o| o.is_some()));
+        (0..n.min(MAX_IDLE - opened)).filter_map(spawn).collect()
     }
 
     /// Sends one request and reads the whole (capped) answer. `time_left` bounds the request.
