@@ -284,38 +284,34 @@ fn file_system(path: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// A stand-in for /usr/bin/systemd-creds (bind-mounted over it in a mount namespace of the
-/// run's own) that records its argv and environment from /proc while it runs, then execs the
-/// real one: the plaintext must be in neither.
-#[test]
-#[ignore = "needs root: a mount namespace, and systemd-creds seals with the host key"]
-fn root_the_plaintext_is_never_in_systemd_creds_argv_or_environment() {
+/// An executable script at `env`'s `name` with `body`.
+fn script(env: &Env, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    assert_root();
-    let env = Env::new();
+    let path = env.path(name);
+    fs::write(&path, body).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A copy of this machine's systemd-creds, for the stand-ins to exec (the real path is
+/// covered by the stand-in).
+fn real_systemd_creds(env: &Env) -> PathBuf {
     let real = env.path("systemd-creds.real");
     fs::copy("/usr/bin/systemd-creds", &real).unwrap();
-    let seen = env.path("seen");
-    let wrapper = env.path("systemd-creds.wrapper");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n{{ echo ARGV; tr '\\0' '\\n' < /proc/$$/cmdline; echo ENV; \
-             tr '\\0' '\\n' < /proc/$$/environ; }} >> '{}'\nexec '{}' \"$@\"\n",
-            seen.display(),
-            real.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-    let config = env.write_config(&api_credential(&env, "api.key", ""));
+    real
+}
+
+/// `unshare` arguments that run `vaultboot run --config CONFIG` with `stand_in` bind-mounted
+/// over /usr/bin/systemd-creds in a mount namespace of the run's own. `unshare` and `sh` exec
+/// in turn, so the process started is vaultboot itself.
+fn with_stand_in(stand_in: &Path, config: &Path) -> Vec<String> {
     let mut argv = vec![
         "-m".to_string(),
         "sh".into(),
         "-c".into(),
         format!(
             "mount --bind '{}' /usr/bin/systemd-creds && exec \"$@\"",
-            wrapper.display()
+            stand_in.display()
         ),
         "sh".into(),
     ];
@@ -325,19 +321,39 @@ fn root_the_plaintext_is_never_in_systemd_creds_argv_or_environment() {
             .map(|a| a.to_string_lossy().into_owned()),
     );
     argv.extend(["run", "--config", config.to_str().unwrap()].map(String::from));
-    let out = Command::new("unshare").args(&argv).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    argv
+}
+
+/// A stand-in for /usr/bin/systemd-creds that records its argv and environment from /proc
+/// while it runs, then execs the real one: the plaintext must be in neither.
+#[test]
+#[ignore = "needs root: a mount namespace, and systemd-creds seals with the host key"]
+fn root_the_plaintext_is_never_in_systemd_creds_argv_or_environment() {
+    assert_root();
+    let env = Env::new();
+    let real = real_systemd_creds(&env);
+    let seen = env.path("seen");
+    let wrapper = script(
+        &env,
+        "systemd-creds.wrapper",
+        &format!(
+            "#!/bin/sh\n{{ echo ARGV; tr '\\0' '\\n' < /proc/$$/cmdline; echo ENV; \
+             tr '\\0' '\\n' < /proc/$$/environ; }} >> '{}'\nexec '{}' \"$@\"\n",
+            seen.display(),
+            real.display()
+        ),
     );
+    let config = env.write_config(&api_credential(&env, "api.key", ""));
+    let argv = with_stand_in(&wrapper, &config);
     // Twice: encrypt (first run), then decrypt to compare on a second run.
-    let out = Command::new("unshare").args(&argv).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for _ in 0..2 {
+        let out = Command::new("unshare").args(&argv).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let seen = fs::read_to_string(&seen).expect("the stand-in never ran");
     assert!(
@@ -354,6 +370,115 @@ fn root_the_plaintext_is_never_in_systemd_creds_argv_or_environment() {
         decrypt(&sealed_path(&env, "api.key"), "api.key"),
         env.api_key
     );
+}
+
+/// A stop (SIGTERM, as `systemctl stop` or a shutdown sends) while systemd-creds seals the new
+/// value: systemd-creds and what it started are killed at once, the run exits 75 with its
+/// token revoked, and the credential in place stays whole, with the old value and nothing
+/// staged beside it.
+#[test]
+#[ignore = "needs root: a mount namespace, and systemd-creds seals with the host key"]
+fn root_a_stop_while_systemd_creds_runs_kills_it_and_keeps_the_old_credential() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+    assert_root();
+    let env = Env::new();
+    let config = env.write_config(&api_credential(&env, "api.key", ""));
+    assert_eq!(env.run(&config).status, 0);
+    let path = sealed_path(&env, "api.key");
+    let before = fs::read(&path).unwrap();
+
+    let new_key = "rotated-api-key-0123456789abcdef";
+    register_secret(new_key);
+    env.vault.put_kv2(
+        "secret",
+        "app/api",
+        serde_json::json!({ "api_key": new_key }),
+    );
+    // The comparison's decrypt goes to the real one; the encrypt of the new value holds, with
+    // a child of its own (its process group must go too), both pids in `held`.
+    let real = real_systemd_creds(&env);
+    let held = env.path("held");
+    let stand_in = script(
+        &env,
+        "systemd-creds.holding",
+        &format!(
+            "#!/bin/sh\ncase \"$1\" in encrypt) ;; *) exec '{real}' \"$@\" ;; esac\n\
+             sleep 600 &\necho \"$$ $!\" > '{held}.tmp' && mv '{held}.tmp' '{held}'\nwait\n",
+            real = real.display(),
+            held = held.display()
+        ),
+    );
+    let log = env.path("stopped.log");
+    let file = fs::File::create(&log).unwrap();
+    let mut child = Command::new("unshare")
+        .args(with_stand_in(&stand_in, &config))
+        .env("VAULTBOOT_SYSLOG_SOCKET", env.path("no-syslog-here.sock"))
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let waiting = Instant::now();
+    while !held.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "vaultboot ended before systemd-creds was asked to seal: {}",
+            fs::read_to_string(&log).unwrap()
+        );
+        assert!(waiting.elapsed() < Duration::from_secs(120), "never sealed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids: Vec<i32> = fs::read_to_string(&held)
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    // Bounded so that a hang fails instead of blocking: the stand-in sleeps 600 s.
+    let stopping = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if stopping.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("vaultboot still running 120 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(75), "{text}");
+    assert!(text.contains("no file was changed (exit 75)"), "{text}");
+    // Killed on the stop, not by the 30 s time-out of one systemd-creds call.
+    assert!(stopping.elapsed() < Duration::from_secs(25), "{text}");
+    for pid in pids {
+        assert!(
+            gone(pid),
+            "process {pid} of systemd-creds' group survived the stop"
+        );
+    }
+    assert_eq!(fs::read(&path).unwrap(), before, "the credential changed");
+    assert_eq!(decrypt(&path, "api.key"), env.api_key);
+    let left: Vec<_> = fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("api.key")]);
+    assert_eq!(env.vault.live_tokens(), 0, "the token was not revoked");
+    assert!(scan_for_secrets(&[new_key.to_string()], &text).is_empty());
+}
+
+/// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
+fn gone(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
 }
 
 #[test]
