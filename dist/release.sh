@@ -114,7 +114,8 @@ cargo cyclonedx --version >/dev/null 2>&1 ||
 tar --sort=name --version >/dev/null 2>&1 || die "GNU tar >= 1.28 needed (--sort=name)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vaultboot-release.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# The SBOM tool's documents (make_sbom) are written in the checkout: gone with the run too.
+trap 'rm -rf "$work"; rm -f "$repo"/.release-sbom-*-$$.json "$repo"/sim/.release-sbom-*-$$.json' EXIT
 
 # --- per architecture ------------------------------------------------------------------------
 triple_of() { case $1 in x86_64) echo x86_64-unknown-linux-musl ;; arm64) echo aarch64-unknown-linux-musl ;; esac; }
@@ -386,9 +387,11 @@ make_rpm() { # make_rpm ARCH BINARY
 # SOURCE_DATE_EPOCH set, the tool writes it as the timestamp and leaves out the random serial
 # number (CycloneDX makes it optional): the document is reproducible.
 make_sbom() {
-    local arch=$1 triple name="vaultboot-$version-$1.cdx.json" tmp=".release-sbom-$1"
+    local arch=$1 triple name="vaultboot-$version-$1.cdx.json" tmp=".release-sbom-$1-$$"
     triple=$(triple_of "$arch")
-    # The tool writes next to each workspace member's Cargo.toml (there is no output path).
+    # The tool writes next to each workspace member's Cargo.toml (there is no output path):
+    # named after this process, so that releases running side by side (CI's boot tests) do
+    # not take each other's document.
     rm -f "$tmp.json" "sim/$tmp.json"
     cargo cyclonedx --quiet --format json --spec-version 1.5 --target "$triple" \
         --override-filename "$tmp" >&2 || die "cargo cyclonedx for $triple failed"

@@ -4,7 +4,8 @@
 # release (x86_64 and arm64 binaries, tarballs, .deb, .rpm, signed SHA256SUMS) and its checks,
 # the integration tests again against the arm64 binary under qemu-user, a second release
 # compared byte for byte, the packaging checks, the VM boot test and the .deb's life in a
-# Debian 12 chroot. Ends with "N passed, N failed" over stages, each with its time.
+# Debian 12 chroot. Ends with "N passed, N failed" over stages, each with its time. Once the
+# release is built, the boot tests and the release's other checks run side by side (lanes).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
@@ -77,15 +78,62 @@ stage() {
     local name=$1
     shift
     say "$name"
-    local start=$SECONDS
+    local start=$SECONDS line
     if "$@"; then
         passed=$((passed + 1))
-        echo "-- $name: ok ($((SECONDS - start))s)"
+        line="-- $name: ok ($((SECONDS - start))s)"
     else
         failed=$((failed + 1))
         failed_stages+=("$name")
-        echo "-- $name: FAILED ($((SECONDS - start))s)"
+        line="-- $name: FAILED ($((SECONDS - start))s)"
     fi
+    echo "$line"
+    # Inside a lane (below) the output goes to the lane's log: the end of each stage is also
+    # said on the terminal at once.
+    [ -z "${in_lane:-}" ] || echo "$line  [lane $in_lane, at $((SECONDS / 60)) min $((SECONDS % 60)) s]" >&3
+}
+
+# Lanes: stages that run side by side once the release is built. A boot test mostly waits on
+# its guest (one core's worth of qemu for 6-8 minutes), so the three boot tests and the
+# CPU-bound stages share the machine instead of queueing. Each lane runs its stages in order
+# in the background; its output goes to a file, printed whole when the lane ends (never
+# interleaved), and its counts are added to the run's.
+exec 3>&1
+lanes=()
+# lane NAME FUNCTION: starts FUNCTION (which calls stage ...) in the background.
+lane() {
+    local name=$1
+    shift
+    (
+        # shellcheck disable=SC2030 # the lane's own counts: written to a file, added by join_lanes
+        in_lane=$name passed=0 failed=0 failed_stages=()
+        "$@"
+        { echo "$passed $failed" && printf '%s\n' "${failed_stages[@]+"${failed_stages[@]}"}"; } >"$work/lane-$name.counts"
+    ) >"$work/lane-$name.log" 2>&1 </dev/null &
+    lanes+=("$name $!")
+    echo "-- lane $name started (at $((SECONDS / 60)) min $((SECONDS % 60)) s): $*"
+}
+# join_lanes: waits for every lane, prints its log and adds its counts; a lane that ended
+# without its counts (killed) is a failed stage.
+# shellcheck disable=SC2031 # the run's counts; the lanes' own ones come from their files
+join_lanes() {
+    local entry name pid p f rest one
+    for entry in "${lanes[@]}"; do
+        name=${entry% *}
+        pid=${entry##* }
+        wait "$pid"
+        say "lane $name: its stages' output"
+        cat "$work/lane-$name.log"
+        if { read -r p f && mapfile -t rest; } 2>/dev/null <"$work/lane-$name.counts"; then
+            passed=$((passed + p))
+            failed=$((failed + f))
+            for one in "${rest[@]}"; do [ -z "$one" ] || failed_stages+=("$one"); done
+        else
+            failed=$((failed + 1))
+            failed_stages+=("lane $name (ended before its last stage)")
+        fi
+    done
+    lanes=()
 }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vaultboot-run-all.XXXXXX")
@@ -226,19 +274,32 @@ stage "fuzz targets build (cargo check in fuzz/; not run: no nightly here)" fuzz
 stage "root-only tests (cargo test -- --ignored root_)" root_tests
 stage "release: dist/release.sh $VERSION (x86_64 + arm64, signed with a throwaway key)" release
 stage "release checks (sizes, lintian, rpmlint, rpm --root, signature)" release_checks
-stage "integration tests against the arm64 binary (qemu-aarch64-static)" arm64_tests
-stage "reproducible release (second build elsewhere, byte for byte)" reproducible
-stage "packaging (systemd, cloud-init, packer)" packaging
+# Side by side from here (see lane above). The .deb's chroot test uses the Debian 12 tree that
+# the Debian 12 boot test caches, so it follows it.
+artefact_lane() {
+    stage "integration tests against the arm64 binary (qemu-aarch64-static)" arm64_tests
+    stage "reproducible release (second build elsewhere, byte for byte)" reproducible
+    stage "packaging (systemd, cloud-init, packer)" packaging
+}
+bookworm_lane() {
+    stage "boot test in a Debian 12 VM (cloud-init 22.4, systemd 252, nginx, real binary)" script tests/boot/run.sh --suite bookworm
+    stage ".deb install, upgrade, remove, purge in a Debian 12 chroot" deb_lifecycle
+}
+trixie_lane() {
+    stage "boot test in a Debian 13 VM (cloud-init 25.1, systemd 257, nginx, real binary)" script tests/boot/run.sh --suite trixie
+}
 if [ "${VAULTBOOT_SKIP_VM:-}" = 1 ]; then
-    say "boot test in a VM: SKIPPED because VAULTBOOT_SKIP_VM=1"
+    artefact_lane
+    say "boot tests in VMs: SKIPPED because VAULTBOOT_SKIP_VM=1"
     failed=$((failed + 1))
     failed_stages+=("boot tests in VMs (skipped on request)")
+    stage ".deb install, upgrade, remove, purge in a Debian 12 chroot" deb_lifecycle
 else
-    stage "boot test in a Debian 12 VM (cloud-init 22.4, systemd 252, nginx, real binary)" script tests/boot/run.sh --suite bookworm
-    stage "boot test in a Debian 13 VM (cloud-init 25.1, systemd 257, nginx, real binary)" script tests/boot/run.sh --suite trixie
+    lane debian12 bookworm_lane
+    lane debian13 trixie_lane
+    lane artefacts artefact_lane
+    join_lanes
 fi
-# After the VM test: it leaves the Debian 12 tree cached that this stage uses too.
-stage ".deb install, upgrade, remove, purge in a Debian 12 chroot" deb_lifecycle
 
 echo
 echo "total: $((SECONDS / 60)) min $((SECONDS % 60)) s"
