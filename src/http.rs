@@ -10,7 +10,8 @@
 //! reuses it once it exists, and before that builds a throwaway one. So a request carries the
 //! agent's configuration whenever the agent's timeout fits in the time left; only one that must
 //! end sooner, near the deadline, gets a shorter timeout of its own. Its crypto is ring, chosen
-//! as rustls's process-wide default, which ureq uses before a default of its own.
+//! as rustls's process-wide default, which ureq uses before a default of its own, with AES-GCM
+//! only (tls.rs).
 
 use crate::retry::parse_retry_after;
 use crate::secret::Secret;
@@ -26,6 +27,7 @@ mod error;
 mod lookup;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use error::{classify, classify_io, redirect_host};
 pub use error::{Error, SetupError};
@@ -226,8 +228,8 @@ fn agent_config(
     proxy: Option<ureq::Proxy>,
     timeout: Duration,
 ) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
-    // TLS with ring (see the module's comment); one installed before (a second client) is ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // TLS with ring, AES-GCM only (tls.rs); one installed before (a second client) is the same.
+    let _ = tls::provider().install_default();
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
