@@ -15,11 +15,11 @@
 use crate::retry::parse_retry_after;
 use crate::secret::Secret;
 use crate::untrusted;
-use std::sync::{Arc, Mutex, PoisonError};
+use ahead::Shared;
+use std::sync::Arc;
 use std::time::Duration;
-use ureq::config::Config;
 use ureq::http;
-use ureq::tls::Certificate;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 mod ahead;
 mod error;
@@ -27,8 +27,8 @@ mod lookup;
 #[cfg(test)]
 mod tests;
 
-use error::{classify, classify_io, redirect_host};
-pub use error::{Error, SetupError};
+use error::{classify, classify_io, too_large};
+pub use error::{Class, Error, SetupError};
 
 /// Largest answer body read from IMDS or Vault; a larger one is refused (exit 65).
 pub const MAX_BODY: u64 = 1024 * 1024;
@@ -45,6 +45,8 @@ const SYSTEM_CA_BUNDLES: [&str; 4] = [
     "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
     "/etc/ssl/cert.pem",
 ];
+
+type Response = Result<http::Response<ureq::Body>, ureq::Error>;
 
 /// One HTTP answer, whatever its status. The body is wiped on drop: it may hold secrets.
 pub struct Answer {
@@ -73,9 +75,9 @@ pub struct Tls<'a> {
 pub struct Client {
     agent: ureq::Agent,
     /// Vault: the login opened ahead, until `send` takes it.
-    ahead: Arc<Mutex<Option<ahead::Opened>>>,
+    ahead: Arc<Shared<Option<ahead::Opened>>>,
     /// Vault: how many warm-up requests are under way (below zero once no longer waited for).
-    warming: Arc<ahead::Shared<isize>>,
+    warming: Arc<Shared<isize>>,
     /// What requests are sent to: the configured address, or the TLS name when one is pinned.
     base: String,
     /// The configured address, for messages.
@@ -87,7 +89,12 @@ impl Client {
     /// A client for plain HTTP (IMDS): never through a proxy.
     pub fn plain(base: &str, timeout: Duration) -> Client {
         let config = agent_config(None, timeout).https_only(false).build();
-        Client::new(config, Default::default(), base.into(), base, timeout)
+        Client::new(
+            lookup::agent(config, Default::default()),
+            base.into(),
+            base,
+            timeout,
+        )
     }
 
     /// A client for Vault. `https` unless the configuration allowed plain HTTP.
@@ -98,35 +105,32 @@ impl Client {
         timeout: Duration,
     ) -> Result<Client, SetupError> {
         let proxy = proxy.map(ureq::Proxy::new).transpose();
-        let proxy = proxy.map_err(SetupError::Proxy)?;
-        let roots = load_roots(tls.ca_file)?;
-        let tls_config = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
-            .build();
+        let proxy = proxy.map_err(|e| SetupError(format!("vault.proxy: {e}"), Some(e.into())))?;
+        let roots = RootCerts::Specific(Arc::new(load_roots(tls.ca_file)?));
         let config = agent_config(proxy, timeout)
             .https_only(base.starts_with("https://"))
-            .tls_config(tls_config)
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
             .build();
-        let (resolver, target_base) = match tls.server_name {
+        let (resolve, target) = match tls.server_name {
             None => (lookup::Resolve::default(), base.to_string()),
             Some(name) => lookup::Resolve::pinned(base, name)?,
         };
-        Ok(Client::new(config, resolver, target_base, base, timeout))
+        Ok(Client::new(
+            lookup::agent(config, resolve),
+            target,
+            base,
+            timeout,
+        ))
     }
 
-    fn new(
-        config: Config,
-        resolve: lookup::Resolve,
-        base: String,
-        shown: &str,
-        timeout: Duration,
-    ) -> Client {
+    fn new(agent: ureq::Agent, base: String, shown: &str, timeout: Duration) -> Client {
+        let (ahead, warming, shown) = (Arc::default(), Arc::default(), shown.into());
         Client {
-            agent: lookup::agent(config, resolve),
-            ahead: Arc::default(),
-            warming: Arc::default(),
+            agent,
+            ahead,
+            warming,
             base,
-            shown: shown.into(),
+            shown,
             timeout,
         }
     }
@@ -138,10 +142,8 @@ impl Client {
     /// Starts the login (`POST path`, no sensitive header) that `send` will be asked for, on a
     /// thread of its own: ureq connects and sends its head now, `send` hands it its body.
     pub fn open_ahead(&self, path: &str, headers: &[(&str, &str)]) {
-        let (url, target) = (self.shown_url(path), format!("{}{path}", self.base));
-        if let Ok(request) = build_request(&url, http::Method::POST, &target, headers, &[], None) {
-            let opened = ahead::Opened::start(&self.agent, request, path, self.timeout);
-            *self.ahead.lock().unwrap_or_else(PoisonError::into_inner) = opened;
+        if let Ok(request) = self.request(http::Method::POST, path, headers, &[], None) {
+            *self.ahead.lock() = ahead::Opened::start(&self.agent, request, path, self.timeout);
         }
     }
 
@@ -157,23 +159,23 @@ impl Client {
         headers: &[(&str, &str)],
         n: usize,
     ) -> Vec<std::thread::JoinHandle<()>> {
-        let (url, target) = (self.shown_url(path), format!("{}{path}", self.base));
         let spawn = |_| {
-            let request = build_request(&url, http::Method::GET, &target, headers, &[], None);
-            let (client, url) = (self.clone(), url.clone());
+            let request = self.request(http::Method::GET, path, headers, &[], None);
+            let client = self.clone();
             let get = move || {
                 if let Ok(request) = request {
-                    let _ = client.run(&url, request, client.timeout);
+                    let _ = client
+                        .run(request, client.timeout)
+                        .map(|r| read_answer("", r));
                 }
                 client.warming.change(|n| *n -= 1);
             };
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("vault-warm-up".into())
-                .spawn(get)
-                .ok()
-                .inspect(|_| self.warming.change(|n| *n += 1))
+                .spawn(get);
+            spawned.ok().inspect(|_| self.warming.change(|n| *n += 1))
         };
-        let opened = usize::from(self.ahead.lock().map_or(true, |o| o.is_some()));
+        let opened = usize::from(self.ahead.lock().is_some());
         (0..n.min(MAX_IDLE - opened)).filter_map(spawn).collect()
     }
 
@@ -189,36 +191,59 @@ impl Client {
     ) -> Result<Answer, Error> {
         let url = self.shown_url(path);
         let post = method == http::Method::POST && sensitive.is_empty();
-        let opened = ahead::take(&self.ahead, path, post);
-        if let Some(answer) = opened.and_then(|o| o.send(body.unwrap_or_default(), time_left)) {
-            return read_answer(&url, answer.map_err(|e| classify(&url, e))?);
-        }
-        let target = format!("{}{}", self.base, path);
-        let request = build_request(&url, method, &target, headers, sensitive, body)?;
-        // The requests sent at once wait together, once: the count is cleared after a wait.
-        *self.warming.wait(WARM_WAIT.min(time_left), |n| *n > 0) = 0;
-        self.run(&url, request, time_left)
+        let opened = self.ahead.lock().take_if(|o| post && o.0 == path);
+        let response = match opened.and_then(|o| o.send(body.unwrap_or_default(), time_left)) {
+            Some(response) => response,
+            None => {
+                let request = self.request(method, path, headers, sensitive, body)?;
+                // The requests sent at once wait together, once: the count is cleared after.
+                *self.warming.wait(WARM_WAIT.min(time_left), |n| *n > 0) = 0;
+                self.run(request, time_left)
+            }
+        };
+        read_answer(&url, response.map_err(|e| classify(&url, e))?)
     }
 
-    /// Runs `request` (see the module's comment for its timeout) and reads its answer.
-    fn run(
-        &self,
-        url: &str,
-        request: http::Request<&[u8]>,
-        time_left: Duration,
-    ) -> Result<Answer, Error> {
-        let response = if time_left >= self.timeout {
-            self.agent.run(request)
-        } else {
-            // Near the deadline: a shorter timeout of its own (see the module's comment).
-            let request = self
+    /// Runs `request`, with a timeout of its own when `time_left` is shorter than the client's
+    /// (see the module's comment).
+    fn run(&self, mut request: http::Request<&[u8]>, time_left: Duration) -> Response {
+        if time_left < self.timeout {
+            let timeout = Some(time_left.max(Duration::from_millis(1)));
+            let config = self
                 .agent
                 .configure_request(request)
-                .timeout_global(Some(time_left.max(Duration::from_millis(1))))
-                .build();
-            self.agent.run(request)
-        };
-        read_answer(url, response.map_err(|e| classify(url, e))?)
+                .timeout_global(timeout);
+            request = config.build();
+        }
+        self.agent.run(request)
+    }
+
+    /// The request, its body borrowed from the caller's (wiping) buffer: no copy of a nonce or
+    /// of PKI data is made here. A sensitive header's value shares the `Secret`'s own bytes, so
+    /// that it too is wiped when the request is dropped (`http` copies a value given as bytes
+    /// into a buffer that is freed as is).
+    fn request<'b>(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        sensitive: &[(&str, &Secret)],
+        body: Option<&'b [u8]>,
+    ) -> Result<http::Request<&'b [u8]>, Error> {
+        let bad = |detail: String| Error::new(&self.shown_url(path), Class::Garbled, detail);
+        let builder = http::Request::builder().method(method);
+        let builder = builder.uri(format!("{}{path}", self.base));
+        let mut builder = headers.iter().fold(builder, |b, (k, v)| b.header(*k, *v));
+        for (name, value) in sensitive {
+            let shared = bytes::Bytes::from_owner((*value).clone());
+            let value = http::HeaderValue::from_maybe_shared(shared);
+            let mut value =
+                value.map_err(|_| bad(format!("{name} is not a valid header value")))?;
+            value.set_sensitive(true);
+            builder = builder.header(*name, value);
+        }
+        let request = builder.body(body.unwrap_or_default());
+        request.map_err(|e| bad(format!("cannot build request: {e}")))
     }
 }
 
@@ -247,56 +272,20 @@ fn agent_config(
         .max_idle_age(Duration::from_secs(30))
 }
 
-/// The request, its body borrowed from the caller's (wiping) buffer: no copy of a nonce or of
-/// PKI data is made here. A sensitive header's value shares the `Secret`'s own bytes, so that
-/// it too is wiped when the request is dropped (`http` copies a value given as bytes into a
-/// buffer that is freed as is).
-fn build_request<'b>(
-    url: &str,
-    method: http::Method,
-    target: &str,
-    headers: &[(&str, &str)],
-    sensitive: &[(&str, &Secret)],
-    body: Option<&'b [u8]>,
-) -> Result<http::Request<&'b [u8]>, Error> {
-    let bad = |detail: String| Error::Protocol(url.to_string(), detail);
-    let mut builder = http::Request::builder().method(method).uri(target);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let mut request = builder
-        .body(body.unwrap_or_default())
-        .map_err(|e| bad(format!("cannot build request: {e}")))?;
-    for (name, value) in sensitive {
-        let shared = bytes::Bytes::from_owner((*value).clone());
-        let mut v = http::HeaderValue::from_maybe_shared(shared)
-            .map_err(|_| bad(format!("{name} is not a valid header value")))?;
-        v.set_sensitive(true);
-        let name = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| bad("bad header name".into()))?;
-        request.headers_mut().insert(name, v);
-    }
-    Ok(request)
-}
-
 /// The status, the headers we use and the whole body, which must not exceed `MAX_BODY`.
 fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<Answer, Error> {
     let status = response.status().as_u16();
     let header = |name: &str| Some(response.headers().get(name)?.to_str().ok()?.to_string());
     if (300..400).contains(&status) {
-        let target = header("location").map_or("(no location)".into(), |l| redirect_host(&l));
-        let url = url.to_string();
-        return Err(Error::Redirect {
-            url,
-            status,
-            target,
-        });
+        let target = header("location").map(|l| error::redirect_host(&l));
+        let target = target.unwrap_or_else(|| "(no location)".into());
+        return Err(Error::new(url, Class::Redirect(status), target));
     }
     let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
     let content_type = header("content-type");
     let announced = response.body().content_length();
     if announced.is_some_and(|len| len > MAX_BODY) {
-        return Err(Error::TooLarge(url.to_string(), MAX_BODY));
+        return Err(too_large(url, MAX_BODY));
     }
     // One byte more than announced: the read that finds the end needs room too, and a full
     // buffer would be moved to a larger one.
@@ -305,10 +294,7 @@ fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<An
     // Beyond the limit, ureq's reader fails with BodyExceedsLimit: TooLarge.
     let mut reader = response.body_mut().with_config().limit(MAX_BODY).reader();
     untrusted::read_to_end_wiping(&mut reader, &mut bytes).map_err(|e| classify_io(url, e))?;
-    let body = match bytes.is_empty() {
-        true => Secret::default(),
-        false => Secret::new(std::mem::take(&mut *bytes)),
-    };
+    let body = Secret::new(std::mem::take(&mut bytes));
     Ok(Answer {
         status,
         body,
@@ -321,24 +307,27 @@ fn load_roots(ca_file: Option<&std::path::Path>) -> Result<Vec<Certificate<'stat
     let (path, pem) = match ca_file {
         Some(p) => {
             let pem = crate::files::read_input(p, crate::config::MAX_CA_BYTES);
-            (
-                p.display().to_string(),
-                pem.map_err(SetupError::CaCert)?.to_vec(),
-            )
+            let pem = pem.map_err(|e| SetupError(format!("vault.ca_cert: {e}"), Some(e.into())))?;
+            (format!("vault.ca_cert: {}", p.display()), pem.to_vec())
         }
         None => SYSTEM_CA_BUNDLES
             .iter()
-            .find_map(|p| std::fs::read(p).ok().map(|b| (p.to_string(), b)))
-            .ok_or(SetupError::NoSystemBundle)?,
+            .find_map(|p| Some((format!("system CA bundle {p}"), std::fs::read(p).ok()?)))
+            .ok_or_else(|| SetupError(NO_BUNDLE.into(), None))?,
     };
-    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-        .filter_map(|item| match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect();
+    let certs = ureq::tls::parse_pem(&pem).filter_map(|item| match item.ok()? {
+        PemItem::Certificate(c) => Some(c),
+        _ => None,
+    });
+    let certs: Vec<_> = certs.collect();
     match certs.is_empty() {
-        true => Err(SetupError::NoCertificate(path)),
+        true => Err(SetupError(
+            format!("{path}: holds no PEM certificate"),
+            None,
+        )),
         false => Ok(certs),
     }
 }
+
+const NO_BUNDLE: &str =
+    "vault.ca_cert: not set, and no system CA bundle found (install ca-certificates or set it)";

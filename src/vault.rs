@@ -64,7 +64,7 @@ impl Error {
     /// The host a 3xx pointed at.
     pub fn redirected_to(&self) -> Option<&str> {
         match self {
-            Error::Http(http::Error::Redirect { target, .. }) => Some(target),
+            Error::Http(e) if matches!(e.class, http::Class::Redirect(_)) => Some(&e.detail),
             _ => None,
         }
     }
@@ -174,17 +174,9 @@ impl Vault {
         {
             Ok(a) => a,
             // A redirect target is the server's text: it must not repeat what we sent.
-            Err(http::Error::Redirect {
-                url,
-                status,
-                target,
-            }) => {
-                let secrets = sent_secrets(token, body);
-                return Err(Error::Http(http::Error::Redirect {
-                    url,
-                    status,
-                    target: redact(&target, &secrets),
-                }));
+            Err(mut e) if matches!(e.class, http::Class::Redirect(_)) => {
+                e.detail = redact(&e.detail, &sent_secrets(token, body));
+                return Err(Error::Http(e));
             }
             Err(e) => return Err(Error::Http(e)),
         };

@@ -34,9 +34,9 @@ pub(super) struct Resolve {
 impl Resolve {
     /// The resolver, and the base URL requests are sent to.
     pub(super) fn pinned(base: &str, name: &str) -> Result<(Resolve, String), SetupError> {
-        let address: Uri = base
-            .parse()
-            .map_err(|e| SetupError::Address(base.into(), e))?;
+        let address = base.parse::<Uri>();
+        let address =
+            address.map_err(|e| SetupError(format!("vault.address: {e}"), Some(e.into())))?;
         let (scheme, port) = match address.scheme_str() {
             Some("https") => ("https", 443),
             _ => ("http", 80),

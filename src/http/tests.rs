@@ -152,13 +152,13 @@ fn a_failed_warm_up_is_silent() {
             .unwrap()
     };
     for err in [post(LOGIN), post("/v1/sys/health")] {
-        assert!(matches!(err, Error::Connect(..)), "{err}");
+        assert_eq!(err.class, Class::Broken, "{err}");
         assert!(err.to_string().starts_with(&url), "{err}");
     }
 }
 
-/// A client that cannot be set up says which key is at fault, in a type the caller can match:
-/// a `ca_cert` that cannot be read, and one that holds no certificate, named by its path.
+/// A client that cannot be set up says which key is at fault: a `ca_cert` that cannot be read
+/// (and why, as its source), and one that holds no certificate, named by its path.
 #[test]
 fn a_client_that_cannot_be_set_up_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,7 +171,6 @@ fn a_client_that_cannot_be_set_up_names_the_key() {
     };
     let missing = dir.path().join("missing.pem");
     let e = vault(&missing).unwrap();
-    assert!(matches!(e, SetupError::CaCert(_)), "{e:?}");
     assert!(e.to_string().starts_with("vault.ca_cert: "), "{e}");
     assert!(std::error::Error::source(&e).is_some());
 
@@ -179,11 +178,8 @@ fn a_client_that_cannot_be_set_up_names_the_key() {
     std::fs::write(&empty, "no certificate here\n").unwrap();
     let e = vault(&empty).unwrap();
     let shown = empty.display().to_string();
-    assert!(
-        matches!(&e, SetupError::NoCertificate(p) if *p == shown),
-        "{e:?}"
-    );
-    assert_eq!(e.to_string(), format!("{shown}: holds no PEM certificate"));
+    let no_certificate = format!("vault.ca_cert: {shown}: holds no PEM certificate");
+    assert_eq!(e.to_string(), no_certificate);
 }
 
 #[test]
