@@ -12,14 +12,17 @@
 //! end sooner, near the deadline, gets a shorter timeout of its own. Its crypto is ring, chosen
 //! as rustls's process-wide default, which ureq uses before a default of its own.
 
+use crate::config::VaultConfig;
 use crate::retry::parse_retry_after;
 use crate::secret::Secret;
 use crate::untrusted;
 use ahead::Shared;
 use std::sync::Arc;
 use std::time::Duration;
+use ureq::config::ConfigBuilder;
 use ureq::http;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::typestate::AgentScope;
 
 mod ahead;
 mod error;
@@ -27,7 +30,7 @@ mod lookup;
 #[cfg(test)]
 mod tests;
 
-use error::{classify, classify_io, too_large};
+use error::{classify, classify_io, redirect_host};
 pub use error::{Class, Error, SetupError};
 
 /// Largest answer body read from IMDS or Vault; a larger one is refused (exit 65).
@@ -47,6 +50,8 @@ const SYSTEM_CA_BUNDLES: [&str; 4] = [
 ];
 
 type Response = Result<http::Response<ureq::Body>, ureq::Error>;
+/// A warm-up request's thread.
+pub type Warming = std::thread::JoinHandle<()>;
 
 /// One HTTP answer, whatever its status. The body is wiped on drop: it may hold secrets.
 pub struct Answer {
@@ -60,14 +65,6 @@ impl Answer {
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
-}
-
-/// TLS trust for an HTTPS endpoint.
-pub struct Tls<'a> {
-    /// A PEM bundle to trust instead of the system roots.
-    pub ca_file: Option<&'a std::path::Path>,
-    /// Verify the server certificate against this name instead of the URL's host.
-    pub server_name: Option<&'a str>,
 }
 
 /// A client for one base URL (`scheme://host[:port]`).
@@ -88,39 +85,26 @@ pub struct Client {
 impl Client {
     /// A client for plain HTTP (IMDS): never through a proxy.
     pub fn plain(base: &str, timeout: Duration) -> Client {
-        let config = agent_config(None, timeout).https_only(false).build();
-        Client::new(
-            lookup::agent(config, Default::default()),
-            base.into(),
-            base,
-            timeout,
-        )
+        let config = agent_config(None, timeout).build();
+        let agent = lookup::agent(config, lookup::Resolve::default());
+        Client::new(agent, base.into(), base, timeout)
     }
 
     /// A client for Vault. `https` unless the configuration allowed plain HTTP.
-    pub fn vault(
-        base: &str,
-        tls: &Tls<'_>,
-        proxy: Option<&str>,
-        timeout: Duration,
-    ) -> Result<Client, SetupError> {
-        let proxy = proxy.map(ureq::Proxy::new).transpose();
+    pub fn vault(vault: &VaultConfig) -> Result<Client, SetupError> {
+        let (base, timeout) = (vault.address.as_str(), vault.request_timeout);
+        let proxy = vault.proxy.as_deref().map(ureq::Proxy::new).transpose();
         let proxy = proxy.map_err(|e| SetupError(format!("vault.proxy: {e}"), Some(e.into())))?;
-        let roots = RootCerts::Specific(Arc::new(load_roots(tls.ca_file)?));
-        let config = agent_config(proxy, timeout)
-            .https_only(base.starts_with("https://"))
-            .tls_config(TlsConfig::builder().root_certs(roots).build())
-            .build();
-        let (resolve, target) = match tls.server_name {
+        let roots = RootCerts::Specific(Arc::new(load_roots(vault.ca_cert.as_deref())?));
+        let tls = TlsConfig::builder().root_certs(roots).build();
+        let config = agent_config(proxy, timeout).tls_config(tls);
+        let config = config.https_only(base.starts_with("https://")).build();
+        let (resolve, target) = match &vault.tls_server_name {
             None => (lookup::Resolve::default(), base.to_string()),
             Some(name) => lookup::Resolve::pinned(base, name)?,
         };
-        Ok(Client::new(
-            lookup::agent(config, resolve),
-            target,
-            base,
-            timeout,
-        ))
+        let agent = lookup::agent(config, resolve);
+        Ok(Client::new(agent, target, base, timeout))
     }
 
     fn new(agent: ureq::Agent, base: String, shown: &str, timeout: Duration) -> Client {
@@ -153,27 +137,17 @@ impl Client {
     /// (ureq pools a connection once a whole answer was read on it) for the requests to come,
     /// which wait for them (at most `WARM_WAIT`) rather than open more. A thread that cannot be
     /// started is no warm-up, not an error. The handles are for tests.
-    pub fn warm_up(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-        n: usize,
-    ) -> Vec<std::thread::JoinHandle<()>> {
+    pub fn warm_up(&self, path: &str, headers: &[(&str, &str)], n: usize) -> Vec<Warming> {
         let spawn = |_| {
             let request = self.request(http::Method::GET, path, headers, &[], None);
             let client = self.clone();
             let get = move || {
-                if let Ok(request) = request {
-                    let _ = client
-                        .run(request, client.timeout)
-                        .map(|r| read_answer("", r));
-                }
+                let _ = request.map(|r| read_answer("", client.run(r, client.timeout)));
                 client.warming.change(|n| *n -= 1);
             };
-            let spawned = std::thread::Builder::new()
-                .name("vault-warm-up".into())
-                .spawn(get);
-            spawned.ok().inspect(|_| self.warming.change(|n| *n += 1))
+            let thread = std::thread::Builder::new().name("vault-warm-up".into());
+            let spawned = thread.spawn(get).ok();
+            spawned.inspect(|_| self.warming.change(|n| *n += 1))
         };
         let opened = usize::from(self.ahead.lock().is_some());
         (0..n.min(MAX_IDLE - opened)).filter_map(spawn).collect()
@@ -190,18 +164,15 @@ impl Client {
         time_left: Duration,
     ) -> Result<Answer, Error> {
         let url = self.shown_url(path);
-        let post = method == http::Method::POST && sensitive.is_empty();
-        let opened = self.ahead.lock().take_if(|o| post && o.0 == path);
-        let response = match opened.and_then(|o| o.send(body.unwrap_or_default(), time_left)) {
-            Some(response) => response,
-            None => {
-                let request = self.request(method, path, headers, sensitive, body)?;
-                // The requests sent at once wait together, once: the count is cleared after.
-                *self.warming.wait(WARM_WAIT.min(time_left), |n| *n > 0) = 0;
-                self.run(request, time_left)
-            }
-        };
-        read_answer(&url, response.map_err(|e| classify(&url, e))?)
+        let login = method == http::Method::POST && sensitive.is_empty();
+        let opened = self.ahead.lock().take_if(|o| login && o.0 == path);
+        if let Some(response) = opened.and_then(|o| o.send(body.unwrap_or_default(), time_left)) {
+            return read_answer(&url, response);
+        }
+        let request = self.request(method, path, headers, sensitive, body)?;
+        // The requests sent at once wait together, once: the count is cleared after a wait.
+        *self.warming.wait(WARM_WAIT.min(time_left), |n| *n > 0) = 0;
+        read_answer(&url, self.run(request, time_left))
     }
 
     /// Runs `request`, with a timeout of its own when `time_left` is shorter than the client's
@@ -209,11 +180,8 @@ impl Client {
     fn run(&self, mut request: http::Request<&[u8]>, time_left: Duration) -> Response {
         if time_left < self.timeout {
             let timeout = Some(time_left.max(Duration::from_millis(1)));
-            let config = self
-                .agent
-                .configure_request(request)
-                .timeout_global(timeout);
-            request = config.build();
+            let config = self.agent.configure_request(request);
+            request = config.timeout_global(timeout).build();
         }
         self.agent.run(request)
     }
@@ -237,8 +205,7 @@ impl Client {
         for (name, value) in sensitive {
             let shared = bytes::Bytes::from_owner((*value).clone());
             let value = http::HeaderValue::from_maybe_shared(shared);
-            let mut value =
-                value.map_err(|_| bad(format!("{name} is not a valid header value")))?;
+            let mut value = value.map_err(|_| bad(format!("{name}: not a valid header value")))?;
             value.set_sensitive(true);
             builder = builder.header(*name, value);
         }
@@ -247,10 +214,7 @@ impl Client {
     }
 }
 
-fn agent_config(
-    proxy: Option<ureq::Proxy>,
-    timeout: Duration,
-) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+fn agent_config(proxy: Option<ureq::Proxy>, timeout: Duration) -> ConfigBuilder<AgentScope> {
     // TLS with ring (see the module's comment); one installed before (a second client) is ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     ureq::Agent::config_builder()
@@ -273,19 +237,19 @@ fn agent_config(
 }
 
 /// The status, the headers we use and the whole body, which must not exceed `MAX_BODY`.
-fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<Answer, Error> {
+fn read_answer(url: &str, response: Response) -> Result<Answer, Error> {
+    let mut response = response.map_err(|e| classify(url, &e))?;
     let status = response.status().as_u16();
     let header = |name: &str| Some(response.headers().get(name)?.to_str().ok()?.to_string());
     if (300..400).contains(&status) {
-        let target = header("location").map(|l| error::redirect_host(&l));
-        let target = target.unwrap_or_else(|| "(no location)".into());
+        let target = header("location").map_or("(no location)".into(), |l| redirect_host(&l));
         return Err(Error::new(url, Class::Redirect(status), target));
     }
     let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
     let content_type = header("content-type");
     let announced = response.body().content_length();
     if announced.is_some_and(|len| len > MAX_BODY) {
-        return Err(too_large(url, MAX_BODY));
+        return Err(classify(url, &ureq::Error::BodyExceedsLimit(MAX_BODY)));
     }
     // One byte more than announced: the read that finds the end needs room too, and a full
     // buffer would be moved to a larger one.
@@ -293,7 +257,7 @@ fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<An
     let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(capacity));
     // Beyond the limit, ureq's reader fails with BodyExceedsLimit: TooLarge.
     let mut reader = response.body_mut().with_config().limit(MAX_BODY).reader();
-    untrusted::read_to_end_wiping(&mut reader, &mut bytes).map_err(|e| classify_io(url, e))?;
+    untrusted::read_to_end_wiping(&mut reader, &mut bytes).map_err(|e| classify_io(url, &e))?;
     let body = Secret::new(std::mem::take(&mut bytes));
     Ok(Answer {
         status,
@@ -320,13 +284,11 @@ fn load_roots(ca_file: Option<&std::path::Path>) -> Result<Vec<Certificate<'stat
         _ => None,
     });
     let certs: Vec<_> = certs.collect();
-    match certs.is_empty() {
-        true => Err(SetupError(
-            format!("{path}: holds no PEM certificate"),
-            None,
-        )),
-        false => Ok(certs),
+    if certs.is_empty() {
+        let empty = format!("{path}: holds no PEM certificate");
+        return Err(SetupError(empty, None));
     }
+    Ok(certs)
 }
 
 const NO_BUNDLE: &str =

@@ -4,7 +4,7 @@
 
 use crate::config::VaultConfig;
 use crate::decide;
-use crate::http::{self, Answer, Client, Tls};
+use crate::http::{self, Answer, Client};
 use crate::kind::Kind;
 use crate::secret::{Secret, SecretJson};
 use crate::untrusted;
@@ -109,17 +109,8 @@ pub struct Vault {
 
 impl Vault {
     pub fn new(config: &VaultConfig) -> Result<Vault, http::SetupError> {
-        let tls = Tls {
-            ca_file: config.ca_cert.as_deref(),
-            server_name: config.tls_server_name.as_deref(),
-        };
         Ok(Vault {
-            client: Client::vault(
-                &config.address,
-                &tls,
-                config.proxy.as_deref(),
-                config.request_timeout,
-            )?,
+            client: Client::vault(config)?,
             namespace: config.namespace.clone(),
         })
     }

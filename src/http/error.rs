@@ -2,6 +2,7 @@
 //! setting up a Vault client.
 
 use crate::untrusted::one_line;
+use std::error::Error as StdError;
 use std::fmt;
 use std::io::ErrorKind;
 
@@ -48,14 +49,14 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl StdError for Error {}
 
 /// Why a Vault client could not be set up: the message names the configuration key at fault
 /// (a proxy's URL is never repeated: it may hold a password), and the source when there is one.
 #[derive(Debug)]
 pub struct SetupError(
     pub(super) String,
-    pub(super) Option<Box<dyn std::error::Error + Send + Sync>>,
+    pub(super) Option<Box<dyn StdError + Send + Sync>>,
 );
 
 impl fmt::Display for SetupError {
@@ -64,8 +65,8 @@ impl fmt::Display for SetupError {
     }
 }
 
-impl std::error::Error for SetupError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+impl StdError for SetupError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.1.as_deref().map(|e| e as _)
     }
 }
@@ -83,57 +84,54 @@ pub(super) fn redirect_host(location: &str) -> String {
 /// Longest piece of an error text that may come from the server.
 const MAX_DETAIL: usize = 200;
 
-pub(super) fn classify(url: &str, e: ureq::Error) -> Error {
-    let detail = one_line(&e.to_string(), MAX_DETAIL);
+/// What an answer that took too long says.
+const TIMEOUT: &str = "no answer in time";
+
+pub(super) fn classify(url: &str, e: &ureq::Error) -> Error {
+    let text = || one_line(&e.to_string(), MAX_DETAIL);
     let (class, detail) = match e {
-        ureq::Error::Timeout(_) => return timeout(url),
+        ureq::Error::Timeout(_) => (Class::Broken, TIMEOUT.into()),
         ureq::Error::Io(io) => return classify_io(url, io),
-        ureq::Error::Rustls(tls) => return classify_tls(url, &tls),
-        ureq::Error::BodyExceedsLimit(limit) => return too_large(url, limit),
-        ureq::Error::LargeResponseHeader(_, limit) => return too_large(url, limit as u64),
-        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => (Class::Broken, detail),
-        ureq::Error::Tls(_) => (Class::Untrusted, format!("TLS: {detail}")),
+        ureq::Error::Rustls(tls) => tls_class(tls),
+        ureq::Error::BodyExceedsLimit(limit) => too_large(*limit),
+        ureq::Error::LargeResponseHeader(_, limit) => too_large(*limit as u64),
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => (Class::Broken, text()),
+        ureq::Error::Tls(_) => (Class::Untrusted, format!("TLS: {}", text())),
         // The protocol errors may quote what the server sent (a bad header, a status line).
-        _ => (Class::Garbled, format!("bad HTTP answer: {detail}")),
+        _ => (Class::Garbled, format!("bad HTTP answer: {}", text())),
+    };
+    Error::new(url, class, detail)
+}
+
+/// rustls reports handshake failures through io::Error; ureq wraps its own errors (timeouts,
+/// limits) into io::Error when a body is read.
+pub(super) fn classify_io(url: &str, e: &std::io::Error) -> Error {
+    use ureq::Error::{BodyExceedsLimit, Timeout};
+    let inner = e.get_ref();
+    if let Some(e @ (BodyExceedsLimit(_) | Timeout(_))) = inner.and_then(|i| i.downcast_ref()) {
+        return classify(url, e);
+    }
+    let (class, detail) = match (inner.and_then(|i| i.downcast_ref()), e.kind()) {
+        (Some(tls), _) => tls_class(tls),
+        (_, ErrorKind::TimedOut | ErrorKind::WouldBlock) => (Class::Broken, TIMEOUT.into()),
+        (_, kind) => (Class::Broken, format!("connection error ({kind})")),
     };
     Error::new(url, class, detail)
 }
 
 /// Certificate problems are final; other TLS failures may be a server restarting.
-fn classify_tls(url: &str, tls: &rustls::Error) -> Error {
+fn tls_class(tls: &rustls::Error) -> (Class, String) {
     use rustls::Error::*;
     let class = match tls {
-        InvalidCertificate(_) | NoCertificatesPresented | InvalidCertRevocationList(_) => {
-            Class::Untrusted
-        }
-        UnsupportedNameType => Class::Untrusted,
+        InvalidCertificate(_) | NoCertificatesPresented => Class::Untrusted,
+        InvalidCertRevocationList(_) | UnsupportedNameType => Class::Untrusted,
         _ => Class::Broken,
     };
     let detail = format!("TLS: {}", one_line(&tls.to_string(), MAX_DETAIL));
-    Error::new(url, class, detail)
+    (class, detail)
 }
 
-pub(super) fn classify_io(url: &str, e: std::io::Error) -> Error {
-    let inner = e.get_ref();
-    // rustls reports handshake failures through io::Error; ureq wraps its own errors (timeouts,
-    // limits) into io::Error when a body is read.
-    if let Some(tls) = inner.and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        return classify_tls(url, tls);
-    }
-    match (inner.and_then(|i| i.downcast_ref()), e.kind()) {
-        (Some(ureq::Error::BodyExceedsLimit(limit)), _) => too_large(url, *limit),
-        (Some(ureq::Error::Timeout(_)), _) | (_, ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-            timeout(url)
-        }
-        (_, kind) => Error::new(url, Class::Broken, format!("connection error ({kind})")),
-    }
-}
-
-pub(super) fn too_large(url: &str, limit: u64) -> Error {
+fn too_large(limit: u64) -> (Class, String) {
     let detail = format!("answer larger than {limit} bytes, refused");
-    Error::new(url, Class::Garbled, detail)
-}
-
-fn timeout(url: &str) -> Error {
-    Error::new(url, Class::Broken, "no answer in time".into())
+    (Class::Garbled, detail)
 }

@@ -25,26 +25,22 @@ pub(super) fn agent(config: ureq::config::Config, resolve: Resolve) -> ureq::Age
 
 /// Resolves as ureq does, without its thread; with `vault.tls_server_name`, requests go to
 /// `scheme://<name>:<port>` (SNI, the certificate check and the Host header all use the
-/// name) and this sends the name to the configured address.
+/// name) and this sends that authority to the configured address.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Resolve {
-    pinned: Option<(String, u16, Uri)>,
-}
+pub(super) struct Resolve(Option<(String, Uri)>);
 
 impl Resolve {
     /// The resolver, and the base URL requests are sent to.
     pub(super) fn pinned(base: &str, name: &str) -> Result<(Resolve, String), SetupError> {
-        let address = base.parse::<Uri>();
-        let address =
-            address.map_err(|e| SetupError(format!("vault.address: {e}"), Some(e.into())))?;
+        let a = base.parse::<Uri>();
+        let address = a.map_err(|e| SetupError(format!("vault.address: {e}"), Some(e.into())))?;
         let (scheme, port) = match address.scheme_str() {
             Some("https") => ("https", 443),
             _ => ("http", 80),
         };
-        let port = address.port_u16().unwrap_or(port);
-        let target = format!("{scheme}://{name}:{port}");
-        let pinned = Some((name.to_string(), port, address));
-        Ok((Resolve { pinned }, target))
+        let authority = format!("{name}:{}", address.port_u16().unwrap_or(port));
+        let target = format!("{scheme}://{authority}");
+        Ok((Resolve(Some((authority, address))), target))
     }
 }
 
@@ -55,16 +51,13 @@ impl Resolver for Resolve {
         config: &ureq::config::Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let uri = match &self.pinned {
-            Some((name, port, address))
-                if uri.host() == Some(name.as_str()) && uri.port_u16() == Some(*port) =>
-            {
-                address
+        match &self.0 {
+            Some((pinned, address)) if uri.authority().is_some_and(|a| a == pinned.as_str()) => {
+                lookup(address, config, timeout)
             }
             // Anything else (a proxy) as ureq would.
-            _ => uri,
-        };
-        lookup(uri, config, timeout)
+            _ => lookup(uri, config, timeout),
+        }
     }
 }
 
@@ -78,7 +71,6 @@ fn lookup(
     let host_port = DefaultResolver::host_and_port(scheme, authority).ok_or_else(bad)?;
     let found: Vec<SocketAddr> = match host_port.parse::<SocketAddr>() {
         Ok(addr) => vec![addr],
-        Err(_) if timeout.after.is_not_happening() => host_port.to_socket_addrs()?.collect(),
         Err(_) => on_a_thread(host_port, timeout)?,
     };
     let mut addrs = DefaultResolver::default().empty();

@@ -9,12 +9,20 @@ fn vault_and_client(latency: Duration) -> (vaultboot_sim::VaultSim, Client, temp
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, vault.ca_pem()).unwrap();
-    let tls = Tls {
-        ca_file: Some(&ca),
-        server_name: None,
-    };
-    let client = Client::vault(&vault.url(), &tls, None, Duration::from_secs(5)).unwrap();
+    let client = Client::vault(&vault_config(&vault.url(), &ca)).unwrap();
     (vault, client, dir)
+}
+
+/// Vault at `address`, trusting the CA in `ca`.
+fn vault_config(address: &str, ca: &std::path::Path) -> VaultConfig {
+    VaultConfig {
+        address: address.into(),
+        ca_cert: Some(ca.into()),
+        tls_server_name: None,
+        namespace: None,
+        request_timeout: Duration::from_secs(5),
+        proxy: None,
+    }
 }
 
 /// `n` requests at once, each bounded by `time_left`; their statuses.
@@ -162,13 +170,8 @@ fn a_failed_warm_up_is_silent() {
 #[test]
 fn a_client_that_cannot_be_set_up_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let vault = |ca: &std::path::Path| {
-        let tls = Tls {
-            ca_file: Some(ca),
-            server_name: None,
-        };
-        Client::vault("https://127.0.0.1:8200", &tls, None, Duration::from_secs(5)).err()
-    };
+    let vault =
+        |ca: &std::path::Path| Client::vault(&vault_config("https://127.0.0.1:8200", ca)).err();
     let missing = dir.path().join("missing.pem");
     let e = vault(&missing).unwrap();
     assert!(e.to_string().starts_with("vault.ca_cert: "), "{e}");
