@@ -20,7 +20,7 @@ use ahead::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 use ureq::config::ConfigBuilder;
-use ureq::http;
+use ureq::http::{self, request::Builder};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::typestate::AgentScope;
 
@@ -126,8 +126,11 @@ impl Client {
     /// Starts the login (`POST path`, no sensitive header) that `send` will be asked for, on a
     /// thread of its own: ureq connects and sends its head now, `send` hands it its body.
     pub fn open_ahead(&self, path: &str, headers: &[(&str, &str)]) {
-        if let Ok(request) = self.request(http::Method::POST, path, headers, &[], None) {
-            *self.ahead.lock() = ahead::Opened::start(&self.agent, request, path, self.timeout);
+        if let Ok(request) = self
+            .request(http::Method::POST, path, headers)
+            .body(&[][..])
+        {
+            *self.ahead.lock() = ahead::Opened::start(self, request);
         }
     }
 
@@ -139,10 +142,10 @@ impl Client {
     /// started is no warm-up, not an error. The handles are for tests.
     pub fn warm_up(&self, path: &str, headers: &[(&str, &str)], n: usize) -> Vec<Warming> {
         let spawn = |_| {
-            let request = self.request(http::Method::GET, path, headers, &[], None);
+            let request = self.request(http::Method::GET, path, headers).body(&[][..]);
             let client = self.clone();
             let get = move || {
-                let _ = request.map(|r| read_answer("", client.run(r, client.timeout)));
+                let _ = request.map(|r| read_answer("", client.agent.run(r)));
                 client.warming.change(|n| *n -= 1);
             };
             let thread = std::thread::Builder::new().name("vault-warm-up".into());
@@ -169,48 +172,37 @@ impl Client {
         if let Some(response) = opened.and_then(|o| o.send(body.unwrap_or_default(), time_left)) {
             return read_answer(&url, response);
         }
-        let request = self.request(method, path, headers, sensitive, body)?;
-        // The requests sent at once wait together, once: the count is cleared after a wait.
-        *self.warming.wait(WARM_WAIT.min(time_left), |n| *n > 0) = 0;
-        read_answer(&url, self.run(request, time_left))
-    }
-
-    /// Runs `request`, with a timeout of its own when `time_left` is shorter than the client's
-    /// (see the module's comment).
-    fn run(&self, mut request: http::Request<&[u8]>, time_left: Duration) -> Response {
-        if time_left < self.timeout {
-            let timeout = Some(time_left.max(Duration::from_millis(1)));
-            let config = self.agent.configure_request(request);
-            request = config.timeout_global(timeout).build();
-        }
-        self.agent.run(request)
-    }
-
-    /// The request, its body borrowed from the caller's (wiping) buffer: no copy of a nonce or
-    /// of PKI data is made here. A sensitive header's value shares the `Secret`'s own bytes, so
-    /// that it too is wiped when the request is dropped (`http` copies a value given as bytes
-    /// into a buffer that is freed as is).
-    fn request<'b>(
-        &self,
-        method: http::Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        sensitive: &[(&str, &Secret)],
-        body: Option<&'b [u8]>,
-    ) -> Result<http::Request<&'b [u8]>, Error> {
-        let bad = |detail: String| Error::new(&self.shown_url(path), Class::Garbled, detail);
-        let builder = http::Request::builder().method(method);
-        let builder = builder.uri(format!("{}{path}", self.base));
-        let mut builder = headers.iter().fold(builder, |b, (k, v)| b.header(*k, *v));
+        let bad = |detail: String| Error::new(&url, Class::Garbled, detail);
+        let mut request = self.request(method, path, headers);
+        // A sensitive header's value shares the `Secret`'s own bytes, so that it too is wiped
+        // when the request is dropped (`http` copies a value given as bytes into a buffer that
+        // is freed as is).
         for (name, value) in sensitive {
             let shared = bytes::Bytes::from_owner((*value).clone());
             let value = http::HeaderValue::from_maybe_shared(shared);
             let mut value = value.map_err(|_| bad(format!("{name}: not a valid header value")))?;
             value.set_sensitive(true);
-            builder = builder.header(*name, value);
+            request = request.header(*name, value);
         }
-        let request = builder.body(body.unwrap_or_default());
-        request.map_err(|e| bad(format!("cannot build request: {e}")))
+        let request = request.body(body.unwrap_or_default());
+        let mut request = request.map_err(|e| bad(format!("cannot build request: {e}")))?;
+        if time_left < self.timeout {
+            // Near the deadline: a shorter timeout of its own (see the module's comment).
+            let timeout = Some(time_left.max(Duration::from_millis(1)));
+            let config = self.agent.configure_request(request);
+            request = config.timeout_global(timeout).build();
+        }
+        // The requests sent at once wait together, once: the count is cleared after a wait.
+        *self.warming.wait(WARM_WAIT.min(time_left), |n| *n > 0) = 0;
+        read_answer(&url, self.agent.run(request))
+    }
+
+    /// A request to `path` with `headers`; its body, given to `body`, is borrowed from the
+    /// caller's (wiping) buffer: no copy of a nonce or of PKI data is made here.
+    fn request(&self, method: http::Method, path: &str, headers: &[(&str, &str)]) -> Builder {
+        let builder = http::Request::builder().method(method);
+        let builder = builder.uri(format!("{}{path}", self.base));
+        headers.iter().fold(builder, |b, (k, v)| b.header(*k, *v))
     }
 }
 

@@ -7,7 +7,7 @@
 use std::io::{Cursor, ErrorKind, Read};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use ureq::http;
+use ureq::http::Request;
 
 /// Longest wait for the body: a server closes a connection whose request does not come
 /// (Vault's `http_read_timeout` is 30 s). Past it the request is given up, its connection
@@ -51,27 +51,21 @@ enum State {
 pub(super) struct Opened(pub(super) String, Arc<Shared<State>>);
 
 impl Opened {
-    /// Starts `request` (to `path`), its body awaited for `BODY_WAIT`, at most half of
-    /// `timeout` (the request's whole budget, which runs from now).
-    pub(super) fn start(
-        agent: &ureq::Agent,
-        request: http::Request<&'static [u8]>,
-        path: &str,
-        timeout: Duration,
-    ) -> Option<Opened> {
+    /// Starts `request` on `client`, its body awaited for `BODY_WAIT`, at most half of the
+    /// client's timeout (the request's whole budget, which runs from now).
+    pub(super) fn start(client: &super::Client, request: Request<&'static [u8]>) -> Option<Self> {
         let state = Arc::new(Shared(Mutex::new(State::Waiting), Condvar::new()));
-        let body = Handed(state.clone(), BODY_WAIT.min(timeout / 2));
-        let (agent, mine) = (agent.clone(), state.clone());
+        let body = Handed(state.clone(), BODY_WAIT.min(client.timeout / 2));
+        let (agent, mine, path) = (client.agent.clone(), state.clone(), request.uri().path());
+        let path = path.to_string();
         let run = move || {
             // Built here: a body read from elsewhere cannot move between threads.
             let answer = agent.run(request.map(|_| ureq::SendBody::from_owned_reader(body)));
             let sent = |s: &State| matches!(s, State::Body(b) if b.position() > 0);
             mine.change(|s| *s = State::Done(sent(s).then_some(answer)));
         };
-        let spawned = std::thread::Builder::new()
-            .name("vault-ahead".into())
-            .spawn(run);
-        spawned.ok().map(|_| Opened(path.into(), state))
+        let thread = std::thread::Builder::new().name("vault-ahead".into());
+        thread.spawn(run).ok().map(|_| Opened(path, state))
     }
 
     /// Completes the request with `body`: its answer, or `None` when it was given up (or
