@@ -108,13 +108,12 @@ impl Client {
     }
 
     fn new(agent: ureq::Agent, base: String, shown: &str, timeout: Duration) -> Client {
-        let (ahead, warming, shown) = (Arc::default(), Arc::default(), shown.into());
         Client {
             agent,
-            ahead,
-            warming,
+            ahead: Arc::default(),
+            warming: Arc::default(),
             base,
-            shown,
+            shown: shown.into(),
             timeout,
         }
     }

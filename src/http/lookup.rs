@@ -11,15 +11,15 @@
 use super::SetupError;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
-use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::{config::Config, http::Uri, Error};
 
 /// Addresses a resolver hands ureq at most (the size of its list).
 const MAX_ADDRS: usize = 16;
 
 /// An agent with ureq's connector and our resolver.
-pub(super) fn agent(config: ureq::config::Config, resolve: Resolve) -> ureq::Agent {
+pub(super) fn agent(config: Config, resolve: Resolve) -> ureq::Agent {
     ureq::Agent::with_parts(config, DefaultConnector::default(), resolve)
 }
 
@@ -48,9 +48,9 @@ impl Resolver for Resolve {
     fn resolve(
         &self,
         uri: &Uri,
-        config: &ureq::config::Config,
+        config: &Config,
         timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+    ) -> Result<ResolvedSocketAddrs, Error> {
         match &self.0 {
             Some((pinned, address)) if uri.authority().is_some_and(|a| a == pinned.as_str()) => {
                 lookup(address, config, timeout)
@@ -61,12 +61,8 @@ impl Resolver for Resolve {
     }
 }
 
-fn lookup(
-    uri: &Uri,
-    config: &ureq::config::Config,
-    timeout: NextTimeout,
-) -> Result<ResolvedSocketAddrs, ureq::Error> {
-    let bad = || ureq::Error::BadUri(format!("{uri}: no scheme, host or port"));
+fn lookup(uri: &Uri, config: &Config, timeout: NextTimeout) -> Result<ResolvedSocketAddrs, Error> {
+    let bad = || Error::BadUri(format!("{uri}: no scheme, host or port"));
     let (scheme, authority) = uri.scheme().zip(uri.authority()).ok_or_else(bad)?;
     let host_port = DefaultResolver::host_and_port(scheme, authority).ok_or_else(bad)?;
     let found: Vec<SocketAddr> = match host_port.parse::<SocketAddr>() {
@@ -78,14 +74,14 @@ fn lookup(
     let wanted = family.keep_wanted(found.into_iter()).take(MAX_ADDRS);
     wanted.for_each(|addr| addrs.push(addr));
     if addrs.is_empty() {
-        return Err(ureq::Error::HostNotFound);
+        return Err(Error::HostNotFound);
     }
     Ok(addrs)
 }
 
 /// The lookup on a thread of its own, so that the request's timeout bounds it; on this thread
 /// (bounded by the system resolver's own timeouts) when no thread can be started.
-fn on_a_thread(host_port: String, timeout: NextTimeout) -> Result<Vec<SocketAddr>, ureq::Error> {
+fn on_a_thread(host_port: String, timeout: NextTimeout) -> Result<Vec<SocketAddr>, Error> {
     let (tx, rx) = mpsc::sync_channel(1);
     let name = host_port.clone();
     let spawned = std::thread::Builder::new()
@@ -96,8 +92,8 @@ fn on_a_thread(host_port: String, timeout: NextTimeout) -> Result<Vec<SocketAddr
     }
     match rx.recv_timeout(*timeout.after) {
         Ok(found) => Ok(found?),
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(ureq::Error::Timeout(timeout.reason)),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(ureq::Error::HostNotFound),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout(timeout.reason)),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::HostNotFound),
     }
 }
 
@@ -115,7 +111,7 @@ mod tests {
 
     #[test]
     fn addresses_need_no_lookup_and_names_are_looked_up() {
-        let config = ureq::config::Config::default();
+        let config = Config::default();
         let t = || next(std::time::Duration::from_secs(5));
         let v4 = lookup(&"https://127.0.0.1:8200/v1".parse().unwrap(), &config, t()).unwrap();
         assert_eq!(&v4[..], ["127.0.0.1:8200".parse().unwrap()]);

@@ -166,7 +166,7 @@ fn a_failed_warm_up_is_silent() {
 }
 
 /// A client that cannot be set up says which key is at fault: a `ca_cert` that cannot be read
-/// (and why, as its source), and one that holds no certificate, named by its path.
+/// (and why, as its source), one that holds no certificate, named by its path, and a proxy.
 #[test]
 fn a_client_that_cannot_be_set_up_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -183,6 +183,17 @@ fn a_client_that_cannot_be_set_up_names_the_key() {
     let shown = empty.display().to_string();
     let no_certificate = format!("vault.ca_cert: {shown}: holds no PEM certificate");
     assert_eq!(e.to_string(), no_certificate);
+
+    // A proxy ureq refuses: named by its key, never by its URL (it may hold a password).
+    let proxy = Some("http://user:pa55word@bad host:3128".to_string());
+    let config = VaultConfig {
+        proxy,
+        ..vault_config("https://127.0.0.1:8200", &empty)
+    };
+    let e = Client::vault(&config).err().unwrap();
+    assert!(e.to_string().starts_with("vault.proxy: "), "{e}");
+    assert!(!format!("{e} {e:?}").contains("pa55word"), "{e:?}");
+    assert!(std::error::Error::source(&e).is_some());
 }
 
 #[test]
