@@ -90,12 +90,9 @@ impl Read for Handed {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match &mut *self.0.wait(self.1, |s| matches!(s, State::Waiting)) {
             State::Body(body) => body.read(buf),
-            // Given up (`send` then finds it not waiting): ureq abandons the request and its
-            // connection.
-            state => {
-                *state = State::Done(None);
-                Err(ErrorKind::TimedOut.into())
-            }
+            // Given up (or `send` gave up): ureq abandons the request and its connection, and
+            // the thread's end tells a `send` that came meanwhile that nothing was sent.
+            _ => Err(ErrorKind::TimedOut.into()),
         }
     }
 }
