@@ -423,11 +423,11 @@ impl Row {
 
 /// The class of a transport failure.
 fn transport(e: &http::Error) -> Transport {
-    match e {
-        http::Error::Connect(..) | http::Error::Timeout(_) => Transport::Broken,
-        http::Error::Tls(..) => Transport::Untrusted,
-        http::Error::Redirect { .. } => Transport::Redirect,
-        http::Error::TooLarge(..) | http::Error::Protocol(..) => Transport::Garbled,
+    match e.class {
+        http::Class::Broken => Transport::Broken,
+        http::Class::Untrusted => Transport::Untrusted,
+        http::Class::Redirect(_) => Transport::Redirect,
+        http::Class::Garbled => Transport::Garbled,
     }
 }
 
@@ -622,18 +622,14 @@ mod tests {
     }
 
     fn http(class: Transport) -> http::Error {
-        let url = "http://169.254.169.254/latest/api/token".to_string();
-        let detail = "d".to_string();
-        match class {
-            Transport::Broken => http::Error::Timeout(url),
-            Transport::Untrusted => http::Error::Tls(url, detail),
-            Transport::Garbled => http::Error::TooLarge(url, 1),
-            Transport::Redirect => http::Error::Redirect {
-                url,
-                status: 307,
-                target: "vault-0:8200".into(),
-            },
-        }
+        let url = "http://169.254.169.254/latest/api/token";
+        let class = match class {
+            Transport::Broken => http::Class::Broken,
+            Transport::Untrusted => http::Class::Untrusted,
+            Transport::Garbled => http::Class::Garbled,
+            Transport::Redirect => http::Class::Redirect(307),
+        };
+        http::Error::new(url, class, "vault-0:8200".into())
     }
 
     #[test]
@@ -654,7 +650,7 @@ mod tests {
         let status = |status, messages| Problem::Status { status, messages };
         let (broken, tls) = (http(Transport::Broken), http(Transport::Untrusted));
         let (large, redirect) = (http(Transport::Garbled), http(Transport::Redirect));
-        let garbage = http::Error::Protocol("u".into(), "SSH-2.0".into());
+        let garbage = http::Error::new("u", http::Class::Garbled, "SSH-2.0".into());
         let cases: Vec<(Source, Problem<'_>, Retries, Kind)> = vec![
             (Imds, Problem::Transport(&broken), retry, gone),
             (Login, Problem::Transport(&broken), retry, gone),
@@ -830,11 +826,11 @@ mod tests {
         assert!(a.contains("AWS failing"), "{a}");
         assert!(advice(&answer(400, "client nonce mismatch")).is_none());
         assert!(advice(&answer(503, "Vault is sealed")).is_none());
-        let redirected = vault::Error::Http(crate::http::Error::Redirect {
-            url: "https://vault.example:8200/v1/secret/data/x".into(),
-            status: 307,
-            target: "vault-0.internal:8200".into(),
-        });
+        let redirected = vault::Error::Http(crate::http::Error::new(
+            "https://vault.example:8200/v1/secret/data/x",
+            crate::http::Class::Redirect(307),
+            "vault-0.internal:8200".into(),
+        ));
         for a in [advice(&redirected), redirect_advice(&redirected)] {
             let a = a.unwrap();
             assert!(

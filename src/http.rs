@@ -13,14 +13,17 @@
 //! as rustls's process-wide default, which ureq uses before a default of its own, with AES-GCM
 //! only (tls.rs).
 
+use crate::config::VaultConfig;
 use crate::retry::parse_retry_after;
 use crate::secret::Secret;
 use crate::untrusted;
-use std::sync::{Arc, Mutex, PoisonError};
+use ahead::Shared;
+use std::sync::Arc;
 use std::time::Duration;
-use ureq::config::Config;
-use ureq::http;
-use ureq::tls::Certificate;
+use ureq::config::ConfigBuilder;
+use ureq::http::{self, request::Builder};
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::typestate::AgentScope;
 
 mod ahead;
 mod error;
@@ -30,7 +33,7 @@ mod tests;
 mod tls;
 
 use error::{classify, classify_io, redirect_host};
-pub use error::{Error, SetupError};
+pub use error::{Class, Error, SetupError};
 
 /// Largest answer body read from IMDS or Vault; a larger one is refused (exit 65).
 pub const MAX_BODY: u64 = 1024 * 1024;
@@ -48,6 +51,10 @@ const SYSTEM_CA_BUNDLES: [&str; 4] = [
     "/etc/ssl/cert.pem",
 ];
 
+type Response = Result<http::Response<ureq::Body>, ureq::Error>;
+/// A warm-up request's thread.
+pub type Warming = std::thread::JoinHandle<()>;
+
 /// One HTTP answer, whatever its status. The body is wiped on drop: it may hold secrets.
 pub struct Answer {
     pub status: u16,
@@ -62,22 +69,14 @@ impl Answer {
     }
 }
 
-/// TLS trust for an HTTPS endpoint.
-pub struct Tls<'a> {
-    /// A PEM bundle to trust instead of the system roots.
-    pub ca_file: Option<&'a std::path::Path>,
-    /// Verify the server certificate against this name instead of the URL's host.
-    pub server_name: Option<&'a str>,
-}
-
 /// A client for one base URL (`scheme://host[:port]`).
 #[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
     /// Vault: the login opened ahead, until `send` takes it.
-    ahead: Arc<Mutex<Option<ahead::Opened>>>,
+    ahead: Arc<Shared<Option<ahead::Opened>>>,
     /// Vault: how many warm-up requests are under way (below zero once no longer waited for).
-    warming: Arc<ahead::Shared<isize>>,
+    warming: Arc<Shared<isize>>,
     /// What requests are sent to: the configured address, or the TLS name when one is pinned.
     base: String,
     /// The configured address, for messages.
@@ -88,43 +87,31 @@ pub struct Client {
 impl Client {
     /// A client for plain HTTP (IMDS): never through a proxy.
     pub fn plain(base: &str, timeout: Duration) -> Client {
-        let config = agent_config(None, timeout).https_only(false).build();
-        Client::new(config, Default::default(), base.into(), base, timeout)
+        let config = agent_config(None, timeout).build();
+        let agent = lookup::agent(config, lookup::Resolve::default());
+        Client::new(agent, base.into(), base, timeout)
     }
 
     /// A client for Vault. `https` unless the configuration allowed plain HTTP.
-    pub fn vault(
-        base: &str,
-        tls: &Tls<'_>,
-        proxy: Option<&str>,
-        timeout: Duration,
-    ) -> Result<Client, SetupError> {
-        let proxy = proxy.map(ureq::Proxy::new).transpose();
-        let proxy = proxy.map_err(SetupError::Proxy)?;
-        let roots = load_roots(tls.ca_file)?;
-        let tls_config = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
-            .build();
-        let config = agent_config(proxy, timeout)
-            .https_only(base.starts_with("https://"))
-            .tls_config(tls_config)
-            .build();
-        let (resolver, target_base) = match tls.server_name {
+    pub fn vault(vault: &VaultConfig) -> Result<Client, SetupError> {
+        let (base, timeout) = (vault.address.as_str(), vault.request_timeout);
+        let proxy = vault.proxy.as_deref().map(ureq::Proxy::new).transpose();
+        let proxy = proxy.map_err(|e| SetupError(format!("vault.proxy: {e}"), Some(e.into())))?;
+        let roots = RootCerts::Specific(Arc::new(load_roots(vault.ca_cert.as_deref())?));
+        let tls = TlsConfig::builder().root_certs(roots).build();
+        let config = agent_config(proxy, timeout).tls_config(tls);
+        let config = config.https_only(base.starts_with("https://")).build();
+        let (resolve, target) = match &vault.tls_server_name {
             None => (lookup::Resolve::default(), base.to_string()),
             Some(name) => lookup::Resolve::pinned(base, name)?,
         };
-        Ok(Client::new(config, resolver, target_base, base, timeout))
+        let agent = lookup::agent(config, resolve);
+        Ok(Client::new(agent, target, base, timeout))
     }
 
-    fn new(
-        config: Config,
-        resolve: lookup::Resolve,
-        base: String,
-        shown: &str,
-        timeout: Duration,
-    ) -> Client {
+    fn new(agent: ureq::Agent, base: String, shown: &str, timeout: Duration) -> Client {
         Client {
-            agent: lookup::agent(config, resolve),
+            agent,
             ahead: Arc::default(),
             warming: Arc::default(),
             base,
@@ -140,10 +127,11 @@ impl Client {
     /// Starts the login (`POST path`, no sensitive header) that `send` will be asked for, on a
     /// thread of its own: ureq connects and sends its head now, `send` hands it its body.
     pub fn open_ahead(&self, path: &str, headers: &[(&str, &str)]) {
-        let (url, target) = (self.shown_url(path), format!("{}{path}", self.base));
-        if let Ok(request) = build_request(&url, http::Method::POST, &target, headers, &[], None) {
-            let opened = ahead::Opened::start(&self.agent, request, path, self.timeout);
-            *self.ahead.lock().unwrap_or_else(PoisonError::into_inner) = opened;
+        if let Ok(request) = self
+            .request(http::Method::POST, path, headers)
+            .body(&[][..])
+        {
+            *self.ahead.lock() = ahead::Opened::start(self, request);
         }
     }
 
@@ -153,29 +141,19 @@ impl Client {
     /// (ureq pools a connection once a whole answer was read on it) for the requests to come,
     /// which wait for them (at most `WARM_WAIT`) rather than open more. A thread that cannot be
     /// started is no warm-up, not an error. The handles are for tests.
-    pub fn warm_up(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-        n: usize,
-    ) -> Vec<std::thread::JoinHandle<()>> {
-        let (url, target) = (self.shown_url(path), format!("{}{path}", self.base));
+    pub fn warm_up(&self, path: &str, headers: &[(&str, &str)], n: usize) -> Vec<Warming> {
         let spawn = |_| {
-            let request = build_request(&url, http::Method::GET, &target, headers, &[], None);
-            let (client, url) = (self.clone(), url.clone());
+            let request = self.request(http::Method::GET, path, headers).body(&[][..]);
+            let client = self.clone();
             let get = move || {
-                if let Ok(request) = request {
-                    let _ = client.run(&url, request, client.timeout);
-                }
+                let _ = request.map(|r| read_answer("", client.agent.run(r)));
                 client.warming.change(|n| *n -= 1);
             };
-            std::thread::Builder::new()
-                .name("vault-warm-up".into())
-                .spawn(get)
-                .ok()
-                .inspect(|_| self.warming.change(|n| *n += 1))
+            let thread = std::thread::Builder::new().name("vault-warm-up".into());
+            let spawned = thread.spawn(get).ok();
+            spawned.inspect(|_| self.warming.change(|n| *n += 1))
         };
-        let opened = usize::from(self.ahead.lock().map_or(true, |o| o.is_some()));
+        let opened = usize::from(self.ahead.lock().is_some());
         (0..n.min(MAX_IDLE - opened)).filter_map(spawn).collect()
     }
 
@@ -190,44 +168,46 @@ impl Client {
         time_left: Duration,
     ) -> Result<Answer, Error> {
         let url = self.shown_url(path);
-        let post = method == http::Method::POST && sensitive.is_empty();
-        let opened = ahead::take(&self.ahead, path, post);
-        if let Some(answer) = opened.and_then(|o| o.send(body.unwrap_or_default(), time_left)) {
-            return read_answer(&url, answer.map_err(|e| classify(&url, e))?);
+        let login = method == http::Method::POST && sensitive.is_empty();
+        let opened = self.ahead.lock().take_if(|o| login && o.0 == path);
+        if let Some(response) = opened.and_then(|o| o.send(body.unwrap_or_default(), time_left)) {
+            return read_answer(&url, response);
         }
-        let target = format!("{}{}", self.base, path);
-        let request = build_request(&url, method, &target, headers, sensitive, body)?;
+        let bad = |detail: String| Error::new(&url, Class::Garbled, detail);
+        let mut request = self.request(method, path, headers);
+        // A sensitive header's value shares the `Secret`'s own bytes, so that it too is wiped
+        // when the request is dropped (`http` copies a value given as bytes into a buffer that
+        // is freed as is).
+        for (name, value) in sensitive {
+            let shared = bytes::Bytes::from_owner((*value).clone());
+            let value = http::HeaderValue::from_maybe_shared(shared);
+            let mut value = value.map_err(|_| bad(format!("{name}: not a valid header value")))?;
+            value.set_sensitive(true);
+            request = request.header(*name, value);
+        }
+        let request = request.body(body.unwrap_or_default());
+        let mut request = request.map_err(|e| bad(format!("cannot build request: {e}")))?;
+        if time_left < self.timeout {
+            // Near the deadline: a shorter timeout of its own (see the module's comment).
+            let timeout = Some(time_left.max(Duration::from_millis(1)));
+            let config = self.agent.configure_request(request);
+            request = config.timeout_global(timeout).build();
+        }
         // The requests sent at once wait together, once: the count is cleared after a wait.
         *self.warming.wait(WARM_WAIT.min(time_left), |n| *n > 0) = 0;
-        self.run(&url, request, time_left)
+        read_answer(&url, self.agent.run(request))
     }
 
-    /// Runs `request` (see the module's comment for its timeout) and reads its answer.
-    fn run(
-        &self,
-        url: &str,
-        request: http::Request<&[u8]>,
-        time_left: Duration,
-    ) -> Result<Answer, Error> {
-        let response = if time_left >= self.timeout {
-            self.agent.run(request)
-        } else {
-            // Near the deadline: a shorter timeout of its own (see the module's comment).
-            let request = self
-                .agent
-                .configure_request(request)
-                .timeout_global(Some(time_left.max(Duration::from_millis(1))))
-                .build();
-            self.agent.run(request)
-        };
-        read_answer(url, response.map_err(|e| classify(url, e))?)
+    /// A request to `path` with `headers`; its body, given to `body`, is borrowed from the
+    /// caller's (wiping) buffer: no copy of a nonce or of PKI data is made here.
+    fn request(&self, method: http::Method, path: &str, headers: &[(&str, &str)]) -> Builder {
+        let builder = http::Request::builder().method(method);
+        let builder = builder.uri(format!("{}{path}", self.base));
+        headers.iter().fold(builder, |b, (k, v)| b.header(*k, *v))
     }
 }
 
-fn agent_config(
-    proxy: Option<ureq::Proxy>,
-    timeout: Duration,
-) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+fn agent_config(proxy: Option<ureq::Proxy>, timeout: Duration) -> ConfigBuilder<AgentScope> {
     // TLS with ring, AES-GCM only (tls.rs); one installed before (a second client) is the same.
     let _ = tls::provider().install_default();
     ureq::Agent::config_builder()
@@ -249,56 +229,20 @@ fn agent_config(
         .max_idle_age(Duration::from_secs(30))
 }
 
-/// The request, its body borrowed from the caller's (wiping) buffer: no copy of a nonce or of
-/// PKI data is made here. A sensitive header's value shares the `Secret`'s own bytes, so that
-/// it too is wiped when the request is dropped (`http` copies a value given as bytes into a
-/// buffer that is freed as is).
-fn build_request<'b>(
-    url: &str,
-    method: http::Method,
-    target: &str,
-    headers: &[(&str, &str)],
-    sensitive: &[(&str, &Secret)],
-    body: Option<&'b [u8]>,
-) -> Result<http::Request<&'b [u8]>, Error> {
-    let bad = |detail: String| Error::Protocol(url.to_string(), detail);
-    let mut builder = http::Request::builder().method(method).uri(target);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let mut request = builder
-        .body(body.unwrap_or_default())
-        .map_err(|e| bad(format!("cannot build request: {e}")))?;
-    for (name, value) in sensitive {
-        let shared = bytes::Bytes::from_owner((*value).clone());
-        let mut v = http::HeaderValue::from_maybe_shared(shared)
-            .map_err(|_| bad(format!("{name} is not a valid header value")))?;
-        v.set_sensitive(true);
-        let name = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| bad("bad header name".into()))?;
-        request.headers_mut().insert(name, v);
-    }
-    Ok(request)
-}
-
 /// The status, the headers we use and the whole body, which must not exceed `MAX_BODY`.
-fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<Answer, Error> {
+fn read_answer(url: &str, response: Response) -> Result<Answer, Error> {
+    let mut response = response.map_err(|e| classify(url, &e))?;
     let status = response.status().as_u16();
     let header = |name: &str| Some(response.headers().get(name)?.to_str().ok()?.to_string());
     if (300..400).contains(&status) {
         let target = header("location").map_or("(no location)".into(), |l| redirect_host(&l));
-        let url = url.to_string();
-        return Err(Error::Redirect {
-            url,
-            status,
-            target,
-        });
+        return Err(Error::new(url, Class::Redirect(status), target));
     }
     let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
     let content_type = header("content-type");
     let announced = response.body().content_length();
     if announced.is_some_and(|len| len > MAX_BODY) {
-        return Err(Error::TooLarge(url.to_string(), MAX_BODY));
+        return Err(classify(url, &ureq::Error::BodyExceedsLimit(MAX_BODY)));
     }
     // One byte more than announced: the read that finds the end needs room too, and a full
     // buffer would be moved to a larger one.
@@ -306,11 +250,8 @@ fn read_answer(url: &str, mut response: http::Response<ureq::Body>) -> Result<An
     let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(capacity));
     // Beyond the limit, ureq's reader fails with BodyExceedsLimit: TooLarge.
     let mut reader = response.body_mut().with_config().limit(MAX_BODY).reader();
-    untrusted::read_to_end_wiping(&mut reader, &mut bytes).map_err(|e| classify_io(url, e))?;
-    let body = match bytes.is_empty() {
-        true => Secret::default(),
-        false => Secret::new(std::mem::take(&mut *bytes)),
-    };
+    untrusted::read_to_end_wiping(&mut reader, &mut bytes).map_err(|e| classify_io(url, &e))?;
+    let body = Secret::new(std::mem::take(&mut bytes));
     Ok(Answer {
         status,
         body,
@@ -323,24 +264,25 @@ fn load_roots(ca_file: Option<&std::path::Path>) -> Result<Vec<Certificate<'stat
     let (path, pem) = match ca_file {
         Some(p) => {
             let pem = crate::files::read_input(p, crate::config::MAX_CA_BYTES);
-            (
-                p.display().to_string(),
-                pem.map_err(SetupError::CaCert)?.to_vec(),
-            )
+            let pem = pem.map_err(|e| SetupError(format!("vault.ca_cert: {e}"), Some(e.into())))?;
+            (format!("vault.ca_cert: {}", p.display()), pem.to_vec())
         }
         None => SYSTEM_CA_BUNDLES
             .iter()
-            .find_map(|p| std::fs::read(p).ok().map(|b| (p.to_string(), b)))
-            .ok_or(SetupError::NoSystemBundle)?,
+            .find_map(|p| Some((format!("system CA bundle {p}"), std::fs::read(p).ok()?)))
+            .ok_or_else(|| SetupError(NO_BUNDLE.into(), None))?,
     };
-    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-        .filter_map(|item| match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect();
-    match certs.is_empty() {
-        true => Err(SetupError::NoCertificate(path)),
-        false => Ok(certs),
+    let certs = ureq::tls::parse_pem(&pem).filter_map(|item| match item.ok()? {
+        PemItem::Certificate(c) => Some(c),
+        _ => None,
+    });
+    let certs: Vec<_> = certs.collect();
+    if certs.is_empty() {
+        let empty = format!("{path}: holds no PEM certificate");
+        return Err(SetupError(empty, None));
     }
+    Ok(certs)
 }
+
+const NO_BUNDLE: &str =
+    "vault.ca_cert: not set, and no system CA bundle found (install ca-certificates or set it)";

@@ -4,7 +4,7 @@
 
 use crate::config::VaultConfig;
 use crate::decide;
-use crate::http::{self, Answer, Client, Tls};
+use crate::http::{self, Answer, Client};
 use crate::kind::Kind;
 use crate::secret::{Secret, SecretJson};
 use crate::untrusted;
@@ -64,7 +64,7 @@ impl Error {
     /// The host a 3xx pointed at.
     pub fn redirected_to(&self) -> Option<&str> {
         match self {
-            Error::Http(http::Error::Redirect { target, .. }) => Some(target),
+            Error::Http(e) if matches!(e.class, http::Class::Redirect(_)) => Some(&e.detail),
             _ => None,
         }
     }
@@ -109,17 +109,8 @@ pub struct Vault {
 
 impl Vault {
     pub fn new(config: &VaultConfig) -> Result<Vault, http::SetupError> {
-        let tls = Tls {
-            ca_file: config.ca_cert.as_deref(),
-            server_name: config.tls_server_name.as_deref(),
-        };
         Ok(Vault {
-            client: Client::vault(
-                &config.address,
-                &tls,
-                config.proxy.as_deref(),
-                config.request_timeout,
-            )?,
+            client: Client::vault(config)?,
             namespace: config.namespace.clone(),
         })
     }
@@ -174,17 +165,9 @@ impl Vault {
         {
             Ok(a) => a,
             // A redirect target is the server's text: it must not repeat what we sent.
-            Err(http::Error::Redirect {
-                url,
-                status,
-                target,
-            }) => {
-                let secrets = sent_secrets(token, body);
-                return Err(Error::Http(http::Error::Redirect {
-                    url,
-                    status,
-                    target: redact(&target, &secrets),
-                }));
+            Err(mut e) if matches!(e.class, http::Class::Redirect(_)) => {
+                e.detail = redact(&e.detail, &sent_secrets(token, body));
+                return Err(Error::Http(e));
             }
             Err(e) => return Err(Error::Http(e)),
         };

@@ -209,8 +209,11 @@ mod tests {
     /// The chain from the step down to the HTTP exchange that failed.
     #[test]
     fn every_wrapper_gives_its_source() {
-        let timeout =
-            crate::http::Error::Timeout("https://vault.example:8200/v1/auth/aws/login".into());
+        let timeout = crate::http::Error::new(
+            "https://vault.example:8200/v1/auth/aws/login",
+            crate::http::Class::Broken,
+            "no answer in time".into(),
+        );
         let e = Error::LoggingIn(auth::Error::Unavailable(crate::vault::Error::Http(timeout)));
         let mut chain = Vec::new();
         let mut next: Option<&dyn std::error::Error> = Some(&e);

@@ -4,19 +4,15 @@
 //! at once on a thread of its own: ureq connects and sends its head, and the body (chunked)
 //! follows once `send` hands it over.
 
-use std::io::{Cursor, Read};
+use std::io::{Cursor, ErrorKind, Read};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use ureq::http;
-use zeroize::Zeroizing;
+use ureq::http::Request;
 
 /// Longest wait for the body: a server closes a connection whose request does not come
 /// (Vault's `http_read_timeout` is 30 s). Past it the request is given up, its connection
 /// closed, and `send` sends the login as any other request.
 const BODY_WAIT: Duration = Duration::from_secs(5);
-
-type Answer = Result<http::Response<ureq::Body>, ureq::Error>;
-type Body = Zeroizing<Vec<u8>>;
 
 /// A value that threads wait on, and what wakes them when it changes (a Mutex and a Condvar,
 /// already in the binary: a channel per type costs kilobytes of code).
@@ -24,7 +20,7 @@ type Body = Zeroizing<Vec<u8>>;
 pub(super) struct Shared<T>(Mutex<T>, Condvar);
 
 impl<T> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, T> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, T> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -42,77 +38,61 @@ impl<T> Shared<T> {
     }
 }
 
-/// Where the login opened ahead stands: its body and its answer pass through here.
+/// Where the login opened ahead stands.
 enum State {
     Waiting,
-    Body(Body),
-    Sending,
+    /// Its body, handed over by `send`, wiped once sent.
+    Body(Cursor<zeroize::Zeroizing<Vec<u8>>>),
     /// Its answer, or `None` when it was given up or failed before it read its body.
-    Done(Option<Answer>),
+    Done(Option<super::Response>),
 }
 
 /// The login opened ahead: its path, and where it stands.
-pub(super) struct Opened(String, Arc<Shared<State>>);
+pub(super) struct Opened(pub(super) String, Arc<Shared<State>>);
 
 impl Opened {
-    /// Starts `request` (to `path`), its body awaited for `BODY_WAIT`, at most half of
-    /// `timeout` (the request's whole budget, which runs from now).
-    pub(super) fn start(
-        agent: &ureq::Agent,
-        request: http::Request<&'static [u8]>,
-        path: &str,
-        timeout: Duration,
-    ) -> Option<Opened> {
-        let shared = Arc::new(Shared(Mutex::new(State::Waiting), Condvar::new()));
-        let reader = Handed(shared.clone(), BODY_WAIT.min(timeout / 2), None);
-        let (agent, mine) = (agent.clone(), shared.clone());
+    /// Starts `request` on `client`, its body awaited for `BODY_WAIT`, at most half of the
+    /// client's timeout (the request's whole budget, which runs from now).
+    pub(super) fn start(client: &super::Client, request: Request<&'static [u8]>) -> Option<Self> {
+        let state = Arc::new(Shared(Mutex::new(State::Waiting), Condvar::new()));
+        let body = Handed(state.clone(), BODY_WAIT.min(client.timeout / 2));
+        let (agent, mine, path) = (client.agent.clone(), state.clone(), request.uri().path());
+        let path = path.to_string();
         let run = move || {
             // Built here: a body read from elsewhere cannot move between threads.
-            let answer = agent.run(request.map(|_| ureq::SendBody::from_owned_reader(reader)));
-            let sent = |s: &mut State| matches!(s, State::Sending);
+            let answer = agent.run(request.map(|_| ureq::SendBody::from_owned_reader(body)));
+            let sent = |s: &State| matches!(s, State::Body(b) if b.position() > 0);
             mine.change(|s| *s = State::Done(sent(s).then_some(answer)));
         };
-        let spawned = std::thread::Builder::new()
-            .name("vault-ahead".into())
-            .spawn(run);
-        spawned.ok().map(|_| Opened(path.into(), shared))
+        let thread = std::thread::Builder::new().name("vault-ahead".into());
+        thread.spawn(run).ok().map(|_| Opened(path, state))
     }
 
     /// Completes the request with `body`: its answer, or `None` when it was given up (or
     /// failed) before it read its body.
-    pub(super) fn send(self, body: &[u8], time_left: Duration) -> Option<Answer> {
-        let body = State::Body(Zeroizing::new(body.to_vec()));
-        let waiting = |s: &mut State| matches!(s, State::Waiting).then(|| *s = body);
-        self.1.change(waiting)?;
-        let busy = |s: &mut State| matches!(s, State::Body(_) | State::Sending);
-        match std::mem::replace(&mut *self.1.wait(time_left, busy), State::Sending) {
+    pub(super) fn send(self, body: &[u8], time_left: Duration) -> Option<super::Response> {
+        let body = State::Body(Cursor::new(zeroize::Zeroizing::new(body.to_vec())));
+        self.1
+            .change(|s| matches!(s, State::Waiting).then(|| *s = body))?;
+        let mut state = self.1.wait(time_left, |s| matches!(s, State::Body(_)));
+        // Not done in time: the thread's next read fails, which abandons the request.
+        match std::mem::replace(&mut *state, State::Done(None)) {
             State::Done(answer) => answer,
             _ => Some(Err(ureq::Error::Timeout(ureq::Timeout::Global))),
         }
     }
 }
 
-/// The request opened ahead, when this is the one (a POST to its path, no sensitive header).
-pub(super) fn take(slot: &Mutex<Option<Opened>>, path: &str, post: bool) -> Option<Opened> {
-    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    let this = slot.as_ref().is_some_and(|o| o.0 == path);
-    slot.take_if(|_| this && post)
-}
-
-/// The body of the request opened ahead, as `send` hands it over; wiped once sent.
-struct Handed(Arc<Shared<State>>, Duration, Option<Cursor<Body>>);
+/// The body of the request opened ahead, as `send` hands it over.
+struct Handed(Arc<Shared<State>>, Duration);
 
 impl Read for Handed {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.2.is_none() {
-            let mut state = self.0.wait(self.1, |s| matches!(s, State::Waiting));
-            // Given up (`send` then finds it not waiting): ureq abandons the request and its
-            // connection.
-            let State::Body(body) = std::mem::replace(&mut *state, State::Sending) else {
-                return Err(std::io::ErrorKind::TimedOut.into());
-            };
-            self.2 = Some(Cursor::new(body));
+        match &mut *self.0.wait(self.1, |s| matches!(s, State::Waiting)) {
+            State::Body(body) => body.read(buf),
+            // Given up (or `send` gave up): ureq abandons the request and its connection, and
+            // the thread's end tells a `send` that came meanwhile that nothing was sent.
+            _ => Err(ErrorKind::TimedOut.into()),
         }
-        self.2.as_mut().map_or(Ok(0), |body| body.read(buf))
     }
 }

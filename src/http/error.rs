@@ -2,93 +2,72 @@
 //! setting up a Vault client.
 
 use crate::untrusted::one_line;
+use std::error::Error as StdError;
 use std::fmt;
 use std::io::ErrorKind;
 
-/// What went wrong with one HTTP exchange; each names the URL (never with credentials).
+/// What went wrong with one HTTP exchange: the URL (never with credentials), the class, and
+/// what happened (for a redirect: the host it pointed at).
 #[derive(Debug)]
-#[non_exhaustive]
-pub enum Error {
-    /// No connection, or it broke (refused, reset, DNS, truncated body): worth retrying.
-    Connect(String, String),
-    /// No complete answer within the time allowed: worth retrying.
-    Timeout(String),
+pub struct Error {
+    pub url: String,
+    pub class: Class,
+    pub detail: String,
+}
+
+/// The classes of HTTP failure, by what they say about the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// No connection, or it broke (refused, reset, DNS, truncated body, no answer in time):
+    /// worth retrying.
+    Broken,
     /// The server's certificate could not be verified: retrying cannot help.
-    Tls(String, String),
-    /// The answer is larger than the cap (bytes).
-    TooLarge(String, u64),
-    /// A 3xx: not followed. `target` is the host it pointed at.
-    Redirect {
-        url: String,
-        status: u16,
-        target: String,
-    },
-    /// The server does not speak HTTP as expected.
-    Protocol(String, String),
+    Untrusted,
+    /// A 3xx with this status: not followed.
+    Redirect(u16),
+    /// An answer larger than the cap, or not HTTP as expected.
+    Garbled,
+}
+
+impl Error {
+    pub fn new(url: &str, class: Class, detail: String) -> Error {
+        let url = url.to_string();
+        Error { url, class, detail }
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Connect(url, detail) => write!(f, "{url}: {detail}"),
-            Error::Timeout(url) => write!(f, "{url}: no answer in time"),
-            Error::Tls(url, detail) => write!(f, "{url}: TLS: {detail}"),
-            Error::TooLarge(url, limit) => {
-                write!(f, "{url}: answer larger than {limit} bytes, refused")
-            }
-            Error::Redirect {
-                url,
-                status,
-                target,
-            } => write!(
+        let (url, detail) = (&self.url, &self.detail);
+        match self.class {
+            Class::Redirect(status) => write!(
                 f,
-                "{url}: answered {status} redirecting to {target:?}; redirects are not followed"
+                "{url}: answered {status} redirecting to {detail:?}; redirects are not followed"
             ),
-            Error::Protocol(url, detail) => write!(f, "{url}: bad HTTP answer: {detail}"),
+            _ => write!(f, "{url}: {detail}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl StdError for Error {}
 
-/// Why a Vault client could not be set up; each names the configuration key at fault.
+/// Why a Vault client could not be set up: the message names the configuration key at fault
+/// (a proxy's URL is never repeated: it may hold a password), and the source when there is one.
 #[derive(Debug)]
-#[non_exhaustive]
-pub enum SetupError {
-    /// `vault.proxy` is refused by ureq (its URL is not repeated: it may hold a password).
-    Proxy(ureq::Error),
-    /// `vault.ca_cert` could not be read, or is not a root-owned file.
-    CaCert(crate::files::Error),
-    /// No `vault.ca_cert`, and none of the system CA bundles exists.
-    NoSystemBundle,
-    /// This bundle holds no PEM certificate.
-    NoCertificate(String),
-    /// `vault.address` does not parse as a URI (with `vault.tls_server_name`).
-    Address(String, ureq::http::uri::InvalidUri),
-}
+pub struct SetupError(
+    pub(super) String,
+    pub(super) Option<Box<dyn StdError + Send + Sync>>,
+);
 
 impl fmt::Display for SetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SetupError::Proxy(e) => write!(f, "vault.proxy: {e}"),
-            SetupError::CaCert(e) => write!(f, "vault.ca_cert: {e}"),
-            SetupError::NoSystemBundle => f.write_str(
-                "no system CA bundle found (install ca-certificates or set vault.ca_cert)",
-            ),
-            SetupError::NoCertificate(path) => write!(f, "{path}: holds no PEM certificate"),
-            SetupError::Address(address, e) => write!(f, "vault.address {address:?}: {e}"),
-        }
+        f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for SetupError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SetupError::Proxy(e) => Some(e),
-            SetupError::CaCert(e) => Some(e),
-            SetupError::Address(_, e) => Some(e),
-            SetupError::NoSystemBundle | SetupError::NoCertificate(_) => None,
-        }
+impl StdError for SetupError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.1.as_deref().map(|e| e as _)
     }
 }
 
@@ -105,48 +84,54 @@ pub(super) fn redirect_host(location: &str) -> String {
 /// Longest piece of an error text that may come from the server.
 const MAX_DETAIL: usize = 200;
 
-pub(super) fn classify(url: &str, e: ureq::Error) -> Error {
-    let (url, detail) = (url.to_string(), one_line(&e.to_string(), MAX_DETAIL));
-    match e {
-        ureq::Error::Timeout(_) => Error::Timeout(url),
-        ureq::Error::Io(io) => classify_io(&url, io),
-        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => Error::Connect(url, detail),
-        ureq::Error::Rustls(tls) => classify_tls(url, &tls),
-        ureq::Error::Tls(_) => Error::Tls(url, detail),
-        ureq::Error::BodyExceedsLimit(limit) => Error::TooLarge(url, limit),
-        ureq::Error::LargeResponseHeader(_, limit) => Error::TooLarge(url, limit as u64),
+/// What an answer that took too long says.
+const TIMEOUT: &str = "no answer in time";
+
+pub(super) fn classify(url: &str, e: &ureq::Error) -> Error {
+    let text = || one_line(&e.to_string(), MAX_DETAIL);
+    let (class, detail) = match e {
+        ureq::Error::Timeout(_) => (Class::Broken, TIMEOUT.into()),
+        ureq::Error::Io(io) => return classify_io(url, io),
+        ureq::Error::Rustls(tls) => tls_class(tls),
+        ureq::Error::BodyExceedsLimit(limit) => too_large(*limit),
+        ureq::Error::LargeResponseHeader(_, limit) => too_large(*limit as u64),
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => (Class::Broken, text()),
+        ureq::Error::Tls(_) => (Class::Untrusted, format!("TLS: {}", text())),
         // The protocol errors may quote what the server sent (a bad header, a status line).
-        _ => Error::Protocol(url, detail),
+        _ => (Class::Garbled, format!("bad HTTP answer: {}", text())),
+    };
+    Error::new(url, class, detail)
+}
+
+/// rustls reports handshake failures through io::Error; ureq wraps its own errors (timeouts,
+/// limits) into io::Error when a body is read.
+pub(super) fn classify_io(url: &str, e: &std::io::Error) -> Error {
+    use ureq::Error::{BodyExceedsLimit, Timeout};
+    let inner = e.get_ref();
+    if let Some(e @ (BodyExceedsLimit(_) | Timeout(_))) = inner.and_then(|i| i.downcast_ref()) {
+        return classify(url, e);
     }
+    let (class, detail) = match (inner.and_then(|i| i.downcast_ref()), e.kind()) {
+        (Some(tls), _) => tls_class(tls),
+        (_, ErrorKind::TimedOut | ErrorKind::WouldBlock) => (Class::Broken, TIMEOUT.into()),
+        (_, kind) => (Class::Broken, format!("connection error ({kind})")),
+    };
+    Error::new(url, class, detail)
 }
 
 /// Certificate problems are final; other TLS failures may be a server restarting.
-fn classify_tls(url: String, tls: &rustls::Error) -> Error {
-    let detail = one_line(&tls.to_string(), MAX_DETAIL);
-    match tls {
-        rustls::Error::InvalidCertificate(_)
-        | rustls::Error::NoCertificatesPresented
-        | rustls::Error::InvalidCertRevocationList(_)
-        | rustls::Error::UnsupportedNameType => Error::Tls(url, detail),
-        _ => Error::Connect(url, format!("TLS: {detail}")),
-    }
+fn tls_class(tls: &rustls::Error) -> (Class, String) {
+    use rustls::Error::*;
+    let class = match tls {
+        InvalidCertificate(_) | NoCertificatesPresented => Class::Untrusted,
+        InvalidCertRevocationList(_) | UnsupportedNameType => Class::Untrusted,
+        _ => Class::Broken,
+    };
+    let detail = format!("TLS: {}", one_line(&tls.to_string(), MAX_DETAIL));
+    (class, detail)
 }
 
-pub(super) fn classify_io(url: &str, e: std::io::Error) -> Error {
-    let (url, inner) = (url.to_string(), e.get_ref());
-    // rustls reports handshake failures through io::Error; ureq wraps its own errors (timeouts,
-    // limits) into io::Error when a body is read.
-    if let Some(tls) = inner.and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        return classify_tls(url, tls);
-    }
-    match (
-        inner.and_then(|i| i.downcast_ref::<ureq::Error>()),
-        e.kind(),
-    ) {
-        (Some(ureq::Error::BodyExceedsLimit(limit)), _) => Error::TooLarge(url, *limit),
-        (Some(ureq::Error::Timeout(_)), _) | (_, ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-            Error::Timeout(url)
-        }
-        (_, kind) => Error::Connect(url, format!("connection error ({kind})")),
-    }
+fn too_large(limit: u64) -> (Class, String) {
+    let detail = format!("answer larger than {limit} bytes, refused");
+    (Class::Garbled, detail)
 }

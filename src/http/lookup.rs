@@ -11,40 +11,36 @@
 use super::SetupError;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
-use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::{config::Config, http::Uri, Error};
 
 /// Addresses a resolver hands ureq at most (the size of its list).
 const MAX_ADDRS: usize = 16;
 
 /// An agent with ureq's connector and our resolver.
-pub(super) fn agent(config: ureq::config::Config, resolve: Resolve) -> ureq::Agent {
+pub(super) fn agent(config: Config, resolve: Resolve) -> ureq::Agent {
     ureq::Agent::with_parts(config, DefaultConnector::default(), resolve)
 }
 
 /// Resolves as ureq does, without its thread; with `vault.tls_server_name`, requests go to
 /// `scheme://<name>:<port>` (SNI, the certificate check and the Host header all use the
-/// name) and this sends the name to the configured address.
+/// name) and this sends that authority to the configured address.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Resolve {
-    pinned: Option<(String, u16, Uri)>,
-}
+pub(super) struct Resolve(Option<(String, Uri)>);
 
 impl Resolve {
     /// The resolver, and the base URL requests are sent to.
     pub(super) fn pinned(base: &str, name: &str) -> Result<(Resolve, String), SetupError> {
-        let address: Uri = base
-            .parse()
-            .map_err(|e| SetupError::Address(base.into(), e))?;
+        let a = base.parse::<Uri>();
+        let address = a.map_err(|e| SetupError(format!("vault.address: {e}"), Some(e.into())))?;
         let (scheme, port) = match address.scheme_str() {
             Some("https") => ("https", 443),
             _ => ("http", 80),
         };
-        let port = address.port_u16().unwrap_or(port);
-        let target = format!("{scheme}://{name}:{port}");
-        let pinned = Some((name.to_string(), port, address));
-        Ok((Resolve { pinned }, target))
+        let authority = format!("{name}:{}", address.port_u16().unwrap_or(port));
+        let target = format!("{scheme}://{authority}");
+        Ok((Resolve(Some((authority, address))), target))
     }
 }
 
@@ -52,33 +48,25 @@ impl Resolver for Resolve {
     fn resolve(
         &self,
         uri: &Uri,
-        config: &ureq::config::Config,
+        config: &Config,
         timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let uri = match &self.pinned {
-            Some((name, port, address))
-                if uri.host() == Some(name.as_str()) && uri.port_u16() == Some(*port) =>
-            {
-                address
+    ) -> Result<ResolvedSocketAddrs, Error> {
+        match &self.0 {
+            Some((pinned, address)) if uri.authority().is_some_and(|a| a == pinned.as_str()) => {
+                lookup(address, config, timeout)
             }
             // Anything else (a proxy) as ureq would.
-            _ => uri,
-        };
-        lookup(uri, config, timeout)
+            _ => lookup(uri, config, timeout),
+        }
     }
 }
 
-fn lookup(
-    uri: &Uri,
-    config: &ureq::config::Config,
-    timeout: NextTimeout,
-) -> Result<ResolvedSocketAddrs, ureq::Error> {
-    let bad = || ureq::Error::BadUri(format!("{uri}: no scheme, host or port"));
+fn lookup(uri: &Uri, config: &Config, timeout: NextTimeout) -> Result<ResolvedSocketAddrs, Error> {
+    let bad = || Error::BadUri(format!("{uri}: no scheme, host or port"));
     let (scheme, authority) = uri.scheme().zip(uri.authority()).ok_or_else(bad)?;
     let host_port = DefaultResolver::host_and_port(scheme, authority).ok_or_else(bad)?;
     let found: Vec<SocketAddr> = match host_port.parse::<SocketAddr>() {
         Ok(addr) => vec![addr],
-        Err(_) if timeout.after.is_not_happening() => host_port.to_socket_addrs()?.collect(),
         Err(_) => on_a_thread(host_port, timeout)?,
     };
     let mut addrs = DefaultResolver::default().empty();
@@ -86,14 +74,14 @@ fn lookup(
     let wanted = family.keep_wanted(found.into_iter()).take(MAX_ADDRS);
     wanted.for_each(|addr| addrs.push(addr));
     if addrs.is_empty() {
-        return Err(ureq::Error::HostNotFound);
+        return Err(Error::HostNotFound);
     }
     Ok(addrs)
 }
 
 /// The lookup on a thread of its own, so that the request's timeout bounds it; on this thread
 /// (bounded by the system resolver's own timeouts) when no thread can be started.
-fn on_a_thread(host_port: String, timeout: NextTimeout) -> Result<Vec<SocketAddr>, ureq::Error> {
+fn on_a_thread(host_port: String, timeout: NextTimeout) -> Result<Vec<SocketAddr>, Error> {
     let (tx, rx) = mpsc::sync_channel(1);
     let name = host_port.clone();
     let spawned = std::thread::Builder::new()
@@ -104,8 +92,8 @@ fn on_a_thread(host_port: String, timeout: NextTimeout) -> Result<Vec<SocketAddr
     }
     match rx.recv_timeout(*timeout.after) {
         Ok(found) => Ok(found?),
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(ureq::Error::Timeout(timeout.reason)),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(ureq::Error::HostNotFound),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout(timeout.reason)),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::HostNotFound),
     }
 }
 
@@ -123,7 +111,7 @@ mod tests {
 
     #[test]
     fn addresses_need_no_lookup_and_names_are_looked_up() {
-        let config = ureq::config::Config::default();
+        let config = Config::default();
         let t = || next(std::time::Duration::from_secs(5));
         let v4 = lookup(&"https://127.0.0.1:8200/v1".parse().unwrap(), &config, t()).unwrap();
         assert_eq!(&v4[..], ["127.0.0.1:8200".parse().unwrap()]);
