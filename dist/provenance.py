@@ -93,7 +93,7 @@ def statement(outdir, tools_file, artifacts):
                     "sourceDateEpoch": epoch,
                 },
                 "internalParameters": {
-                    "cargo": "cargo build --release --locked --bin vaultboot, per target, static-pie "
+                    "cargo": "cargo auditable build --release --locked --bin vaultboot, per target, static-pie "
                     "(dist/link-flags.sh)",
                 },
                 "resolvedDependencies": [source, lock] + tools(tools_file),

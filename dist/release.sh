@@ -43,8 +43,8 @@
 # aarch64-unknown-linux-musl, musl-tools, gcc-aarch64-linux-gnu, dpkg-dev's
 # dpkg-deb (dpkg), rpm (rpmbuild), qemu-user-static (to run the arm64 binary
 # once on an x86_64 host), lowdown (the man pages: dist/man.sh), minisign (to
-# sign), python3 (the provenance), cargo-cyclonedx (cargo install --locked:
-# tests/lib/cargo-tools.sh pins its version).
+# sign), python3 (the provenance), cargo-cyclonedx and cargo-auditable (cargo
+# install --locked: tests/lib/cargo-tools.sh pins their versions).
 # tests/run-all.sh installs them.
 set -euo pipefail
 umask 022
@@ -111,6 +111,8 @@ need lowdown lowdown
 need python3 python3
 cargo cyclonedx --version >/dev/null 2>&1 ||
     die "cargo cyclonedx not found (cargo install --locked cargo-cyclonedx: tests/lib/cargo-tools.sh)"
+cargo auditable --version >/dev/null 2>&1 ||
+    die "cargo auditable not found (cargo install --locked cargo-auditable: tests/lib/cargo-tools.sh)"
 tar --sort=name --version >/dev/null 2>&1 || die "GNU tar >= 1.28 needed (--sort=name)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vaultboot-release.XXXXXX")
@@ -168,9 +170,9 @@ build() { # build ARCH: the static binary, path printed
             ;;
     esac
     say "building $triple" >&2
-    # Not `cargo auditable build`: its embedded dependency list (1,576 bytes on x86_64) does not
-    # fit the size limit beside the credentials; the SBOM next to the binary carries the list.
-    env "${env[@]}" cargo build --release --locked --target "$triple" --bin vaultboot >&2 ||
+    # cargo auditable: the binary carries its dependency list (section .dep-v0, compressed
+    # JSON, about 1.5 KB), which syft, trivy and `cargo audit bin` read from the binary itself.
+    env "${env[@]}" cargo auditable build --release --locked --target "$triple" --bin vaultboot >&2 ||
         die "cargo build for $triple failed"
     echo "$target_dir/$triple/release/vaultboot"
 }
@@ -430,6 +432,7 @@ tool_versions() {
     printf 'rust-lld\t%s\n' "$("$gcc_ld/ld.lld" --version | head -n 1 | sed 's/ (\/[^)]*)//')"
     case " $arches " in *" x86_64 "*) printf 'musl-gcc\t%s\n' "$(musl-gcc --version | head -n 1)" ;; esac
     case " $arches " in *" arm64 "*) printf 'aarch64-linux-gnu-gcc\t%s\n' "$(aarch64-linux-gnu-gcc --version | head -n 1)" ;; esac
+    printf 'cargo-auditable\t%s\n' "$(cargo install --list | sed -n 's/^cargo-auditable v\(.*\):$/cargo-auditable \1/p')"
     printf 'cargo-cyclonedx\t%s\n' "$(cargo cyclonedx --version)"
     printf 'dpkg-deb\t%s\n' "$(dpkg-deb --version | head -n 1)"
     printf 'rpmbuild\t%s\n' "$(rpmbuild --version)"

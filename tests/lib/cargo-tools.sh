@@ -10,13 +10,14 @@
 # its document is byte for byte the same, while the build costs a fraction of the CPU (119
 # CPU-seconds, 191 s at load 5, against 884 s for an optimised build at load 3-25); once per
 # machine.
-# (The licence policy needs no tool: tests/licence-policy.py reads `cargo metadata`;
-# cargo-deny took 2,787 s to build here. cargo-auditable's embedded list does not fit the
-# binary's size limit: see docs/performance.md.)
+# cargo-auditable is small (25 s optimised at load 3). (The licence policy needs no tool:
+# tests/licence-policy.py reads `cargo metadata`; cargo-deny took 2,787 s to build here.)
 
 # CRATE VERSION, one per line: what dist/release.sh runs.
+#   cargo-auditable: the dependency list embedded in the binary (what syft and trivy read)
 #   cargo-cyclonedx: the release's SBOM (CycloneDX JSON per architecture)
-CARGO_TOOLS="cargo-cyclonedx 0.5.9"
+CARGO_TOOLS="cargo-auditable 0.7.7
+cargo-cyclonedx 0.5.9"
 
 # cargo_tool_installed CRATE VERSION: 0 when cargo install put that version in and it runs.
 cargo_tool_installed() {

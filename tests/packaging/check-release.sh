@@ -8,7 +8,8 @@
 #     commit; README's verification command accepts it; its signature verifies, a changed
 #     statement fails it
 #   - per architecture, the SBOM (tests/packaging/check_sbom.py): every crate the binary
-#     links (cargo tree of the agent for that target) with version, licence, Cargo.lock's sha256
+#     links (cargo tree of the agent for that target) with version, licence, Cargo.lock's sha256;
+#     the binary's embedded cargo auditable list present, each crate it names among those
 #   - per architecture, the binary (from the tarball): static-pie (loaded at a random
 #     address), the right ELF machine, at most 2,200,000 bytes on x86_64 and 1,900,000 on
 #     arm64, `--version` and `check` run (arm64 under qemu-aarch64-static);
@@ -215,7 +216,7 @@ for arch in x86_64 arm64; do
         bad "$arch binary: $size bytes (limit $max_bytes)"
     fi
     check "$arch SBOM: vaultboot-$version-$arch.cdx.json lists what the binary links (check_sbom.py)" \
-        python3 "$here/check_sbom.py" "$out/vaultboot-$version-$arch.cdx.json" "$repo/Cargo.lock" "$(triple_of "$arch")"
+        python3 "$here/check_sbom.py" "$out/vaultboot-$version-$arch.cdx.json" "$repo/Cargo.lock" "$(triple_of "$arch")" "$bin"
     # shellcheck disable=SC2086 # $runner is empty or one word
     check "$arch binary runs${runner:+ under $runner}: --version" $runner "$bin" --version
     # shellcheck disable=SC2086

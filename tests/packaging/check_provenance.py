@@ -16,7 +16,7 @@ import os
 import sys
 from datetime import datetime, timezone
 
-TOOLS = {"rustc", "cargo", "rust-lld", "cargo-cyclonedx"}
+TOOLS = {"rustc", "cargo", "rust-lld", "cargo-auditable", "cargo-cyclonedx"}
 
 
 def artifacts(outdir, statement_name):
