@@ -1,20 +1,24 @@
-//! A fleet booting at once: hundreds (or a thousand) real `vaultboot` processes started within
-//! a second or two against one Vault simulator that rate-limits logins (429 with Retry-After),
+//! A fleet booting at once: hundreds (or a thousand) real `vaultboot` processes whose first
+//! logins reach Vault together, against one Vault simulator that rate-limits logins (429 with Retry-After),
 //! answers a few percent of requests with 5xx and, in the scale-out variants, checks each ec2
 //! login with EC2 `DescribeInstances` behind a token bucket (AWS's Describe* bucket: burst 100,
 //! 20 per second), answering throttled logins as Vault does once its SDK retries are spent (400
 //! quoting `RequestLimitExceeded`). Every agent has its own instance (its own IMDS simulator, so
 //! a distinct identity document and instance id), state directory and output file.
 //!
-//! Asserted: all the agents start within the window (a starting gate: shells blocked on a FIFO
-//! exec vaultboot when it closes); every agent succeeds inside its deadline and revokes its
+//! The start: shells blocked on a FIFO exec vaultboot when it closes, and each agent's first
+//! login is held at Vault (the start line) until every agent's is there, then all are let go
+//! at once, so that the fleet starts together however long this machine takes to exec them.
+//!
+//! Asserted: every agent's first login was at the start line when it was released; every agent succeeds inside its deadline and revokes its
 //! token; none spins (after a 429 an agent waits at least Retry-After; every request is the
 //! first or follows a failure; the 429s fit the time it ran at one per Retry-After; the blind
 //! failures — EC2 throttling, 5xx — fit what the growing back-off allows in that time); the
 //! last agent finishes within the bound (of the ideal: agents / the slowest rate, the login
 //! quota or EC2's refill); the fleet's cost stays within bounds (Vault requests per agent, mean
-//! and p99; for 1000 agents the DescribeInstances calls behind the logins). It prints the figures: requests per agent, finish times, the slowest
-//! agents' requests and the login attempts over time.
+//! and p99; for 1000 agents the DescribeInstances calls behind the logins). It prints the
+//! figures: how the first logins reached the start line, requests per agent, finish times (from
+//! the release), the slowest agents' requests and the login attempts over time.
 //!
 //! Three variants:
 //! - `fleet_of_100_scaling_out_through_ec2_throttling`, `#[ignore]`d but run by
@@ -22,12 +26,10 @@
 //!   nothing else of CI does): 100 agents, EC2 bucket 10 + 10/s, login quota 50/s, 3 % 5xx,
 //!   `retry.max_delay = "2s"`; bound 2 x ideal + 10 s (generous: a debug build on 2 cores);
 //!   Vault requests per agent mean <= 6.5, p99 <= 11.
-//! - `fleet_of_1000_scaling_out_through_ec2_throttling`, `#[ignore]`d: 1000 agents within 2 s,
-//!   EC2 bucket 100 + 20/s, login quota 50/s, 3 % 5xx, the default back-off (`max_delay`
+//! - `fleet_of_1000_scaling_out_through_ec2_throttling`, `#[ignore]`d: 1000 agents, EC2 bucket 100 + 20/s, login quota 50/s, 3 % 5xx, the default back-off (`max_delay`
 //!   20 s, deadline 5 min); bound 1.3 x (1000 / 20 per second = 50 s); Vault requests per
 //!   agent mean <= 8, p99 <= 15; DescribeInstances <= 1300.
-//! - `fleet_of_300_boots_within_the_rate_limit`, `#[ignore]`d: 300 agents within 1 s, login
-//!   quota 50/s, 3 % 5xx, no EC2 limit; bound 1.5 x 6 s.
+//! - `fleet_of_300_boots_within_the_rate_limit`, `#[ignore]`d: 300 agents, login quota 50/s, 3 % 5xx, no EC2 limit; bound 1.5 x 6 s.
 //!
 //! ```sh
 //! cargo test --release --test fleet -- --ignored --nocapture
@@ -272,11 +274,12 @@ fn fleet_of_100_scaling_out_through_ec2_throttling() {
     });
 }
 
-/// The 100-agent variant's bounds on Vault requests per agent (mean, p99): measured 5.4 / 9
-/// with refusals spread over a growing window, 7.6 / 13 when every refusal comes back within
-/// 200 ms of Retry-After (docs/fleet.md). Its EC2 calls (about 270 against 300) are too close
+/// The 100-agent variant's bounds on Vault requests per agent (mean, p99): measured 6.06 / 10
+/// with refusals spread over a growing window and the fleet started at once (the start line;
+/// 5.6 / 9 when the machine spread the starts over a second or two), 9.5 / 19 when the spread
+/// never grows past 200 ms (docs/fleet.md). Its EC2 calls (about 300 either way) are too close
 /// to tell apart at this size: not bounded.
-const REQUESTS_100: (f64, f64) = (6.5, 11.0);
+const REQUESTS_100: (f64, f64) = (7.0, 12.0);
 
 fn run_fleet(spec: Spec) {
     let bin: PathBuf = std::env::var_os("FLEET_AGENT_BIN")
