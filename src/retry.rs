@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 
 /// First back-off cap; doubles each attempt up to `max_delay`.
 const BASE_DELAY: Duration = Duration::from_millis(200);
-/// The spread after the second refusal for load; doubles with each one after it, up to
-/// `max_delay` (the first refusal is spread over BASE_DELAY only: a lone client that meets one
-/// 429 comes back at its Retry-After).
-const REFUSAL_SPREAD: Duration = Duration::from_secs(8);
+/// The spread after the second refusal for load; grows by half with each one after it (6, 9,
+/// 13.5 s), up to `max_delay` (the first refusal is spread over BASE_DELAY only: a lone client
+/// that meets one 429 comes back at its Retry-After).
+const REFUSAL_SPREAD: Duration = Duration::from_secs(6);
+/// The pause after a refusal is drawn from the upper part of the spread: this share of it is
+/// the least added to Retry-After (docs/fleet.md: why not full jitter, why not the upper half).
+const REFUSAL_FLOOR: (u32, u32) = (3, 5);
 /// An attempt with less time than this left is not started: it could not finish.
 const MIN_ATTEMPT: Duration = Duration::from_millis(250);
 /// Sleeps are cut in slices this long so that a cancelled run stops promptly.
@@ -173,21 +176,19 @@ impl Policy {
     }
 
     /// The pause after refusals for load of total weight `refused`: Retry-After (a floor) plus
-    /// a draw from the upper half of a spread that doubles with each refusal, up to max_delay.
-    /// Many clients refused at once (a fleet booting together, each told "Retry-After: 1")
-    /// would come back together: drawn over a growing spread they come back at a rate that
-    /// falls as the refusals pile up, and the upper half keeps even the early draws from
-    /// bunching at the floor, which full jitter (its mean half the cap) would do.
+    /// a draw from the upper 40 % of a spread that grows by half with each refusal, up to
+    /// max_delay. Many clients refused at once (a fleet booting together, each told
+    /// "Retry-After: 1") would come back together: drawn over a growing spread they come back
+    /// at a rate that falls as the refusals pile up, and the upper part keeps even the early
+    /// draws from bunching at the floor, which full jitter (its mean half the cap) would do.
     pub fn refusal_delay(&self, refused: u32, retry_after: Option<Duration>) -> Duration {
-        let spread = match refused {
-            0 | 1 => BASE_DELAY,
-            n => REFUSAL_SPREAD.saturating_mul(1u32 << (n - 2).min(20)),
-        }
-        .min(self.max_delay);
+        let spread = refusal_spread(refused).min(self.max_delay);
+        let (floor, of) = REFUSAL_FLOOR;
+        let least = spread.saturating_mul(floor) / of;
         let after = retry_after.unwrap_or(Duration::ZERO);
         let pause = after
-            .saturating_add(spread / 2)
-            .saturating_add(random_below(spread / 2));
+            .saturating_add(least)
+            .saturating_add(random_below(spread.saturating_sub(least)));
         pause.min(after.max(self.max_delay))
     }
 
@@ -248,6 +249,19 @@ impl Policy {
             let slice = left.min(SLEEP_SLICE);
             self.clock.sleep(slice);
             left -= slice;
+        }
+    }
+}
+
+/// The spread after refusals of total weight `refused`: BASE_DELAY for the first, then
+/// REFUSAL_SPREAD times 1.5 for each one after the second (integer steps: no float code).
+fn refusal_spread(refused: u32) -> Duration {
+    match refused {
+        0 | 1 => BASE_DELAY,
+        // Past 1.5^8 (x 25) the spread is beyond any sensible max_delay.
+        n => {
+            let k = (n - 2).min(8);
+            REFUSAL_SPREAD.saturating_mul(3u32.pow(k)) / 2u32.pow(k)
         }
     }
 }
@@ -448,17 +462,17 @@ mod tests {
         };
         let failures = [429, 429, 429, 429, 429, 429, 429, 503];
         let got = pauses(Duration::from_secs(20), &failures, verdict);
-        // Retry-After (1 s) plus the upper half of a spread of 200 ms (the first refusal: a
-        // lone client comes back at Retry-After), then 8, 16 s and max_delay, the whole
+        // Retry-After (1 s) plus the upper 40 % of a spread of 200 ms (the first refusal: a
+        // lone client comes back at Retry-After), then 6, 9, 13.5 s and max_delay, the whole
         // pause never beyond max_delay; the 503 that follows is the first blind failure.
         let expected = [
-            (ms(1100), ms(1200)),
-            (ms(5000), ms(9000)),
-            (ms(9000), ms(17000)),
-            (ms(11000), ms(20000)),
-            (ms(11000), ms(20000)),
-            (ms(11000), ms(20000)),
-            (ms(11000), ms(20000)),
+            (ms(1120), ms(1200)),
+            (ms(4600), ms(7000)),
+            (ms(6400), ms(10000)),
+            (ms(9100), ms(14500)),
+            (ms(13000), ms(20000)),
+            (ms(13000), ms(20000)),
+            (ms(13000), ms(20000)),
             (ms(0), ms(200)),
         ];
         assert_eq!(got.len(), expected.len(), "{got:?}");
@@ -470,12 +484,44 @@ mod tests {
         }
         // AWS throttling (no Retry-After) weighs two: its first pause is the second step's.
         let got = pauses(Duration::from_secs(20), &[400, 400], verdict);
-        assert!(got[0] >= ms(4000) && got[0] <= ms(8000), "{got:?}");
-        assert!(got[1] >= ms(10000) && got[1] <= ms(20000), "{got:?}");
+        assert!(got[0] >= ms(3600) && got[0] <= ms(6000), "{got:?}");
+        assert!(got[1] >= ms(8100) && got[1] <= ms(13500), "{got:?}");
         // Retry-After beyond max_delay is still honoured: a floor, never capped.
         let policy = Policy::new(Instant::now(), Duration::from_secs(20));
         let after = Some(Duration::from_secs(30));
         assert!(policy.refusal_delay(9, after) >= Duration::from_secs(30));
+    }
+
+    /// Many draws per step: each pause lies in the upper 40 % of its spread, over Retry-After,
+    /// and the draws fill that part (its lower end is reached, not just respected).
+    #[test]
+    fn refusal_pauses_fill_the_upper_forty_percent_of_a_spread_growing_by_half() {
+        let policy = Policy::new(Instant::now(), Duration::from_secs(20));
+        let after = Duration::from_secs(1);
+        // Step 5's spread (20.25 s) is capped at max_delay, and so is the whole pause.
+        let spreads_ms = [(1, 200), (2, 6000), (3, 9000), (4, 13500), (5, 20000)];
+        for (refused, spread_ms) in spreads_ms {
+            let spread = Duration::from_millis(spread_ms);
+            let max_delay = Duration::from_secs(20);
+            let (low, high) = (after + spread * 3 / 5, (after + spread).min(max_delay));
+            let draws: Vec<Duration> = (0..300)
+                .map(|_| policy.refusal_delay(refused, Some(after)))
+                .collect();
+            let least = *draws.iter().min().unwrap();
+            let most = *draws.iter().max().unwrap();
+            assert!(
+                low <= least && most <= high,
+                "{refused}: {least:?}..{most:?}"
+            );
+            assert!(
+                least < low + spread / 20,
+                "{refused}: lowest draw {least:?}"
+            );
+            assert!(
+                most > high - spread / 20,
+                "{refused}: highest draw {most:?}"
+            );
+        }
     }
 
     #[test]
