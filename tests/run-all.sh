@@ -3,8 +3,9 @@
 # then lint, the licence policy, unit and integration tests (real binary against the simulators, real TLS), the
 # release (x86_64 and arm64 binaries, tarballs, .deb, .rpm, signed SHA256SUMS) and its checks,
 # the integration tests again against the arm64 binary under qemu-user, a second release
-# compared byte for byte, the packaging checks, the VM boot test and the .deb's life in a
-# Debian 12 chroot. Ends with "N passed, N failed" over stages, each with its time.
+# compared byte for byte, the packaging checks, the VM boot tests (Debian 12 and 13 on x86_64,
+# Debian 12 on arm64) and the .deb's life in a Debian 12 chroot. Ends with "N passed,
+# N failed" over stages, each with its time.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
@@ -236,6 +237,7 @@ if [ "${VAULTBOOT_SKIP_VM:-}" = 1 ]; then
 else
     stage "boot test in a Debian 12 VM (cloud-init 22.4, systemd 252, nginx, real binary)" script tests/boot/run.sh --suite bookworm
     stage "boot test in a Debian 13 VM (cloud-init 25.1, systemd 257, nginx, real binary)" script tests/boot/run.sh --suite trixie
+    stage "boot test in an arm64 Debian 12 VM (qemu-system-aarch64, the arm64 .deb; boot 1)" script tests/boot/run.sh --suite bookworm --arch arm64
 fi
 # After the VM test: it leaves the Debian 12 tree cached that this stage uses too.
 stage ".deb install, upgrade, remove, purge in a Debian 12 chroot" deb_lifecycle

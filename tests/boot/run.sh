@@ -255,6 +255,8 @@ fi
 require "$QEMU_PKG" "$QEMU" --version
 if [ "$ARCH" = arm64 ]; then
     require qemu-user-static qemu-aarch64-static --version
+    require mmdebstrap mmdebstrap --version
+    require arch-test sh -c 'command -v arch-test' # (arm64 runs only once binfmt_misc knows it)
     require gcc-aarch64-linux-gnu aarch64-linux-gnu-gcc --version
     require libc6-dev-arm64-cross sh -c 'printf "#include <stdint.h>\n" | aarch64-linux-gnu-gcc -x c -c -o /dev/null -'
 fi
@@ -309,48 +311,59 @@ if [ "$ARCH" = amd64 ]; then
     key=$(printf 'v1 %s %s minbase %s' "$SUITE" "$(uname -m)" "$GUEST_PACKAGES" | sha256sum | cut -c1-16)
     tarball=$CACHE/$SUITE-$key.tar.zst
 else
-    key=$(printf 'v1 %s %s on %s minbase foreign %s' "$SUITE" "$ARCH" "$(uname -m)" "$GUEST_PACKAGES" | sha256sum | cut -c1-16)
+    key=$(printf 'v1 %s %s on %s mmdebstrap minbase initrd-list %s' "$SUITE" "$ARCH" "$(uname -m)" "$GUEST_PACKAGES" |
+        sha256sum | cut -c1-16)
     tarball=$CACHE/$SUITE-$ARCH-$key.tar.zst
 fi
 R=$work/root
+# The command that makes the tree.
+if [ "$ARCH" = amd64 ]; then
+    tree_cmd=(debootstrap --variant=minbase --include="$GUEST_PACKAGES" "$SUITE" "$R" "$MIRROR")
+else
+    # Another architecture: every program of the tree that runs while it is built (dpkg, the
+    # maintainer scripts) runs under qemu-aarch64-static, many times slower than natively.
+    # mmdebstrap resolves and downloads with the host's own apt and runs dpkg in the tree
+    # once; debootstrap --foreign's second stage is an emulated shell loop (twice as long).
+    # mkinitramfs with MODULES=most (every storage and network driver, a modprobe each) took
+    # 8-10 minutes emulated: the initrd gets the root disk's drivers only (udev loads the
+    # others from the root file system), set before initramfs-tools is installed.
+    # shellcheck disable=SC2016 # $1 is mmdebstrap's: the tree, expanded by its hook's shell
+    tree_cmd=(mmdebstrap --mode=root --arch="$ARCH" --variant=minbase --include="$GUEST_PACKAGES"
+        --setup-hook='mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d"'
+        --setup-hook='echo MODULES=list >"$1/etc/initramfs-tools/conf.d/boottest"'
+        --setup-hook='printf "%s\n" virtio_pci virtio_blk crc32c_generic ext4 >"$1/usr/share/initramfs-tools/modules.d/boottest"'
+        "$SUITE" "$R" "$MIRROR")
+fi
 # Exit status: 0 unpacked from the cache, 10 built and cached, 11 built but
 # not cached, anything else: failed. Own process group (setsid), so that
 # cleanup can stop debootstrap and its children.
 # shellcheck disable=SC2016 # expanded by the inner bash
 setsid bash -c '
-    R=$1 tarball=$2 suite=$3 mirror=$4 packages=$5 log=$6 arch=$7
+    R=$1 tarball=$2 log=$3
+    shift 3
     if [ -f "$tarball" ]; then
         mkdir "$R" && tar -C "$R" --zstd -xf "$tarball" && exit 0
         echo "cannot unpack the cached tree $tarball"
         exit 1
     fi
-    echo "debootstrap $suite ($arch) from $mirror (cold; cached afterwards)"
+    echo "$1: the guest tree (cold; cached afterwards)"
     t=$SECONDS
-    if [ "$arch" = amd64 ]; then
-        debootstrap --variant=minbase --include="$packages" "$suite" "$R" "$mirror" >"$log" 2>&1
-    else
-        # Another architecture: the first stage downloads and unpacks, the second configures
-        # the packages inside the tree, its binaries run under qemu-aarch64-static (binfmt_misc).
-        debootstrap --arch="$arch" --foreign --variant=minbase --include="$packages" \
-            "$suite" "$R" "$mirror" >"$log" 2>&1 &&
-            echo "debootstrap first stage: $((SECONDS - t))s" &&
-            chroot "$R" /debootstrap/debootstrap --second-stage >>"$log" 2>&1 &&
-            echo "debootstrap second stage (under qemu-user): $((SECONDS - t))s in all"
-    fi
+    "$@" >"$log" 2>&1
     rc=$?
-    # The second stage mounts /proc and /sys in the tree; they must not reach the tarball.
+    # Nothing mounted in the tree (an interrupted build) may reach the tarball.
     grep -o " $R/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n 1 umount -l 2>/dev/null
     if [ "$rc" != 0 ]; then
         tail -n 20 "$log"
-        echo "debootstrap failed (is $mirror reachable?)"
+        echo "$1 failed (is the mirror reachable?)"
         exit 1
     fi
+    echo "$1: $((SECONDS - t))s"
     rm -rf "$R/var/cache/apt/archives/"*.deb
     mkdir -p "${tarball%/*}" &&
         tar -C "$R" --zstd -cf "$tarball.tmp.$$" . && mv "$tarball.tmp.$$" "$tarball" && exit 10
     rm -f "$tarball.tmp.$$"
     exit 11
-' guest-tree "$R" "$tarball" "$SUITE" "$MIRROR" "$GUEST_PACKAGES" "$work/debootstrap.log" "$ARCH" >"$work/tree.log" 2>&1 &
+' guest-tree "$R" "$tarball" "$work/debootstrap.log" "${tree_cmd[@]}" >"$work/tree.log" 2>&1 &
 tree_pid=$!
 
 # --- the real binaries ----------------------------------------------------------------
