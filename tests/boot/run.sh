@@ -35,13 +35,15 @@
 #           end), qemu-system-aarch64 -M virt under TCG; boot 1 only (boots 2 and 3
 #           are skipped: they test nothing architecture-specific and cost minutes).
 #
-# usage: tests/boot/run.sh [--suite bookworm|trixie] [--arch amd64|arm64]
-#        (as root; default bookworm, amd64)
+# usage: tests/boot/run.sh [--suite bookworm|trixie] [--arch amd64|arm64] [--tree-only]
+#        (as root; default bookworm, amd64; --tree-only: build or check the cached
+#        guest tree and stop, so that a CI can make it ahead, beside other stages)
 # environment:
 #   VAULTBOOT_BOOT_CACHE  where the debootstrap tree is cached (default
 #                         /var/cache/vaultboot-boot), keyed on the package list
 #   DEBIAN_MIRROR         default http://deb.debian.org/debian (cold build only)
-#   VAULTBOOT_BOOT_ACCEL  kvm | tcg (default: kvm when usable, else tcg)
+#   VAULTBOOT_BOOT_ACCEL  kvm | tcg (default: kvm when usable, else tcg; arm64: tcg)
+#   VAULTBOOT_BOOT_CPU    arm64: qemu's -cpu (default cortex-a72)
 #   VAULTBOOT_BOOT_KEEP=1 keep the work directory (images, logs, reports)
 #   CARGO_TARGET_DIR      honoured, as by cargo
 # Prints one ok/FAIL line per check and ends with a summary; exits non-zero on
@@ -50,10 +52,12 @@ set -uo pipefail
 
 SUITE=bookworm
 ARCH=amd64
-usage="usage: $0 [--suite bookworm|trixie] [--arch amd64|arm64]"
+TREE_ONLY=
+usage="usage: $0 [--suite bookworm|trixie] [--arch amd64|arm64] [--tree-only]"
 while [ $# -gt 0 ]; do
     case $1 in
-        -h | --help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
+        --tree-only) TREE_ONLY=1 && shift && continue ;;
+        -h | --help) sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
         --suite)
             case ${2:-} in
                 bookworm | trixie) SUITE=$2 ;;
@@ -149,7 +153,7 @@ summary() {
     echo "== boot test summary"
     for t in "${timings[@]}"; do echo "   $t"; done
     for t in "${scans[@]}"; do echo "   disk scan $t"; done
-    if [ "$ARCH" = arm64 ]; then echo "   skipped on arm64: boots 2 and 3"; fi
+    if [ "$ARCH" = arm64 ] && [ -z "$TREE_ONLY" ]; then echo "   skipped on arm64: boots 2 and 3"; fi
     echo "   total: $((SECONDS - t0))s (Debian $SUITE, $ARCH)"
     if ((failed)); then
         for f in "${failures[@]}"; do echo "   failed: $f"; done
@@ -316,6 +320,28 @@ else
     tarball=$CACHE/$SUITE-$ARCH-$key.tar.zst
 fi
 R=$work/root
+# guest_tree: wait for the tree (built or unpacked in the background), say where it came from.
+guest_tree() {
+    phase_start "guest tree (Debian $SUITE)"
+    tree_rc=1
+    if [ -n "$tree_pid" ]; then
+        wait "$tree_pid"
+        tree_rc=$?
+    fi
+    tree_pid=
+    cat "$work/tree.log" 2>/dev/null
+    case $tree_rc in
+        0) ok "guest tree from the cache ($tarball)" ;;
+        10) ok "guest tree built by ${tree_cmd[0]} and cached ($tarball, $(du -h "$tarball" | cut -f1))" ;;
+        11) bad "cache the guest tree in $CACHE" "(the test goes on without the cache)" ;;
+        *) fatal "no guest tree (see above)" ;;
+    esac
+    kernel=$(find "$R/boot" -name 'vmlinuz-*' | sort -V | tail -n 1)
+    initrd=$R/boot/initrd.img-${kernel##*/vmlinuz-}
+    if [ -z "$kernel" ] || [ ! -s "$initrd" ]; then fatal "no kernel/initrd in the guest tree"; fi
+    phase_end
+}
+
 # The command that makes the tree.
 if [ "$ARCH" = amd64 ]; then
     tree_cmd=(debootstrap --variant=minbase --include="$GUEST_PACKAGES" "$SUITE" "$R" "$MIRROR")
@@ -325,7 +351,7 @@ else
     # mmdebstrap resolves and downloads with the host's own apt and runs dpkg in the tree
     # once; debootstrap --foreign's second stage is an emulated shell loop (twice as long).
     # mkinitramfs with MODULES=most (every storage and network driver, a modprobe each) took
-    # 8-10 minutes emulated: the initrd gets the root disk's drivers only (udev loads the
+    # more than 9 minutes emulated: the initrd gets the root disk's drivers only (udev loads the
     # others from the root file system), set before initramfs-tools is installed.
     # shellcheck disable=SC2016 # $1 is mmdebstrap's: the tree, expanded by its hook's shell
     tree_cmd=(mmdebstrap --mode=root --arch="$ARCH" --variant=minbase --include="$GUEST_PACKAGES"
@@ -365,6 +391,12 @@ setsid bash -c '
     exit 11
 ' guest-tree "$R" "$tarball" "$work/debootstrap.log" "${tree_cmd[@]}" >"$work/tree.log" 2>&1 &
 tree_pid=$!
+# --tree-only: fill the cache and stop (a CI can build the tree ahead, beside other stages).
+if [ -n "$TREE_ONLY" ]; then
+    guest_tree
+    summary
+    exit $((failed != 0))
+fi
 
 # --- the real binaries ----------------------------------------------------------------
 phase_start "build: the release .deb (and an upgrade build) and vaultboot-sim"
@@ -438,24 +470,7 @@ vault_ca=$work/sim/vault-ca.pem
 phase_end
 
 # --- the guest tree (started in the background before the build) ----------------------
-phase_start "guest tree (Debian $SUITE)"
-tree_rc=1
-if [ -n "$tree_pid" ]; then
-    wait "$tree_pid"
-    tree_rc=$?
-fi
-tree_pid=
-cat "$work/tree.log" 2>/dev/null
-case $tree_rc in
-    0) ok "guest tree from the cache ($tarball)" ;;
-    10) ok "guest tree built by debootstrap and cached ($tarball, $(du -h "$tarball" | cut -f1))" ;;
-    11) bad "cache the guest tree in $CACHE" "(the test goes on without the cache)" ;;
-    *) fatal "no guest tree (see above)" ;;
-esac
-kernel=$(find "$R/boot" -name 'vmlinuz-*' | sort -V | tail -n 1)
-initrd=$R/boot/initrd.img-${kernel##*/vmlinuz-}
-if [ -z "$kernel" ] || [ ! -s "$initrd" ]; then fatal "no kernel/initrd in the guest tree"; fi
-phase_end
+guest_tree
 
 # --- install vaultboot as the AMI build does, plus the test's own pieces -------------------
 phase_start "install into the guest (dpkg -i the .deb) and make the images"
