@@ -291,8 +291,8 @@ fi
 case $ARCH:$accel in
     amd64:kvm) qemu_accel=(-accel kvm -cpu host) ;;
     amd64:tcg) qemu_accel=(-accel tcg -cpu max) ;;
-    # cortex-a72 (Graviton 2's generation is the Neoverse N1): -cpu max also emulates pointer
-    # authentication, which costs much under TCG (docs/boot-test.md has the measurements).
+    # cortex-a72: no pointer authentication, whose default (QARMA) emulation under TCG makes
+    # -cpu max slow; -cpu max,pauth-impdef=on measured the same here (docs/boot-test.md).
     arm64:*) accel=tcg && qemu_accel=(-accel tcg -cpu "${VAULTBOOT_BOOT_CPU:-cortex-a72}") ;;
     *) fatal "VAULTBOOT_BOOT_ACCEL must be kvm or tcg, not $accel" ;;
 esac
