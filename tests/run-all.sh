@@ -3,9 +3,11 @@
 # then lint, the licence policy, unit and integration tests (real binary against the simulators, real TLS), the
 # release (x86_64 and arm64 binaries, tarballs, .deb, .rpm, signed SHA256SUMS) and its checks,
 # the integration tests again against the arm64 binary under qemu-user, a second release
-# compared byte for byte, the packaging checks, the VM boot test and the .deb's life in a
-# Debian 12 chroot. Ends with "N passed, N failed" over stages, each with its time. Once the
-# release is built, the boot tests and the release's other checks run side by side (lanes).
+# compared byte for byte, the packaging checks, the VM boot tests (Debian 12 and 13 on x86_64,
+# Debian 12 on arm64) and the .deb's life in a Debian 12 chroot. Ends with "N passed,
+# N failed" over stages, each with its time. The boot tests' guest trees are built in the
+# background from the start; once the release is built, the boot tests and the release's
+# other checks run side by side (lanes).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
@@ -43,6 +45,20 @@ require zstd zstd --version
 require debootstrap debootstrap --version
 # The provenance's check runs README's verification command (jq).
 require jq jq --version
+# The boot tests (tests/boot/run.sh asks for the same; listed here so that one apt call installs
+# everything at the start): qemu for both architectures, the guest trees' builders, their tools.
+if [ "${VAULTBOOT_SKIP_VM:-}" != 1 ]; then
+    require qemu-system-x86 qemu-system-x86_64 --version
+    require qemu-system-arm qemu-system-aarch64 --version
+    require debootstrap debootstrap --version
+    require mmdebstrap mmdebstrap --version
+    require arch-test sh -c 'command -v arch-test'
+    require e2fsprogs mke2fs -V
+    require socat socat -V
+    require openssl openssl version
+    require curl curl --version
+    require python3-yaml /usr/bin/python3 -c 'import yaml'
+fi
 # The cargo subcommands (SBOM, dependency list in the binary, licence policy): built from
 # crates.io at pinned versions into ~/.cargo/bin, kept for later runs (tests/lib/cargo-tools.sh).
 # shellcheck source=tests/lib/cargo-tools.sh
@@ -261,7 +277,32 @@ deb_lifecycle() {
         "$work/upgrade/vaultboot_${VERSION}+1_amd64.deb"
 }
 
+# The boot tests' guest trees, cold on a new machine (downloads; for arm64, every package's
+# scripts run under emulation: ~13 minutes), are built in the background from the start, beside
+# the cargo stages, into the cache the boot tests read (tests/boot/run.sh --tree-only; a boot
+# test that starts before its tree is done waits for it on the cache's lock). Their output is
+# printed after the lanes.
+trees_pid=
+start_trees() {
+    local args
+    for args in "--suite bookworm" "--suite trixie" "--suite bookworm --arch arm64"; do
+        echo "== tests/boot/run.sh $args --tree-only"
+        # shellcheck disable=SC2086 # two or four words
+        script tests/boot/run.sh $args --tree-only || echo "(not cached: the boot test builds it itself)"
+    done >"$work/trees.log" 2>&1 </dev/null &
+    trees_pid=$!
+    echo "-- guest trees: building in the background (at $((SECONDS / 60)) min $((SECONDS % 60)) s)"
+}
+join_trees() {
+    [ -n "$trees_pid" ] || return 0
+    wait "$trees_pid"
+    say "guest trees, built in the background (tests/boot/run.sh --tree-only)"
+    cat "$work/trees.log"
+    trees_pid=
+}
+
 install_missing
+[ "${VAULTBOOT_SKIP_VM:-}" = 1 ] || start_trees
 stage "format" cargo fmt --all -- --check
 stage "clippy" cargo clippy --locked --workspace --all-targets -- -D warnings
 # tests/licence-policy.py: allowed licences (and why), banned crates, from `cargo metadata`.
@@ -288,6 +329,9 @@ bookworm_lane() {
 trixie_lane() {
     stage "boot test in a Debian 13 VM (cloud-init 25.1, systemd 257, nginx, real binary)" script tests/boot/run.sh --suite trixie
 }
+arm64_lane() {
+    stage "boot test in an arm64 Debian 12 VM (qemu-system-aarch64, the arm64 .deb; boot 1)" script tests/boot/run.sh --suite bookworm --arch arm64
+}
 if [ "${VAULTBOOT_SKIP_VM:-}" = 1 ]; then
     artefact_lane
     say "boot tests in VMs: SKIPPED because VAULTBOOT_SKIP_VM=1"
@@ -297,8 +341,10 @@ if [ "${VAULTBOOT_SKIP_VM:-}" = 1 ]; then
 else
     lane debian12 bookworm_lane
     lane debian13 trixie_lane
+    lane arm64-guest arm64_lane
     lane artefacts artefact_lane
     join_lanes
+    join_trees
 fi
 
 echo
