@@ -12,7 +12,7 @@
 #                  refuses a wrong checksum and a config whose ca_cert is missing
 #
 # usage: tests/packaging/deb-lifecycle.sh OLD.deb NEW.deb
-# The tree: the boot test's cache (/var/cache/vaultboot-boot/bookworm-*.tar.zst, or
+# The tree: the boot test's cache (/var/cache/vaultboot-boot/bookworm-<hex>.tar.zst, or
 # VAULTBOOT_BOOT_CACHE) when there is one, else a minbase debootstrap with cloud-init, cached
 # there as lifecycle-*.tar.zst (about 100 s cold).
 set -u
@@ -36,8 +36,10 @@ trap 'rm -rf "$work"' EXIT INT TERM
 R=$work/root
 mkdir "$R"
 
-# shellcheck disable=SC2012 # the cache's names are ours: bookworm-<hex>.tar.zst
-tree=$(ls -t "$CACHE"/bookworm-*.tar.zst 2>/dev/null | head -n 1)
+# The x86_64 tree only (bookworm-<16 hex>.tar.zst): the arm64 boot test's bookworm-arm64-<hex>
+# sits beside it, and its programs do not run here.
+# shellcheck disable=SC2012,SC2010 # the cache's names are ours
+tree=$(ls -t "$CACHE"/bookworm-*.tar.zst 2>/dev/null | grep -E '/bookworm-[0-9a-f]{16}\.tar\.zst$' | head -n 1)
 if [ -z "$tree" ]; then
     tree=$CACHE/lifecycle-bookworm-v1.tar.zst
     if [ ! -f "$tree" ]; then
