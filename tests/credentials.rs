@@ -70,6 +70,30 @@ fn root_a_sealed_credential_decrypts_to_the_secret() {
     assert_eq!(dir.mode() & 0o7777, 0o700);
 }
 
+/// A first run seals the API key as the credential `api.key`; then Vault's key becomes
+/// `new_key`. The configuration, the credential's path and its bytes as first sealed.
+fn sealed_then_rotated(env: &Env, new_key: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+    let config = env.write_config(&api_credential(env, "api.key", ""));
+    assert_eq!(env.run(&config).status, 0);
+    let path = sealed_path(env, "api.key");
+    let before = fs::read(&path).unwrap();
+    register_secret(new_key);
+    env.vault.put_kv2(
+        "secret",
+        "app/api",
+        serde_json::json!({ "api_key": new_key }),
+    );
+    (config, path, before)
+}
+
+/// The names in the store that holds the credential at `path`.
+fn store_entries(path: &Path) -> Vec<String> {
+    fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// A hook that appends its argument to `hooks.log`.
 fn hook(env: &Env) -> String {
     use std::os::unix::fs::PermissionsExt;
@@ -163,19 +187,8 @@ fn root_an_unchanged_credential_is_kept_and_a_changed_one_replaced() {
 fn root_a_file_that_cannot_be_written_keeps_the_credential_as_it_was() {
     assert_root();
     let env = Env::new();
-    let config = env.write_config(&api_credential(&env, "api.key", ""));
-    assert_eq!(env.run(&config).status, 0);
-    let path = sealed_path(&env, "api.key");
-    let before = fs::read(&path).unwrap();
-
+    let (_, path, before) = sealed_then_rotated(&env, "rotated-api-key-fedcba9876543210");
     // The same run now also writes a file below a regular file: it cannot be staged.
-    let new_key = "rotated-api-key-fedcba9876543210";
-    register_secret(new_key);
-    env.vault.put_kv2(
-        "secret",
-        "app/api",
-        serde_json::json!({ "api_key": new_key }),
-    );
     fs::write(env.path("blocker"), "not a directory").unwrap();
     let text = format!(
         "{}\n  [[secret.file]]\n  path = {:?}\n  fields = [\"api_key\"]\n",
@@ -189,11 +202,11 @@ fn root_a_file_that_cannot_be_written_keeps_the_credential_as_it_was() {
         before,
         "the credential was replaced"
     );
-    let left: Vec<_> = fs::read_dir(path.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("api.key")]);
+    assert_eq!(
+        store_entries(&path),
+        ["api.key"],
+        "something left beside it"
+    );
 }
 
 #[test]
@@ -384,18 +397,8 @@ fn root_a_stop_while_systemd_creds_runs_kills_it_and_keeps_the_old_credential() 
     use std::time::{Duration, Instant};
     assert_root();
     let env = Env::new();
-    let config = env.write_config(&api_credential(&env, "api.key", ""));
-    assert_eq!(env.run(&config).status, 0);
-    let path = sealed_path(&env, "api.key");
-    let before = fs::read(&path).unwrap();
-
     let new_key = "rotated-api-key-0123456789abcdef";
-    register_secret(new_key);
-    env.vault.put_kv2(
-        "secret",
-        "app/api",
-        serde_json::json!({ "api_key": new_key }),
-    );
+    let (config, path, before) = sealed_then_rotated(&env, new_key);
     // The comparison's decrypt goes to the real one; the encrypt of the new value holds, with
     // a child of its own (its process group must go too), both pids in `held`.
     let real = real_systemd_creds(&env);
@@ -462,11 +465,11 @@ fn root_a_stop_while_systemd_creds_runs_kills_it_and_keeps_the_old_credential() 
     }
     assert_eq!(fs::read(&path).unwrap(), before, "the credential changed");
     assert_eq!(decrypt(&path, "api.key"), env.api_key);
-    let left: Vec<_> = fs::read_dir(path.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("api.key")]);
+    assert_eq!(
+        store_entries(&path),
+        ["api.key"],
+        "something left beside it"
+    );
     assert_eq!(env.vault.live_tokens(), 0, "the token was not revoked");
     assert!(scan_for_secrets(&[new_key.to_string()], &text).is_empty());
 }
